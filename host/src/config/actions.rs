@@ -1,0 +1,102 @@
+//! The `actions` of a project, in either of two spellings:
+//!
+//! ```toml
+//! actions = ["status", "restart"]            # stock actions with default limits
+//!
+//! [projects.shop.actions.restart]            # or one table per action
+//! timeout = "2m"
+//! [projects.shop.actions.migrate]
+//! path = "plugins/migrate.wasm"              # a custom plugin
+//! memory = "64MiB"
+//! ```
+//!
+//! An action without `path` is the stock plugin of that name; TOML cannot hold
+//! both spellings under one key, so the list form is the short way and the
+//! table form the full one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::PluginSettings;
+use crate::plugins::stock;
+
+/// A project's actions by name.
+#[derive(Debug, Clone, Default)]
+pub struct Actions(pub BTreeMap<String, ActionConfig>);
+
+/// One action of a project.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// A custom plugin's component file; absent means the stock plugin of the
+    /// action's name.
+    pub path: Option<PathBuf>,
+    /// Wall-clock limit of a run; default `plugins.timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Memory cap of a run; default `plugins.memory`.
+    pub memory: Option<ByteSize>,
+}
+
+impl ActionConfig {
+    pub(super) fn validate(&self, name: &str, settings: &PluginSettings) -> Result<(), String> {
+        if self.path.is_none() && stock::bytes(name).is_none() {
+            return Err(format!(
+                "no stock action is called `{name}` (stock actions: {}); give `path` for a custom plugin",
+                stock::names().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err("`timeout` must be more than 0".into());
+        }
+        if let Some(memory) = self.memory
+            && memory > settings.max_memory
+        {
+            return Err(format!(
+                "`memory` {memory} is more than plugins.max_memory ({})",
+                settings.max_memory
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Actions {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct ActionsVisitor;
+
+        impl<'de> Visitor<'de> for ActionsVisitor {
+            type Value = Actions;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of stock action names, or a table of actions")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Actions, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    if map.insert(name.clone(), ActionConfig::default()).is_some() {
+                        return Err(serde::de::Error::custom(format!("action `{name}` is listed twice")));
+                    }
+                }
+                Ok(Actions(map))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Actions, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((name, cfg)) = access.next_entry::<String, ActionConfig>()? {
+                    map.insert(name, cfg);
+                }
+                Ok(Actions(map))
+            }
+        }
+
+        de.deserialize_any(ActionsVisitor)
+    }
+}

@@ -1,0 +1,188 @@
+//! The operator's config file: TOML in, validated types out.
+//!
+//! Every struct denies unknown fields, so a typo (`timout = "5s"`) is an error
+//! that names the key instead of a setting silently ignored. Relative paths are
+//! resolved against the config file's folder, not the working directory, so
+//! `bosun serve --config /etc/bosun/bosun.toml` means the same from anywhere.
+//! Durations and sizes are human strings (`"30s"`, `"256MiB"`).
+
+mod actions;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+pub use actions::{ActionConfig, Actions};
+
+/// Why a config could not be used. Each message names the file, and the key
+/// (and line, for syntax errors) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or does not fit the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// The TOML parsed, but a value is not acceptable.
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key at fault, e.g. `projects.shop.dir`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where bosun keeps its state: job history, compiled plugins, desired
+    /// process state. Default `state` next to the config file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Limits for the plugin engine.
+    #[serde(default)]
+    pub plugins: PluginSettings,
+    /// The projects bosun manages, by name.
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectConfig>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// Engine-wide plugin limits, and the defaults each action inherits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    /// How many plugin runs may execute at once, across all projects. Also sizes
+    /// the pooling allocator. Default 16.
+    pub max_concurrent_runs: u32,
+    /// The largest memory cap any action may be given. Default 1GiB.
+    pub max_memory: ByteSize,
+    /// Use the pooling allocator when the machine allows it. Default true.
+    pub pooling: bool,
+    /// Wall-clock limit of one run, unless the action sets `timeout`. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Memory cap of one run (all its memories together), unless the action sets
+    /// `memory`. Default 256MiB.
+    pub memory: ByteSize,
+    /// Bytes of stdout + stderr kept per run; the rest is dropped with a note.
+    /// Default 8MiB.
+    pub max_output: ByteSize,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_runs: 16,
+            max_memory: ByteSize::gib(1),
+            pooling: true,
+            timeout: Duration::from_secs(300),
+            memory: ByteSize::mib(256),
+            max_output: ByteSize::mib(8),
+        }
+    }
+}
+
+/// One managed project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The project's directory; its plugins see it as `/`.
+    pub dir: PathBuf,
+    /// The actions callers may run on it.
+    #[serde(default)]
+    pub actions: Actions,
+}
+
+impl Config {
+    /// Read, parse and validate the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate `text`, read from `path` (used in messages and to
+    /// resolve relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.state_dir = base.join(&config.state_dir);
+        for project in config.projects.values_mut() {
+            project.dir = base.join(&project.dir);
+            for action in project.actions.0.values_mut() {
+                if let Some(p) = &mut action.path {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let p = &self.plugins;
+        if p.max_concurrent_runs == 0 {
+            return Err(invalid("plugins.max_concurrent_runs".into(), "must be at least 1".into()));
+        }
+        if p.memory > p.max_memory {
+            return Err(invalid(
+                "plugins.memory".into(),
+                format!("{} is more than plugins.max_memory ({})", p.memory, p.max_memory),
+            ));
+        }
+        for (name, project) in &self.projects {
+            check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
+            for (action, cfg) in &project.actions.0 {
+                let key = format!("projects.{name}.actions.{action}");
+                check_name(action).map_err(|m| invalid(key.clone(), m))?;
+                cfg.validate(action, p).map_err(|m| invalid(key, m))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Project and action names appear in URLs and file names: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit"
+        ))
+    }
+}

@@ -1,0 +1,5 @@
+//! bosun: supervises deployed projects and runs sandboxed WASI action plugins
+//! on them. See the README for the picture and `docs/` for the details.
+
+pub mod config;
+pub mod plugins;

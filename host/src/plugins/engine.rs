@@ -1,0 +1,284 @@
+//! The one wasmtime `Engine` of a bosun process, its linker, and plugin loading.
+//!
+//! - **Pooling first.** The pooling allocator makes a run's instantiation ~2x
+//!   cheaper, but it reserves address space up front, which a container with
+//!   a small `ulimit -v` refuses. The engine probes it and falls back to
+//!   on-demand allocation, logging why, rather than failing to start.
+//! - **Epochs.** A ticker thread advances the epoch every [`TICK`]; each run's
+//!   store checks its deadline and cancellation at every tick.
+//! - **One `InstancePre` per plugin.** Linking is checked once, at load, and
+//!   each run only instantiates. A plugin that does not fit the contract is
+//!   refused at load with the missing import or export named.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::bosun::plugin::{commands, git, processes, types};
+use super::bindings::{ActionMeta, ActionPluginPre};
+use super::cache::{ComponentCache, Origin};
+use super::run::{FailureKind, RunLimits};
+use super::state::RunState;
+
+/// How often the epoch advances: the granularity of deadlines and cancellation.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Time and memory a plugin's `describe()` gets at load.
+const DESCRIBE_LIMITS: RunLimits =
+    RunLimits { timeout: Duration::from_secs(5), memory: 64 << 20, max_output: 64 << 10 };
+
+/// Core instances one component may hold. componentize-py needs 14.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Memories and tables one component may hold.
+const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+const MAX_TABLES_PER_COMPONENT: u32 = 32;
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The state dir; compiled components are cached under `cache/`.
+    pub state_dir: PathBuf,
+    /// Runs executing at once; more wait for a slot. Sizes the pool.
+    pub max_concurrent_runs: u32,
+    /// The largest memory any one run may have, in bytes.
+    pub max_memory: u64,
+    /// Try the pooling allocator.
+    pub pooling: bool,
+}
+
+impl EngineConfig {
+    /// The engine settings of a config file.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            state_dir: config.state_dir.clone(),
+            max_concurrent_runs: config.plugins.max_concurrent_runs,
+            max_memory: config.plugins.max_memory.as_u64(),
+            pooling: config.plugins.pooling,
+        }
+    }
+}
+
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Pre-reserved slots, reused between runs.
+    Pooling,
+    /// Allocated per instance, freed with it.
+    OnDemand,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration even without pooling.
+    #[error("starting the wasm engine: {0:#}")]
+    Wasmtime(anyhow::Error),
+    /// The component cache could not be opened.
+    #[error("opening the component cache: {0:#}")]
+    Cache(anyhow::Error),
+}
+
+/// Why a plugin could not be loaded. The server keeps running either way.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{plugin}`: {reason}")]
+pub struct LoadError {
+    /// The plugin's name (its action name, or its file).
+    pub plugin: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl LoadError {
+    /// The failure kind a run of this plugin reports: always `invalid_plugin`.
+    pub fn kind(&self) -> FailureKind {
+        FailureKind::InvalidPlugin
+    }
+}
+
+/// A loaded plugin: linked, described, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) pre: ActionPluginPre<RunState>,
+    meta: Arc<ActionMeta>,
+    origin: Origin,
+}
+
+impl Plugin {
+    /// What the plugin's `describe()` returned at load.
+    pub fn meta(&self) -> &ActionMeta {
+        &self.meta
+    }
+
+    /// Whether this load compiled the component or took it from the cache.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+}
+
+/// The plugin engine. Cheap to clone; all clones share one wasmtime engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) wasm: wasmtime::Engine,
+    linker: Linker<RunState>,
+    cache: ComponentCache,
+    allocation: Allocation,
+    pub(crate) slots: Semaphore,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// Start the engine: probe pooling, link the imports, open the cache, and
+    /// start the epoch ticker.
+    pub fn new(cfg: &EngineConfig) -> Result<Self, EngineError> {
+        let (wasm, allocation) = build_engine(cfg)?;
+        let linker = build_linker(&wasm).map_err(|e| EngineError::Wasmtime(e.into()))?;
+        let cache = ComponentCache::open(&cfg.state_dir).map_err(EngineError::Cache)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(wasm.clone(), ticker_stop.clone());
+        let slots = Semaphore::new(cfg.max_concurrent_runs as usize);
+        Ok(Self { inner: Arc::new(Inner { wasm, linker, cache, allocation, slots, ticker_stop }) })
+    }
+
+    /// Which allocator the engine ended up with.
+    pub fn allocation(&self) -> Allocation {
+        self.inner.allocation
+    }
+
+    /// Compile (or take from the cache), link and describe a plugin.
+    pub async fn load(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError { plugin: plugin.to_string(), reason };
+        check_is_component(wasm).map_err(fail)?;
+        let inner = self.inner.clone();
+        let bytes = wasm.to_vec();
+        let (component, origin) =
+            tokio::task::spawn_blocking(move || inner.cache.load_or_compile(&inner.wasm, &bytes))
+                .await
+                .map_err(|e| fail(format!("compiling panicked: {e}")))?
+                .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+        let pre = self.link(&component).map_err(fail)?;
+        let meta = self
+            .describe(&pre)
+            .await
+            .map_err(|f| fail(format!("describe() failed ({}): {}", f.kind, f.message)))?;
+        check_meta(&meta).map_err(fail)?;
+        Ok(Plugin { pre, meta: Arc::new(meta), origin })
+    }
+
+    fn link(&self, component: &Component) -> Result<ActionPluginPre<RunState>, String> {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("does not fit the bosun:plugin@0.1.0 imports: {e:#}"))?;
+        ActionPluginPre::new(pre).map_err(|e| {
+            format!("does not export `bosun:plugin/action@0.1.0` as the action-plugin world requires: {e:#}")
+        })
+    }
+
+    async fn describe(&self, pre: &ActionPluginPre<RunState>) -> Result<ActionMeta, super::run::RunFailure> {
+        self.call_detached(pre, DESCRIBE_LIMITS, |plugin, store| {
+            Box::pin(async move { plugin.bosun_plugin_action().call_describe(store).await })
+        })
+        .await
+    }
+}
+
+fn build_engine(cfg: &EngineConfig) -> Result<(wasmtime::Engine, Allocation), EngineError> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    if cfg.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        let runs = cfg.max_concurrent_runs;
+        pool.total_component_instances(runs)
+            .total_core_instances(runs.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(runs.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .total_tables(runs.saturating_mul(MAX_TABLES_PER_COMPONENT))
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .total_stacks(runs)
+            .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match wasmtime::Engine::new(&config) {
+            Ok(engine) => return Ok((engine, Allocation::Pooling)),
+            Err(e) => tracing::warn!(
+                "pooling allocator unavailable ({e:#}); falling back to on-demand allocation"
+            ),
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    let engine = wasmtime::Engine::new(&config).map_err(|e| EngineError::Wasmtime(e.into()))?;
+    Ok((engine, Allocation::OnDemand))
+}
+
+fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    types::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
+    processes::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
+    git::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
+    commands::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn spawn_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
+    thread::Builder::new()
+        .name("bosun-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// Name the common ways a file is not a component, before wasmtime's
+/// lower-level errors would.
+fn check_is_component(wasm: &[u8]) -> Result<(), String> {
+    use wasmtime::wasmparser::Parser;
+    if wasm.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if Parser::is_component(wasm) {
+        return Ok(());
+    }
+    if Parser::is_core_wasm(wasm) {
+        return Err("is a core WebAssembly module, not a component: build it for the wasm32-wasip2 \
+                    target (or wrap it with `wasm-tools component new`)"
+            .into());
+    }
+    Err("is not a WebAssembly file (no `\\0asm` header)".into())
+}
+
+/// Refuse descriptions that callers could not use.
+fn check_meta(meta: &ActionMeta) -> Result<(), String> {
+    for (i, p) in meta.params.iter().enumerate() {
+        if p.name.is_empty() {
+            return Err(format!("describe(): param #{i} has an empty name"));
+        }
+        if meta.params[..i].iter().any(|q| q.name == p.name) {
+            return Err(format!("describe(): param `{}` is declared twice", p.name));
+        }
+        if p.required && p.default.is_some() {
+            return Err(format!("describe(): param `{}` is required but also has a default", p.name));
+        }
+    }
+    Ok(())
+}

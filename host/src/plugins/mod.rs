@@ -1,0 +1,29 @@
+//! The sandboxed action engine.
+//!
+//! Every action is a WASI component implementing `bosun:plugin/action-plugin`
+//! (see `wit/`). The [`Engine`] compiles and links each plugin once at load
+//! ([`Engine::load`]) and gives every run a fresh store ([`Engine::run`]):
+//! one preopen (the project dir, at `/`), capped time, memory and output, and
+//! host imports scoped to one project through [`ProjectScope`]. A hostile or
+//! broken plugin fails its own run with a [`FailureKind`]; the engine and
+//! every other run carry on.
+
+pub mod bindings;
+mod cache;
+pub mod commands;
+mod engine;
+pub mod git;
+mod limits;
+mod output;
+pub mod processes;
+mod run;
+mod scope;
+mod state;
+pub mod stock;
+
+pub use cache::Origin;
+pub use engine::{Allocation, Engine, EngineConfig, EngineError, LoadError, Plugin, TICK};
+pub use output::{LogSink, MAX_LINE_BYTES, SPLIT_MARKER, Stream};
+pub use run::{FailureKind, RunFailure, RunLimits, RunRequest};
+pub use scope::ProjectScope;
+pub use state::RunState;
