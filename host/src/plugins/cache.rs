@@ -15,7 +15,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -124,28 +124,32 @@ fn deserialize(engine: &wasmtime::Engine, code: &[u8]) -> Result<Component> {
     unsafe { Component::deserialize(engine, code) }.map_err(anyhow::Error::from)
 }
 
+/// The cache's HMAC key: read it, or create it atomically. The key is written
+/// to a temp file (mode 0600) and linked into place without replacing, so two
+/// processes starting at once agree on one complete key.
 fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let mode = fs::metadata(path)?.permissions().mode();
-            anyhow::ensure!(mode & 0o077 == 0, "{} must not be readable by others (mode {mode:o})", path.display());
-            bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; delete it to make a new one", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the cache key: {e}"))?;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(&key)?;
-            file.sync_all()?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    match read_key(path) {
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
+        other => return other,
     }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the cache key: {e}"))?;
+    let dir = path.parent().context("the key path has a parent")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).context("creating a temp file")?;
+    tmp.write_all(&key)?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(key),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
+        Err(e) => Err(e.error).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+fn read_key(path: &Path) -> Result<[u8; 32]> {
+    let bytes = fs::read(path)?;
+    let mode = fs::metadata(path)?.permissions().mode();
+    anyhow::ensure!(mode & 0o077 == 0, "{} must not be readable by others (mode {mode:o})", path.display());
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; delete it to make a new one", path.display()))
 }

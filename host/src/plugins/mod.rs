@@ -15,6 +15,7 @@ mod engine;
 pub mod git;
 mod limits;
 mod output;
+mod registry;
 pub mod processes;
 mod run;
 mod scope;
@@ -23,6 +24,7 @@ pub mod stock;
 
 pub use cache::Origin;
 pub use engine::{Allocation, Engine, EngineConfig, EngineError, LoadError, Plugin, TICK};
+pub use registry::{ActionRegistry, LoadedAction};
 pub use output::{LogSink, MAX_LINE_BYTES, SPLIT_MARKER, Stream};
 pub use run::{FailureKind, RunFailure, RunLimits, RunRequest};
 pub use scope::ProjectScope;

@@ -88,6 +88,18 @@ pub fn timeout(message: impl std::fmt::Display) -> Error {
     Error::Timeout(message.to_string())
 }
 
+/// `kind: message` for an error, e.g. `not-found: no process named web`.
+pub fn error_text(e: &Error) -> String {
+    let (kind, message) = match e {
+        Error::NotFound(m) => ("not-found", m),
+        Error::Denied(m) => ("denied", m),
+        Error::Failed(m) => ("failed", m),
+        Error::Timeout(m) => ("timeout", m),
+        Error::Invalid(m) => ("invalid", m),
+    };
+    format!("{kind}: {message}")
+}
+
 /// Describe `A` in the WIT shape. Used by [`export_action!`].
 #[doc(hidden)]
 pub fn describe<A: Action>() -> ActionMeta {

@@ -3,7 +3,9 @@
 //! A project that is not a git work tree still has a status: `git` is then
 //! `null` and `git_error` says why, rather than the whole action failing.
 
-use bosun_plugin_sdk::{Action, Error, Params, export_action, git, processes, processes_json};
+use bosun_plugin_sdk::{
+    Action, Error, Params, error_text, export_action, git, processes, processes_json,
+};
 use serde_json::json;
 
 struct Status;
@@ -28,7 +30,7 @@ impl Action for Status {
                 }),
                 None,
             ),
-            Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+            Err(e) => (serde_json::Value::Null, Some(error_text(&e))),
         };
         Ok(json!({ "processes": processes_json(&procs), "git": git, "git_error": git_error })
             .to_string())

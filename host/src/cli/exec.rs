@@ -1,0 +1,76 @@
+//! `bosun exec`: run one action in-process and print its log as it happens.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::ExitCode;
+use crate::config::Config;
+use crate::plugins::{ActionRegistry, Engine, EngineConfig, LogSink, ProjectScope, RunRequest, Stream};
+
+/// Run `project`/`action` with `params`. Log lines go to stderr, the result to
+/// stdout; Ctrl-C cancels the run.
+pub async fn exec(path: &Path, project: &str, action: &str, params: Vec<(String, String)>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::Usage;
+        }
+    };
+    let Some(pcfg) = config.projects.get(project) else {
+        eprintln!("error: no project `{project}` in {}", path.display());
+        return ExitCode::Usage;
+    };
+    let engine = match Engine::new(&EngineConfig::from_config(&config)) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::HostError;
+        }
+    };
+    let registry = ActionRegistry::load(&engine, &config).await;
+    let loaded = match registry.get(project, action) {
+        None => {
+            eprintln!("error: project `{project}` has no action `{action}`");
+            return ExitCode::Usage;
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::InvalidPlugin;
+        }
+        Some(Ok(loaded)) => loaded.clone(),
+    };
+    let log: LogSink = Arc::new(|stream, line| match stream {
+        Stream::Stdout => eprintln!("{line}"),
+        Stream::Stderr => eprintln!("stderr: {line}"),
+        Stream::Host => eprintln!("{line}"),
+    });
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let request = RunRequest {
+        scope: ProjectScope::new(project, &pcfg.dir),
+        action: action.to_string(),
+        job_id: "local".to_string(),
+        params,
+        limits: loaded.limits,
+        log,
+        cancel,
+    };
+    match engine.run(&loaded.plugin, request).await {
+        Ok(result) => {
+            println!("{result}");
+            ExitCode::Ok
+        }
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            failure.kind.into()
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Every project's actions, loaded from config.
+//!
+//! Loading never fails as a whole: a plugin that cannot be read or does not
+//! fit the contract is recorded with its error, and the rest of the server
+//! carries on; running that action reports the error. Identical components
+//! (the same stock plugin in ten projects) are compiled and linked once and
+//! share one `InstancePre`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::engine::{Engine, LoadError, Plugin};
+use super::run::RunLimits;
+use super::stock;
+use crate::config::{ActionConfig, Config, PluginSettings};
+
+/// One loadable action of one project.
+#[derive(Clone)]
+pub struct LoadedAction {
+    /// The linked plugin.
+    pub plugin: Plugin,
+    /// Its limits, from the action's config or the engine-wide defaults.
+    pub limits: RunLimits,
+}
+
+/// All actions of all projects, each loaded or with the reason it is not.
+#[derive(Default)]
+pub struct ActionRegistry {
+    actions: BTreeMap<(String, String), Result<LoadedAction, Arc<LoadError>>>,
+}
+
+impl ActionRegistry {
+    /// Load every action of every project in `config`.
+    pub async fn load(engine: &Engine, config: &Config) -> Self {
+        let mut by_hash: HashMap<[u8; 32], Result<Plugin, String>> = HashMap::new();
+        let mut actions = BTreeMap::new();
+        for (project, pcfg) in &config.projects {
+            for (action, acfg) in &pcfg.actions.0 {
+                let loaded = match read_component(action, acfg) {
+                    Err(reason) => Err(reason),
+                    Ok(bytes) => {
+                        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+                        match by_hash.get(&hash) {
+                            Some(done) => done.clone(),
+                            None => {
+                                let result = engine.load(action, &bytes).await.map_err(|e| e.reason);
+                                by_hash.insert(hash, result.clone());
+                                result
+                            }
+                        }
+                    }
+                };
+                let entry = loaded
+                    .map(|plugin| LoadedAction { plugin, limits: limits(acfg, &config.plugins) })
+                    .map_err(|reason| {
+                        let error = LoadError { plugin: format!("{project}/{action}"), reason };
+                        tracing::error!(project = %project, action = %action, "{error}");
+                        Arc::new(error)
+                    });
+                actions.insert((project.clone(), action.clone()), entry);
+            }
+        }
+        Self { actions }
+    }
+
+    /// The action, `Some(Err)` when it failed to load, `None` when the project
+    /// does not have it.
+    pub fn get(&self, project: &str, action: &str) -> Option<Result<&LoadedAction, &LoadError>> {
+        self.actions
+            .get(&(project.to_string(), action.to_string()))
+            .map(|r| r.as_ref().map_err(|e| e.as_ref()))
+    }
+
+    /// The actions of `project` by name, loaded or not.
+    pub fn project(&self, project: &str) -> impl Iterator<Item = (&str, Result<&LoadedAction, &LoadError>)> {
+        self.actions
+            .iter()
+            .filter(move |((p, _), _)| p == project)
+            .map(|((_, a), r)| (a.as_str(), r.as_ref().map_err(|e| e.as_ref())))
+    }
+
+    /// Every load error, in project and action order.
+    pub fn errors(&self) -> impl Iterator<Item = &LoadError> {
+        self.actions.values().filter_map(|r| r.as_ref().err().map(|e| e.as_ref()))
+    }
+}
+
+fn read_component(action: &str, cfg: &ActionConfig) -> Result<Vec<u8>, String> {
+    match &cfg.path {
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => stock::bytes(action)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("no stock action is called `{action}`")),
+    }
+}
+
+fn limits(action: &ActionConfig, settings: &PluginSettings) -> RunLimits {
+    RunLimits {
+        timeout: action.timeout.unwrap_or(settings.timeout),
+        memory: to_usize(action.memory.unwrap_or(settings.memory).as_u64()),
+        max_output: to_usize(settings.max_output.as_u64()),
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}

@@ -1,0 +1,95 @@
+//! Shared helpers for the end-to-end tests: the guest components that
+//! `host/build.rs` built from `plugins/`, engines on temp state dirs, and a
+//! log collector.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use bosun::plugins::{Engine, EngineConfig, LogSink, ProjectScope, RunLimits, RunRequest, Stream};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// The folder holding every guest component built from `plugins/`.
+pub fn guest_dir() -> PathBuf {
+    PathBuf::from(env!("BOSUN_GUEST_DIR"))
+}
+
+/// The bytes of the guest component `name` (its crate name, with underscores).
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guest_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// One state dir for the whole test binary, so its tests share the compiled
+/// component cache (the cache is safe to share: entries are renamed into place).
+pub fn shared_state_dir() -> &'static Path {
+    static DIR: LazyLock<TempDir> = LazyLock::new(|| TempDir::new().expect("temp state dir"));
+    DIR.path()
+}
+
+/// An engine on `state_dir`.
+pub fn engine_in(state_dir: &Path, pooling: bool) -> Engine {
+    Engine::new(&EngineConfig {
+        state_dir: state_dir.to_path_buf(),
+        max_concurrent_runs: 4,
+        max_memory: 1 << 30,
+        pooling,
+    })
+    .expect("engine starts")
+}
+
+/// A pooling engine on the shared state dir.
+pub fn engine() -> Engine {
+    engine_in(shared_state_dir(), true)
+}
+
+/// Generous limits for runs that are not testing a limit.
+pub fn limits() -> RunLimits {
+    RunLimits { timeout: Duration::from_secs(60), memory: 64 << 20, max_output: 1 << 20 }
+}
+
+/// Collects a run's log lines.
+#[derive(Clone, Default)]
+pub struct Log {
+    lines: Arc<Mutex<Vec<(Stream, String)>>>,
+}
+
+impl Log {
+    /// A sink that appends to this log.
+    pub fn sink(&self) -> LogSink {
+        let lines = self.lines.clone();
+        Arc::new(move |stream, line| lines.lock().expect("log lock").push((stream, line.to_string())))
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<(Stream, String)> {
+        self.lines.lock().expect("log lock").clone()
+    }
+
+    /// The lines of one stream.
+    pub fn of(&self, stream: Stream) -> Vec<String> {
+        self.lines().into_iter().filter(|(s, _)| *s == stream).map(|(_, l)| l).collect()
+    }
+}
+
+/// A project dir in a fresh temp dir, with one file in it.
+pub fn project_dir() -> TempDir {
+    let dir = TempDir::new().expect("temp project dir");
+    std::fs::write(dir.path().join("app.txt"), "the app\n").expect("write app.txt");
+    dir
+}
+
+/// A request to run `action` on `scope` with `params`.
+pub fn request(scope: ProjectScope, params: &[(&str, &str)], log: &Log) -> RunRequest {
+    RunRequest {
+        scope,
+        action: "hostile".to_string(),
+        job_id: "job-1".to_string(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        limits: limits(),
+        log: log.sink(),
+        cancel: CancellationToken::new(),
+    }
+}
