@@ -22,7 +22,10 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root")
+        .to_path_buf();
     let plugins = root.join("plugins");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-changed={}", plugins.display());
@@ -46,12 +49,15 @@ fn main() {
         let path = entry.expect("dir entry").path();
         if path.extension().is_some_and(|e| e == "wasm") {
             // Copy, so a concurrent guest build cannot change a file mid-embed.
-            fs::copy(&path, guests.join(path.file_name().expect("file name")))
-                .expect("copy guest");
+            fs::copy(&path, guests.join(path.file_name().expect("file name"))).expect("copy guest");
         }
     }
     println!("cargo:rustc-env=BOSUN_GUEST_DIR={}", guests.display());
-    write_stock_table(&plugins.join("stock"), &guests, &out_dir.join("stock_plugins.rs"));
+    write_stock_table(
+        &plugins.join("stock"),
+        &guests,
+        &out_dir.join("stock_plugins.rs"),
+    );
 }
 
 /// Make sure the wasm32-wasip2 standard library is installed for this rustc.
@@ -59,9 +65,14 @@ fn ensure_target(root: &Path) {
     if target_installed() {
         return;
     }
-    let has_rustup = Command::new("rustup").arg("--version").output().is_ok_and(|o| o.status.success());
+    let has_rustup = Command::new("rustup")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if has_rustup {
-        println!("cargo:warning=installing the {TARGET} target with `rustup target add {TARGET}` (one time)");
+        println!(
+            "cargo:warning=installing the {TARGET} target with `rustup target add {TARGET}` (one time)"
+        );
         let status = Command::new("rustup")
             .args(["target", "add", TARGET])
             .current_dir(root)
@@ -82,14 +93,25 @@ fn target_installed() -> bool {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Path::new(&sysroot).join("lib/rustlib").join(TARGET).join("lib").is_dir()
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
 }
 
 fn build_guests(plugins: &Path, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(plugins)
-        .args(["build", "--release", "--workspace", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for var in [
         "RUSTFLAGS",
@@ -107,7 +129,10 @@ fn build_guests(plugins: &Path, target_dir: &Path) {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the guest plugins");
-    assert!(status.success(), "building plugins/ for {TARGET} failed; see the errors above");
+    assert!(
+        status.success(),
+        "building plugins/ for {TARGET} failed; see the errors above"
+    );
 }
 
 /// `STOCK_PLUGINS`: `(action name, component bytes)` for every `plugins/stock/<name>`.
@@ -119,13 +144,22 @@ fn write_stock_table(stock: &Path, guests: &Path, out: &Path) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut src = String::from("/// The stock actions, embedded at build time: `(name, component bytes)`.\n");
+    let mut src =
+        String::from("/// The stock actions, embedded at build time: `(name, component bytes)`.\n");
     src.push_str("pub const STOCK_PLUGINS: &[(&str, &[u8])] = &[\n");
     for name in names {
         let wasm = guests.join(format!("bosun_action_{}.wasm", name.replace('-', "_")));
-        assert!(wasm.is_file(), "stock plugin `{name}` did not produce {}", wasm.display());
-        writeln!(src, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string())
-            .expect("write to String");
+        assert!(
+            wasm.is_file(),
+            "stock plugin `{name}` did not produce {}",
+            wasm.display()
+        );
+        writeln!(
+            src,
+            "    ({name:?}, include_bytes!({:?})),",
+            wasm.display().to_string()
+        )
+        .expect("write to String");
     }
     src.push_str("];\n");
     fs::write(out, src).expect("write stock_plugins.rs");

@@ -20,7 +20,10 @@ use common::{Log, engine, guest, project_dir, request};
 use serde_json::Value;
 
 async fn hostile(engine: &Engine) -> Plugin {
-    engine.load("hostile", &guest("fixture_hostile")).await.expect("hostile fixture loads")
+    engine
+        .load("hostile", &guest("fixture_hostile"))
+        .await
+        .expect("hostile fixture loads")
 }
 
 /// The engine still runs a well-behaved plugin after whatever came before.
@@ -28,16 +31,38 @@ async fn assert_still_works(engine: &Engine, plugin: &Plugin) {
     let dir = project_dir();
     let log = Log::default();
     let result = engine
-        .run(plugin, request(ProjectScope::new("demo", dir.path()), &[("mode", "noop")], &log))
+        .run(
+            plugin,
+            request(
+                ProjectScope::new("demo", dir.path()),
+                &[("mode", "noop")],
+                &log,
+            ),
+        )
         .await;
-    assert_eq!(result, Ok(String::new()), "a no-op run after the hostile one");
+    assert_eq!(
+        result,
+        Ok(String::new()),
+        "a no-op run after the hostile one"
+    );
 }
 
-async fn run_mode(engine: &Engine, plugin: &Plugin, mode: &str) -> (Result<String, bosun::plugins::RunFailure>, Log) {
+async fn run_mode(
+    engine: &Engine,
+    plugin: &Plugin,
+    mode: &str,
+) -> (Result<String, bosun::plugins::RunFailure>, Log) {
     let dir = project_dir();
     let log = Log::default();
     let result = engine
-        .run(plugin, request(ProjectScope::new("demo", dir.path()), &[("mode", mode)], &log))
+        .run(
+            plugin,
+            request(
+                ProjectScope::new("demo", dir.path()),
+                &[("mode", mode)],
+                &log,
+            ),
+        )
         .await;
     (result, log)
 }
@@ -48,12 +73,23 @@ async fn stock_plugins_load_and_describe_themselves() {
     let names: Vec<&str> = stock::names().collect();
     assert_eq!(names, ["restart", "start", "status", "stop"]);
     for name in names {
-        let plugin = engine.load(name, stock::bytes(name).expect("embedded")).await.expect("stock plugin loads");
+        let plugin = engine
+            .load(name, stock::bytes(name).expect("embedded"))
+            .await
+            .expect("stock plugin loads");
         assert_eq!(plugin.meta().name, name);
         assert!(!plugin.meta().summary.is_empty(), "{name} has a summary");
     }
-    let restart = engine.load("restart", stock::bytes("restart").expect("embedded")).await.expect("loads");
-    let ready = restart.meta().params.iter().find(|p| p.name == "ready_timeout").expect("declares ready_timeout");
+    let restart = engine
+        .load("restart", stock::bytes("restart").expect("embedded"))
+        .await
+        .expect("loads");
+    let ready = restart
+        .meta()
+        .params
+        .iter()
+        .find(|p| p.name == "ready_timeout")
+        .expect("declares ready_timeout");
     assert_eq!(ready.default.as_deref(), Some("60s"));
     assert!(!ready.required);
 }
@@ -67,9 +103,21 @@ async fn a_run_sees_only_its_project_dir_and_its_bosun_env() {
     assert_eq!(out["env"]["BOSUN_PROJECT"], "demo");
     assert_eq!(out["env"]["BOSUN_ACTION"], "hostile");
     assert_eq!(out["env"]["BOSUN_JOB_ID"], "job-1");
-    assert_eq!(out["env"].as_object().expect("env object").len(), 3, "no host env leaks in: {}", out["env"]);
-    assert_eq!(out["root"], serde_json::json!(["app.txt"]), "`/` is the project dir");
-    assert_eq!(log.of(Stream::Stdout), ["first line", "second line", "partial tail"]);
+    assert_eq!(
+        out["env"].as_object().expect("env object").len(),
+        3,
+        "no host env leaks in: {}",
+        out["env"]
+    );
+    assert_eq!(
+        out["root"],
+        serde_json::json!(["app.txt"]),
+        "`/` is the project dir"
+    );
+    assert_eq!(
+        log.of(Stream::Stdout),
+        ["first line", "second line", "partial tail"]
+    );
     assert_eq!(log.of(Stream::Stderr), ["to stderr"]);
 }
 
@@ -79,9 +127,16 @@ async fn an_infinite_loop_times_out() {
     let plugin = hostile(&engine).await;
     let dir = project_dir();
     let log = Log::default();
-    let mut req = request(ProjectScope::new("demo", dir.path()), &[("mode", "loop")], &log);
+    let mut req = request(
+        ProjectScope::new("demo", dir.path()),
+        &[("mode", "loop")],
+        &log,
+    );
     req.limits.timeout = Duration::from_millis(300);
-    let failure = engine.run(&plugin, req).await.expect_err("a loop cannot finish");
+    let failure = engine
+        .run(&plugin, req)
+        .await
+        .expect_err("a loop cannot finish");
     assert_eq!(failure.kind, FailureKind::Timeout, "{failure}");
     assert_eq!(failure.message, "did not finish within 300ms");
     assert_still_works(&engine, &plugin).await;
@@ -94,7 +149,10 @@ async fn unbounded_allocation_hits_the_memory_limit() {
     let (result, _) = run_mode(&engine, &plugin, "alloc").await;
     let failure = result.expect_err("allocation is capped");
     assert_eq!(failure.kind, FailureKind::MemoryLimit, "{failure}");
-    assert!(failure.message.contains(&(64u64 << 20).to_string()), "{failure}");
+    assert!(
+        failure.message.contains(&(64u64 << 20).to_string()),
+        "{failure}"
+    );
     assert_still_works(&engine, &plugin).await;
 }
 
@@ -107,7 +165,10 @@ async fn a_panic_is_a_trap_with_the_panic_message_in_the_log() {
     assert_eq!(failure.kind, FailureKind::Trap, "{failure}");
     assert!(failure.message.contains("unreachable"), "{failure}");
     let stderr = log.of(Stream::Stderr).join("\n");
-    assert!(stderr.contains("boom from the hostile plugin"), "panic message in the log: {stderr}");
+    assert!(
+        stderr.contains("boom from the hostile plugin"),
+        "panic message in the log: {stderr}"
+    );
     assert_still_works(&engine, &plugin).await;
 }
 
@@ -118,11 +179,19 @@ async fn a_plugin_error_keeps_its_own_kind_and_message() {
     let (result, _) = run_mode(&engine, &plugin, "error").await;
     let failure = result.expect_err("the plugin reports failure");
     assert_eq!(failure.kind, FailureKind::PluginError);
-    assert_eq!(failure.message, "failed: the plugin reports a failure of its own");
+    assert_eq!(
+        failure.message,
+        "failed: the plugin reports a failure of its own"
+    );
 
     let dir = project_dir();
     let log = Log::default();
-    let missing = engine.run(&plugin, request(ProjectScope::new("demo", dir.path()), &[], &log)).await;
+    let missing = engine
+        .run(
+            &plugin,
+            request(ProjectScope::new("demo", dir.path()), &[], &log),
+        )
+        .await;
     let failure = missing.expect_err("mode is required");
     assert_eq!(failure.kind, FailureKind::PluginError);
     assert_eq!(failure.message, "invalid: missing required param `mode`");
@@ -145,28 +214,55 @@ async fn path_escapes_are_refused_and_nothing_outside_is_touched() {
     let log = Log::default();
     let req = request(
         ProjectScope::new("demo", &project),
-        &[("mode", "escape"), ("outside", secret_abs.to_str().expect("utf-8 path"))],
+        &[
+            ("mode", "escape"),
+            ("outside", secret_abs.to_str().expect("utf-8 path")),
+        ],
         &log,
     );
-    let report: Value = serde_json::from_str(&engine.run(&plugin, req).await.expect("runs")).expect("JSON");
+    let report: Value =
+        serde_json::from_str(&engine.run(&plugin, req).await.expect("runs")).expect("JSON");
     for (attempt, outcome) in report.as_object().expect("report object") {
         if attempt == "write_inside" {
-            assert!(outcome.get("ok").is_some(), "writing inside the project works: {outcome}");
+            assert!(
+                outcome.get("ok").is_some(),
+                "writing inside the project works: {outcome}"
+            );
         } else {
-            assert!(outcome.get("err").is_some(), "{attempt} must be refused, got {outcome}");
+            assert!(
+                outcome.get("err").is_some(),
+                "{attempt} must be refused, got {outcome}"
+            );
         }
     }
-    assert_eq!(std::fs::read_to_string(project.join("inside.txt")).expect("inside"), "fine");
-    assert_eq!(std::fs::read_to_string(root.path().join("outside.txt")).expect("kept"), "secret");
-    assert_eq!(std::fs::read_to_string(&secret_abs).expect("kept"), "secret");
-    let mut outside_entries: Vec<_> =
-        std::fs::read_dir(&outside).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(
+        std::fs::read_to_string(project.join("inside.txt")).expect("inside"),
+        "fine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("outside.txt")).expect("kept"),
+        "secret"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret_abs).expect("kept"),
+        "secret"
+    );
+    let mut outside_entries: Vec<_> = std::fs::read_dir(&outside)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
     outside_entries.sort();
     assert_eq!(outside_entries, ["outside.txt"], "nothing created outside");
-    let mut root_entries: Vec<_> =
-        std::fs::read_dir(root.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+    let mut root_entries: Vec<_> = std::fs::read_dir(root.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
     root_entries.sort();
-    assert_eq!(root_entries, ["outside", "outside.txt", "project"], "nothing created beside the project");
+    assert_eq!(
+        root_entries,
+        ["outside", "outside.txt", "project"],
+        "nothing created beside the project"
+    );
     assert_still_works(&engine, &plugin).await;
 }
 
@@ -176,7 +272,11 @@ async fn cancelling_stops_a_running_loop() {
     let plugin = hostile(&engine).await;
     let dir = project_dir();
     let log = Log::default();
-    let req = request(ProjectScope::new("demo", dir.path()), &[("mode", "loop")], &log);
+    let req = request(
+        ProjectScope::new("demo", dir.path()),
+        &[("mode", "loop")],
+        &log,
+    );
     let cancel = req.cancel.clone();
     let run = tokio::spawn({
         let engine = engine.clone();
@@ -226,7 +326,11 @@ impl ProcessControl for StuckProcesses {
     async fn signal(&self, _: Option<&str>, _: UnixSignal) -> Result<Vec<ProcessInfo>, CallError> {
         Ok(Vec::new())
     }
-    async fn wait_ready(&self, _: Option<&str>, _: Duration) -> Result<Vec<ProcessInfo>, CallError> {
+    async fn wait_ready(
+        &self,
+        _: Option<&str>,
+        _: Duration,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
         let _guard = SetOnDrop(self.dropped.clone());
         std::future::pending().await
     }
@@ -240,11 +344,21 @@ async fn the_deadline_cuts_off_a_host_call_in_flight() {
     let stuck = Arc::new(StuckProcesses::default());
     let dropped = stuck.dropped.clone();
     let log = Log::default();
-    let mut req = request(ProjectScope::new("demo", dir.path()).with_processes(stuck), &[("mode", "wait")], &log);
+    let mut req = request(
+        ProjectScope::new("demo", dir.path()).with_processes(stuck),
+        &[("mode", "wait")],
+        &log,
+    );
     req.limits.timeout = Duration::from_millis(300);
-    let failure = engine.run(&plugin, req).await.expect_err("the host call never returns");
+    let failure = engine
+        .run(&plugin, req)
+        .await
+        .expect_err("the host call never returns");
     assert_eq!(failure.kind, FailureKind::Timeout);
-    assert!(dropped.load(Ordering::SeqCst), "the in-flight host call was dropped");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the in-flight host call was dropped"
+    );
     assert_still_works(&engine, &plugin).await;
 }
 
@@ -256,7 +370,11 @@ async fn cancelling_cuts_off_a_host_call_in_flight() {
     let stuck = Arc::new(StuckProcesses::default());
     let dropped = stuck.dropped.clone();
     let log = Log::default();
-    let req = request(ProjectScope::new("demo", dir.path()).with_processes(stuck), &[("mode", "wait")], &log);
+    let req = request(
+        ProjectScope::new("demo", dir.path()).with_processes(stuck),
+        &[("mode", "wait")],
+        &log,
+    );
     let cancel = req.cancel.clone();
     let run = tokio::spawn({
         let engine = engine.clone();
@@ -271,7 +389,10 @@ async fn cancelling_cuts_off_a_host_call_in_flight() {
         .expect("no panic")
         .expect_err("cancelled");
     assert_eq!(failure.kind, FailureKind::Cancelled);
-    assert!(dropped.load(Ordering::SeqCst), "the in-flight host call was dropped");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the in-flight host call was dropped"
+    );
 }
 
 /// A process backend that records what it was asked.
@@ -302,7 +423,10 @@ impl ProcessControl for RecordingProcesses {
         vec![web(ProcessState::Stopped)]
     }
     async fn start(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
-        self.calls.lock().expect("lock").push(format!("start {name:?}"));
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(format!("start {name:?}"));
         Ok(vec![web(ProcessState::Running)])
     }
     async fn stop(&self, _: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
@@ -314,7 +438,11 @@ impl ProcessControl for RecordingProcesses {
     async fn signal(&self, _: Option<&str>, _: UnixSignal) -> Result<Vec<ProcessInfo>, CallError> {
         Err(CallError::Failed("not expected".into()))
     }
-    async fn wait_ready(&self, _: Option<&str>, _: Duration) -> Result<Vec<ProcessInfo>, CallError> {
+    async fn wait_ready(
+        &self,
+        _: Option<&str>,
+        _: Duration,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
         Err(CallError::Failed("not expected".into()))
     }
 }
@@ -326,9 +454,17 @@ async fn imports_reach_the_project_backend_and_nothing_else() {
     let dir = project_dir();
     let recorder = Arc::new(RecordingProcesses::default());
     let log = Log::default();
-    let req = request(ProjectScope::new("demo", dir.path()).with_processes(recorder.clone()), &[("mode", "processes")], &log);
-    let out: Value = serde_json::from_str(&engine.run(&plugin, req).await.expect("runs")).expect("JSON");
-    assert_eq!(*recorder.calls.lock().expect("lock"), ["start Some(\"web\")", "list"]);
+    let req = request(
+        ProjectScope::new("demo", dir.path()).with_processes(recorder.clone()),
+        &[("mode", "processes")],
+        &log,
+    );
+    let out: Value =
+        serde_json::from_str(&engine.run(&plugin, req).await.expect("runs")).expect("JSON");
+    assert_eq!(
+        *recorder.calls.lock().expect("lock"),
+        ["start Some(\"web\")", "list"]
+    );
     assert_eq!(out["started"][0]["state"], "running");
     assert_eq!(out["started"][0]["pid"], 4242);
     assert_eq!(out["listed"][0]["state"], "stopped");
@@ -337,7 +473,10 @@ async fn imports_reach_the_project_backend_and_nothing_else() {
     let (result, _) = run_mode(&engine, &plugin, "processes").await;
     let failure = result.expect_err("no process named web");
     assert_eq!(failure.kind, FailureKind::PluginError);
-    assert_eq!(failure.message, "not found: this project has no process named `web`");
+    assert_eq!(
+        failure.message,
+        "not found: this project has no process named `web`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,14 +505,26 @@ async fn runs_beyond_the_concurrency_limit_wait_for_a_slot() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = tokio::spawn({
         let (engine, plugin) = (engine.clone(), plugin.clone());
-        let req = request(ProjectScope::new("demo", dir.path()), &[("mode", "noop")], &log);
+        let req = request(
+            ProjectScope::new("demo", dir.path()),
+            &[("mode", "noop")],
+            &log,
+        );
         async move { engine.run(&plugin, req).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "the second run waits while the only slot is taken");
+    assert!(
+        !second.is_finished(),
+        "the second run waits while the only slot is taken"
+    );
     unblock.cancel();
-    assert_eq!(first.await.expect("no panic").expect_err("cancelled").kind, FailureKind::Cancelled);
-    let second = tokio::time::timeout(Duration::from_secs(30), second).await.expect("gets the slot");
+    assert_eq!(
+        first.await.expect("no panic").expect_err("cancelled").kind,
+        FailureKind::Cancelled
+    );
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("gets the slot");
     assert_eq!(second.expect("no panic"), Ok(String::new()));
 }
 
@@ -386,7 +537,11 @@ async fn a_component_exporting_the_wrong_world_is_an_invalid_plugin() {
     };
     assert_eq!(err.kind(), FailureKind::InvalidPlugin);
     assert_eq!(err.plugin, "wrong");
-    assert!(err.reason.contains("does not export `bosun:plugin/action@0.1.0`"), "{err}");
+    assert!(
+        err.reason
+            .contains("does not export `bosun:plugin/action@0.1.0`"),
+        "{err}"
+    );
     let plugin = hostile(&engine).await;
     assert_still_works(&engine, &plugin).await;
 }
@@ -398,8 +553,15 @@ async fn a_component_with_an_unknown_import_is_an_invalid_plugin_naming_it() {
         Ok(_) => panic!("an import the host does not provide must not load"),
         Err(e) => e,
     };
-    assert!(err.reason.contains("does not fit the bosun:plugin@0.1.0 imports"), "{err}");
-    assert!(err.reason.contains("fixture:later/secrets"), "names the import: {err}");
+    assert!(
+        err.reason
+            .contains("does not fit the bosun:plugin@0.1.0 imports"),
+        "{err}"
+    );
+    assert!(
+        err.reason.contains("fixture:later/secrets"),
+        "names the import: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,7 +570,10 @@ async fn files_that_are_not_components_are_refused_with_a_reason() {
     let cases: [(&[u8], &str); 4] = [
         (b"", "the file is empty"),
         (b"#!/bin/sh\necho hi\n", "is not a WebAssembly file"),
-        (b"\0asm\x01\0\0\0", "is a core WebAssembly module, not a component"),
+        (
+            b"\0asm\x01\0\0\0",
+            "is a core WebAssembly module, not a component",
+        ),
         (b"\0asm\x0d\0\x01\0\xff\xff", "not a valid component"),
     ];
     for (bytes, expected) in cases {
@@ -416,7 +581,10 @@ async fn files_that_are_not_components_are_refused_with_a_reason() {
             Ok(_) => panic!("{bytes:?} must not load"),
             Err(e) => e,
         };
-        assert!(err.reason.contains(expected), "{bytes:?}: expected `{expected}` in `{err}`");
+        assert!(
+            err.reason.contains(expected),
+            "{bytes:?}: expected `{expected}` in `{err}`"
+        );
     }
 }
 
@@ -424,15 +592,25 @@ async fn files_that_are_not_components_are_refused_with_a_reason() {
 async fn compiled_components_are_cached_and_a_tampered_cache_is_not_trusted() {
     let state = tempfile::TempDir::new().expect("temp");
     let wasm = guest("fixture_hostile");
-    let first = common::engine_in(state.path(), true).load("h", &wasm).await.expect("loads");
+    let first = common::engine_in(state.path(), true)
+        .load("h", &wasm)
+        .await
+        .expect("loads");
     assert_eq!(first.origin(), bosun::plugins::Origin::Compiled);
     let engine = common::engine_in(state.path(), true);
     let second = engine.load("h", &wasm).await.expect("loads");
-    assert_eq!(second.origin(), bosun::plugins::Origin::Cache, "a new engine reuses the compiled code");
+    assert_eq!(
+        second.origin(),
+        bosun::plugins::Origin::Cache,
+        "a new engine reuses the compiled code"
+    );
     assert_still_works(&engine, &second).await;
 
     let dir = state.path().join("cache/components");
-    let entries: Vec<_> = std::fs::read_dir(&dir).expect("cache dir").map(|e| e.expect("entry").path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let mut bytes = std::fs::read(&entries[0]).expect("read entry");
     let last = bytes.len() - 1;
@@ -440,7 +618,11 @@ async fn compiled_components_are_cached_and_a_tampered_cache_is_not_trusted() {
     std::fs::write(&entries[0], bytes).expect("tamper");
     let engine = common::engine_in(state.path(), true);
     let third = engine.load("h", &wasm).await.expect("still loads");
-    assert_eq!(third.origin(), bosun::plugins::Origin::Compiled, "a tampered entry is recompiled, not loaded");
+    assert_eq!(
+        third.origin(),
+        bosun::plugins::Origin::Compiled,
+        "a tampered entry is recompiled, not loaded"
+    );
     assert_still_works(&engine, &third).await;
 }
 
@@ -459,6 +641,12 @@ async fn the_engine_falls_back_to_on_demand_when_pooling_cannot_reserve_memory()
     let plugin = hostile(&engine).await;
     assert_still_works(&engine, &plugin).await;
 
-    assert_eq!(common::engine_in(state.path(), true).allocation(), Allocation::Pooling);
-    assert_eq!(common::engine_in(state.path(), false).allocation(), Allocation::OnDemand);
+    assert_eq!(
+        common::engine_in(state.path(), true).allocation(),
+        Allocation::Pooling
+    );
+    assert_eq!(
+        common::engine_in(state.path(), false).allocation(),
+        Allocation::OnDemand
+    );
 }

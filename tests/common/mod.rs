@@ -47,7 +47,11 @@ pub fn engine() -> Engine {
 
 /// Generous limits for runs that are not testing a limit.
 pub fn limits() -> RunLimits {
-    RunLimits { timeout: Duration::from_secs(60), memory: 64 << 20, max_output: 1 << 20 }
+    RunLimits {
+        timeout: Duration::from_secs(60),
+        memory: 64 << 20,
+        max_output: 1 << 20,
+    }
 }
 
 /// Collects a run's log lines.
@@ -60,7 +64,12 @@ impl Log {
     /// A sink that appends to this log.
     pub fn sink(&self) -> LogSink {
         let lines = self.lines.clone();
-        Arc::new(move |stream, line| lines.lock().expect("log lock").push((stream, line.to_string())))
+        Arc::new(move |stream, line| {
+            lines
+                .lock()
+                .expect("log lock")
+                .push((stream, line.to_string()))
+        })
     }
 
     /// Every line so far.
@@ -70,7 +79,11 @@ impl Log {
 
     /// The lines of one stream.
     pub fn of(&self, stream: Stream) -> Vec<String> {
-        self.lines().into_iter().filter(|(s, _)| *s == stream).map(|(_, l)| l).collect()
+        self.lines()
+            .into_iter()
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, l)| l)
+            .collect()
     }
 }
 
@@ -87,7 +100,10 @@ pub fn request(scope: ProjectScope, params: &[(&str, &str)], log: &Log) -> RunRe
         scope,
         action: "hostile".to_string(),
         job_id: "job-1".to_string(),
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         limits: limits(),
         log: log.sink(),
         cancel: CancellationToken::new(),

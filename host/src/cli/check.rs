@@ -33,6 +33,10 @@ pub async fn check(path: &Path) -> ExitCode {
         eprintln!("{errors} of {actions} actions failed to load");
         return ExitCode::InvalidPlugin;
     }
-    println!("{}: ok ({} projects, {actions} actions)", path.display(), config.projects.len());
+    println!(
+        "{}: ok ({} projects, {actions} actions)",
+        path.display(),
+        config.projects.len()
+    );
     ExitCode::Ok
 }

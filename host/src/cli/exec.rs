@@ -7,11 +7,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::ExitCode;
 use crate::config::Config;
-use crate::plugins::{ActionRegistry, Engine, EngineConfig, LogSink, ProjectScope, RunRequest, Stream};
+use crate::plugins::{
+    ActionRegistry, Engine, EngineConfig, LogSink, ProjectScope, RunRequest, Stream,
+};
 
 /// Run `project`/`action` with `params`. Log lines go to stderr, the result to
 /// stdout; Ctrl-C cancels the run.
-pub async fn exec(path: &Path, project: &str, action: &str, params: Vec<(String, String)>) -> ExitCode {
+pub async fn exec(
+    path: &Path,
+    project: &str,
+    action: &str,
+    params: Vec<(String, String)>,
+) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

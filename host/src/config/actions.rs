@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::PluginSettings;
 use crate::plugins::stock;
@@ -82,7 +82,9 @@ impl<'de> Deserialize<'de> for Actions {
                 let mut map = BTreeMap::new();
                 while let Some(name) = seq.next_element::<String>()? {
                     if map.insert(name.clone(), ActionConfig::default()).is_some() {
-                        return Err(serde::de::Error::custom(format!("action `{name}` is listed twice")));
+                        return Err(serde::de::Error::custom(format!(
+                            "action `{name}` is listed twice"
+                        )));
                     }
                 }
                 Ok(Actions(map))

@@ -118,8 +118,10 @@ pub struct ProjectConfig {
 impl Config {
     /// Read, parse and validate the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -152,12 +154,18 @@ impl Config {
         };
         let p = &self.plugins;
         if p.max_concurrent_runs == 0 {
-            return Err(invalid("plugins.max_concurrent_runs".into(), "must be at least 1".into()));
+            return Err(invalid(
+                "plugins.max_concurrent_runs".into(),
+                "must be at least 1".into(),
+            ));
         }
         if p.memory > p.max_memory {
             return Err(invalid(
                 "plugins.memory".into(),
-                format!("{} is more than plugins.max_memory ({})", p.memory, p.max_memory),
+                format!(
+                    "{} is more than plugins.max_memory ({})",
+                    p.memory, p.max_memory
+                ),
             ));
         }
         for (name, project) in &self.projects {
@@ -177,7 +185,9 @@ fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {

@@ -56,13 +56,19 @@ impl ComponentCache {
     }
 
     /// The compiled form of `wasm`, from the cache when a valid entry exists.
-    pub(crate) fn load_or_compile(&self, engine: &wasmtime::Engine, wasm: &[u8]) -> Result<(Component, Origin)> {
+    pub(crate) fn load_or_compile(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm: &[u8],
+    ) -> Result<(Component, Origin)> {
         let name = entry_name(engine, wasm);
         let path = self.dir.join(&name);
         if let Some(code) = self.read_verified(&path, &name) {
             match deserialize(engine, &code) {
                 Ok(component) => return Ok((component, Origin::Cache)),
-                Err(e) => tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cached component unusable, recompiling: {e:#}")
+                }
             }
         }
         let component = Component::new(engine, wasm).map_err(anyhow::Error::from)?;
@@ -112,7 +118,11 @@ fn entry_name(engine: &wasmtime::Engine, wasm: &[u8]) -> String {
     engine.precompile_compatibility_hash().hash(&mut compat);
     // wasmtime's compatibility hash covers its own version and every codegen
     // setting of the engine, so it is the "wasmtime version" part of the key.
-    format!("{}-{:016x}.cwasm", hex::encode(Sha256::digest(wasm)), compat.finish())
+    format!(
+        "{}-{:016x}.cwasm",
+        hex::encode(Sha256::digest(wasm)),
+        compat.finish()
+    )
 }
 
 /// Deserialize authenticated code.
@@ -129,11 +139,14 @@ fn deserialize(engine: &wasmtime::Engine, code: &[u8]) -> Result<Component> {
 /// processes starting at once agree on one complete key.
 fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
     match read_key(path) {
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
         other => return other,
     }
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the cache key: {e}"))?;
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("no randomness for the cache key: {e}"))?;
     let dir = path.parent().context("the key path has a parent")?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).context("creating a temp file")?;
     tmp.write_all(&key)?;
@@ -148,8 +161,15 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
 fn read_key(path: &Path) -> Result<[u8; 32]> {
     let bytes = fs::read(path)?;
     let mode = fs::metadata(path)?.permissions().mode();
-    anyhow::ensure!(mode & 0o077 == 0, "{} must not be readable by others (mode {mode:o})", path.display());
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; delete it to make a new one", path.display()))
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "{} must not be readable by others (mode {mode:o})",
+        path.display()
+    );
+    bytes.try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not a 32-byte key; delete it to make a new one",
+            path.display()
+        )
+    })
 }

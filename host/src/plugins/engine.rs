@@ -30,8 +30,11 @@ use super::state::RunState;
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// Time and memory a plugin's `describe()` gets at load.
-const DESCRIBE_LIMITS: RunLimits =
-    RunLimits { timeout: Duration::from_secs(5), memory: 64 << 20, max_output: 64 << 10 };
+const DESCRIBE_LIMITS: RunLimits = RunLimits {
+    timeout: Duration::from_secs(5),
+    memory: 64 << 20,
+    max_output: 64 << 10,
+};
 
 /// Core instances one component may hold. componentize-py needs 14.
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
@@ -152,7 +155,16 @@ impl Engine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(wasm.clone(), ticker_stop.clone());
         let slots = Semaphore::new(cfg.max_concurrent_runs as usize);
-        Ok(Self { inner: Arc::new(Inner { wasm, linker, cache, allocation, slots, ticker_stop }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                wasm,
+                linker,
+                cache,
+                allocation,
+                slots,
+                ticker_stop,
+            }),
+        })
     }
 
     /// Which allocator the engine ended up with.
@@ -162,7 +174,10 @@ impl Engine {
 
     /// Compile (or take from the cache), link and describe a plugin.
     pub async fn load(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
-        let fail = |reason: String| LoadError { plugin: plugin.to_string(), reason };
+        let fail = |reason: String| LoadError {
+            plugin: plugin.to_string(),
+            reason,
+        };
         check_is_component(wasm).map_err(fail)?;
         let inner = self.inner.clone();
         let bytes = wasm.to_vec();
@@ -177,7 +192,11 @@ impl Engine {
             .await
             .map_err(|f| fail(format!("describe() failed ({}): {}", f.kind, f.message)))?;
         check_meta(&meta).map_err(fail)?;
-        Ok(Plugin { pre, meta: Arc::new(meta), origin })
+        Ok(Plugin {
+            pre,
+            meta: Arc::new(meta),
+            origin,
+        })
     }
 
     fn link(&self, component: &Component) -> Result<ActionPluginPre<RunState>, String> {
@@ -191,7 +210,10 @@ impl Engine {
         })
     }
 
-    async fn describe(&self, pre: &ActionPluginPre<RunState>) -> Result<ActionMeta, super::run::RunFailure> {
+    async fn describe(
+        &self,
+        pre: &ActionPluginPre<RunState>,
+    ) -> Result<ActionMeta, super::run::RunFailure> {
         self.call_detached(pre, DESCRIBE_LIMITS, |plugin, store| {
             Box::pin(async move { plugin.bosun_plugin_action().call_describe(store).await })
         })
@@ -260,9 +282,11 @@ fn check_is_component(wasm: &[u8]) -> Result<(), String> {
         return Ok(());
     }
     if Parser::is_core_wasm(wasm) {
-        return Err("is a core WebAssembly module, not a component: build it for the wasm32-wasip2 \
+        return Err(
+            "is a core WebAssembly module, not a component: build it for the wasm32-wasip2 \
                     target (or wrap it with `wasm-tools component new`)"
-            .into());
+                .into(),
+        );
     }
     Err("is not a WebAssembly file (no `\\0asm` header)".into())
 }
@@ -277,7 +301,10 @@ fn check_meta(meta: &ActionMeta) -> Result<(), String> {
             return Err(format!("describe(): param `{}` is declared twice", p.name));
         }
         if p.required && p.default.is_some() {
-            return Err(format!("describe(): param `{}` is required but also has a default", p.name));
+            return Err(format!(
+                "describe(): param `{}` is required but also has a default",
+                p.name
+            ));
         }
     }
     Ok(())

@@ -51,7 +51,11 @@ impl Host for RunState {
     async fn fetch(&mut self, remote: Option<String>) -> Result<(), CallError> {
         self.scope.git.fetch(remote.as_deref()).await
     }
-    async fn update(&mut self, target: Option<String>, force: bool) -> Result<UpdateResult, CallError> {
+    async fn update(
+        &mut self,
+        target: Option<String>,
+        force: bool,
+    ) -> Result<UpdateResult, CallError> {
         self.scope.git.update(target.as_deref(), force).await
     }
     async fn reset(&mut self, rev: String) -> Result<(), CallError> {

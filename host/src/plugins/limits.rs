@@ -24,12 +24,22 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub(crate) fn new(cap: usize) -> Self {
-        Self { cap, total: 0, last_grant: 0, hit: false }
+        Self {
+            cap,
+            total: 0,
+            last_grant: 0,
+            hit: false,
+        }
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let grow = desired.saturating_sub(current);
         match self.total.checked_add(grow) {
             Some(total) if total <= self.cap => {
@@ -50,7 +60,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(())
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -63,17 +78,27 @@ mod tests {
     fn sums_all_memories_against_one_cap() {
         let mut l = MemoryLimiter::new(100);
         assert!(l.memory_growing(0, 60, None).expect("no trap"));
-        assert!(l.memory_growing(0, 30, None).expect("no trap"), "second memory fits");
-        assert!(!l.memory_growing(30, 50, None).expect("no trap"), "60 + 50 > 100");
+        assert!(
+            l.memory_growing(0, 30, None).expect("no trap"),
+            "second memory fits"
+        );
+        assert!(
+            !l.memory_growing(30, 50, None).expect("no trap"),
+            "60 + 50 > 100"
+        );
         assert!(l.hit);
-        assert!(l.memory_growing(60, 70, None).expect("no trap"), "60 + 10 + 30 = 100");
+        assert!(
+            l.memory_growing(60, 70, None).expect("no trap"),
+            "60 + 10 + 30 = 100"
+        );
     }
 
     #[test]
     fn a_failed_grow_is_given_back() {
         let mut l = MemoryLimiter::new(100);
         assert!(l.memory_growing(0, 80, None).expect("no trap"));
-        l.memory_grow_failed(wasmtime::Error::msg("os said no")).expect("no trap");
+        l.memory_grow_failed(wasmtime::Error::msg("os said no"))
+            .expect("no trap");
         assert!(l.memory_growing(0, 90, None).expect("no trap"));
     }
 }

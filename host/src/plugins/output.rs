@@ -56,13 +56,24 @@ struct Capture {
 
 impl OutputCapture {
     pub(crate) fn new(sink: LogSink, cap: usize) -> Self {
-        let capture = Capture { sink, cap, remaining: cap, dropped: 0, partial: [Vec::new(), Vec::new()] };
-        Self { inner: Arc::new(Mutex::new(capture)) }
+        let capture = Capture {
+            sink,
+            cap,
+            remaining: cap,
+            dropped: 0,
+            partial: [Vec::new(), Vec::new()],
+        };
+        Self {
+            inner: Arc::new(Mutex::new(capture)),
+        }
     }
 
     /// A pipe to give the guest as its stdout or stderr.
     pub(crate) fn pipe(&self, stream: Stream) -> CapturePipe {
-        CapturePipe { capture: self.clone(), stream }
+        CapturePipe {
+            capture: self.clone(),
+            stream,
+        }
     }
 
     /// Emit what is left of unfinished lines, and how much was dropped.
@@ -112,7 +123,10 @@ impl Capture {
         if take < bytes.len() {
             self.dropped += (bytes.len() - take) as u64;
             self.flush_partials();
-            let note = format!("[bosun] output cap of {} bytes reached; further output is dropped", self.cap);
+            let note = format!(
+                "[bosun] output cap of {} bytes reached; further output is dropped",
+                self.cap
+            );
             (self.sink)(Stream::Host, &note);
         }
     }
@@ -183,7 +197,11 @@ impl Pollable for CapturePipe {
 }
 
 impl AsyncWrite for CapturePipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.capture.lock().push(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -201,10 +219,13 @@ impl AsyncWrite for CapturePipe {
 mod tests {
     use super::*;
 
-    fn collect(cap: usize) -> (OutputCapture, Arc<Mutex<Vec<(Stream, String)>>>) {
+    type Lines = Arc<Mutex<Vec<(Stream, String)>>>;
+
+    fn collect(cap: usize) -> (OutputCapture, Lines) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink_lines = lines.clone();
-        let sink: LogSink = Arc::new(move |s, l| sink_lines.lock().expect("lock").push((s, l.to_string())));
+        let sink: LogSink =
+            Arc::new(move |s, l| sink_lines.lock().expect("lock").push((s, l.to_string())));
         (OutputCapture::new(sink, cap), lines)
     }
 
@@ -214,8 +235,10 @@ mod tests {
         let mut out = cap.pipe(Stream::Stdout);
         let mut err = cap.pipe(Stream::Stderr);
         out.write(Bytes::from_static(b"hel")).expect("write");
-        err.write(Bytes::from_static(b"oops\r\nhalf")).expect("write");
-        out.write(Bytes::from_static(b"lo\nworld\n")).expect("write");
+        err.write(Bytes::from_static(b"oops\r\nhalf"))
+            .expect("write");
+        out.write(Bytes::from_static(b"lo\nworld\n"))
+            .expect("write");
         err.write(Bytes::from_static(b" done")).expect("write");
         cap.finish();
         let got = lines.lock().expect("lock").clone();
@@ -234,7 +257,9 @@ mod tests {
     fn splits_overlong_lines_with_a_marker() {
         let (cap, lines) = collect(1 << 20);
         let long = vec![b'a'; MAX_LINE_BYTES * 2 + 10];
-        cap.pipe(Stream::Stdout).write(Bytes::from(long)).expect("write");
+        cap.pipe(Stream::Stdout)
+            .write(Bytes::from(long))
+            .expect("write");
         cap.finish();
         let got = lines.lock().expect("lock").clone();
         assert_eq!(got.len(), 3);
@@ -247,14 +272,22 @@ mod tests {
     fn drops_past_the_cap_and_says_so() {
         let (cap, lines) = collect(10);
         let mut out = cap.pipe(Stream::Stdout);
-        out.write(Bytes::from_static(b"12345\n67890abc\n")).expect("write is never refused");
-        out.write(Bytes::from_static(b"more\n")).expect("write is never refused");
+        out.write(Bytes::from_static(b"12345\n67890abc\n"))
+            .expect("write is never refused");
+        out.write(Bytes::from_static(b"more\n"))
+            .expect("write is never refused");
         cap.finish();
         let got = lines.lock().expect("lock").clone();
         assert_eq!(got[0], (Stream::Stdout, "12345".to_string()));
         assert_eq!(got[1], (Stream::Stdout, "6789".to_string()));
         assert_eq!(got[2].0, Stream::Host);
         assert!(got[2].1.contains("cap of 10 bytes"), "{got:?}");
-        assert_eq!(got[3], (Stream::Host, "[bosun] 10 bytes of plugin output were dropped".to_string()));
+        assert_eq!(
+            got[3],
+            (
+                Stream::Host,
+                "[bosun] 10 bytes of plugin output were dropped".to_string()
+            )
+        );
     }
 }

@@ -25,9 +25,17 @@ pub trait ProcessControl: Send + Sync + 'static {
     /// Restart the selected processes.
     async fn restart(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError>;
     /// Signal the process groups of the selected processes.
-    async fn signal(&self, name: Option<&str>, signal: UnixSignal) -> Result<Vec<ProcessInfo>, CallError>;
+    async fn signal(
+        &self,
+        name: Option<&str>,
+        signal: UnixSignal,
+    ) -> Result<Vec<ProcessInfo>, CallError>;
     /// Wait until the selected processes are ready.
-    async fn wait_ready(&self, name: Option<&str>, timeout: Duration) -> Result<Vec<ProcessInfo>, CallError>;
+    async fn wait_ready(
+        &self,
+        name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ProcessInfo>, CallError>;
 }
 
 /// The process table of a project that supervises no processes: empty, and
@@ -38,7 +46,9 @@ impl NoProcesses {
     fn select(name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
         match name {
             None => Ok(Vec::new()),
-            Some(n) => Err(CallError::NotFound(format!("this project has no process named `{n}`"))),
+            Some(n) => Err(CallError::NotFound(format!(
+                "this project has no process named `{n}`"
+            ))),
         }
     }
 }
@@ -57,10 +67,18 @@ impl ProcessControl for NoProcesses {
     async fn restart(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
         Self::select(name)
     }
-    async fn signal(&self, name: Option<&str>, _signal: UnixSignal) -> Result<Vec<ProcessInfo>, CallError> {
+    async fn signal(
+        &self,
+        name: Option<&str>,
+        _signal: UnixSignal,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
         Self::select(name)
     }
-    async fn wait_ready(&self, name: Option<&str>, _timeout: Duration) -> Result<Vec<ProcessInfo>, CallError> {
+    async fn wait_ready(
+        &self,
+        name: Option<&str>,
+        _timeout: Duration,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
         Self::select(name)
     }
 }
@@ -78,10 +96,21 @@ impl Host for RunState {
     async fn restart(&mut self, name: Option<String>) -> Result<Vec<ProcessInfo>, CallError> {
         self.scope.processes.restart(name.as_deref()).await
     }
-    async fn signal(&mut self, name: Option<String>, sig: UnixSignal) -> Result<Vec<ProcessInfo>, CallError> {
+    async fn signal(
+        &mut self,
+        name: Option<String>,
+        sig: UnixSignal,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
         self.scope.processes.signal(name.as_deref(), sig).await
     }
-    async fn wait_ready(&mut self, name: Option<String>, timeout_ms: u64) -> Result<Vec<ProcessInfo>, CallError> {
-        self.scope.processes.wait_ready(name.as_deref(), Duration::from_millis(timeout_ms)).await
+    async fn wait_ready(
+        &mut self,
+        name: Option<String>,
+        timeout_ms: u64,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
+        self.scope
+            .processes
+            .wait_ready(name.as_deref(), Duration::from_millis(timeout_ms))
+            .await
     }
 }

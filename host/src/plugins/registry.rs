@@ -45,7 +45,8 @@ impl ActionRegistry {
                         match by_hash.get(&hash) {
                             Some(done) => done.clone(),
                             None => {
-                                let result = engine.load(action, &bytes).await.map_err(|e| e.reason);
+                                let result =
+                                    engine.load(action, &bytes).await.map_err(|e| e.reason);
                                 by_hash.insert(hash, result.clone());
                                 result
                             }
@@ -53,9 +54,15 @@ impl ActionRegistry {
                     }
                 };
                 let entry = loaded
-                    .map(|plugin| LoadedAction { plugin, limits: limits(acfg, &config.plugins) })
+                    .map(|plugin| LoadedAction {
+                        plugin,
+                        limits: limits(acfg, &config.plugins),
+                    })
                     .map_err(|reason| {
-                        let error = LoadError { plugin: format!("{project}/{action}"), reason };
+                        let error = LoadError {
+                            plugin: format!("{project}/{action}"),
+                            reason,
+                        };
                         tracing::error!(project = %project, action = %action, "{error}");
                         Arc::new(error)
                     });
@@ -74,7 +81,10 @@ impl ActionRegistry {
     }
 
     /// The actions of `project` by name, loaded or not.
-    pub fn project(&self, project: &str) -> impl Iterator<Item = (&str, Result<&LoadedAction, &LoadError>)> {
+    pub fn project(
+        &self,
+        project: &str,
+    ) -> impl Iterator<Item = (&str, Result<&LoadedAction, &LoadError>)> {
         self.actions
             .iter()
             .filter(move |((p, _), _)| p == project)
@@ -83,13 +93,17 @@ impl ActionRegistry {
 
     /// Every load error, in project and action order.
     pub fn errors(&self) -> impl Iterator<Item = &LoadError> {
-        self.actions.values().filter_map(|r| r.as_ref().err().map(|e| e.as_ref()))
+        self.actions
+            .values()
+            .filter_map(|r| r.as_ref().err().map(|e| e.as_ref()))
     }
 }
 
 fn read_component(action: &str, cfg: &ActionConfig) -> Result<Vec<u8>, String> {
     match &cfg.path {
-        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
         None => stock::bytes(action)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("no stock action is called `{action}`")),

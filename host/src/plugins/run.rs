@@ -104,7 +104,10 @@ pub struct RunFailure {
 
 impl RunFailure {
     fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -139,12 +142,16 @@ impl Engine {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        wasi.preopened_dir(&req.scope.dir, "/", FsPerms::ReadWrite).map_err(|e| {
-            RunFailure::new(
-                FailureKind::HostError,
-                format!("cannot open the project dir {}: {e}", req.scope.dir.display()),
-            )
-        })?;
+        wasi.preopened_dir(&req.scope.dir, "/", FsPerms::ReadWrite)
+            .map_err(|e| {
+                RunFailure::new(
+                    FailureKind::HostError,
+                    format!(
+                        "cannot open the project dir {}: {e}",
+                        req.scope.dir.display()
+                    ),
+                )
+            })?;
         let state = RunState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -154,14 +161,25 @@ impl Engine {
         };
         let params = req.params;
         let outcome = self
-            .execute(&plugin.pre, state, req.limits, &req.cancel, |plugin, store| {
-                Box::pin(async move { plugin.bosun_plugin_action().call_run(store, &params).await })
-            })
+            .execute(
+                &plugin.pre,
+                state,
+                req.limits,
+                &req.cancel,
+                |plugin, store| {
+                    Box::pin(
+                        async move { plugin.bosun_plugin_action().call_run(store, &params).await },
+                    )
+                },
+            )
             .await;
         capture.finish();
         match outcome? {
             Ok(result) => Ok(cap_result(result, req.limits.max_output)),
-            Err(e) => Err(RunFailure::new(FailureKind::PluginError, describe_call_error(&e))),
+            Err(e) => Err(RunFailure::new(
+                FailureKind::PluginError,
+                describe_call_error(&e),
+            )),
         }
     }
 
@@ -179,7 +197,8 @@ impl Engine {
             scope: ProjectScope::new("", ""),
             log: std::sync::Arc::new(|_, _| {}),
         };
-        self.execute(pre, state, limits, &CancellationToken::new(), call).await
+        self.execute(pre, state, limits, &CancellationToken::new(), call)
+            .await
     }
 
     /// Instantiate into a fresh store and make one call, under the limits.
@@ -221,21 +240,32 @@ impl Engine {
 fn classify(err: &wasmtime::Error, memory_hit: bool, limits: RunLimits) -> RunFailure {
     match err.downcast_ref::<Interrupted>() {
         Some(Interrupted::Deadline) => {
-            return RunFailure::new(FailureKind::Timeout, format!("did not finish within {:?}", limits.timeout));
+            return RunFailure::new(
+                FailureKind::Timeout,
+                format!("did not finish within {:?}", limits.timeout),
+            );
         }
-        Some(Interrupted::Cancelled) => return RunFailure::new(FailureKind::Cancelled, "cancelled while running"),
+        Some(Interrupted::Cancelled) => {
+            return RunFailure::new(FailureKind::Cancelled, "cancelled while running");
+        }
         None => {}
     }
     if memory_hit {
         return RunFailure::new(
             FailureKind::MemoryLimit,
-            format!("tried to use more than its memory cap of {} bytes", limits.memory),
+            format!(
+                "tried to use more than its memory cap of {} bytes",
+                limits.memory
+            ),
         );
     }
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return RunFailure::new(
             FailureKind::Trap,
-            format!("the plugin called exit({}) instead of returning a result", exit.0),
+            format!(
+                "the plugin called exit({}) instead of returning a result",
+                exit.0
+            ),
         );
     }
     if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
@@ -262,6 +292,8 @@ fn cap_result(mut result: String, max: usize) -> String {
     let cut = result.floor_char_boundary(max);
     let dropped = result.len() - cut;
     result.truncate(cut);
-    result.push_str(&format!("\n[bosun] result truncated: {dropped} more bytes dropped"));
+    result.push_str(&format!(
+        "\n[bosun] result truncated: {dropped} more bytes dropped"
+    ));
     result
 }

@@ -5,7 +5,10 @@ include!(concat!(env!("OUT_DIR"), "/stock_plugins.rs"));
 
 /// The component bytes of the stock action `name`.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
-    STOCK_PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    STOCK_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
 }
 
 /// The names of all stock actions, sorted.

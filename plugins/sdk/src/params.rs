@@ -27,17 +27,36 @@ pub struct Param {
 impl Param {
     /// A parameter callers must give.
     pub const fn required(name: &'static str, summary: &'static str) -> Self {
-        Self { name, summary, required: true, default: None }
+        Self {
+            name,
+            summary,
+            required: true,
+            default: None,
+        }
     }
 
     /// An optional parameter with a default value.
-    pub const fn optional(name: &'static str, summary: &'static str, default: &'static str) -> Self {
-        Self { name, summary, required: false, default: Some(default) }
+    pub const fn optional(
+        name: &'static str,
+        summary: &'static str,
+        default: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            summary,
+            required: false,
+            default: Some(default),
+        }
     }
 
     /// An optional parameter with no default: absent means "not given".
     pub const fn maybe(name: &'static str, summary: &'static str) -> Self {
-        Self { name, summary, required: false, default: None }
+        Self {
+            name,
+            summary,
+            required: false,
+            default: None,
+        }
     }
 }
 
@@ -57,7 +76,11 @@ impl Params {
                 let known: Vec<&str> = declared.iter().map(|p| p.name).collect();
                 return Err(invalid(format_args!(
                     "unknown param `{name}`; this action takes: {}",
-                    if known.is_empty() { "no params".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "no params".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
             if values.insert(name.clone(), value).is_some() {
@@ -99,7 +122,10 @@ impl Params {
         T::Err: std::fmt::Display,
     {
         self.get(name)
-            .map(|v| v.parse().map_err(|e| invalid(format_args!("param `{name}`: {e}"))))
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| invalid(format_args!("param `{name}`: {e}")))
+            })
             .transpose()
     }
 

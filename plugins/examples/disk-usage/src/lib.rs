@@ -38,15 +38,20 @@ impl Action for DiskUsage {
             println!("{bytes:>12}  {name}");
         }
         println!("{total:>12}  total ({} entries)", sizes.len());
-        let largest: Vec<_> =
-            sizes.iter().take(top).map(|(n, b)| json!({ "name": n, "bytes": b })).collect();
+        let largest: Vec<_> = sizes
+            .iter()
+            .take(top)
+            .map(|(n, b)| json!({ "name": n, "bytes": b }))
+            .collect();
         Ok(json!({ "path": path, "total_bytes": total, "largest": largest }).to_string())
     }
 }
 
 /// Bytes under `path`, not following symlinks (a link counts as itself).
 fn size_of(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
     if !meta.is_dir() {
         return meta.len();
     }

@@ -25,7 +25,10 @@ impl Action for Restart {
         let timeout_ms = u64::try_from(timeout.as_millis())
             .map_err(|_| invalid("param `ready_timeout` is too large"))?;
         let restarted = processes::restart(name.as_deref())?;
-        println!("restarted {} process(es); waiting up to {timeout:?} for readiness", restarted.len());
+        println!(
+            "restarted {} process(es); waiting up to {timeout:?} for readiness",
+            restarted.len()
+        );
         let ready = processes::wait_ready(name.as_deref(), timeout_ms)?;
         println!("all {} process(es) ready", ready.len());
         Ok(processes_json(&ready).to_string())

@@ -10,8 +10,10 @@ struct Start;
 impl Action for Start {
     const NAME: &'static str = "start";
     const SUMMARY: &'static str = "Start the project's processes";
-    const PARAMS: &'static [Param] =
-        &[Param::maybe("name", "Process name; all processes when absent")];
+    const PARAMS: &'static [Param] = &[Param::maybe(
+        "name",
+        "Process name; all processes when absent",
+    )];
 
     fn run(params: Params) -> Result<String, Error> {
         let name = params.get("name").map(str::to_string);

@@ -32,8 +32,10 @@ impl Action for Status {
             ),
             Err(e) => (serde_json::Value::Null, Some(error_text(&e))),
         };
-        Ok(json!({ "processes": processes_json(&procs), "git": git, "git_error": git_error })
-            .to_string())
+        Ok(
+            json!({ "processes": processes_json(&procs), "git": git, "git_error": git_error })
+                .to_string(),
+        )
     }
 }
 

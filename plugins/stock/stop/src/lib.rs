@@ -10,8 +10,10 @@ struct Stop;
 impl Action for Stop {
     const NAME: &'static str = "stop";
     const SUMMARY: &'static str = "Stop the project's processes";
-    const PARAMS: &'static [Param] =
-        &[Param::maybe("name", "Process name; all processes when absent")];
+    const PARAMS: &'static [Param] = &[Param::maybe(
+        "name",
+        "Process name; all processes when absent",
+    )];
 
     fn run(params: Params) -> Result<String, Error> {
         let name = params.get("name").map(str::to_string);
