@@ -28,7 +28,18 @@ fn main() {
         .to_path_buf();
     let plugins = root.join("plugins");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    println!("cargo:rerun-if-changed={}", plugins.display());
+    // The guest sources only: not `plugins/target`, should someone build there.
+    for input in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+        "sdk",
+        "stock",
+        "examples",
+        "fixtures",
+    ] {
+        println!("cargo:rerun-if-changed={}", plugins.join(input).display());
+    }
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }

@@ -29,10 +29,12 @@ use super::state::RunState;
 /// How often the epoch advances: the granularity of deadlines and cancellation.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Time and memory a plugin's `describe()` gets at load.
+/// Time and memory a plugin's `describe()` gets at load: the default run
+/// limits, so any plugin that can run at all can also describe itself (a
+/// Python component needs tens of MiB just to instantiate).
 const DESCRIBE_LIMITS: RunLimits = RunLimits {
-    timeout: Duration::from_secs(5),
-    memory: 64 << 20,
+    timeout: Duration::from_secs(10),
+    memory: 256 << 20,
     max_output: 64 << 10,
 };
 

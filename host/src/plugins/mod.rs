@@ -28,4 +28,3 @@ pub use output::{LogSink, MAX_LINE_BYTES, SPLIT_MARKER, Stream};
 pub use registry::{ActionRegistry, LoadedAction};
 pub use run::{FailureKind, RunFailure, RunLimits, RunRequest};
 pub use scope::ProjectScope;
-pub use state::RunState;

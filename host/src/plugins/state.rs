@@ -10,7 +10,7 @@ use super::output::LogSink;
 use super::scope::ProjectScope;
 
 /// A run's store data.
-pub struct RunState {
+pub(crate) struct RunState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
