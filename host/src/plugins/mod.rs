@@ -24,7 +24,7 @@ pub mod stock;
 
 pub use cache::Origin;
 pub use engine::{Allocation, Engine, EngineConfig, EngineError, LoadError, Plugin, TICK};
-pub use output::{LogSink, MAX_LINE_BYTES, SPLIT_MARKER, Stream};
+pub use output::{LogSink, Stream};
 pub use registry::{ActionRegistry, LoadedAction};
 pub use run::{FailureKind, RunFailure, RunLimits, RunRequest};
 pub use scope::ProjectScope;

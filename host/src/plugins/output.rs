@@ -18,11 +18,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Longest line passed on whole; a longer one is split, each piece marked.
-pub const MAX_LINE_BYTES: usize = 16 * 1024;
-
-/// The marker at the end of each piece of a line split at [`MAX_LINE_BYTES`].
-pub const SPLIT_MARKER: &str = " [bosun: line continues]";
+use crate::lines::{LineAssembler, to_text};
 
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -51,7 +47,7 @@ struct Capture {
     cap: usize,
     remaining: usize,
     dropped: u64,
-    partial: [Vec<u8>; 2],
+    streams: [LineAssembler; 2],
 }
 
 impl OutputCapture {
@@ -61,7 +57,7 @@ impl OutputCapture {
             cap,
             remaining: cap,
             dropped: 0,
-            partial: [Vec::new(), Vec::new()],
+            streams: Default::default(),
         };
         Self {
             inner: Arc::new(Mutex::new(capture)),
@@ -101,25 +97,10 @@ impl Capture {
         let take = bytes.len().min(self.remaining);
         self.remaining -= take;
         let slot = usize::from(stream == Stream::Stderr);
-        for piece in bytes[..take].split_inclusive(|b| *b == b'\n') {
-            let (text, ends_line) = match piece.strip_suffix(b"\n") {
-                Some(text) => (text, true),
-                None => (piece, false),
-            };
-            let mut text = text;
-            while self.partial[slot].len() + text.len() > MAX_LINE_BYTES {
-                let room = MAX_LINE_BYTES - self.partial[slot].len();
-                self.partial[slot].extend_from_slice(&text[..room]);
-                text = &text[room..];
-                let line = std::mem::take(&mut self.partial[slot]);
-                self.emit(stream, &line, SPLIT_MARKER);
-            }
-            self.partial[slot].extend_from_slice(text);
-            if ends_line {
-                let line = std::mem::take(&mut self.partial[slot]);
-                self.emit(stream, &line, "");
-            }
-        }
+        let sink = &self.sink;
+        self.streams[slot].push(&bytes[..take], |line, split| {
+            sink(stream, &to_text(line, split))
+        });
         if take < bytes.len() {
             self.dropped += (bytes.len() - take) as u64;
             self.flush_partials();
@@ -131,22 +112,10 @@ impl Capture {
         }
     }
 
-    fn emit(&self, stream: Stream, line: &[u8], suffix: &str) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = String::from_utf8_lossy(line);
-        if suffix.is_empty() {
-            (self.sink)(stream, &text);
-        } else {
-            (self.sink)(stream, &format!("{text}{suffix}"));
-        }
-    }
-
     fn flush_partials(&mut self) {
+        let sink = &self.sink;
         for (slot, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
-            if !self.partial[slot].is_empty() {
-                let line = std::mem::take(&mut self.partial[slot]);
-                self.emit(stream, &line, "");
-            }
+            self.streams[slot].finish(|line, split| sink(stream, &to_text(line, split)));
         }
     }
 }
@@ -251,21 +220,6 @@ mod tests {
                 (Stream::Stderr, "half done".to_string()),
             ]
         );
-    }
-
-    #[test]
-    fn splits_overlong_lines_with_a_marker() {
-        let (cap, lines) = collect(1 << 20);
-        let long = vec![b'a'; MAX_LINE_BYTES * 2 + 10];
-        cap.pipe(Stream::Stdout)
-            .write(Bytes::from(long))
-            .expect("write");
-        cap.finish();
-        let got = lines.lock().expect("lock").clone();
-        assert_eq!(got.len(), 3);
-        assert!(got[0].1.ends_with(SPLIT_MARKER));
-        assert_eq!(got[0].1.len(), MAX_LINE_BYTES + SPLIT_MARKER.len());
-        assert_eq!(got[2].1, "a".repeat(10));
     }
 
     #[test]
