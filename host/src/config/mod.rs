@@ -7,6 +7,7 @@
 //! Durations and sizes are human strings (`"30s"`, `"256MiB"`).
 
 mod actions;
+mod process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 pub use actions::{ActionConfig, Actions};
+pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig};
 
 /// Why a config could not be used. Each message names the file, and the key
 /// (and line, for syntax errors) at fault.
@@ -113,6 +115,12 @@ pub struct ProjectConfig {
     /// The actions callers may run on it.
     #[serde(default)]
     pub actions: Actions,
+    /// The processes the supervisor keeps running for it.
+    #[serde(default)]
+    pub processes: Vec<ProcessConfig>,
+    /// A log file that gets every process's lines, each prefixed with
+    /// `<name>-<instance> | `. None by default.
+    pub merged_log: Option<PathBuf>,
 }
 
 impl Config {
@@ -136,6 +144,14 @@ impl Config {
         config.state_dir = base.join(&config.state_dir);
         for project in config.projects.values_mut() {
             project.dir = base.join(&project.dir);
+            if let Some(p) = &mut project.merged_log {
+                *p = base.join(&*p);
+            }
+            for process in &mut project.processes {
+                if let Some(p) = &mut process.log_file {
+                    *p = base.join(&*p);
+                }
+            }
             for action in project.actions.0.values_mut() {
                 if let Some(p) = &mut action.path {
                     *p = base.join(&*p);
@@ -170,6 +186,11 @@ impl Config {
         }
         for (name, project) in &self.projects {
             check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
+            for (i, process) in project.processes.iter().enumerate() {
+                process
+                    .validate()
+                    .map_err(|m| invalid(format!("projects.{name}.processes[{i}]"), m))?;
+            }
             for (action, cfg) in &project.actions.0 {
                 let key = format!("projects.{name}.actions.{action}");
                 check_name(action).map_err(|m| invalid(key.clone(), m))?;
@@ -181,7 +202,7 @@ impl Config {
 }
 
 /// Project and action names appear in URLs and file names: keep them plain.
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())

@@ -1,0 +1,203 @@
+//! `[[projects.<p>.processes]]`: what the supervisor keeps running.
+//!
+//! Defaults follow what PM2 and supervisord users expect, with two fixes:
+//! the stop signal is SIGTERM with a 5 s grace (PM2 sends SIGINT and kills
+//! after 1.6 s), and the restart schedule backs off instead of giving up
+//! after a burst (PM2 stops after 16 starts in 0.24 s, supervisord after 4).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+
+/// The default restart schedule: the delay before each restart after an
+/// unexpected exit; the last step repeats.
+pub const DEFAULT_RESTART_AT: [Duration; 8] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+    Duration::from_secs(900),
+];
+
+/// One supervised program (and its `instances` copies).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// The name operations use; several entries may share one.
+    pub name: String,
+    /// The program: a name looked up on PATH, or a path (relative paths are
+    /// relative to the project dir).
+    pub command: String,
+    /// Its arguments, passed as they are (no shell).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The working directory, relative to the project dir; it must stay inside it.
+    pub cwd: Option<PathBuf>,
+    /// Environment, applied over the project's `.env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How many copies to run; each gets its index in `BOSUN_INSTANCE`.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Start it when bosun starts (unless it was stopped on purpose before).
+    #[serde(default = "yes")]
+    pub autostart: bool,
+    /// Delays before restarts after unexpected exits; `[]` or `["0"]` means never restart.
+    #[serde(default = "default_restart_at", deserialize_with = "durations")]
+    pub restart_at: Vec<Duration>,
+    /// Uptime after which the restart schedule starts over.
+    #[serde(default = "default_restart_ok", with = "humantime_serde")]
+    pub restart_ok: Duration,
+    /// The signal a stop sends to the process group first.
+    #[serde(default = "default_stop_signal", deserialize_with = "signal")]
+    pub stop_signal: nix::sys::signal::Signal,
+    /// How long a stop waits after `stop_signal` before SIGKILL.
+    #[serde(default = "default_kill_timeout", with = "humantime_serde")]
+    pub kill_timeout: Duration,
+    /// Remove ANSI escape codes (colours) from log lines.
+    #[serde(default)]
+    pub strip_ansi: bool,
+    /// Prefix each log line with an RFC 3339 timestamp.
+    #[serde(default)]
+    pub timestamps: bool,
+    /// The log file; default `<state_dir>/logs/<project>/<name>-<instance>.log`.
+    /// With several instances, `-<instance>` is inserted before the extension.
+    pub log_file: Option<PathBuf>,
+    /// Rotate the log file when a line would take it past this size.
+    #[serde(default = "default_log_max_size")]
+    pub log_max_size: ByteSize,
+    /// Rotated files to keep (`name.log.1` is the newest).
+    #[serde(default = "default_log_keep")]
+    pub log_keep: u32,
+    /// How to tell that the process is ready.
+    pub ready: Option<ReadyConfig>,
+    /// Restart the process when its RSS (whole process group) stays above this.
+    pub max_memory: Option<ByteSize>,
+}
+
+/// A readiness check: a TCP port accepting connections, or a log line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyConfig {
+    /// Ready once 127.0.0.1:`port` accepts a connection.
+    pub port: Option<u16>,
+    /// Ready once a log line matches this regex.
+    pub log: Option<String>,
+    /// Not ready within this is a failed start, restarted on the schedule.
+    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_restart_at() -> Vec<Duration> {
+    DEFAULT_RESTART_AT.to_vec()
+}
+fn default_restart_ok() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_stop_signal() -> nix::sys::signal::Signal {
+    nix::sys::signal::Signal::SIGTERM
+}
+fn default_kill_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_log_max_size() -> ByteSize {
+    ByteSize::mib(10)
+}
+fn default_log_keep() -> u32 {
+    5
+}
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn durations<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Duration>, D::Error> {
+    let raw = Vec::<String>::deserialize(de)?;
+    raw.iter()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!("`{s}`: {e} (e.g. \"500ms\", \"10s\")"))
+            })
+        })
+        .collect()
+}
+
+fn signal<'de, D: Deserializer<'de>>(de: D) -> Result<nix::sys::signal::Signal, D::Error> {
+    let raw = String::deserialize(de)?;
+    let name = raw.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{raw}` is not a signal name (e.g. \"SIGTERM\", \"INT\")"
+        ))
+    })
+}
+
+impl ProcessConfig {
+    /// Whether the schedule says never to restart.
+    pub fn never_restarts(&self) -> bool {
+        self.restart_at.is_empty() || self.restart_at == [Duration::ZERO]
+    }
+
+    pub(super) fn validate(&self) -> Result<(), String> {
+        super::check_name(&self.name)?;
+        if self.command.trim().is_empty() {
+            return Err("`command` is empty".into());
+        }
+        if self.instances == 0 || self.instances > 256 {
+            return Err(format!(
+                "`instances` must be 1 to 256, not {}",
+                self.instances
+            ));
+        }
+        if let Some(cwd) = &self.cwd
+            && (cwd.is_absolute()
+                || cwd
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
+        {
+            return Err(format!(
+                "`cwd` {} must be a relative path inside the project dir",
+                cwd.display()
+            ));
+        }
+        if matches!(
+            self.stop_signal,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+        ) {
+            return Err("`stop_signal` cannot be SIGKILL or SIGSTOP: the process must get a chance to stop cleanly".into());
+        }
+        if self.log_keep == 0 {
+            return Err("`log_keep` must be at least 1".into());
+        }
+        if self.log_max_size.as_u64() < 1024 {
+            return Err("`log_max_size` must be at least 1KiB".into());
+        }
+        if let Some(ready) = &self.ready {
+            match (&ready.port, &ready.log) {
+                (Some(_), None) => {}
+                (None, Some(pattern)) => {
+                    regex::Regex::new(pattern)
+                        .map_err(|e| format!("`ready.log` is not a valid regex: {e}"))?;
+                }
+                _ => return Err("`ready` needs exactly one of `port` or `log`".into()),
+            }
+        }
+        Ok(())
+    }
+}
