@@ -6,6 +6,20 @@
 //! partial line and only whole lines come out. One assembler per stream is
 //! what guarantees that two streams never splice into one line.
 
+use serde::Serialize;
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The program's stdout.
+    Stdout,
+    /// The program's stderr.
+    Stderr,
+    /// bosun itself: a note such as a truncation or an exit.
+    Host,
+}
+
 /// Longest line passed on whole; a longer one is cut into pieces of this
 /// size, each but the last ending with [`SPLIT_MARKER`].
 pub const MAX_LINE_BYTES: usize = 16 * 1024;

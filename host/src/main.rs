@@ -3,7 +3,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use bosun::cli::{Cli, Command, ExitCode, check, exec};
+use bosun::cli::{Cli, Command, ExitCode, check, exec, serve};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -14,6 +14,7 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let code: ExitCode = match Cli::parse().command {
+        Command::Serve { config } => serve(&config).await,
         Command::Check { config } => check(&config).await,
         Command::Exec {
             config,

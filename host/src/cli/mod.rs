@@ -1,12 +1,14 @@
 //! The `bosun` command line.
 //!
-//! Server-side commands work on a config file directly: `check` validates it
+//! Server-side commands work on a config file directly: `serve` supervises
+//! its projects, `check` validates it
 //! and loads every plugin, `exec` runs one action in-process (handy while
 //! writing a plugin: no server, same sandbox). Exit codes are stable, see
 //! [`ExitCode`].
 
 mod check;
 mod exec;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -14,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 pub use check::check;
 pub use exec::exec;
+pub use serve::serve;
 
 use crate::plugins::FailureKind;
 
@@ -29,6 +32,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Supervise every project's processes until SIGTERM or SIGINT.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "config/bosun.toml", env = "BOSUN_CONFIG")]
+        config: PathBuf,
+    },
     /// Validate the config and load every plugin; exit non-zero listing every problem.
     Check {
         /// The config file.

@@ -13,24 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+pub use crate::lines::Stream;
 use crate::lines::{LineAssembler, to_text};
-
-/// Where a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    /// The plugin's stdout.
-    Stdout,
-    /// The plugin's stderr.
-    Stderr,
-    /// bosun itself, e.g. a truncation note.
-    Host,
-}
 
 /// Receives each log line as it is completed. Called with a lock held, in
 /// order; keep it quick (push to a channel or a buffer).

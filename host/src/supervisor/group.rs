@@ -1,0 +1,69 @@
+//! Stopping a whole process group: the stop signal, a grace period, SIGKILL.
+//!
+//! "Stopped" means no live process is left in the group: not just the
+//! leader. A shell script's background child or a worker pool would
+//! otherwise survive its parent (supervisord orphans it by default). Zombies
+//! do not count: they have exited and only wait to be reaped.
+
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::time::{Instant, sleep};
+
+use super::procfs;
+
+/// How often a stop checks whether the group is empty.
+const POLL: Duration = Duration::from_millis(20);
+/// How long to wait for the kernel to remove SIGKILLed processes.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopOutcome {
+    /// Every process exited within the grace period.
+    Graceful,
+    /// Some were still alive at the deadline and got SIGKILL.
+    Killed,
+}
+
+/// Send `signal` to every process in group `pgid`. A group that no longer
+/// exists is not an error.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stop group `pgid`: `signal`, wait up to `grace` for it to empty, then SIGKILL.
+pub(crate) async fn stop_group(pgid: i32, signal: Signal, grace: Duration) -> StopOutcome {
+    if let Err(e) = signal_group(pgid, signal) {
+        tracing::warn!(pgid, "sending {signal} to the process group: {e}");
+    }
+    if wait_empty(pgid, grace).await {
+        return StopOutcome::Graceful;
+    }
+    if let Err(e) = signal_group(pgid, Signal::SIGKILL) {
+        tracing::warn!(pgid, "sending SIGKILL to the process group: {e}");
+    }
+    if !wait_empty(pgid, AFTER_KILL).await {
+        tracing::error!(pgid, "process group still has live members after SIGKILL");
+    }
+    StopOutcome::Killed
+}
+
+/// Wait until group `pgid` has no live member; false on timeout.
+pub(crate) async fn wait_empty(pgid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if procfs::live_members(pgid).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(POLL).await;
+    }
+}

@@ -1,0 +1,269 @@
+//! The per-project handle: everything the rest of bosun may do to a
+//! project's processes. The `processes` WIT import and the HTTP API both sit
+//! on it, so a project's handle is also the boundary of what a plugin can
+//! reach: it holds only that project's instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::Signal;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::logs::{LogLine, ProcessLog};
+use super::status::{State, Status};
+use super::worker::Command;
+use crate::plugins::bindings::{CallError, ProcessInfo, UnixSignal};
+use crate::plugins::processes::ProcessControl;
+
+/// Why a handle operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SupervisorError {
+    /// No process of the project has that name.
+    #[error("this project has no process named `{0}`")]
+    NotFound(String),
+    /// The operation could not be done.
+    #[error("{0}")]
+    Failed(String),
+    /// `wait_ready` ran out of time.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl From<SupervisorError> for CallError {
+    fn from(e: SupervisorError) -> Self {
+        match e {
+            SupervisorError::NotFound(_) => CallError::NotFound(e.to_string()),
+            SupervisorError::Failed(m) => CallError::Failed(m),
+            SupervisorError::Timeout(m) => CallError::Timeout(m),
+        }
+    }
+}
+
+/// A log follower: the recent lines, then each new one as it comes.
+pub struct Follow {
+    /// The lines logged before following began, oldest first per process.
+    pub recent: Vec<Arc<LogLine>>,
+    /// Every line after those; ends when the processes' logs close.
+    pub lines: mpsc::Receiver<Arc<LogLine>>,
+}
+
+pub(crate) struct Instance {
+    pub name: String,
+    pub commands: mpsc::Sender<Command>,
+    pub status: Arc<watch::Sender<Status>>,
+    pub log: Arc<ProcessLog>,
+}
+
+/// One project's processes. Cheap to clone.
+#[derive(Clone)]
+pub struct ProjectHandle {
+    pub(crate) instances: Arc<Vec<Instance>>,
+}
+
+impl ProjectHandle {
+    /// Every instance's status, in config order.
+    pub fn list(&self) -> Vec<Status> {
+        self.instances
+            .iter()
+            .map(|i| i.status.borrow().clone())
+            .collect()
+    }
+
+    fn select(&self, name: Option<&str>) -> Result<Vec<&Instance>, SupervisorError> {
+        let selected: Vec<&Instance> = self
+            .instances
+            .iter()
+            .filter(|i| name.is_none_or(|n| i.name == n))
+            .collect();
+        match name {
+            Some(n) if selected.is_empty() => Err(SupervisorError::NotFound(n.to_string())),
+            _ => Ok(selected),
+        }
+    }
+
+    /// Send one command to each selected instance and wait for every reply.
+    async fn each<R>(
+        &self,
+        name: Option<&str>,
+        make: impl Fn(oneshot::Sender<R>) -> Command,
+    ) -> Result<(Vec<&Instance>, Vec<R>), SupervisorError> {
+        let selected = self.select(name)?;
+        let mut replies = Vec::new();
+        for inst in &selected {
+            let (tx, rx) = oneshot::channel();
+            inst.commands
+                .send(make(tx))
+                .await
+                .map_err(|_| SupervisorError::Failed("the supervisor is shutting down".into()))?;
+            replies.push(rx);
+        }
+        let mut out = Vec::new();
+        for rx in replies {
+            out.push(
+                rx.await.map_err(|_| {
+                    SupervisorError::Failed("the supervisor is shutting down".into())
+                })?,
+            );
+        }
+        Ok((selected, out))
+    }
+
+    fn statuses(selected: &[&Instance]) -> Vec<Status> {
+        selected.iter().map(|i| i.status.borrow().clone()).collect()
+    }
+
+    /// Start the selected processes (all when `None`). Returns once each has
+    /// been spawned (or failed to).
+    pub async fn start(&self, name: Option<&str>) -> Result<Vec<Status>, SupervisorError> {
+        let (selected, _) = self.each(name, Command::Start).await?;
+        Ok(Self::statuses(&selected))
+    }
+
+    /// Stop the selected processes; returns once their groups are gone.
+    pub async fn stop(&self, name: Option<&str>) -> Result<Vec<Status>, SupervisorError> {
+        let (selected, _) = self.each(name, Command::Stop).await?;
+        Ok(Self::statuses(&selected))
+    }
+
+    /// Stop, then start, the selected processes.
+    pub async fn restart(&self, name: Option<&str>) -> Result<Vec<Status>, SupervisorError> {
+        let (selected, _) = self.each(name, Command::Restart).await?;
+        Ok(Self::statuses(&selected))
+    }
+
+    /// Send `signal` to the process group of each selected running process.
+    pub async fn signal(
+        &self,
+        name: Option<&str>,
+        signal: Signal,
+    ) -> Result<Vec<Status>, SupervisorError> {
+        let (selected, results) = self.each(name, |tx| Command::Signal(signal, tx)).await?;
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(SupervisorError::Failed(e));
+        }
+        Ok(Self::statuses(&selected))
+    }
+
+    /// Wait until every selected process is `running`. Fails at once if one
+    /// is stopped, exited or fatal, and with `Timeout` after `timeout`.
+    pub async fn wait_ready(
+        &self,
+        name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<Status>, SupervisorError> {
+        let selected = self.select(name)?;
+        let wait_all = async {
+            for inst in &selected {
+                let mut rx = inst.status.subscribe();
+                let status = rx
+                    .wait_for(|s| {
+                        !matches!(s.state, State::Starting | State::Backoff | State::Stopping)
+                    })
+                    .await
+                    .map_err(|_| SupervisorError::Failed("the supervisor is shutting down".into()))?
+                    .clone();
+                if status.state != State::Running {
+                    let why = status.message.map(|m| format!(": {m}")).unwrap_or_default();
+                    return Err(SupervisorError::Failed(format!(
+                        "`{}-{}` is {:?}{why}",
+                        status.name, status.instance, status.state
+                    )));
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, wait_all)
+            .await
+            .map_err(|_| SupervisorError::Timeout(format!("not ready within {timeout:?}")))??;
+        Ok(Self::statuses(&selected))
+    }
+
+    /// The last `n` lines of each selected process, merged oldest first (a
+    /// stable sort, so each process's own order is kept).
+    pub fn logs(&self, name: Option<&str>, n: usize) -> Result<Vec<Arc<LogLine>>, SupervisorError> {
+        let mut lines: Vec<Arc<LogLine>> = self
+            .select(name)?
+            .iter()
+            .flat_map(|i| i.log.recent(n))
+            .collect();
+        lines.sort_by_key(|l| l.time);
+        Ok(lines)
+    }
+
+    /// The last `n` lines of each selected process, then every new line as it
+    /// comes. A follower that falls far behind skips ahead.
+    pub fn follow(&self, name: Option<&str>, n: usize) -> Result<Follow, SupervisorError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let mut recent = Vec::new();
+        for inst in self.select(name)? {
+            let (lines, mut sub) = inst.log.follow(n);
+            recent.extend(lines);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match sub.recv().await {
+                        Ok(line) => {
+                            if tx.send(line).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        Ok(Follow { recent, lines: rx })
+    }
+}
+
+fn infos(r: Result<Vec<Status>, SupervisorError>) -> Result<Vec<ProcessInfo>, CallError> {
+    r.map(|v| v.iter().map(Status::to_info).collect())
+        .map_err(CallError::from)
+}
+
+fn to_signal(s: UnixSignal) -> Signal {
+    match s {
+        UnixSignal::Hup => Signal::SIGHUP,
+        UnixSignal::Int => Signal::SIGINT,
+        UnixSignal::Quit => Signal::SIGQUIT,
+        UnixSignal::Kill => Signal::SIGKILL,
+        UnixSignal::Usr1 => Signal::SIGUSR1,
+        UnixSignal::Usr2 => Signal::SIGUSR2,
+        UnixSignal::Term => Signal::SIGTERM,
+    }
+}
+
+#[async_trait]
+impl ProcessControl for ProjectHandle {
+    async fn list(&self) -> Vec<ProcessInfo> {
+        ProjectHandle::list(self)
+            .iter()
+            .map(Status::to_info)
+            .collect()
+    }
+    async fn start(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
+        infos(ProjectHandle::start(self, name).await)
+    }
+    async fn stop(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
+        infos(ProjectHandle::stop(self, name).await)
+    }
+    async fn restart(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
+        infos(ProjectHandle::restart(self, name).await)
+    }
+    async fn signal(
+        &self,
+        name: Option<&str>,
+        signal: UnixSignal,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
+        infos(ProjectHandle::signal(self, name, to_signal(signal)).await)
+    }
+    async fn wait_ready(
+        &self,
+        name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
+        infos(ProjectHandle::wait_ready(self, name, timeout).await)
+    }
+}

@@ -1,0 +1,182 @@
+//! The log files of one project, written by one thread.
+//!
+//! One writer per project owns every file of the project, so lines reach the
+//! merged file whole and in the order they were read, never spliced. It
+//! drains its channel in batches and writes each file once per batch, which
+//! keeps a flood of small lines from costing a syscall each. Files rotate by
+//! size before a line would push them past `max_bytes`, so a line is never
+//! split across two files; `keep` rotated files are kept (`.1` newest).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::logs::LogLine;
+
+/// Lines written per batch at most, so rotation and flushing stay timely.
+const BATCH: usize = 4096;
+/// Lines the channel holds before readers wait (and so the processes, on their pipes).
+pub(crate) const CHANNEL: usize = 8192;
+
+/// A log file and its rotation settings.
+#[derive(Debug)]
+pub(crate) struct FileSpec {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+/// One line for the writer.
+pub(crate) struct WriteMsg {
+    pub file: Arc<FileSpec>,
+    pub label: Arc<str>,
+    pub line: Arc<LogLine>,
+}
+
+/// Start the writer thread of a project; it ends when every sender is gone.
+pub(crate) fn spawn_writer(project: &str, merged: Option<Arc<FileSpec>>) -> mpsc::Sender<WriteMsg> {
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    std::thread::Builder::new()
+        .name(format!("bosun-log-{project}"))
+        .spawn(move || write_loop(rx, merged))
+        .expect("spawning a log writer thread");
+    tx
+}
+
+fn write_loop(mut rx: mpsc::Receiver<WriteMsg>, merged: Option<Arc<FileSpec>>) {
+    let mut files: HashMap<PathBuf, RotatingFile> = HashMap::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        for msg in batch.drain(..) {
+            file_for(&mut files, &msg.file).append(msg.line.text.as_bytes());
+            if let Some(m) = &merged {
+                let line = format!("{} | {}", msg.label, msg.line.text);
+                file_for(&mut files, m).append(line.as_bytes());
+            }
+        }
+        for file in files.values_mut() {
+            file.flush();
+        }
+    }
+}
+
+fn file_for<'a>(
+    files: &'a mut HashMap<PathBuf, RotatingFile>,
+    spec: &FileSpec,
+) -> &'a mut RotatingFile {
+    files
+        .entry(spec.path.clone())
+        .or_insert_with(|| RotatingFile::new(spec))
+}
+
+struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Option<File>,
+    size: u64,
+    pending: Vec<u8>,
+    failed: bool,
+}
+
+impl RotatingFile {
+    fn new(spec: &FileSpec) -> Self {
+        Self {
+            path: spec.path.clone(),
+            max_bytes: spec.max_bytes,
+            keep: spec.keep,
+            file: None,
+            size: 0,
+            pending: Vec::new(),
+            failed: false,
+        }
+    }
+
+    fn append(&mut self, line: &[u8]) {
+        if self.file.is_none() {
+            self.open();
+        }
+        let used = self.size + self.pending.len() as u64;
+        if used > 0 && used + line.len() as u64 + 1 > self.max_bytes {
+            self.flush();
+            self.rotate();
+        }
+        self.pending.extend_from_slice(line);
+        self.pending.push(b'\n');
+    }
+
+    fn open(&mut self) {
+        let opened = self
+            .path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+            });
+        match opened {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(file);
+                self.failed = false;
+            }
+            Err(e) => self.report(&format!("opening: {e}")),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(file) = &mut self.file {
+            match file.write_all(&self.pending) {
+                Ok(()) => self.size += self.pending.len() as u64,
+                Err(e) => {
+                    let message = format!("writing: {e}");
+                    self.report(&message);
+                }
+            }
+        }
+        self.pending.clear();
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        for i in (1..self.keep).rev() {
+            let _ = fs::rename(numbered(&self.path, i), numbered(&self.path, i + 1));
+        }
+        if let Err(e) = fs::rename(&self.path, numbered(&self.path, 1)) {
+            self.report(&format!("rotating: {e}"));
+        }
+        self.size = 0;
+        self.open();
+    }
+
+    /// Log a file error once until the file works again; lines are still in
+    /// the ring buffer and with followers.
+    fn report(&mut self, what: &str) {
+        if !self.failed {
+            tracing::error!(path = %self.path.display(), "log file {what}");
+            self.failed = true;
+        }
+    }
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}

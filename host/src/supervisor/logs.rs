@@ -1,0 +1,181 @@
+//! A supervised process's output: whole lines per stream, optionally without
+//! ANSI codes and with a timestamp, into a ring of recent lines, to live
+//! followers, and to the log files.
+//!
+//! Each of a process's two pipes has its own reader and line assembler, so a
+//! line is only ever emitted whole. Writing goes through the project's one
+//! writer (see `logfile`), so the merged file never interleaves two lines.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use regex::Regex;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::logfile::{FileSpec, WriteMsg};
+use crate::lines::{LineAssembler, Stream, to_text};
+
+/// Recent lines kept per process for `logs`.
+pub const RING_LINES: usize = 1000;
+/// Lines a slow follower may fall behind before it skips ahead.
+const FOLLOW_BUFFER: usize = 4096;
+/// Bytes read from a pipe at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One line of a supervised process's log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    /// `<name>-<instance>`.
+    pub process: String,
+    /// Which stream it came from.
+    pub stream: Stream,
+    /// The line, after ANSI stripping and with its timestamp prefix, if configured.
+    pub text: String,
+    /// When bosun read it.
+    pub time: SystemTime,
+}
+
+/// The recent lines and live followers of one process instance.
+pub(crate) struct ProcessLog {
+    ring: Mutex<VecDeque<Arc<LogLine>>>,
+    followers: broadcast::Sender<Arc<LogLine>>,
+}
+
+impl ProcessLog {
+    pub(crate) fn new() -> Self {
+        Self {
+            ring: Mutex::new(VecDeque::with_capacity(RING_LINES)),
+            followers: broadcast::channel(FOLLOW_BUFFER).0,
+        }
+    }
+
+    fn push(&self, line: Arc<LogLine>) {
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        if ring.len() == RING_LINES {
+            ring.pop_front();
+        }
+        ring.push_back(line.clone());
+        // Sent under the ring's lock, so `follow` sees each line exactly once.
+        let _ = self.followers.send(line);
+    }
+
+    /// The last `n` lines, oldest first.
+    pub(crate) fn recent(&self, n: usize) -> Vec<Arc<LogLine>> {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.iter()
+            .skip(ring.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// The last `n` lines and a receiver of every line after them, with no gap
+    /// and no repeat between the two.
+    pub(crate) fn follow(
+        &self,
+        n: usize,
+    ) -> (Vec<Arc<LogLine>>, broadcast::Receiver<Arc<LogLine>>) {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let recent = ring
+            .iter()
+            .skip(ring.len().saturating_sub(n))
+            .cloned()
+            .collect();
+        (recent, self.followers.subscribe())
+    }
+}
+
+/// Where one instance's lines go.
+#[derive(Clone)]
+pub(crate) struct LineSink {
+    pub label: Arc<str>,
+    pub strip_ansi: bool,
+    pub timestamps: bool,
+    pub log: Arc<ProcessLog>,
+    pub file: Arc<FileSpec>,
+    pub writer: mpsc::Sender<WriteMsg>,
+    /// A readiness pattern and the flag to raise when a line matches it.
+    pub ready: Option<(Regex, watch::Sender<bool>)>,
+}
+
+impl LineSink {
+    /// Record one line: ring, followers, files.
+    pub(crate) async fn emit(&self, stream: Stream, text: String) {
+        let text = if self.strip_ansi { strip(&text) } else { text };
+        if let Some((pattern, flag)) = &self.ready
+            && pattern.is_match(&text)
+        {
+            flag.send_replace(true);
+        }
+        let time = SystemTime::now();
+        let text = if self.timestamps {
+            format!("{} {text}", humantime::format_rfc3339_millis(time))
+        } else {
+            text
+        };
+        let line = Arc::new(LogLine {
+            process: self.label.to_string(),
+            stream,
+            text,
+            time,
+        });
+        self.log.push(line.clone());
+        let msg = WriteMsg {
+            file: self.file.clone(),
+            label: self.label.clone(),
+            line,
+        };
+        // The writer only goes away at shutdown; then the ring is all there is.
+        let _ = self.writer.send(msg).await;
+    }
+
+    /// A note from bosun itself about this process ("started", "exited 1").
+    pub(crate) async fn note(&self, text: impl Into<String>) {
+        self.emit(Stream::Host, format!("[bosun] {}", text.into()))
+            .await;
+    }
+}
+
+fn strip(text: &str) -> String {
+    if !text.contains('\x1b') {
+        return text.to_string();
+    }
+    String::from_utf8_lossy(&strip_ansi_escapes::strip(text)).into_owned()
+}
+
+/// Read `pipe` to its end, emitting whole lines.
+pub(crate) async fn capture(mut pipe: impl AsyncRead + Unpin, stream: Stream, sink: LineSink) {
+    let mut asm = LineAssembler::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut lines = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                sink.note(format!("reading {stream:?}: {e}")).await;
+                break;
+            }
+        };
+        asm.push(&buf[..n], |line, split| lines.push(to_text(line, split)));
+        for line in lines.drain(..) {
+            sink.emit(stream, line).await;
+        }
+    }
+    asm.finish(|line, split| lines.push(to_text(line, split)));
+    for line in lines.drain(..) {
+        sink.emit(stream, line).await;
+    }
+}
+
+/// A log file path with its rotation settings.
+pub(crate) fn file_spec(path: PathBuf, max_bytes: u64, keep: u32) -> Arc<FileSpec> {
+    Arc::new(FileSpec {
+        path,
+        max_bytes,
+        keep,
+    })
+}

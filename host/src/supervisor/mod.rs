@@ -1,0 +1,199 @@
+//! The process supervisor: keeps each project's processes alive, PM2-style,
+//! and stops them without leaving anything behind.
+//!
+//! - Every instance runs in its own process group; stopping means the stop
+//!   signal to the group, `kill_timeout`, then SIGKILL to the group, until no
+//!   live member is left. That covers a script's background children, which
+//!   supervisord orphans by default.
+//! - Crashes restart on the `restart_at` schedule; a program that cannot be
+//!   spawned at all goes to `fatal` with the reason instead of a tight loop.
+//! - Output is reassembled into whole lines per stream, so no log (per
+//!   process or merged) ever holds a spliced line.
+//! - What should run, and which groups exist, is persisted: a restarted bosun
+//!   stops the groups a killed predecessor left, then brings back exactly the
+//!   set that was running.
+//!
+//! Each instance is one worker task that owns its child; the rest of bosun
+//! reaches a project's instances only through its [`ProjectHandle`].
+
+mod group;
+mod handle;
+mod logfile;
+mod logs;
+mod persist;
+mod procfs;
+mod spawn;
+mod spec;
+mod stats;
+mod status;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use handle::{Follow, ProjectHandle, SupervisorError};
+pub use logs::{LogLine, RING_LINES};
+pub use status::{State, Status};
+
+use crate::config::Config;
+use handle::Instance;
+use logs::{LineSink, ProcessLog, file_spec};
+use persist::Persist;
+use spec::{InstanceSpec, Ready};
+use worker::{Command, Worker};
+
+/// Grace given to leftovers of a previous bosun at boot.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+/// Rotation of the merged project log.
+const MERGED_MAX_BYTES: u64 = 10 << 20;
+const MERGED_KEEP: u32 = 5;
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("starting the supervisor: {0:#}")]
+pub struct StartError(anyhow::Error);
+
+/// All projects' processes.
+pub struct Supervisor {
+    projects: BTreeMap<String, ProjectHandle>,
+    workers: Vec<JoinHandle<()>>,
+    sampler: JoinHandle<()>,
+    statuses: Vec<Arc<watch::Sender<Status>>>,
+    leftovers_stopped: usize,
+}
+
+/// The safety net for a supervisor dropped without [`Supervisor::shutdown`]
+/// (a panic): SIGKILL every group still running, so nothing is orphaned.
+/// After a shutdown no instance has a pid, and this does nothing.
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Workers first, or one would restart what is killed below.
+        for worker in &self.workers {
+            worker.abort();
+        }
+        self.sampler.abort();
+        for status in &self.statuses {
+            if let Some(pid) = status.borrow().pid {
+                let _ = group::signal_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Stop what a previous bosun left running, then start every instance that
+    /// should run: as persisted, or per `autostart` when never recorded.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let persist = Arc::new(Persist::load(&config.state_dir).map_err(StartError)?);
+        let leftovers_stopped = persist.sweep_leftovers(LEFTOVER_GRACE).await;
+        let mut projects = BTreeMap::new();
+        let mut workers = Vec::new();
+        let mut all_status = Vec::new();
+        for (project, pcfg) in &config.projects {
+            let merged = pcfg
+                .merged_log
+                .clone()
+                .map(|p| file_spec(p, MERGED_MAX_BYTES, MERGED_KEEP));
+            let writer = logfile::spawn_writer(project, merged);
+            let mut instances = Vec::new();
+            for process in &pcfg.processes {
+                for i in 0..process.instances {
+                    let spec = Arc::new(InstanceSpec::new(
+                        project,
+                        &pcfg.dir,
+                        process,
+                        i,
+                        &config.state_dir,
+                    ));
+                    let status = Arc::new(watch::Sender::new(Status::new(&process.name, i)));
+                    let log = Arc::new(ProcessLog::new());
+                    let (tx, rx) = mpsc::channel(16);
+                    let sink = LineSink {
+                        label: spec.label.as_str().into(),
+                        strip_ansi: process.strip_ansi,
+                        timestamps: process.timestamps,
+                        log: log.clone(),
+                        file: file_spec(
+                            spec.log_file.clone(),
+                            process.log_max_size.as_u64(),
+                            process.log_keep,
+                        ),
+                        writer: writer.clone(),
+                        ready: match &spec.ready {
+                            Some((Ready::Log(pattern), _)) => {
+                                Some((pattern.clone(), watch::Sender::new(false)))
+                            }
+                            _ => None,
+                        },
+                    };
+                    let start = persist.desired(&spec).unwrap_or(process.autostart);
+                    let worker = Worker {
+                        spec,
+                        status: status.clone(),
+                        sink,
+                        commands: rx,
+                        persist: persist.clone(),
+                        start,
+                    };
+                    workers.push(tokio::spawn(worker.run()));
+                    all_status.push(status.clone());
+                    instances.push(Instance {
+                        name: process.name.clone(),
+                        commands: tx,
+                        status,
+                        log,
+                    });
+                }
+            }
+            projects.insert(
+                project.clone(),
+                ProjectHandle {
+                    instances: Arc::new(instances),
+                },
+            );
+        }
+        let sampler = tokio::spawn(stats::sample(all_status.clone()));
+        Ok(Self {
+            projects,
+            workers,
+            sampler,
+            statuses: all_status,
+            leftovers_stopped,
+        })
+    }
+
+    /// The handle of `project`, if it is configured.
+    pub fn project(&self, project: &str) -> Option<ProjectHandle> {
+        self.projects.get(project).cloned()
+    }
+
+    /// How many process groups of a previous bosun were stopped at start.
+    pub fn leftovers_stopped(&self) -> usize {
+        self.leftovers_stopped
+    }
+
+    /// Stop every process by its own rules (all at once), keeping the desired
+    /// state, and return once all are gone.
+    pub async fn shutdown(mut self) {
+        let mut acks = Vec::new();
+        for handle in self.projects.values() {
+            for inst in handle.instances.iter() {
+                let (tx, rx) = oneshot::channel();
+                if inst.commands.send(Command::Shutdown(tx)).await.is_ok() {
+                    acks.push(rx);
+                }
+            }
+        }
+        for ack in acks {
+            let _ = ack.await;
+        }
+        self.projects.clear();
+        for worker in std::mem::take(&mut self.workers) {
+            let _ = worker.await;
+        }
+    }
+}

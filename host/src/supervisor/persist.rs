@@ -1,0 +1,156 @@
+//! What must survive bosun itself: which processes should run, and which
+//! process groups are out there.
+//!
+//! - **Desired state.** A stop or start through bosun is recorded, so a
+//!   restart of bosun brings back exactly the set that was running, not the
+//!   config's `autostart` view of it.
+//! - **Group records.** Each running group is recorded as (pgid, start time,
+//!   boot id). If bosun is killed, its children live on; the next boot stops
+//!   exactly those groups. The start time is what makes this safe: a pid the
+//!   kernel has since reused for something else has a different start time.
+//!
+//! The file is small and changes only on start and stop, so it is rewritten
+//! whole, atomically (temp file + rename), on each change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use super::group::stop_group;
+use super::procfs;
+use super::spec::InstanceSpec;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Data {
+    /// `project/name-instance` → should run.
+    desired: BTreeMap<String, bool>,
+    /// `project/name-instance` → its running group.
+    groups: BTreeMap<String, GroupRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GroupRecord {
+    pgid: i32,
+    start_time: u64,
+    boot_id: String,
+}
+
+/// The supervisor's persisted state.
+pub(crate) struct Persist {
+    path: PathBuf,
+    boot_id: String,
+    data: Mutex<Data>,
+}
+
+fn key(spec: &InstanceSpec) -> String {
+    format!("{}/{}", spec.project, spec.label)
+}
+
+impl Persist {
+    /// Load `state_dir/supervisor.json`; a missing file is an empty state.
+    pub(crate) fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join("supervisor.json");
+        let data = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Data::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Self {
+            path,
+            boot_id: procfs::boot_id(),
+            data: Mutex::new(data),
+        })
+    }
+
+    /// Whether the instance was last meant to run; `None` if never recorded.
+    pub(crate) fn desired(&self, spec: &InstanceSpec) -> Option<bool> {
+        self.lock().desired.get(&key(spec)).copied()
+    }
+
+    pub(crate) fn set_desired(&self, spec: &InstanceSpec, running: bool) {
+        self.update(|d| d.desired.insert(key(spec), running) != Some(running));
+    }
+
+    pub(crate) fn record_group(&self, spec: &InstanceSpec, pgid: i32) {
+        let Some(stat) = procfs::stat(pgid) else {
+            return;
+        };
+        let record = GroupRecord {
+            pgid,
+            start_time: stat.start_time,
+            boot_id: self.boot_id.clone(),
+        };
+        self.update(|d| {
+            d.groups.insert(key(spec), record);
+            true
+        });
+    }
+
+    pub(crate) fn clear_group(&self, spec: &InstanceSpec) {
+        self.update(|d| d.groups.remove(&key(spec)).is_some());
+    }
+
+    /// Stop every recorded group still alive from a previous bosun, then
+    /// forget them all. Returns how many groups were stopped.
+    pub(crate) async fn sweep_leftovers(&self, grace: Duration) -> usize {
+        let records: Vec<(String, GroupRecord)> = std::mem::take(&mut self.lock().groups)
+            .into_iter()
+            .collect();
+        let mut stopped = 0;
+        for (name, record) in records {
+            if record.boot_id != self.boot_id || !is_leftover(&record) {
+                continue;
+            }
+            tracing::warn!(process = %name, pgid = record.pgid, "stopping a process group left by a previous bosun");
+            stop_group(record.pgid, Signal::SIGTERM, grace).await;
+            stopped += 1;
+        }
+        self.update(|_| true);
+        stopped
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Apply `change`; write the file if it says something changed.
+    fn update(&self, change: impl FnOnce(&mut Data) -> bool) {
+        let mut data = self.lock();
+        if change(&mut data)
+            && let Err(e) = write_atomic(&self.path, &data)
+        {
+            tracing::error!(path = %self.path.display(), "saving supervisor state: {e:#}");
+        }
+    }
+}
+
+/// Whether the recorded group still has live members that are the recorded
+/// ones: the leader with the same start time, or (leader gone) members that
+/// started no earlier than it. A pid reused by a new group leader has a
+/// different start time and is left alone.
+fn is_leftover(record: &GroupRecord) -> bool {
+    match procfs::stat(record.pgid) {
+        Some(leader) if leader.is_live() => {
+            leader.start_time == record.start_time && leader.pgrp == record.pgid
+        }
+        _ => procfs::live_members(record.pgid)
+            .iter()
+            .any(|p| p.start_time >= record.start_time),
+    }
+}
+
+fn write_atomic(path: &Path, data: &Data) -> anyhow::Result<()> {
+    let dir = path.parent().context("state file has a parent dir")?;
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer_pretty(&mut tmp, data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)?;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! A process instance's config, resolved against its project: absolute
+//! paths, a compiled readiness pattern, its log file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::config::ProcessConfig;
+
+/// How to tell an instance is ready.
+#[derive(Debug, Clone)]
+pub(crate) enum Ready {
+    /// 127.0.0.1:port accepts a connection.
+    Port(u16),
+    /// A log line matches.
+    Log(Regex),
+}
+
+/// Everything a worker needs to run one instance.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceSpec {
+    pub project: String,
+    pub project_dir: PathBuf,
+    pub config: ProcessConfig,
+    pub instance: u32,
+    /// `<name>-<instance>`: the label in the merged log and in persisted state.
+    pub label: String,
+    pub log_file: PathBuf,
+    pub ready: Option<(Ready, Duration)>,
+}
+
+impl InstanceSpec {
+    pub(crate) fn new(
+        project: &str,
+        project_dir: &Path,
+        config: &ProcessConfig,
+        instance: u32,
+        state_dir: &Path,
+    ) -> Self {
+        let label = format!("{}-{instance}", config.name);
+        let log_file = match &config.log_file {
+            Some(path) if config.instances > 1 => with_instance(path, instance),
+            Some(path) => path.clone(),
+            None => state_dir
+                .join("logs")
+                .join(project)
+                .join(format!("{label}.log")),
+        };
+        let ready = config.ready.as_ref().map(|r| {
+            let check = match (&r.port, &r.log) {
+                (Some(port), _) => Ready::Port(*port),
+                (None, Some(pattern)) => {
+                    Ready::Log(Regex::new(pattern).expect("validated at config load"))
+                }
+                (None, None) => unreachable!("validated at config load"),
+            };
+            (check, r.timeout)
+        });
+        Self {
+            project: project.to_string(),
+            project_dir: project_dir.to_path_buf(),
+            config: config.clone(),
+            instance,
+            label,
+            log_file,
+            ready,
+        }
+    }
+}
+
+/// `app.log` → `app-2.log`; `app` → `app-2`.
+fn with_instance(path: &Path, instance: u32) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{instance}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{instance}"),
+    };
+    path.with_file_name(name)
+}

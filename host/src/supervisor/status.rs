@@ -1,0 +1,102 @@
+//! The observable state of one process instance.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::plugins::bindings::{ProcessInfo, ProcessState};
+
+/// Where a process instance is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not running, and not meant to be.
+    Stopped,
+    /// Spawned; waiting for its readiness check.
+    Starting,
+    /// Running (and ready, when a check is configured).
+    Running,
+    /// Exited unexpectedly; waiting out the restart schedule.
+    Backoff,
+    /// Stop signal sent; waiting for the group to exit.
+    Stopping,
+    /// Exited, and the schedule says not to restart it.
+    Exited,
+    /// Could not be spawned at all; see the status message.
+    Fatal,
+}
+
+/// One process instance's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The configured name.
+    pub name: String,
+    /// The instance index.
+    pub instance: u32,
+    /// The state.
+    pub state: State,
+    /// The leader's pid (also the process group id) while it runs.
+    pub pid: Option<u32>,
+    /// Restarts since bosun started it (automatic and requested).
+    pub restarts: u32,
+    /// When the current run began.
+    #[serde(skip)]
+    pub started_at: Option<Instant>,
+    /// The last run's exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the last run, when one did.
+    pub exit_signal: Option<i32>,
+    /// Why it is `fatal`, or the last notable event.
+    pub message: Option<String>,
+    /// CPU use of the whole process group, percent of one core.
+    pub cpu_percent: f32,
+    /// RSS of the whole process group, in bytes.
+    pub rss_bytes: u64,
+}
+
+impl Status {
+    pub(crate) fn new(name: &str, instance: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            instance,
+            state: State::Stopped,
+            pid: None,
+            restarts: 0,
+            started_at: None,
+            exit_code: None,
+            exit_signal: None,
+            message: None,
+            cpu_percent: 0.0,
+            rss_bytes: 0,
+        }
+    }
+
+    /// Time since the current run began; zero when not running.
+    pub fn uptime(&self) -> Duration {
+        self.started_at.map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    /// The WIT shape, for plugins.
+    pub fn to_info(&self) -> ProcessInfo {
+        ProcessInfo {
+            name: self.name.clone(),
+            instance: self.instance,
+            pid: self.pid,
+            state: match self.state {
+                State::Stopped => ProcessState::Stopped,
+                State::Starting => ProcessState::Starting,
+                State::Running => ProcessState::Running,
+                State::Backoff => ProcessState::Backoff,
+                State::Stopping => ProcessState::Stopping,
+                State::Exited => ProcessState::Exited,
+                State::Fatal => ProcessState::Fatal,
+            },
+            restarts: self.restarts,
+            uptime_ms: u64::try_from(self.uptime().as_millis()).unwrap_or(u64::MAX),
+            exit_code: self.exit_code,
+            exit_signal: self.exit_signal,
+            cpu_percent: self.cpu_percent,
+            rss_bytes: self.rss_bytes,
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! One task per process instance: the state machine.
+//!
+//! The worker alone owns its child and its schedule position; everything
+//! else talks to it through [`Command`]s and watches its [`Status`]. A run
+//! ends in one of three ways: the process exits (restart on the schedule),
+//! someone asks for a stop or restart (stop the whole group first), or it
+//! fails its readiness check or memory cap (treated like a crash).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::group::{StopOutcome, signal_group, stop_group};
+use super::logs::{LineSink, capture};
+use super::persist::Persist;
+use super::spawn::spawn;
+use super::spec::{InstanceSpec, Ready};
+use super::status::{State, Status};
+use crate::lines::Stream;
+
+/// How often readiness by port is probed, and memory compared with its cap.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Consecutive memory samples over `max_memory` before a restart.
+const MEMORY_STRIKES: u32 = 3;
+
+/// A request to a worker; each carries its reply.
+pub(crate) enum Command {
+    Start(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+    Restart(oneshot::Sender<()>),
+    Signal(Signal, oneshot::Sender<Result<(), String>>),
+    /// Stop for bosun's own shutdown: the desired state is kept.
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct Worker {
+    pub spec: Arc<InstanceSpec>,
+    pub status: Arc<watch::Sender<Status>>,
+    pub sink: LineSink,
+    pub commands: mpsc::Receiver<Command>,
+    pub persist: Arc<Persist>,
+    /// Whether to start at once.
+    pub start: bool,
+}
+
+/// How one run of the process ended.
+enum RunEnd {
+    Exited(ExitStatus),
+    FailedCheck(String),
+    Stop(oneshot::Sender<()>),
+    Restart(oneshot::Sender<()>),
+    Shutdown(Option<oneshot::Sender<()>>),
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self) {
+        let mut want_running = self.start;
+        let mut step = 0usize;
+        let mut pending_ack: Option<oneshot::Sender<()>> = None;
+        loop {
+            if !want_running {
+                match self.commands.recv().await {
+                    Some(Command::Start(ack) | Command::Restart(ack)) => {
+                        self.persist.set_desired(&self.spec, true);
+                        want_running = true;
+                        step = 0;
+                        pending_ack = Some(ack);
+                    }
+                    Some(Command::Stop(ack)) => {
+                        let _ = ack.send(());
+                    }
+                    Some(Command::Shutdown(ack)) => {
+                        let _ = ack.send(());
+                        return;
+                    }
+                    Some(Command::Signal(_, ack)) => {
+                        let _ = ack.send(Err(format!("`{}` is not running", self.spec.label)));
+                    }
+                    None => return,
+                }
+                continue;
+            }
+
+            let mut child = match spawn(&self.spec) {
+                Ok(child) => child,
+                Err(message) => {
+                    self.sink.note(format!("cannot start: {message}")).await;
+                    self.set(|s| {
+                        s.state = State::Fatal;
+                        s.pid = None;
+                        s.started_at = None;
+                        s.message = Some(message);
+                    });
+                    want_running = false;
+                    if let Some(ack) = pending_ack.take() {
+                        let _ = ack.send(());
+                    }
+                    continue;
+                }
+            };
+            let pid = child.id().expect("a just-spawned child has a pid");
+            let pgid = pid as i32;
+            self.persist.record_group(&self.spec, pgid);
+            self.take_output(&mut child);
+            let initial = if self.spec.ready.is_some() {
+                State::Starting
+            } else {
+                State::Running
+            };
+            self.set(|s| {
+                s.state = initial;
+                s.pid = Some(pid);
+                s.started_at = Some(Instant::now());
+                s.message = None;
+            });
+            self.sink.note(format!("started (pid {pid})")).await;
+            if let Some(ack) = pending_ack.take() {
+                let _ = ack.send(());
+            }
+
+            let end = self.supervise(&mut child, pgid).await;
+            let uptime = self.status.borrow().uptime();
+            match end {
+                RunEnd::Stop(ack) => {
+                    self.stop(&mut child, pgid).await;
+                    self.persist.set_desired(&self.spec, false);
+                    self.set(|s| s.state = State::Stopped);
+                    want_running = false;
+                    let _ = ack.send(());
+                }
+                RunEnd::Shutdown(ack) => {
+                    self.stop(&mut child, pgid).await;
+                    self.set(|s| s.state = State::Stopped);
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                    return;
+                }
+                RunEnd::Restart(ack) => {
+                    self.stop(&mut child, pgid).await;
+                    self.set(|s| s.restarts += 1);
+                    step = 0;
+                    pending_ack = Some(ack);
+                }
+                RunEnd::Exited(status) => {
+                    self.sink.note(describe_exit(status)).await;
+                    self.set(|s| {
+                        s.exit_code = status.code();
+                        s.exit_signal = status.signal();
+                    });
+                    // The leader is gone; leave none of its group behind.
+                    self.stop_remains(pgid).await;
+                    want_running = self.back_off(uptime, &mut step, &mut pending_ack).await;
+                }
+                RunEnd::FailedCheck(why) => {
+                    self.sink.note(why).await;
+                    self.stop(&mut child, pgid).await;
+                    want_running = self.back_off(uptime, &mut step, &mut pending_ack).await;
+                }
+            }
+        }
+    }
+
+    /// Wait for the run to end, handling commands and checks meanwhile.
+    async fn supervise(&mut self, child: &mut Child, pgid: i32) -> RunEnd {
+        let started = Instant::now();
+        let mut ready_rx = self.sink.ready.as_ref().map(|(_, flag)| flag.subscribe());
+        if ready_rx.as_mut().is_some_and(|rx| *rx.borrow_and_update()) {
+            self.mark_ready().await;
+            ready_rx = None;
+        }
+        let mut strikes = 0;
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    return match status {
+                        Ok(status) => RunEnd::Exited(status),
+                        Err(e) => RunEnd::FailedCheck(format!("lost track of the process: {e}")),
+                    };
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Stop(ack)) => return RunEnd::Stop(ack),
+                    Some(Command::Restart(ack)) => return RunEnd::Restart(ack),
+                    Some(Command::Shutdown(ack)) => return RunEnd::Shutdown(Some(ack)),
+                    None => return RunEnd::Shutdown(None),
+                    Some(Command::Start(ack)) => { let _ = ack.send(()); }
+                    Some(Command::Signal(sig, ack)) => {
+                        let _ = ack.send(signal_group(pgid, sig).map_err(|e| format!("sending {sig}: {e}")));
+                    }
+                },
+                Ok(()) = async { ready_rx.as_mut().expect("guarded").changed().await }, if ready_rx.is_some() => {
+                    self.mark_ready().await;
+                    ready_rx = None;
+                }
+                _ = tick.tick() => {
+                    if self.status.borrow().state == State::Starting {
+                        let (check, timeout) = self.spec.ready.as_ref().expect("starting implies a check");
+                        if let Ready::Port(port) = check
+                            && tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.is_ok()
+                        {
+                            self.mark_ready().await;
+                        } else if started.elapsed() >= *timeout {
+                            return RunEnd::FailedCheck(format!("not ready within {timeout:?}; restarting"));
+                        }
+                    }
+                    if let Some(max) = self.spec.config.max_memory {
+                        let rss = self.status.borrow().rss_bytes;
+                        strikes = if rss > max.as_u64() { strikes + 1 } else { 0 };
+                        if strikes >= MEMORY_STRIKES {
+                            return RunEnd::FailedCheck(format!("RSS {rss} bytes stayed above max_memory {max}; restarting"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn mark_ready(&self) {
+        if self.status.borrow().state == State::Starting {
+            self.set(|s| s.state = State::Running);
+            self.sink.note("ready").await;
+        }
+    }
+
+    /// Wait out the next restart delay, unless told otherwise meanwhile.
+    /// Returns whether the process should run again.
+    async fn back_off(
+        &mut self,
+        uptime: Duration,
+        step: &mut usize,
+        pending_ack: &mut Option<oneshot::Sender<()>>,
+    ) -> bool {
+        let cfg = &self.spec.config;
+        self.set(|s| {
+            s.pid = None;
+            s.started_at = None;
+        });
+        if cfg.never_restarts() {
+            self.set(|s| s.state = State::Exited);
+            return false;
+        }
+        if uptime >= cfg.restart_ok {
+            *step = 0;
+        }
+        let delay = cfg.restart_at[(*step).min(cfg.restart_at.len() - 1)];
+        *step += 1;
+        self.set(|s| {
+            s.state = State::Backoff;
+            s.restarts += 1;
+        });
+        self.sink.note(format!("restarting in {delay:?}")).await;
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => return true,
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Start(ack) | Command::Restart(ack)) => {
+                        *pending_ack = Some(ack);
+                        return true;
+                    }
+                    Some(Command::Stop(ack)) => {
+                        self.persist.set_desired(&self.spec, false);
+                        self.set(|s| s.state = State::Stopped);
+                        let _ = ack.send(());
+                        return false;
+                    }
+                    Some(Command::Shutdown(ack)) => {
+                        self.set(|s| s.state = State::Stopped);
+                        let _ = ack.send(());
+                        self.commands.close();
+                        return false;
+                    }
+                    None => return false,
+                    Some(Command::Signal(_, ack)) => {
+                        let _ = ack.send(Err(format!("`{}` is waiting to restart, not running", self.spec.label)));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Stop the whole group by the config's rules and reap the leader.
+    async fn stop(&self, child: &mut Child, pgid: i32) {
+        self.set(|s| s.state = State::Stopping);
+        let cfg = &self.spec.config;
+        let outcome = stop_group(pgid, cfg.stop_signal, cfg.kill_timeout).await;
+        let status = child.wait().await;
+        let how = match outcome {
+            StopOutcome::Graceful => format!("stopped by {}", cfg.stop_signal),
+            StopOutcome::Killed => format!(
+                "killed: still running {:?} after {}",
+                cfg.kill_timeout, cfg.stop_signal
+            ),
+        };
+        self.sink.note(how).await;
+        self.set(|s| {
+            if let Ok(status) = status {
+                s.exit_code = status.code();
+                s.exit_signal = status.signal();
+            }
+            s.pid = None;
+            s.started_at = None;
+        });
+        self.persist.clear_group(&self.spec);
+    }
+
+    /// After the leader exited on its own: stop what is left of its group.
+    async fn stop_remains(&self, pgid: i32) {
+        let cfg = &self.spec.config;
+        if !super::procfs::live_members(pgid).is_empty() {
+            stop_group(pgid, cfg.stop_signal, cfg.kill_timeout).await;
+            self.sink
+                .note("stopped the processes the exited one left behind")
+                .await;
+        }
+        self.persist.clear_group(&self.spec);
+    }
+
+    fn take_output(&self, child: &mut Child) {
+        if let Some((_, flag)) = &self.sink.ready {
+            flag.send_replace(false);
+        }
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(capture(out, Stream::Stdout, self.sink.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(capture(err, Stream::Stderr, self.sink.clone()));
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(f);
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| sig.to_string());
+            format!("killed by {name}")
+        }
+        (None, None) => "exited".to_string(),
+    }
+}
