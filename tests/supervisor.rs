@@ -723,3 +723,89 @@ async fn plugins_drive_their_own_project_through_the_handle_and_no_other() {
     );
     sup.shutdown().await;
 }
+
+/// The host pid of the process whose parent is `ppid`.
+fn child_of(ppid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+                rest.split_whitespace().nth(1) == Some(&ppid.to_string())
+            })
+        })
+}
+
+/// Zombie children of `ppid`.
+fn zombies_of(ppid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        let rest: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
+                            .split_whitespace()
+                            .collect();
+                        rest.first() == Some(&"Z")
+                            && rest.get(1) == Some(&ppid.to_string().as_str())
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_pid_1_bosun_reaps_the_orphans_it_adopts() {
+    let s = Setup::new("[[projects.app.processes]]\nname = \"leaky\"\ncommand = \"./leaky.sh\"\n");
+    // Each round orphans a short-lived `sleep`, which PID 1 inherits.
+    s.script("leaky.sh", "while true; do (sleep 0.05 &); sleep 0.2; done");
+    /// Kills the namespace's init (and so the whole namespace) if the test fails.
+    struct KillOnDrop(Option<u32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_bosun"))
+        .args(["serve", "--config"])
+        .arg(s.root.path().join("bosun.toml"))
+        .spawn()
+        .expect("unshare (util-linux) runs bosun as PID 1 of a new pid namespace");
+    let mut bosun = None;
+    eventually("bosun as PID 1", || {
+        bosun = child_of(unshare.id());
+        bosun.is_some()
+    })
+    .await;
+    let bosun = bosun.expect("found");
+    let mut guard = KillOnDrop(Some(bosun));
+    eventually("leaky running", || {
+        std::fs::read_to_string(format!("/proc/{bosun}/status")).is_ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        zombies_of(bosun) <= 2,
+        "{} zombies pile up under bosun as PID 1",
+        zombies_of(bosun)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bosun as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    assert!(
+        unshare.wait().expect("unshare exits").success(),
+        "bosun as PID 1 exits cleanly on SIGTERM"
+    );
+    guard.0 = None;
+}

@@ -9,6 +9,7 @@
 //!   spawned at all goes to `fatal` with the reason instead of a tight loop.
 //! - Output is reassembled into whole lines per stream, so no log (per
 //!   process or merged) ever holds a spliced line.
+//! - Run as PID 1 (a container's init), it also reaps the orphans it adopts.
 //! - What should run, and which groups exist, is persisted: a restarted bosun
 //!   stops the groups a killed predecessor left, then brings back exactly the
 //!   set that was running.
@@ -22,6 +23,7 @@ mod logfile;
 mod logs;
 mod persist;
 mod procfs;
+mod reaper;
 mod spawn;
 mod spec;
 mod stats;
@@ -62,6 +64,7 @@ pub struct Supervisor {
     projects: BTreeMap<String, ProjectHandle>,
     workers: Vec<JoinHandle<()>>,
     sampler: JoinHandle<()>,
+    reaper: Option<JoinHandle<()>>,
     statuses: Vec<Arc<watch::Sender<Status>>>,
     leftovers_stopped: usize,
 }
@@ -76,6 +79,9 @@ impl Drop for Supervisor {
             worker.abort();
         }
         self.sampler.abort();
+        if let Some(reaper) = &self.reaper {
+            reaper.abort();
+        }
         for status in &self.statuses {
             if let Some(pid) = status.borrow().pid {
                 let _ = group::signal_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
@@ -157,10 +163,12 @@ impl Supervisor {
             );
         }
         let sampler = tokio::spawn(stats::sample(all_status.clone()));
+        let reaper = reaper::spawn_if_init(all_status.clone());
         Ok(Self {
             projects,
             workers,
             sampler,
+            reaper,
             statuses: all_status,
             leftovers_stopped,
         })
