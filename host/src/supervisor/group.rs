@@ -54,11 +54,21 @@ pub(crate) async fn stop_group(pgid: i32, signal: Signal, grace: Duration) -> St
     StopOutcome::Killed
 }
 
+/// Whether group `pgid` has any live member. One `kill(0)` answers "nobody
+/// at all" without the cost of scanning /proc; only a group with members
+/// (maybe just unreaped zombies) is scanned.
+pub(crate) fn has_live_members(pgid: i32) -> bool {
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(Errno::ESRCH) => false,
+        _ => !procfs::live_members(pgid).is_empty(),
+    }
+}
+
 /// Wait until group `pgid` has no live member; false on timeout.
 pub(crate) async fn wait_empty(pgid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if procfs::live_members(pgid).is_empty() {
+        if !has_live_members(pgid) {
             return true;
         }
         if Instant::now() >= deadline {
