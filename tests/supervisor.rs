@@ -809,3 +809,42 @@ async fn as_pid_1_bosun_reaps_the_orphans_it_adopts() {
     );
     guard.0 = None;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_over_max_memory_is_restarted_and_lines_can_carry_timestamps() {
+    let s = Setup::new(
+        "[[projects.app.processes]]\nname = \"hog\"\ncommand = \"python3\"\n\
+         args = [\"-c\", \"import time\\nhoard = bytearray(64 << 20)\\nprint('holding', flush=True)\\ntime.sleep(1000)\"]\n\
+         max_memory = \"32MiB\"\nrestart_at = [\"100ms\"]\ntimestamps = true\n",
+    );
+    let (sup, app) = s.start().await;
+    eventually("restarted for its memory", || status(&app, 0).restarts >= 1).await;
+    // bosun's notes carry the timestamp prefix too, so search the whole text.
+    let texts: Vec<String> = app
+        .logs(None, 100)
+        .expect("logs")
+        .iter()
+        .map(|l| l.text.clone())
+        .collect();
+    assert!(
+        texts.iter().any(|l| l.contains("[bosun] RSS ")
+            && l.ends_with("stayed above max_memory 32.0 MiB; restarting")),
+        "{texts:?}"
+    );
+    let holding: Vec<String> = app
+        .logs(None, 100)
+        .expect("logs")
+        .iter()
+        .map(|l| l.text.clone())
+        .filter(|t| t.ends_with(" holding"))
+        .collect();
+    let stamp = holding
+        .first()
+        .expect("the hog's line")
+        .trim_end_matches(" holding");
+    assert!(
+        humantime::parse_rfc3339(stamp).is_ok(),
+        "an RFC 3339 prefix: {stamp:?}"
+    );
+    sup.shutdown().await;
+}

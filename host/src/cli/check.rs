@@ -3,26 +3,17 @@
 use std::path::Path;
 
 use super::ExitCode;
-use crate::config::Config;
-use crate::plugins::{ActionRegistry, Engine, EngineConfig};
 
 /// Check `path`; print each problem to stderr and a summary to stdout.
 pub async fn check(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match super::load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::Usage;
-        }
+        Err(code) => return code,
     };
-    let engine = match Engine::new(&EngineConfig::from_config(&config)) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::HostError;
-        }
+    let (_engine, registry) = match super::load_actions(&config).await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    let registry = ActionRegistry::load(&engine, &config).await;
     let mut errors = 0;
     for e in registry.errors() {
         eprintln!("error: {}: {e}", path.display());

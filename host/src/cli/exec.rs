@@ -6,10 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::ExitCode;
-use crate::config::Config;
-use crate::plugins::{
-    ActionRegistry, Engine, EngineConfig, LogSink, ProjectScope, RunRequest, Stream,
-};
+use crate::plugins::{LogSink, ProjectScope, RunRequest, Stream};
 
 /// Run `project`/`action` with `params`. Log lines go to stderr, the result to
 /// stdout; Ctrl-C cancels the run.
@@ -19,25 +16,18 @@ pub async fn exec(
     action: &str,
     params: Vec<(String, String)>,
 ) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match super::load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::Usage;
-        }
+        Err(code) => return code,
     };
     let Some(pcfg) = config.projects.get(project) else {
         eprintln!("error: no project `{project}` in {}", path.display());
         return ExitCode::Usage;
     };
-    let engine = match Engine::new(&EngineConfig::from_config(&config)) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::HostError;
-        }
+    let (engine, registry) = match super::load_actions(&config).await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
-    let registry = ActionRegistry::load(&engine, &config).await;
     let loaded = match registry.get(project, action) {
         None => {
             eprintln!("error: project `{project}` has no action `{action}`");

@@ -18,7 +18,29 @@ pub use check::check;
 pub use exec::exec;
 pub use serve::serve;
 
-use crate::plugins::FailureKind;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::plugins::{ActionRegistry, Engine, EngineConfig, FailureKind};
+
+/// Load the config at `path`, or say why not (exit code 2).
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::Usage
+    })
+}
+
+/// Start the plugin engine and load every action of `config`; a broken
+/// plugin is recorded in the registry, only an engine that cannot start fails.
+async fn load_actions(config: &Config) -> Result<(Engine, ActionRegistry), ExitCode> {
+    let engine = Engine::new(&EngineConfig::from_config(config)).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::HostError
+    })?;
+    let registry = ActionRegistry::load(&engine, config).await;
+    Ok((engine, registry))
+}
 
 /// bosun: supervise deployed projects and run sandboxed actions on them.
 #[derive(Debug, Parser)]

@@ -7,17 +7,13 @@ use std::path::Path;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::ExitCode;
-use crate::config::Config;
 use crate::supervisor::Supervisor;
 
 /// Serve `path` until told to stop.
 pub async fn serve(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match super::load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::Usage;
-        }
+        Err(code) => return code,
     };
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

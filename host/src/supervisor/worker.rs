@@ -23,9 +23,10 @@ use super::spec::{InstanceSpec, Ready};
 use super::status::{State, Status};
 use crate::lines::Stream;
 
-/// How often readiness by port is probed, and memory compared with its cap.
+/// How often readiness by port is probed.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
-/// Consecutive memory samples over `max_memory` before a restart.
+/// Consecutive memory samples (one per `stats::SAMPLE_EVERY`) over
+/// `max_memory` before a restart: one spike is not "stays above".
 const MEMORY_STRIKES: u32 = 3;
 
 /// A request to a worker; each carries its reply.
@@ -176,6 +177,7 @@ impl Worker {
         }
         let mut strikes = 0;
         let mut tick = tokio::time::interval(CHECK_EVERY);
+        let mut memory_tick = tokio::time::interval(super::stats::SAMPLE_EVERY);
         loop {
             tokio::select! {
                 status = child.wait() => {
@@ -209,12 +211,13 @@ impl Worker {
                             return RunEnd::FailedCheck(format!("not ready within {timeout:?}; restarting"));
                         }
                     }
-                    if let Some(max) = self.spec.config.max_memory {
-                        let rss = self.status.borrow().rss_bytes;
-                        strikes = if rss > max.as_u64() { strikes + 1 } else { 0 };
-                        if strikes >= MEMORY_STRIKES {
-                            return RunEnd::FailedCheck(format!("RSS {rss} bytes stayed above max_memory {max}; restarting"));
-                        }
+                }
+                _ = memory_tick.tick(), if self.spec.config.max_memory.is_some() => {
+                    let max = self.spec.config.max_memory.expect("guarded");
+                    let rss = self.status.borrow().rss_bytes;
+                    strikes = if rss > max.as_u64() { strikes + 1 } else { 0 };
+                    if strikes >= MEMORY_STRIKES {
+                        return RunEnd::FailedCheck(format!("RSS {rss} bytes stayed above max_memory {max}; restarting"));
                     }
                 }
             }
@@ -314,7 +317,7 @@ impl Worker {
     /// After the leader exited on its own: stop what is left of its group.
     async fn stop_remains(&self, pgid: i32) {
         let cfg = &self.spec.config;
-        if !super::procfs::live_members(pgid).is_empty() {
+        if super::group::has_live_members(pgid) {
             stop_group(pgid, cfg.stop_signal, cfg.kill_timeout).await;
             self.sink
                 .note("stopped the processes the exited one left behind")
