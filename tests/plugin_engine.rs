@@ -266,6 +266,27 @@ async fn path_escapes_are_refused_and_nothing_outside_is_touched() {
     assert_still_works(&engine, &plugin).await;
 }
 
+/// Start `req`, cancel it once it is under way, and return how it ended.
+async fn run_then_cancel(
+    engine: &Engine,
+    plugin: &Plugin,
+    req: bosun::plugins::RunRequest,
+) -> bosun::plugins::RunFailure {
+    let cancel = req.cancel.clone();
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        let plugin = plugin.clone();
+        async move { engine.run(&plugin, req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run ends once cancelled")
+        .expect("no panic")
+        .expect_err("cancelled")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_stops_a_running_loop() {
     let engine = engine();
@@ -277,19 +298,7 @@ async fn cancelling_stops_a_running_loop() {
         &[("mode", "loop")],
         &log,
     );
-    let cancel = req.cancel.clone();
-    let run = tokio::spawn({
-        let engine = engine.clone();
-        let plugin = plugin.clone();
-        async move { engine.run(&plugin, req).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    cancel.cancel();
-    let failure = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the run ends once cancelled")
-        .expect("no panic")
-        .expect_err("cancelled");
+    let failure = run_then_cancel(&engine, &plugin, req).await;
     assert_eq!(failure.kind, FailureKind::Cancelled);
     assert_still_works(&engine, &plugin).await;
 }
@@ -375,19 +384,7 @@ async fn cancelling_cuts_off_a_host_call_in_flight() {
         &[("mode", "wait")],
         &log,
     );
-    let cancel = req.cancel.clone();
-    let run = tokio::spawn({
-        let engine = engine.clone();
-        let plugin = plugin.clone();
-        async move { engine.run(&plugin, req).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    cancel.cancel();
-    let failure = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the run ends once cancelled")
-        .expect("no panic")
-        .expect_err("cancelled");
+    let failure = run_then_cancel(&engine, &plugin, req).await;
     assert_eq!(failure.kind, FailureKind::Cancelled);
     assert!(
         dropped.load(Ordering::SeqCst),
