@@ -140,9 +140,14 @@ async fn a_crash_loop_follows_the_schedule_in_order() {
             "restart {i} came after {gap:?}, before its {min}ms delay"
         );
     }
-    let st = status(&app, 0);
-    assert_eq!(st.exit_code, Some(3));
-    assert!(st.restarts >= 4);
+    // The stop may catch a run in progress, so the crashes' exit codes are
+    // read from the log rather than from the final status.
+    let crashes = notes(&app)
+        .iter()
+        .filter(|n| n.as_str() == "exited with code 3")
+        .count();
+    assert!(crashes >= 4, "{crashes} crashes with code 3 logged");
+    assert!(status(&app, 0).restarts >= 4);
     sup.shutdown().await;
 }
 

@@ -226,8 +226,9 @@ impl Worker {
 
     async fn mark_ready(&self) {
         if self.status.borrow().state == State::Starting {
-            self.set(|s| s.state = State::Running);
+            // The note first: whoever sees `running` finds the log saying why.
             self.sink.note("ready").await;
+            self.set(|s| s.state = State::Running);
         }
     }
 
