@@ -58,6 +58,23 @@ impl Setup {
     }
 }
 
+/// SIGKILLs the processes a test started outside any supervisor (a `bosun
+/// serve`, or what a killed one left), unless the test cleared it: a failing
+/// test must not leave them running.
+#[derive(Default)]
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Wait until `cond` holds, polling; panic with `what` after a generous deadline.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -562,6 +579,17 @@ async fn shutdown_stops_everything_and_a_restart_brings_back_the_same_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_bosun_leaves_nothing_behind_once_restarted() {
+    killed_bosun_then_restart(false).await;
+}
+
+/// bosun killed in the instant between a spawn and its group record: the
+/// marker in the processes' environment still finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_without_a_group_record_are_found_by_their_marker() {
+    killed_bosun_then_restart(true).await;
+}
+
+async fn killed_bosun_then_restart(drop_group_records: bool) {
     let s =
         Setup::new("[[projects.app.processes]]\nname = \"parent\"\ncommand = \"./parent.sh\"\n");
     s.script("parent.sh", "sleep 1000 &\necho \"$$ $!\" > pids\nwait");
@@ -579,9 +607,12 @@ async fn a_killed_bosun_leaves_nothing_behind_once_restarted() {
         let mut it = text.split_whitespace().map(|p| p.parse().ok());
         Some((it.next()??, it.next()??))
     };
+    let mut guard = KillOnDrop::default();
     let mut bosun = serve();
+    guard.0.push(bosun.id());
     eventually("the script and its grandchild", || read_pids().is_some()).await;
     let (script, grandchild) = read_pids().expect("pids");
+    guard.0.extend([script, grandchild]);
     bosun.kill().expect("SIGKILL bosun");
     bosun.wait().expect("reap bosun");
     assert!(
@@ -589,14 +620,23 @@ async fn a_killed_bosun_leaves_nothing_behind_once_restarted() {
         "killed bosun's children live on until the next boot"
     );
 
+    if drop_group_records {
+        let state = s.root.path().join("state/supervisor.json");
+        let mut saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).expect("state file")).expect("JSON");
+        saved["groups"] = serde_json::json!({});
+        std::fs::write(&state, serde_json::to_vec(&saved).expect("JSON")).expect("rewrite state");
+    }
     std::fs::remove_file(&pids_file).expect("rm");
     let mut bosun = serve();
+    guard.0.push(bosun.id());
     eventually("the leftovers stopped", || {
         !alive(script) && !alive(grandchild)
     })
     .await;
     eventually("a fresh instance", || read_pids().is_some()).await;
     let (new_script, new_grandchild) = read_pids().expect("pids");
+    guard.0.extend([new_script, new_grandchild]);
     assert_ne!(new_script, script);
 
     nix::sys::signal::kill(
@@ -610,6 +650,7 @@ async fn a_killed_bosun_leaves_nothing_behind_once_restarted() {
         !alive(new_script) && !alive(new_grandchild),
         "graceful shutdown stops every process"
     );
+    guard.0.clear();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,18 +807,6 @@ async fn as_pid_1_bosun_reaps_the_orphans_it_adopts() {
     let s = Setup::new("[[projects.app.processes]]\nname = \"leaky\"\ncommand = \"./leaky.sh\"\n");
     // Each round orphans a short-lived `sleep`, which PID 1 inherits.
     s.script("leaky.sh", "while true; do (sleep 0.05 &); sleep 0.2; done");
-    /// Kills the namespace's init (and so the whole namespace) if the test fails.
-    struct KillOnDrop(Option<u32>);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            if let Some(pid) = self.0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
     let mut unshare = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(env!("CARGO_BIN_EXE_bosun"))
@@ -792,7 +821,7 @@ async fn as_pid_1_bosun_reaps_the_orphans_it_adopts() {
     })
     .await;
     let bosun = bosun.expect("found");
-    let mut guard = KillOnDrop(Some(bosun));
+    let mut guard = KillOnDrop(vec![bosun]);
     eventually("leaky running", || {
         std::fs::read_to_string(format!("/proc/{bosun}/status")).is_ok()
     })
@@ -815,7 +844,7 @@ async fn as_pid_1_bosun_reaps_the_orphans_it_adopts() {
         unshare.wait().expect("unshare exits").success(),
         "bosun as PID 1 exits cleanly on SIGTERM"
     );
-    guard.0 = None;
+    guard.0.clear();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

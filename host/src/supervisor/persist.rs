@@ -9,10 +9,16 @@
 //!   exactly those groups. The start time is what makes this safe: a pid the
 //!   kernel has since reused for something else has a different start time.
 //!
+//! - **Marker.** A record is written just after a spawn, so a bosun killed in
+//!   that instant leaves a group with no record. Every process therefore also
+//!   carries `BOSUN_SUPERVISOR=<canonical state dir>` in its environment, and
+//!   the boot sweep stops every group holding a live process with this
+//!   bosun's marker. Another bosun (another state dir) is never touched.
+//!
 //! The file is small and changes only on start and stop, so it is rewritten
 //! whole, atomically (temp file + rename), on each change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -40,9 +46,14 @@ struct GroupRecord {
     boot_id: String,
 }
 
+/// The environment variable that marks a process as supervised by the bosun
+/// of one state dir.
+pub(crate) const MARKER_VAR: &str = "BOSUN_SUPERVISOR";
+
 /// The supervisor's persisted state.
 pub(crate) struct Persist {
     path: PathBuf,
+    marker: String,
     boot_id: String,
     data: Mutex<Data>,
 }
@@ -54,6 +65,12 @@ fn key(spec: &InstanceSpec) -> String {
 impl Persist {
     /// Load `state_dir/supervisor.json`; a missing file is an empty state.
     pub(crate) fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let canonical = state_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", state_dir.display()))?;
+        let marker = canonical.to_string_lossy().into_owned();
         let path = state_dir.join("supervisor.json");
         let data = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -63,9 +80,15 @@ impl Persist {
         };
         Ok(Self {
             path,
+            marker,
             boot_id: procfs::boot_id(),
             data: Mutex::new(data),
         })
+    }
+
+    /// This bosun's marker value, for `MARKER_VAR` in every spawned process.
+    pub(crate) fn marker(&self) -> &str {
+        &self.marker
     }
 
     /// Whether the instance was last meant to run; `None` if never recorded.
@@ -96,23 +119,40 @@ impl Persist {
         self.update(|d| d.groups.remove(&key(spec)).is_some());
     }
 
-    /// Stop every recorded group still alive from a previous bosun, then
-    /// forget them all. Returns how many groups were stopped.
+    /// Stop every group still alive from a previous bosun of this state dir:
+    /// the recorded ones, and any holding a process with this bosun's marker.
+    /// Then forget the records. Returns how many groups were stopped.
     pub(crate) async fn sweep_leftovers(&self, grace: Duration) -> usize {
         let records: Vec<(String, GroupRecord)> = std::mem::take(&mut self.lock().groups)
             .into_iter()
             .collect();
-        let mut stopped = 0;
+        let mut groups = BTreeSet::new();
         for (name, record) in records {
-            if record.boot_id != self.boot_id || !is_leftover(&record) {
-                continue;
+            if record.boot_id == self.boot_id && is_leftover(&record) {
+                tracing::warn!(process = %name, pgid = record.pgid, "stopping a process group left by a previous bosun");
+                groups.insert(record.pgid);
             }
-            tracing::warn!(process = %name, pgid = record.pgid, "stopping a process group left by a previous bosun");
-            stop_group(record.pgid, Signal::SIGTERM, grace).await;
-            stopped += 1;
+        }
+        let entry = format!("{MARKER_VAR}={}", self.marker);
+        let own_group = nix::unistd::getpgrp().as_raw();
+        for p in procfs::all() {
+            if p.is_live()
+                && p.pgrp != own_group
+                && !groups.contains(&p.pgrp)
+                && procfs::environ_has(p.pid, &entry)
+            {
+                tracing::warn!(
+                    pgid = p.pgrp,
+                    "stopping an unrecorded process group left by a previous bosun"
+                );
+                groups.insert(p.pgrp);
+            }
+        }
+        for &pgid in &groups {
+            stop_group(pgid, Signal::SIGTERM, grace).await;
         }
         self.update(|_| true);
-        stopped
+        groups.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Data> {

@@ -72,6 +72,13 @@ pub(crate) fn live_members(pgid: i32) -> Vec<ProcStat> {
         .collect()
 }
 
+/// Whether process `pid` was started with exactly `entry` (`KEY=value`) in
+/// its environment.
+pub(crate) fn environ_has(pid: i32, entry: &str) -> bool {
+    fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+}
+
 /// This boot's id: start times only compare within one boot.
 pub(crate) fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id")

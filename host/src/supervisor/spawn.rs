@@ -12,10 +12,11 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use super::persist::MARKER_VAR;
 use super::spec::InstanceSpec;
 
 /// Spawn `spec`; the error is a message for the `fatal` status.
-pub(crate) fn spawn(spec: &InstanceSpec) -> Result<Child, String> {
+pub(crate) fn spawn(spec: &InstanceSpec, marker: &str) -> Result<Child, String> {
     let cfg = &spec.config;
     let cwd = working_dir(spec)?;
     let mut cmd = Command::new(program(spec));
@@ -32,7 +33,8 @@ pub(crate) fn spawn(spec: &InstanceSpec) -> Result<Child, String> {
     cmd.envs(&cfg.env)
         .env("BOSUN_PROJECT", &spec.project)
         .env("BOSUN_PROCESS", &cfg.name)
-        .env("BOSUN_INSTANCE", spec.instance.to_string());
+        .env("BOSUN_INSTANCE", spec.instance.to_string())
+        .env(MARKER_VAR, marker);
     cmd.spawn().map_err(|e| match e.kind() {
         ErrorKind::NotFound => format!("program `{}` not found (a name is looked up on PATH; a path is relative to the project dir)", cfg.command),
         ErrorKind::PermissionDenied => format!("program `{}` is not executable", cfg.command),

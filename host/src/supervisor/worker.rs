@@ -87,7 +87,7 @@ impl Worker {
                 continue;
             }
 
-            let mut child = match spawn(&self.spec) {
+            let mut child = match spawn(&self.spec, self.persist.marker()) {
                 Ok(child) => child,
                 Err(message) => {
                     self.sink.note(format!("cannot start: {message}")).await;
