@@ -307,6 +307,19 @@ async fn a_program_that_cannot_start_is_fatal_with_the_reason() {
         .await
         .expect_err("never ready");
     assert!(err.to_string().contains("is Fatal"), "{err}");
+    app.stop(Some("ghost")).await.expect("stop");
+    assert_eq!(status(&app, 0).state, State::Stopped);
+    sup.shutdown().await;
+    let (sup, app) = s.start().await;
+    eventually("lost is fatal again", || {
+        status(&app, 1).state == State::Fatal
+    })
+    .await;
+    assert_eq!(
+        status(&app, 0).state,
+        State::Stopped,
+        "a stopped fatal process stays stopped after a restart of bosun"
+    );
     sup.shutdown().await;
 }
 

@@ -73,6 +73,10 @@ impl Worker {
                         pending_ack = Some(ack);
                     }
                     Some(Command::Stop(ack)) => {
+                        // An explicit stop of a fatal or exited process is
+                        // remembered too, so the next boot does not start it.
+                        self.persist.set_desired(&self.spec, false);
+                        self.set(|s| s.state = State::Stopped);
                         let _ = ack.send(());
                     }
                     Some(Command::Shutdown(ack)) => {
