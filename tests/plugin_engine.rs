@@ -28,18 +28,7 @@ async fn hostile(engine: &Engine) -> Plugin {
 
 /// The engine still runs a well-behaved plugin after whatever came before.
 async fn assert_still_works(engine: &Engine, plugin: &Plugin) {
-    let dir = project_dir();
-    let log = Log::default();
-    let result = engine
-        .run(
-            plugin,
-            request(
-                ProjectScope::new("demo", dir.path()),
-                &[("mode", "noop")],
-                &log,
-            ),
-        )
-        .await;
+    let (result, _) = run_mode(engine, plugin, "noop").await;
     assert_eq!(
         result,
         Ok(String::new()),
