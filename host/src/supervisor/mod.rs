@@ -100,6 +100,12 @@ impl Supervisor {
         let mut workers = Vec::new();
         let mut all_status = Vec::new();
         for (project, pcfg) in &config.projects {
+            if pcfg.processes.is_empty() {
+                // No processes, no log writer thread.
+                let instances = Arc::new(Vec::new());
+                projects.insert(project.clone(), ProjectHandle { instances });
+                continue;
+            }
             let merged = pcfg
                 .merged_log
                 .clone()
