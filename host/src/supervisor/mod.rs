@@ -65,13 +65,13 @@ pub struct Supervisor {
     workers: Vec<JoinHandle<()>>,
     sampler: JoinHandle<()>,
     reaper: Option<JoinHandle<()>>,
-    statuses: Vec<Arc<watch::Sender<Status>>>,
+    persist: Arc<Persist>,
     leftovers_stopped: usize,
 }
 
 /// The safety net for a supervisor dropped without [`Supervisor::shutdown`]
 /// (a panic): SIGKILL every group still running, so nothing is orphaned.
-/// After a shutdown no instance has a pid, and this does nothing.
+/// After a shutdown no group is recorded, and this does nothing.
 impl Drop for Supervisor {
     fn drop(&mut self) {
         // Workers first, or one would restart what is killed below.
@@ -82,11 +82,7 @@ impl Drop for Supervisor {
         if let Some(reaper) = &self.reaper {
             reaper.abort();
         }
-        for status in &self.statuses {
-            if let Some(pid) = status.borrow().pid {
-                let _ = group::signal_group(pid as i32, nix::sys::signal::Signal::SIGKILL);
-            }
-        }
+        self.persist.kill_all();
     }
 }
 
@@ -169,13 +165,13 @@ impl Supervisor {
             );
         }
         let sampler = tokio::spawn(stats::sample(all_status.clone()));
-        let reaper = reaper::spawn_if_init(all_status.clone());
+        let reaper = reaper::spawn_if_init(all_status);
         Ok(Self {
             projects,
             workers,
             sampler,
             reaper,
-            statuses: all_status,
+            persist,
             leftovers_stopped,
         })
     }

@@ -27,7 +27,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::group::stop_group;
+use super::group::{signal_group, stop_group};
 use super::procfs;
 use super::spec::InstanceSpec;
 
@@ -37,6 +37,10 @@ struct Data {
     desired: BTreeMap<String, bool>,
     /// `project/name-instance` → its running group.
     groups: BTreeMap<String, GroupRecord>,
+    /// Set by [`Persist::kill_all`]: every group recorded later is killed
+    /// on the spot instead.
+    #[serde(skip)]
+    closed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,15 +105,21 @@ impl Persist {
     }
 
     pub(crate) fn record_group(&self, spec: &InstanceSpec, pgid: i32) {
-        let Some(stat) = procfs::stat(pgid) else {
-            return;
-        };
-        let record = GroupRecord {
-            pgid,
-            start_time: stat.start_time,
-            boot_id: self.boot_id.clone(),
-        };
+        let stat = procfs::stat(pgid);
         self.update(|d| {
+            if d.closed {
+                // The supervisor was dropped between this spawn and now.
+                let _ = signal_group(pgid, Signal::SIGKILL);
+                return false;
+            }
+            let Some(stat) = stat else {
+                return false;
+            };
+            let record = GroupRecord {
+                pgid,
+                start_time: stat.start_time,
+                boot_id: self.boot_id.clone(),
+            };
             d.groups.insert(key(spec), record);
             true
         });
@@ -117,6 +127,21 @@ impl Persist {
 
     pub(crate) fn clear_group(&self, spec: &InstanceSpec) {
         self.update(|d| d.groups.remove(&key(spec)).is_some());
+    }
+
+    /// The safety net of a dropped supervisor: SIGKILL every recorded group
+    /// that is still the one recorded, and from now on any group recorded.
+    /// A worker between its spawn and its record when this runs therefore
+    /// kills its own group, which it could not if this read the statuses.
+    /// The records stay on disk, for the next boot's sweep.
+    pub(crate) fn kill_all(&self) {
+        let mut data = self.lock();
+        data.closed = true;
+        for record in data.groups.values() {
+            if is_leftover(record) {
+                let _ = signal_group(record.pgid, Signal::SIGKILL);
+            }
+        }
     }
 
     /// Stop every group still alive from a previous bosun of this state dir:
