@@ -7,7 +7,11 @@
 //! Durations and sizes are human strings (`"30s"`, `"256MiB"`).
 
 mod actions;
+mod backends;
+mod keys;
+mod lines;
 mod process;
+mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,11 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 pub use actions::{ActionConfig, Actions};
+pub use backends::{CommandsConfig, DeployConfig, GitConfig};
+pub use keys::{KeyConfig, KeyHash, Role, Scope};
+pub use lines::line_of;
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig};
+pub use server::{JobsConfig, ServerConfig, TlsConfig};
 
 /// Why a config could not be used. Each message names the file, and the key
 /// (and line, for syntax errors) at fault.
@@ -40,10 +48,12 @@ pub enum ConfigError {
         message: String,
     },
     /// The TOML parsed, but a value is not acceptable.
-    #[error("{path}: `{key}`: {message}")]
+    #[error("{path}{}: `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         /// The config file.
         path: PathBuf,
+        /// The line of the key, when it is written in the file.
+        line: Option<usize>,
         /// The dotted key at fault, e.g. `projects.shop.dir`.
         key: String,
         /// What is wrong with it.
@@ -62,6 +72,15 @@ pub struct Config {
     /// Limits for the plugin engine.
     #[serde(default)]
     pub plugins: PluginSettings,
+    /// The HTTP front end.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The job queue and history.
+    #[serde(default)]
+    pub jobs: JobsConfig,
+    /// The API keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
     /// The projects bosun manages, by name.
     #[serde(default)]
     pub projects: BTreeMap<String, ProjectConfig>,
@@ -121,6 +140,18 @@ pub struct ProjectConfig {
     /// A log file that gets every process's lines, each prefixed with
     /// `<name>-<instance> | `. None by default.
     pub merged_log: Option<PathBuf>,
+    /// When set, every API call on this project must also carry the key
+    /// with this hash in `X-Project-Key`.
+    pub key_hash: Option<KeyHash>,
+    /// The programs its plugins may run.
+    #[serde(default)]
+    pub commands: CommandsConfig,
+    /// Its git work tree.
+    #[serde(default)]
+    pub git: GitConfig,
+    /// What the stock `deploy` action does.
+    #[serde(default)]
+    pub deploy: DeployConfig,
 }
 
 impl Config {
@@ -142,6 +173,10 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.state_dir = base.join(&config.state_dir);
+        if let Some(tls) = &mut config.server.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+        }
         for project in config.projects.values_mut() {
             project.dir = base.join(&project.dir);
             if let Some(p) = &mut project.merged_log {
@@ -158,13 +193,24 @@ impl Config {
                 }
             }
         }
-        config.validate(path)?;
+        config.validate(path).map_err(|e| match e {
+            ConfigError::Invalid {
+                path, key, message, ..
+            } => ConfigError::Invalid {
+                line: line_of(text, &key),
+                path,
+                key,
+                message,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
+            line: None,
             key,
             message,
         };
@@ -184,6 +230,11 @@ impl Config {
                 ),
             ));
         }
+        self.server
+            .validate()
+            .and_then(|()| self.jobs.validate())
+            .and_then(|()| self.validate_keys())
+            .map_err(|(key, message)| invalid(key, message))?;
         for (name, project) in &self.projects {
             check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
             for (i, process) in project.processes.iter().enumerate() {
@@ -191,10 +242,44 @@ impl Config {
                     .validate()
                     .map_err(|m| invalid(format!("projects.{name}.processes[{i}]"), m))?;
             }
+            backends::validate(&project.commands, &project.deploy)
+                .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
             for (action, cfg) in &project.actions.0 {
                 let key = format!("projects.{name}.actions.{action}");
                 check_name(action).map_err(|m| invalid(key.clone(), m))?;
                 cfg.validate(action, p).map_err(|m| invalid(key, m))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_keys(&self) -> Result<(), (String, String)> {
+        for (i, key) in self.keys.iter().enumerate() {
+            let at = format!("keys[{i}]");
+            if key.name.trim().is_empty() || key.name.len() > 64 {
+                return Err((format!("{at}.name"), "must be 1-64 characters".into()));
+            }
+            if let Some(j) = self.keys[..i].iter().position(|k| k.name == key.name) {
+                return Err((
+                    format!("{at}.name"),
+                    format!("`{}` is also the name of keys[{j}]", key.name),
+                ));
+            }
+            if let Some(j) = self.keys[..i].iter().position(|k| k.hash == key.hash) {
+                return Err((
+                    format!("{at}.hash"),
+                    format!("the same hash as keys[{j}]: each key must be its own"),
+                ));
+            }
+            if let Scope::Only(projects) = &key.projects
+                && let Some(unknown) = projects.iter().find(|p| !self.projects.contains_key(*p))
+            {
+                return Err((
+                    format!("{at}.projects"),
+                    format!("no project is called `{unknown}`"),
+                ));
             }
         }
         Ok(())

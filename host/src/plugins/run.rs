@@ -139,6 +139,7 @@ impl Engine {
             .env("BOSUN_PROJECT", &req.scope.name)
             .env("BOSUN_ACTION", &req.action)
             .env("BOSUN_JOB_ID", &req.job_id)
+            .envs(&req.scope.env)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

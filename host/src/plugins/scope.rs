@@ -24,6 +24,9 @@ pub struct ProjectScope {
     pub git: Arc<dyn GitControl>,
     /// The project's allow-listed programs.
     pub commands: Arc<dyn CommandRunner>,
+    /// Environment variables the project's plugins see, set by the host
+    /// (e.g. `BOSUN_DEPLOY`); callers cannot change them.
+    pub env: Vec<(String, String)>,
 }
 
 impl ProjectScope {
@@ -36,6 +39,7 @@ impl ProjectScope {
             processes: Arc::new(NoProcesses),
             git: Arc::new(NoGit),
             commands: Arc::new(NoCommands),
+            env: Vec::new(),
         }
     }
 
@@ -48,6 +52,12 @@ impl ProjectScope {
     /// Use `git` for the `git` import.
     pub fn with_git(mut self, git: Arc<dyn GitControl>) -> Self {
         self.git = git;
+        self
+    }
+
+    /// Give the project's plugins the variable `key`.
+    pub fn with_env(mut self, key: &str, value: String) -> Self {
+        self.env.push((key.to_string(), value));
         self
     }
 

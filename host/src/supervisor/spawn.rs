@@ -18,7 +18,8 @@ use super::spec::InstanceSpec;
 /// Spawn `spec`; the error is a message for the `fatal` status.
 pub(crate) fn spawn(spec: &InstanceSpec, marker: &str) -> Result<Child, String> {
     let cfg = &spec.config;
-    let cwd = working_dir(spec)?;
+    let cwd = crate::project::inside(&spec.project_dir, spec.config.cwd.as_deref())
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program(spec));
     cmd.args(&cfg.args)
         .current_dir(&cwd)
@@ -27,7 +28,7 @@ pub(crate) fn spawn(spec: &InstanceSpec, marker: &str) -> Result<Child, String> 
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    for (key, value) in dotenv(&spec.project_dir)? {
+    for (key, value) in crate::project::dotenv(&spec.project_dir)? {
         cmd.env(key, value);
     }
     cmd.envs(&cfg.env)
@@ -50,42 +51,5 @@ fn program(spec: &InstanceSpec) -> PathBuf {
         spec.project_dir.join(command)
     } else {
         command.to_path_buf()
-    }
-}
-
-/// The working directory, which must exist and (symlinks resolved) stay
-/// inside the project dir.
-fn working_dir(spec: &InstanceSpec) -> Result<PathBuf, String> {
-    let project = spec.project_dir.canonicalize().map_err(|e| {
-        format!(
-            "project dir {} is not usable: {e}",
-            spec.project_dir.display()
-        )
-    })?;
-    let Some(rel) = &spec.config.cwd else {
-        return Ok(project);
-    };
-    let cwd = project
-        .join(rel)
-        .canonicalize()
-        .map_err(|e| format!("working directory `{}` is not usable: {e}", rel.display()))?;
-    if !cwd.starts_with(&project) {
-        return Err(format!(
-            "working directory `{}` leads outside the project dir",
-            rel.display()
-        ));
-    }
-    Ok(cwd)
-}
-
-/// The project's `.env`, if it has one.
-fn dotenv(project_dir: &Path) -> Result<Vec<(String, String)>, String> {
-    let path = project_dir.join(".env");
-    match dotenvy::from_path_iter(&path) {
-        Ok(iter) => iter
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot parse {}: {e}", path.display())),
-        Err(e) if e.not_found() => Ok(Vec::new()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }

@@ -1,0 +1,197 @@
+//! The `commands` import's real backend: programs from the project's
+//! allow-list, never through a shell.
+//!
+//! - **Names only.** The program must be one of `commands.allow`, looked up
+//!   on the server's PATH; a path or any other name is `denied`, naming it.
+//!   Arguments are a list, so nothing is ever re-parsed by a shell.
+//! - **Inside the project.** `cwd` is relative to the project dir and may
+//!   not leave it (symlinks resolved).
+//! - **Environment:** the project's `.env`, then `commands.env`, then the
+//!   plugin's own variables.
+//! - **Bounded.** Each run has a timeout; the program runs in its own
+//!   process group, and the whole group is killed when it times out or when
+//!   the job is cancelled (the host call is dropped), so no build step
+//!   outlives its job.
+//! - **Streamed.** Output goes into the job log line by line as it happens;
+//!   the result keeps only the last lines of each stream.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command as Process;
+
+use crate::config::CommandsConfig;
+use crate::lines::{LineAssembler, Stream, join, to_text};
+use crate::plugins::LogSink;
+use crate::plugins::bindings::{CallError, Command, Output};
+use crate::plugins::commands::CommandRunner;
+use crate::project;
+
+/// Lines of each stream kept for the result.
+const TAIL_LINES: usize = 20;
+
+/// The allow-listed programs of one project.
+pub struct Commands {
+    dir: PathBuf,
+    config: CommandsConfig,
+}
+
+impl Commands {
+    /// The runner for the project in `dir` with `config`.
+    pub fn new(dir: impl Into<PathBuf>, config: CommandsConfig) -> Self {
+        Self {
+            dir: dir.into(),
+            config,
+        }
+    }
+
+    fn allowed(&self, program: &str) -> Result<PathBuf, CallError> {
+        if !self.config.allow.iter().any(|p| p == program) {
+            let allowed = if self.config.allow.is_empty() {
+                "the list is empty".to_string()
+            } else {
+                format!("allowed: {}", self.config.allow.join(", "))
+            };
+            return Err(CallError::Denied(format!(
+                "`{program}` is not in this project's commands allow-list ({allowed})"
+            )));
+        }
+        on_path(program).ok_or_else(|| {
+            CallError::Failed(format!(
+                "`{program}` is allowed but not found on the server's PATH"
+            ))
+        })
+    }
+}
+
+/// The first executable `name` on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Kills the program's whole process group when dropped: on timeout, on
+/// cancellation, and after a normal exit (for what it left behind).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[async_trait]
+impl CommandRunner for Commands {
+    async fn run(&self, cmd: Command, log: LogSink) -> Result<Output, CallError> {
+        let program = self.allowed(&cmd.program)?;
+        let cwd =
+            project::inside(&self.dir, cmd.cwd.as_deref().map(Path::new)).map_err(|e| match e {
+                project::DirError::Outside(_) => CallError::Denied(e.to_string()),
+                project::DirError::Unusable(_) => CallError::Failed(e.to_string()),
+            })?;
+        let dotenv = project::dotenv(&self.dir).map_err(CallError::Failed)?;
+        let timeout = cmd
+            .timeout_ms
+            .map_or(self.config.timeout, Duration::from_millis);
+        let mut process = Process::new(&program);
+        process
+            .args(&cmd.args)
+            .current_dir(&cwd)
+            .envs(dotenv)
+            .envs(&self.config.env)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = process
+            .spawn()
+            .map_err(|e| CallError::Failed(format!("cannot start `{}`: {e}", cmd.program)))?;
+        let _group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+        log(
+            Stream::Host,
+            &format!("[bosun] $ {} {}", cmd.program, cmd.args.join(" ")),
+        );
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| pump(s, Stream::Stdout, log.clone()));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| pump(s, Stream::Stderr, log.clone()));
+        let work = async {
+            let (out, err) = tokio::join!(
+                async {
+                    match stdout {
+                        Some(t) => t.await.unwrap_or_default(),
+                        None => VecDeque::new(),
+                    }
+                },
+                async {
+                    match stderr {
+                        Some(t) => t.await.unwrap_or_default(),
+                        None => VecDeque::new(),
+                    }
+                },
+            );
+            (child.wait().await, out, err)
+        };
+        let (status, out, err) = tokio::time::timeout(timeout, work).await.map_err(|_| {
+            CallError::Timeout(format!("`{}` ran longer than {timeout:?}", cmd.program))
+        })?;
+        let status =
+            status.map_err(|e| CallError::Failed(format!("waiting for `{}`: {e}", cmd.program)))?;
+        use std::os::unix::process::ExitStatusExt as _;
+        Ok(Output {
+            status: status.code(),
+            signal: status.signal(),
+            stdout_tail: join(out),
+            stderr_tail: join(err),
+        })
+    }
+}
+
+/// Read a pipe to its end, logging each whole line; return the last lines.
+fn pump(
+    mut pipe: impl AsyncRead + Unpin + Send + 'static,
+    stream: Stream,
+    log: LogSink,
+) -> tokio::task::JoinHandle<VecDeque<String>> {
+    tokio::spawn(async move {
+        let mut tail = VecDeque::new();
+        let mut lines = LineAssembler::default();
+        let mut buf = vec![0u8; 8192];
+        let emit = |line: &[u8], split: bool, tail: &mut VecDeque<String>| {
+            let text = to_text(line, split);
+            log(stream, &text);
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        };
+        loop {
+            match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => lines.push(&buf[..n], |l, s| emit(l, s, &mut tail)),
+            }
+        }
+        lines.finish(|l, s| emit(l, s, &mut tail));
+        tail
+    })
+}

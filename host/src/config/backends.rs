@@ -1,0 +1,134 @@
+//! What a project grants its plugins beyond its processes: programs they
+//! may run, its git work tree, and what `deploy` does.
+//!
+//! ```toml
+//! [projects.shop.commands]
+//! allow = ["npm", "node"]              # names on the server's PATH; nothing else runs
+//! env = { NODE_ENV = "production" }    # over the project's .env
+//! timeout = "10m"
+//!
+//! [projects.shop.git]
+//! timeout = "2m"
+//!
+//! [projects.shop.deploy]
+//! build = [["npm", "ci"], ["npm", "run", "build"]]
+//! ready_timeout = "60s"
+//! settle = "2s"
+//! ```
+//!
+//! An empty allow-list (the default) denies every program: a plugin gets
+//! nothing it was not granted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[projects.<p>.commands]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Program names plugins may run, resolved on the server's PATH.
+    pub allow: Vec<String>,
+    /// Environment for those programs, over the project's `.env`.
+    pub env: BTreeMap<String, String>,
+    /// How long one program may run when the plugin does not say. Default 10m.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[projects.<p>.git]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitConfig {
+    /// How long one git operation may take. Default 2m.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for GitConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `[projects.<p>.deploy]`: read by the stock `deploy` action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// Build steps, each a program and its arguments, run in order through
+    /// the `commands` allow-list.
+    pub build: Vec<Vec<String>>,
+    /// How long the restarted processes get to become ready. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+    /// How long they must then stay up without a restart. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            build: Vec::new(),
+            ready_timeout: Duration::from_secs(60),
+            settle: Duration::from_secs(2),
+        }
+    }
+}
+
+impl DeployConfig {
+    /// The settings as the JSON the `deploy` plugin reads from `BOSUN_DEPLOY`.
+    pub fn to_env(&self) -> String {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        serde_json::json!({
+            "build": self.build,
+            "ready_timeout_ms": ms(self.ready_timeout),
+            "settle_ms": ms(self.settle),
+        })
+        .to_string()
+    }
+}
+
+/// Check a project's grant: every allowed program is a plain name, and
+/// every build step runs an allowed program.
+pub(super) fn validate(
+    commands: &CommandsConfig,
+    deploy: &DeployConfig,
+) -> Result<(), (String, String)> {
+    for program in &commands.allow {
+        if program.is_empty() || program.contains('/') || program.starts_with('-') {
+            return Err((
+                "commands.allow".into(),
+                format!("`{program}` must be a program name looked up on PATH, not a path"),
+            ));
+        }
+    }
+    if commands.timeout.is_zero() {
+        return Err(("commands.timeout".into(), "must be more than 0".into()));
+    }
+    for (i, step) in deploy.build.iter().enumerate() {
+        let Some(program) = step.first() else {
+            return Err((format!("deploy.build[{i}]"), "is empty".into()));
+        };
+        if !commands.allow.contains(program) {
+            return Err((
+                format!("deploy.build[{i}]"),
+                format!("runs `{program}`, which is not in `commands.allow`"),
+            ));
+        }
+    }
+    Ok(())
+}
