@@ -1,0 +1,437 @@
+//! Jobs: every action call, from acknowledgement to outcome.
+//!
+//! - **Acknowledged once stored.** [`Jobs::submit`] returns only after the job
+//!   is in SQLite, so an acknowledged job survives a crash: queued jobs run
+//!   after the restart, running ones are marked `interrupted`.
+//! - **One at a time per project, in order.** Each project has a FIFO queue
+//!   and one runner task; two deploys of one project never overlap, and
+//!   projects do not wait for each other (up to the engine's global limit on
+//!   concurrent plugin runs).
+//! - **Bounded.** A project's queue holds at most `jobs.queue_depth` waiting
+//!   jobs; past that, [`SubmitError::QueueFull`] and nothing is stored. A
+//!   caller is refused clearly instead of dropped silently.
+//!
+//! The queues and the runners are owned here; the API reaches them only
+//! through a [`Jobs`] handle.
+
+mod log;
+mod model;
+mod runner;
+mod store;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use log::JobLog;
+pub use model::{Job, JobError, JobState, now_ms};
+pub use store::{JobFilter, Store, StoreError};
+
+use crate::config::JobsConfig;
+use crate::metrics::Metrics;
+use crate::plugins::{ActionRegistry, Engine, ProjectScope};
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The project's queue is full.
+    #[error("project `{project}` already has {depth} jobs waiting")]
+    QueueFull {
+        /// The project.
+        project: String,
+        /// Its queue bound.
+        depth: usize,
+    },
+    /// The project is not configured.
+    #[error("no project `{0}`")]
+    UnknownProject(String),
+    /// bosun is shutting down and takes no new jobs.
+    #[error("bosun is shutting down")]
+    ShuttingDown,
+    /// The job could not be stored, so it was not accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No job has that id.
+    #[error("no job `{0}`")]
+    NotFound(String),
+    /// The job has already ended.
+    #[error("the job has already ended: {0}")]
+    Finished(JobState),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request for a new job, already checked by the caller.
+pub struct NewJob {
+    /// The project.
+    pub project: String,
+    /// The action.
+    pub action: String,
+    /// The parameters, validated against the action's declaration.
+    pub params: Vec<(String, String)>,
+    /// The key's name.
+    pub requested_by: String,
+}
+
+/// A job that is queued or running.
+pub(crate) struct ActiveJob {
+    job: watch::Sender<Job>,
+    log: JobLog,
+    cancel: CancellationToken,
+    /// Set when shutdown, not a caller, cancels the run.
+    interrupted: AtomicBool,
+}
+
+/// A live view of a job's log.
+pub enum LogFollow {
+    /// The job is over: its stored log.
+    Done(Vec<Arc<str>>),
+    /// The job is queued or running: the lines so far, every later line,
+    /// and its record, which turns terminal when no more lines will come.
+    Live {
+        /// The lines so far.
+        lines: Vec<Arc<str>>,
+        /// Every later line.
+        rx: broadcast::Receiver<Arc<str>>,
+        /// The job's record.
+        job: watch::Receiver<Job>,
+    },
+}
+
+struct ProjectQueue {
+    scope: ProjectScope,
+    /// Held only for a moment: the runner never waits on a submission.
+    waiting: Mutex<VecDeque<Arc<ActiveJob>>>,
+    /// Held across a submission's insert, so submissions of one project
+    /// are stored and queued in the same order, and the bound is exact.
+    submitting: tokio::sync::Mutex<()>,
+    notify: Notify,
+}
+
+impl ProjectQueue {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<ActiveJob>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct Inner {
+    store: Store,
+    engine: Engine,
+    registry: Arc<ActionRegistry>,
+    queues: BTreeMap<String, Arc<ProjectQueue>>,
+    active: Mutex<HashMap<String, Arc<ActiveJob>>>,
+    cfg: JobsConfig,
+    metrics: Metrics,
+    stopping: CancellationToken,
+    runners: Mutex<Vec<JoinHandle<()>>>,
+    finished: AtomicU64,
+}
+
+/// The job system. Cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+/// What [`Jobs::start`] found at boot.
+#[derive(Debug, Clone, Copy)]
+pub struct BootReport {
+    /// Jobs that were running when bosun died, now `interrupted`.
+    pub interrupted: usize,
+    /// Queued jobs picked up again.
+    pub requeued: usize,
+    /// Finished jobs deleted by retention.
+    pub pruned: usize,
+}
+
+impl Jobs {
+    /// Open the store, recover what a previous bosun left, and start a runner
+    /// per project.
+    pub async fn start(
+        store: Store,
+        engine: Engine,
+        registry: Arc<ActionRegistry>,
+        scopes: BTreeMap<String, ProjectScope>,
+        cfg: JobsConfig,
+        metrics: Metrics,
+    ) -> Result<(Self, BootReport), StoreError> {
+        let recovered = store.recover().await?;
+        let pruned = store.prune(cfg.keep, cfg.keep_for).await?;
+        let queues = scopes
+            .into_iter()
+            .map(|(name, scope)| {
+                let queue = ProjectQueue {
+                    scope,
+                    waiting: Mutex::new(VecDeque::new()),
+                    submitting: tokio::sync::Mutex::new(()),
+                    notify: Notify::new(),
+                };
+                (name, Arc::new(queue))
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            store,
+            engine,
+            registry,
+            queues,
+            active: Mutex::new(HashMap::new()),
+            cfg,
+            metrics,
+            stopping: CancellationToken::new(),
+            runners: Mutex::new(Vec::new()),
+            finished: AtomicU64::new(0),
+        });
+        let requeued = recovered.queued.len();
+        for job in recovered.queued {
+            inner.requeue(job).await;
+        }
+        let runners = inner
+            .queues
+            .values()
+            .map(|q| tokio::spawn(runner::run_queue(inner.clone(), q.clone())))
+            .collect();
+        *inner.runners.lock().unwrap_or_else(PoisonError::into_inner) = runners;
+        let report = BootReport {
+            interrupted: recovered.interrupted,
+            requeued,
+            pruned,
+        };
+        Ok((Self { inner }, report))
+    }
+
+    /// Store a new job and queue it. Returns the job as stored.
+    pub async fn submit(&self, new: NewJob) -> Result<Job, SubmitError> {
+        if self.inner.stopping.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let queue = self
+            .inner
+            .queues
+            .get(&new.project)
+            .ok_or_else(|| SubmitError::UnknownProject(new.project.clone()))?;
+        let _turn = queue.submitting.lock().await;
+        if queue.waiting().len() >= self.inner.cfg.queue_depth {
+            self.inner.metrics.job_refused(&new.project);
+            return Err(SubmitError::QueueFull {
+                project: new.project,
+                depth: self.inner.cfg.queue_depth,
+            });
+        }
+        let job = Job::new(&new.project, &new.action, new.params, &new.requested_by);
+        self.inner.store.insert(&job).await?;
+        let active = self.inner.activate(job.clone());
+        queue.waiting().push_back(active);
+        queue.notify.notify_one();
+        Ok(job)
+    }
+
+    /// The job with `id`: its live record while active, else the stored one.
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        if let Some(active) = self.inner.active(id) {
+            return Ok(Some(active.job.borrow().clone()));
+        }
+        self.inner.store.get(id).await
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.inner.store.list(filter).await
+    }
+
+    /// Wait up to `timeout` for the job to end; returns its record then, or
+    /// as it is when the time is up.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<Job>, StoreError> {
+        let Some(active) = self.inner.active(id) else {
+            return self.inner.store.get(id).await;
+        };
+        let mut rx = active.job.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|j| j.state.is_terminal())).await;
+        let job = rx.borrow().clone();
+        Ok(Some(job))
+    }
+
+    /// The job's log so far and, while it is active, every later line.
+    pub async fn follow(&self, id: &str) -> Result<Option<LogFollow>, StoreError> {
+        if let Some(active) = self.inner.active(id) {
+            let (lines, rx) = active.log.follow();
+            let job = active.job.subscribe();
+            return Ok(Some(LogFollow::Live { lines, rx, job }));
+        }
+        Ok(self
+            .inner
+            .store
+            .log(id)
+            .await?
+            .map(|text| LogFollow::Done(JobLog::stored(&text))))
+    }
+
+    /// Cancel a job: a queued one ends at once, a running one is stopped
+    /// (wasm at its next epoch tick, a host call at once). Returns the
+    /// record after waiting up to `wait` for the job to end.
+    pub async fn cancel(&self, id: &str, wait: Duration) -> Result<Job, CancelError> {
+        let Some(active) = self.inner.active(id) else {
+            return match self.inner.store.get(id).await? {
+                Some(job) => Err(CancelError::Finished(job.state)),
+                None => Err(CancelError::NotFound(id.to_string())),
+            };
+        };
+        let (project, state) = {
+            let job = active.job.borrow();
+            (job.project.clone(), job.state)
+        };
+        if state.is_terminal() {
+            return Err(CancelError::Finished(state));
+        }
+        if let Some(queue) = self.inner.queues.get(&project) {
+            let removed = {
+                let mut waiting = queue.waiting();
+                let pos = waiting.iter().position(|a| Arc::ptr_eq(a, &active));
+                pos.and_then(|p| waiting.remove(p))
+            };
+            if removed.is_some() {
+                let mut job = active.job.borrow().clone();
+                job.finish(
+                    Err(JobError {
+                        kind: "cancelled".into(),
+                        message: "cancelled before it started".into(),
+                    }),
+                    JobState::Cancelled,
+                );
+                self.inner.complete(&active, job.clone()).await;
+                return Ok(job);
+            }
+        }
+        active.cancel.cancel();
+        let mut rx = active.job.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|j| j.state.is_terminal())).await;
+        let job = rx.borrow().clone();
+        Ok(job)
+    }
+
+    /// Jobs waiting per project (not counting the running one).
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        self.inner
+            .queues
+            .iter()
+            .map(|(name, queue)| (name.clone(), queue.waiting().len()))
+            .collect()
+    }
+
+    /// Stop taking jobs, let running ones finish for up to `grace`, then
+    /// cancel the rest and mark them `interrupted`. Queued jobs stay queued
+    /// in the store and run after the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.cancel();
+        let runners = std::mem::take(
+            &mut *self
+                .inner
+                .runners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut all = futures_util::future::join_all(runners);
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            let active: Vec<Arc<ActiveJob>> = self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            for job in active {
+                job.interrupted.store(true, Ordering::SeqCst);
+                job.cancel.cancel();
+            }
+            all.await;
+        }
+    }
+}
+
+impl Inner {
+    fn active(&self, id: &str) -> Option<Arc<ActiveJob>> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn activate(&self, job: Job) -> Arc<ActiveJob> {
+        let id = job.id.clone();
+        let active = Arc::new(ActiveJob {
+            job: watch::Sender::new(job),
+            log: JobLog::new(usize::try_from(self.cfg.max_log.as_u64()).unwrap_or(usize::MAX)),
+            cancel: CancellationToken::new(),
+            interrupted: AtomicBool::new(false),
+        });
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, active.clone());
+        active
+    }
+
+    /// Queue a job recovered from the store; a job whose project is gone
+    /// from the config fails, saying so.
+    async fn requeue(&self, mut job: Job) {
+        match self.queues.get(&job.project) {
+            Some(queue) => {
+                let active = self.activate(job);
+                queue.waiting().push_back(active);
+                queue.notify.notify_one();
+            }
+            None => {
+                let message = format!("project `{}` is no longer configured", job.project);
+                job.finish(
+                    Err(JobError {
+                        kind: "invalid_plugin".into(),
+                        message,
+                    }),
+                    JobState::Failed,
+                );
+                if let Err(e) = self.store.update(&job, None).await {
+                    tracing::error!(job = %job.id, "{e}");
+                }
+            }
+        }
+    }
+
+    /// Record a job's end: store, publish, forget, count.
+    async fn complete(&self, active: &ActiveJob, job: Job) {
+        if let Err(e) = self.store.update(&job, Some(active.log.text())).await {
+            tracing::error!(job = %job.id, project = %job.project, "{e}");
+        }
+        self.finished(active, job).await;
+    }
+
+    /// A job's end is stored: publish it, forget the job, count it.
+    async fn finished(&self, active: &ActiveJob, job: Job) {
+        // Forgotten first: whoever sees the end finds the job in the store,
+        // never still active.
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&job.id);
+        active.job.send_replace(job.clone());
+        self.metrics.job_finished(&job);
+        // Retention runs every 64 finished jobs and at boot: cheap, and the
+        // history never grows far past `keep`.
+        if self.finished.fetch_add(1, Ordering::Relaxed) % 64 == 63
+            && let Err(e) = self.store.prune(self.cfg.keep, self.cfg.keep_for).await
+        {
+            tracing::error!("{e}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! A project's runner: takes its queue's jobs one at a time, in order, and
+//! runs each plugin in the engine's sandbox.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::model::{Job, JobError, JobState, failure_outcome, now_ms};
+use super::{ActiveJob, Inner, ProjectQueue};
+use crate::plugins::{LogSink, RunFailure, RunRequest};
+
+/// How often a running job's log is saved, so a crash loses at most this
+/// much of it.
+const LOG_SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// A job taken from the queue whose `running` mark has been sent to the
+/// store; the future resolves once it is committed.
+type Started = (
+    Arc<ActiveJob>,
+    std::pin::Pin<Box<dyn Future<Output = Result<(), super::StoreError>> + Send>>,
+);
+
+/// Run `queue`'s jobs until bosun stops.
+///
+/// A job's end and the next job's start are sent to the store together, so
+/// under load they share one commit: each job costs two commits, not three.
+/// A plugin never starts before its `running` mark is committed, so a crash
+/// can never run a job twice.
+pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
+    let mut next: Option<Started> = None;
+    loop {
+        let (active, started) = match next.take() {
+            Some(started) => started,
+            None => {
+                let active = tokio::select! {
+                    biased;
+                    () = inner.stopping.cancelled() => return,
+                    active = next_job(&queue) => active,
+                };
+                start(&inner, &active)
+            }
+        };
+        let span = {
+            let job = active.job.borrow();
+            tracing::info_span!("job", id = %job.id, project = %job.project, action = %job.action)
+        };
+        async {
+            if let Err(e) = started.await {
+                tracing::error!("{e}");
+            }
+            tracing::info!("running");
+            let job = run(&inner, &queue, &active).await;
+            tracing::info!(state = %job.state, "finished");
+            let stored = inner.store.update(&job, Some(active.log.text()));
+            if !inner.stopping.is_cancelled()
+                && let Some(following) = queue.waiting().pop_front()
+            {
+                next = Some(start(&inner, &following));
+            }
+            if let Err(e) = stored.await {
+                tracing::error!("{e}");
+            }
+            inner.finished(&active, job).await;
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+async fn next_job(queue: &ProjectQueue) -> Arc<ActiveJob> {
+    loop {
+        let notified = queue.notify.notified();
+        if let Some(job) = queue.waiting().pop_front() {
+            return job;
+        }
+        notified.await;
+    }
+}
+
+/// Mark the job running, in memory now and in the store once committed.
+fn start(inner: &Inner, active: &Arc<ActiveJob>) -> Started {
+    let mut job = active.job.borrow().clone();
+    job.state = JobState::Running;
+    job.started_at = Some(now_ms());
+    let stored = Box::pin(inner.store.update(&job, None));
+    active.job.send_replace(job);
+    (active.clone(), stored)
+}
+
+/// Run the job's plugin; returns the job's finished record.
+async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Job {
+    let mut job = active.job.borrow().clone();
+    let outcome = match inner.registry.get(&job.project, &job.action) {
+        Some(Ok(loaded)) => {
+            let log = active.clone();
+            let sink: LogSink = Arc::new(move |_stream, line| log.log.push(line));
+            let request = RunRequest {
+                scope: queue.scope.clone(),
+                action: job.action.clone(),
+                job_id: job.id.clone(),
+                params: job.params.clone(),
+                limits: loaded.limits,
+                log: sink,
+                cancel: active.cancel.clone(),
+            };
+            let saving = CancellationToken::new();
+            let saver = tokio::spawn(save_log_periodically(
+                inner.store.clone(),
+                active.clone(),
+                job.id.clone(),
+                saving.clone(),
+            ));
+            let outcome = inner.engine.run(&loaded.plugin, request).await;
+            saving.cancel();
+            let _ = saver.await;
+            outcome
+        }
+        Some(Err(e)) => Err(RunFailure {
+            kind: e.kind(),
+            message: "the action's plugin failed to load; `bosun check` on the server says why"
+                .into(),
+        }),
+        None => Err(RunFailure {
+            kind: crate::plugins::FailureKind::InvalidPlugin,
+            message: format!("the project no longer has an action `{}`", job.action),
+        }),
+    };
+    let (state, outcome) = match outcome {
+        Ok(result) => (JobState::Succeeded, Ok(result)),
+        Err(failure) => {
+            let (state, error) = failure_outcome(failure);
+            if state == JobState::Cancelled && active.interrupted.load(Ordering::SeqCst) {
+                let error = JobError {
+                    kind: "interrupted".into(),
+                    message: "bosun shut down before the job finished".into(),
+                };
+                (JobState::Interrupted, Err(error))
+            } else {
+                (state, Err(error))
+            }
+        }
+    };
+    job.finish(outcome, state);
+    job
+}
+
+async fn save_log_periodically(
+    store: super::Store,
+    active: Arc<ActiveJob>,
+    id: String,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LOG_SAVE_EVERY) => {}
+        }
+        if let Some(text) = active.log.take_unsaved()
+            && let Err(e) = store.save_log(&id, text).await
+        {
+            tracing::error!("{e}");
+        }
+    }
+}

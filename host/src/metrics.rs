@@ -1,0 +1,172 @@
+//! Prometheus metrics, served at `/metrics`.
+//!
+//! Counters and histograms are updated where things happen (requests in the
+//! API, job outcomes in the runner); gauges that describe current state
+//! (queue depth, restarts) are read from their owners at scrape time, so no
+//! module keeps a copy of another's state.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::jobs::Job;
+
+type Labels = Vec<(&'static str, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    // 100 µs to ~7 min, ×4 per bucket.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 12))
+}
+
+/// bosun's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    requests: Family<Labels, Counter>,
+    jobs: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
+    run_seconds: Histograms,
+    wait_seconds: Histograms,
+    queue_depth: Family<Labels, Gauge>,
+    restarts: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("bosun");
+        let requests = Family::<Labels, Counter>::default();
+        let jobs = Family::<Labels, Counter>::default();
+        let refused = Family::<Labels, Counter>::default();
+        let run_seconds = Histograms::new_with_constructor(seconds_histogram);
+        let wait_seconds = Histograms::new_with_constructor(seconds_histogram);
+        let queue_depth = Family::<Labels, Gauge>::default();
+        let restarts = Family::<Labels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by status code",
+            requests.clone(),
+        );
+        registry.register(
+            "jobs",
+            "Jobs finished, by project, action and final state",
+            jobs.clone(),
+        );
+        registry.register(
+            "jobs_refused",
+            "Jobs refused because the project's queue was full",
+            refused.clone(),
+        );
+        registry.register(
+            "job_run_seconds",
+            "Time a job's plugin ran, by project and action",
+            run_seconds.clone(),
+        );
+        registry.register(
+            "job_wait_seconds",
+            "Time a job waited in its queue, by project and action",
+            wait_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Jobs waiting per project, not counting the running one",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "process_restarts",
+            "Restarts of each supervised process instance since bosun started",
+            restarts.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(registry),
+                requests,
+                jobs,
+                refused,
+                run_seconds,
+                wait_seconds,
+                queue_depth,
+                restarts,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Count an HTTP response.
+    pub fn request(&self, status: u16) {
+        self.inner
+            .requests
+            .get_or_create(&vec![("status", status.to_string())])
+            .inc();
+    }
+
+    /// Count a job refused for a full queue.
+    pub fn job_refused(&self, project: &str) {
+        self.inner
+            .refused
+            .get_or_create(&vec![("project", project.to_string())])
+            .inc();
+    }
+
+    /// Count a finished job and observe its times.
+    pub fn job_finished(&self, job: &Job) {
+        let labels = vec![
+            ("project", job.project.clone()),
+            ("action", job.action.clone()),
+        ];
+        let mut with_state = labels.clone();
+        with_state.push(("state", job.state.to_string()));
+        self.inner.jobs.get_or_create(&with_state).inc();
+        if let Some(run) = job.run_seconds() {
+            self.inner.run_seconds.get_or_create(&labels).observe(run);
+        }
+        if let Some(started) = job.started_at {
+            let wait = started.saturating_sub(job.created_at) as f64 / 1000.0;
+            self.inner.wait_seconds.get_or_create(&labels).observe(wait);
+        }
+    }
+
+    /// Set a project's queue depth.
+    pub fn queue_depth(&self, project: &str, depth: usize) {
+        self.inner
+            .queue_depth
+            .get_or_create(&vec![("project", project.to_string())])
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Set a process instance's restart count.
+    pub fn restarts(&self, project: &str, process: &str, instance: u32, restarts: u32) {
+        let labels = vec![
+            ("project", project.to_string()),
+            ("process", process.to_string()),
+            ("instance", instance.to_string()),
+        ];
+        self.inner
+            .restarts
+            .get_or_create(&labels)
+            .set(i64::from(restarts));
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
