@@ -1,8 +1,14 @@
 //! bosun: supervises deployed projects and runs sandboxed WASI action plugins
 //! on them. See the README for the picture and `docs/` for the details.
 
+pub mod api;
+pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod jobs;
 pub mod lines;
+pub mod metrics;
 pub mod plugins;
+pub mod project;
 pub mod supervisor;

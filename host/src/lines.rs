@@ -87,6 +87,16 @@ pub fn to_text(line: &[u8], split: bool) -> String {
     text
 }
 
+/// Lines as text, each ending in a newline.
+pub fn join<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> String {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line.as_ref());
+        text.push('\n');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

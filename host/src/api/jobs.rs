@@ -1,0 +1,371 @@
+//! Running actions and reading jobs.
+//!
+//! (`unused_qualifications` is allowed here: utoipa's `IntoParams` expansion
+//! qualifies the query types it is given.)
+#![allow(unused_qualifications)]
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::params::{RunBody, check_params, read_body};
+use super::views::{JobPage, JobView};
+use super::{AppState, stream};
+use crate::config::Role;
+use crate::jobs::{CancelError, Job, JobFilter, JobState, NewJob, SubmitError};
+
+/// How long a cancel waits for a running job to stop before answering 202.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// Jobs per page by default, and at most.
+const PAGE_DEFAULT: u32 = 50;
+const PAGE_MAX: u32 = 500;
+
+/// Query of `POST …/actions/{action}` and `GET /v1/jobs/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Wait up to this long for the job to end (`30s`, `2m`, or seconds),
+    /// capped at the server's `max_wait`.
+    wait: Option<String>,
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this project's jobs.
+    project: Option<String>,
+    /// Only this action's jobs.
+    action: Option<String>,
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Only jobs older than this job (the `next` of the previous page).
+    before: Option<String>,
+    /// Page size, 1-500 (default 50).
+    limit: Option<u32>,
+}
+
+/// Query of `GET /v1/jobs/{id}/log`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// `1` or `true`: stream lines as they come, until the job ends.
+    follow: Option<String>,
+}
+
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+pub(super) fn flag(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("0" | "false") => Ok(false),
+        Some("" | "1" | "true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("expected 1, true, 0 or false, found `{other}`"),
+        )),
+    }
+}
+
+fn parse_wait(wait: Option<&str>, max: Duration) -> Result<Option<Duration>, ApiError> {
+    let Some(text) = wait else { return Ok(None) };
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    let wait = parsed.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("`wait` must be a duration such as 30s or 2m, found `{text}`"),
+        )
+    })?;
+    Ok(Some(wait.min(max)))
+}
+
+fn job_response(status: StatusCode, job: &Job) -> Response {
+    let mut response = (status, Json(JobView::from(job))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Run an action: the job is stored before the answer, then queued behind
+/// the project's earlier jobs.
+#[utoipa::path(
+    post, path = "/v1/projects/{project}/actions/{action}", tag = "jobs",
+    params(("project" = String, Path), ("action" = String, Path), RunQuery),
+    request_body(content = RunBody, description = "Optional; `{\"params\":{…}}`"),
+    responses(
+        (status = 202, description = "Accepted: queued or still running", body = JobView),
+        (status = 200, description = "Finished within `wait`", body = JobView),
+        (status = 400, description = "Malformed JSON or query", body = ErrorBody),
+        (status = 401, description = "No key or a wrong key", body = ErrorBody),
+        (status = 403, description = "Out of the key's scope", body = ErrorBody),
+        (status = 404, description = "No such project or action", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Params do not fit the action", body = ErrorBody),
+        (status = 429, description = "The project's queue is full", body = ErrorBody),
+        (status = 503, description = "The action's plugin failed to load, or shutting down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn run_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, action)): Path<(String, String)>,
+    q: Result<Query<RunQuery>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Run)?;
+    state.auth.project(&caller, &project)?;
+    caller.action(&action)?;
+    if !state.projects.contains_key(&project) {
+        return Err(ApiError::not_found(format!("no project `{project}`")));
+    }
+    let loaded = match state.registry.get(&project, &action) {
+        None => {
+            return Err(ApiError::not_found(format!(
+                "project `{project}` has no action `{action}`"
+            )));
+        }
+        Some(Err(e)) => {
+            tracing::warn!(%project, %action, "run refused: {e}");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "action_unavailable",
+                format!(
+                    "the plugin of action `{action}` failed to load; `bosun check` on the server says why"
+                ),
+            ));
+        }
+        Some(Ok(loaded)) => loaded,
+    };
+    let q = query(q)?;
+    let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
+    let body = read_body(
+        body,
+        usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX),
+        state.server.read_timeout,
+    )
+    .await?;
+    let params = check_params(&action, loaded.plugin.meta(), &body.params)?;
+    let job = state
+        .jobs
+        .submit(NewJob {
+            project,
+            action,
+            params,
+            requested_by: caller.name.clone(),
+        })
+        .await
+        .map_err(|e| match e {
+            SubmitError::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+                    .retry_after(1)
+            }
+            SubmitError::UnknownProject(_) => ApiError::not_found(e.to_string()),
+            SubmitError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            )
+            .retry_after(5),
+            SubmitError::Store(e) => ApiError::internal(e),
+        })?;
+    tracing::info!(job = %job.id, project = %job.project, action = %job.action, by = %job.requested_by, "job accepted");
+    let Some(wait) = wait else {
+        return Ok(job_response(StatusCode::ACCEPTED, &job));
+    };
+    let job = state.jobs.wait(&job.id, wait).await?.unwrap_or(job);
+    let status = if job.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(job_response(status, &job))
+}
+
+/// The job `id`, if the caller may see it. Another tenant's job is a plain
+/// 404: job ids must not leak across scopes.
+async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    let not_found = || ApiError::not_found(format!("no job `{id}`"));
+    let job = state.jobs.get(id).await?.ok_or_else(not_found)?;
+    if !caller.project_scope().allows(&job.project) {
+        return Err(not_found());
+    }
+    state.auth.project(caller, &job.project)?;
+    Ok(job)
+}
+
+/// List jobs the caller may see, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let q = query(q)?;
+    let projects = match &q.project {
+        Some(p) => {
+            state.auth.project(&caller, p)?;
+            vec![p.clone()]
+        }
+        None => state
+            .projects
+            .keys()
+            .filter(|p| state.auth.sees(&caller, p))
+            .cloned()
+            .collect(),
+    };
+    let job_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("no job state is called `{s}`"))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be 1-{PAGE_MAX}"),
+        ));
+    }
+    let jobs = state
+        .jobs
+        .list(JobFilter {
+            projects: Some(projects),
+            action: q.action,
+            state: job_state,
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| j.id.clone()))
+        .flatten();
+    Ok(Json(JobPage {
+        jobs: jobs.iter().map(JobView::from).collect(),
+        next,
+    }))
+}
+
+/// One job; with `?wait=30s`, once it has ended (or the time is up).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), RunQuery),
+    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Result<Query<RunQuery>, QueryRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let wait = parse_wait(query(q)?.wait.as_deref(), state.server.max_wait)?;
+    let mut job = visible_job(&state, &caller, &id).await?;
+    if let Some(wait) = wait {
+        job = state.jobs.wait(&id, wait).await?.unwrap_or(job);
+    }
+    Ok(Json(JobView::from(&job)))
+}
+
+/// Cancel a job: a queued one at once, a running one at its plugin's next
+/// instruction. Keys with the `run` role may cancel their own jobs; `admin`
+/// keys any job in their scope.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The job has ended", body = JobView),
+        (status = 202, description = "Cancel sent; the job is still stopping", body = JobView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already ended", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Run)?;
+    let job = visible_job(&state, &caller, &id).await?;
+    if !caller.is_admin() && job.requested_by != caller.name {
+        return Err(ApiError::forbidden(
+            "only the key that started a job, or an admin key, may cancel it",
+        ));
+    }
+    let job = state
+        .jobs
+        .cancel(&id, CANCEL_WAIT)
+        .await
+        .map_err(|e| match e {
+            CancelError::NotFound(_) => ApiError::not_found(format!("no job `{id}`")),
+            CancelError::Finished(_) => {
+                ApiError::new(StatusCode::CONFLICT, "job_finished", e.to_string())
+            }
+            CancelError::Store(e) => ApiError::internal(e),
+        })?;
+    tracing::info!(job = %id, by = %caller.name, "job cancelled");
+    let status = if job.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(job_response(status, &job))
+}
+
+/// A job's log as plain text; with `follow`, streamed until the job ends
+/// (SSE when asked with `Accept: text/event-stream`).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path), LogQuery),
+    responses(
+        (status = 200, description = "The log, one line per line", content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn job_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let follow = flag(query(q)?.follow.as_deref())?;
+    let job = visible_job(&state, &caller, &id).await?;
+    let log = state
+        .jobs
+        .follow(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
+    if follow {
+        return Ok(stream::respond(
+            stream::wants_sse(&headers),
+            stream::job_log(log, job),
+        ));
+    }
+    let lines = match log {
+        crate::jobs::LogFollow::Done(lines) => lines,
+        crate::jobs::LogFollow::Live { lines, .. } => lines,
+    };
+    Ok(stream::plain(lines))
+}

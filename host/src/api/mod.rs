@@ -1,0 +1,137 @@
+//! The HTTP API: the front door for `curl`, CI systems and the CLI.
+//!
+//! [`router`] builds the whole app from its state, with no socket, so the
+//! OpenAPI document and the routes come from one list and cannot drift
+//! apart; [`server`] puts it on a listener with TLS, timeouts and graceful
+//! shutdown. Every answer that is not a success is an [`ApiError`].
+
+mod auth;
+mod error;
+mod jobs;
+mod ops;
+mod params;
+mod projects;
+pub mod server;
+mod stream;
+mod views;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{Auth, Caller};
+pub use error::ApiError;
+
+use crate::config::ServerConfig;
+use crate::jobs::Jobs;
+use crate::metrics::Metrics;
+use crate::plugins::ActionRegistry;
+use crate::supervisor::ProjectHandle;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Keys and the failure brake.
+    pub auth: Arc<Auth>,
+    /// The job system.
+    pub jobs: Jobs,
+    /// Every project's actions.
+    pub registry: Arc<ActionRegistry>,
+    /// Every project's processes.
+    pub projects: Arc<BTreeMap<String, ProjectHandle>>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Limits of the HTTP server.
+    pub server: Arc<ServerConfig>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bosun",
+        description = "Supervise deployed projects and run sandboxed actions on them. \
+                       Every error is `{\"error\":{\"code\",\"message\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "jobs", description = "Running actions and following their jobs"),
+        (name = "projects", description = "Projects, processes and their logs"),
+        (name = "ops", description = "Health, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document describing exactly them.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(projects::list_projects))
+        .routes(routes!(projects::get_project))
+        .routes(routes!(projects::list_actions))
+        .routes(routes!(jobs::run_action))
+        .routes(routes!(projects::process_logs))
+        .routes(routes!(projects::project_logs))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::job_log))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The whole app. Past `max_concurrent_requests` in flight, requests are
+/// refused at once with 503 rather than queued without bound.
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = routes();
+    let max = state.server.max_concurrent_requests;
+    routes
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_requests,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "the server is handling too many requests; try again shortly",
+                    )
+                    .retry_after(1)
+                }))
+                .load_shed()
+                // Global: `Router::layer` gives each route its own copy of a
+                // layer, and a plain concurrency limit would count per route.
+                .layer(GlobalConcurrencyLimitLayer::new(max)),
+        )
+        .with_state(state)
+}

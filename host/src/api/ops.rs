@@ -1,0 +1,75 @@
+//! Health, metrics and the API's own description.
+
+use std::sync::LazyLock;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use crate::config::Role;
+
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    status: &'static str,
+}
+
+/// Liveness: answers while the server runs. Needs no key.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Prometheus metrics. Needs an `admin` key: they span every project.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    for (project, depth) in state.jobs.queue_depths() {
+        state.metrics.queue_depth(&project, depth);
+    }
+    for (project, handle) in state.projects.iter() {
+        for s in handle.list() {
+            state
+                .metrics
+                .restarts(project, &s.name, s.instance, s.restarts);
+        }
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
+}
+
+/// This API's OpenAPI 3.1 document. Needs no key.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "The OpenAPI document")))]
+pub async fn openapi() -> Response {
+    // Built once: the document is a function of the code, not of the config.
+    static DOC: LazyLock<String> = LazyLock::new(|| super::openapi().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], DOC.as_str()).into_response()
+}
+
+/// Count every answer by status.
+pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    state.metrics.request(response.status().as_u16());
+    response
+}

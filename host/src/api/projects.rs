@@ -1,0 +1,238 @@
+//! Reading projects: their processes, actions and process logs.
+//!
+//! (`unused_qualifications` is allowed here: utoipa's `IntoParams` expansion
+//! qualifies the query types it is given.)
+#![allow(unused_qualifications)]
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::jobs::{flag, query};
+use super::views::{ActionView, ParamView, ProcessView, ProjectSummary, ProjectView};
+use super::{AppState, stream};
+use crate::supervisor::{ProjectHandle, RING_LINES, State as ProcessState, SupervisorError};
+
+/// Lines of a process log served when `lines` is not given.
+const DEFAULT_LINES: usize = 100;
+
+/// Query of `GET …/processes/{name}/logs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessLogQuery {
+    /// Recent lines per instance, 0-1000 (default 100).
+    lines: Option<usize>,
+    /// `1` or `true`: keep streaming new lines.
+    follow: Option<String>,
+}
+
+fn action_names(state: &AppState, project: &str) -> Vec<String> {
+    state
+        .registry
+        .project(project)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// Check scope, then look the project up: the order keeps project names
+/// private from keys that may not see them.
+fn visible_project<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    project: &str,
+) -> Result<&'a ProjectHandle, ApiError> {
+    state.auth.project(caller, project)?;
+    state
+        .projects
+        .get(project)
+        .ok_or_else(|| ApiError::not_found(format!("no project `{project}`")))
+}
+
+/// The projects the caller's key reaches.
+#[utoipa::path(
+    get, path = "/v1/projects", tag = "projects",
+    responses((status = 200, body = [ProjectSummary]), (status = 401, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_projects(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Json<Vec<ProjectSummary>> {
+    let projects = state
+        .projects
+        .iter()
+        .filter(|(name, _)| state.auth.sees(&caller, name))
+        .map(|(name, handle)| {
+            let statuses = handle.list();
+            ProjectSummary {
+                name: name.clone(),
+                processes: statuses.len(),
+                running: statuses
+                    .iter()
+                    .filter(|s| s.state == ProcessState::Running)
+                    .count(),
+                actions: action_names(&state, name),
+            }
+        })
+        .collect();
+    Json(projects)
+}
+
+/// One project: its processes (state, pid, uptime, restarts, CPU, memory)
+/// and actions.
+#[utoipa::path(
+    get, path = "/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
+    responses(
+        (status = 200, body = ProjectView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+) -> Result<Json<ProjectView>, ApiError> {
+    let handle = visible_project(&state, &caller, &project)?;
+    let queued_jobs = state
+        .jobs
+        .queue_depths()
+        .into_iter()
+        .find(|(p, _)| *p == project)
+        .map_or(0, |(_, n)| n);
+    Ok(Json(ProjectView {
+        processes: handle.list().iter().map(ProcessView::from).collect(),
+        actions: action_names(&state, &project),
+        name: project,
+        queued_jobs,
+    }))
+}
+
+/// Each action of a project, as its plugin describes itself.
+#[utoipa::path(
+    get, path = "/v1/projects/{project}/actions", tag = "projects", params(("project" = String, Path)),
+    responses(
+        (status = 200, body = [ActionView]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_actions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+) -> Result<Json<Vec<ActionView>>, ApiError> {
+    visible_project(&state, &caller, &project)?;
+    let actions = state
+        .registry
+        .project(&project)
+        .map(|(name, loaded)| match loaded {
+            Ok(loaded) => {
+                let meta = loaded.plugin.meta();
+                ActionView {
+                    name: name.to_string(),
+                    summary: Some(meta.summary.clone()),
+                    params: meta
+                        .params
+                        .iter()
+                        .map(|p| ParamView {
+                            name: p.name.clone(),
+                            summary: p.summary.clone(),
+                            required: p.required,
+                            default: p.default.clone(),
+                        })
+                        .collect(),
+                    available: true,
+                }
+            }
+            Err(_) => ActionView {
+                name: name.to_string(),
+                summary: None,
+                params: Vec::new(),
+                available: false,
+            },
+        })
+        .collect();
+    Ok(Json(actions))
+}
+
+/// A process's recent log lines (every instance, oldest first), each as
+/// `<name>-<instance> | <line>`; with `follow`, new lines as they come.
+#[utoipa::path(
+    get, path = "/v1/projects/{project}/processes/{name}/logs", tag = "projects",
+    params(("project" = String, Path), ("name" = String, Path), ProcessLogQuery),
+    responses(
+        (status = 200, description = "Log lines", content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn process_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: Result<Query<ProcessLogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    logs(&state, &caller, &project, Some(&name), &headers, q)
+}
+
+/// Every process's recent log lines, merged oldest first, each as
+/// `<name>-<instance> | <line>`; with `follow`, new lines as they come.
+#[utoipa::path(
+    get, path = "/v1/projects/{project}/logs", tag = "projects",
+    params(("project" = String, Path), ProcessLogQuery),
+    responses(
+        (status = 200, description = "Log lines", content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn project_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<ProcessLogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    logs(&state, &caller, &project, None, &headers, q)
+}
+
+fn logs(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    name: Option<&str>,
+    headers: &HeaderMap,
+    q: Result<Query<ProcessLogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let handle = visible_project(state, caller, project)?;
+    let q = query(q)?;
+    let follow = flag(q.follow.as_deref())?;
+    let lines = q.lines.unwrap_or(DEFAULT_LINES);
+    if lines > RING_LINES {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`lines` must be 0-{RING_LINES}"),
+        ));
+    }
+    let not_found = |e: SupervisorError| match e {
+        SupervisorError::NotFound(_) => ApiError::not_found(e.to_string()),
+        other => ApiError::internal(other),
+    };
+    if follow {
+        let follow = handle.follow(name, lines).map_err(not_found)?;
+        return Ok(stream::respond(
+            stream::wants_sse(headers),
+            stream::process_log(follow),
+        ));
+    }
+    let lines = handle.logs(name, lines).map_err(not_found)?;
+    Ok(stream::plain(lines.iter().map(|l| stream::format_line(l))))
+}

@@ -1,0 +1,153 @@
+//! `bosun serve` as a value: the supervisor, the plugin engine, the job
+//! system and the HTTP API, started in the right order and stopped in the
+//! reverse one. The CLI runs one until a signal; tests and benchmarks run
+//! one in-process on `127.0.0.1:0`.
+//!
+//! Start order: bind first (a port in use fails before any process starts),
+//! then plugins, the job store, the supervisor, and the jobs, which need the
+//! supervisor's handles. Stop order: no new connections, running jobs get
+//! `shutdown_grace` to finish (then are interrupted), open requests end,
+//! and the supervisor stops every process last, so a running deploy never
+//! loses the processes under it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::server::{Listener, ServeError};
+use crate::api::{AppState, Auth, router};
+use crate::backends;
+use crate::config::Config;
+use crate::jobs::{Jobs, Store, StoreError};
+use crate::metrics::Metrics;
+use crate::plugins::{ActionRegistry, Engine, EngineConfig, EngineError};
+use crate::supervisor::{StartError, Supervisor};
+
+/// Why bosun could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The HTTP listener.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The plugin engine.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The job store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The supervisor.
+    #[error(transparent)]
+    Supervisor(#[from] StartError),
+}
+
+/// A running bosun.
+pub struct Daemon {
+    addr: SocketAddr,
+    url: String,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Start serving `config`.
+    pub async fn start(config: &Config) -> Result<Self, DaemonError> {
+        let listener = Listener::bind(&config.server).await?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+        let url = listener.url();
+        let engine = Engine::new(&EngineConfig::from_config(config))?;
+        let registry = Arc::new(ActionRegistry::load(&engine, config).await);
+        let store = Store::open(&config.state_dir)?;
+        let supervisor = Supervisor::start(config).await?;
+        if supervisor.leftovers_stopped() > 0 {
+            tracing::warn!(
+                groups = supervisor.leftovers_stopped(),
+                "stopped processes left by a previous bosun"
+            );
+        }
+        let handles: BTreeMap<_, _> = config
+            .projects
+            .keys()
+            .filter_map(|p| supervisor.project(p).map(|h| (p.clone(), h)))
+            .collect();
+        let scopes = config
+            .projects
+            .iter()
+            .filter_map(|(name, p)| {
+                let handle = handles.get(name)?.clone();
+                let scope = backends::project_scope(name, p).with_processes(Arc::new(handle));
+                Some((name.clone(), scope))
+            })
+            .collect();
+        let metrics = Metrics::default();
+        let started = Jobs::start(
+            store,
+            engine,
+            registry.clone(),
+            scopes,
+            config.jobs.clone(),
+            metrics.clone(),
+        )
+        .await;
+        let (jobs, report) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                supervisor.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        if report.interrupted > 0 || report.requeued > 0 || report.pruned > 0 {
+            tracing::info!(
+                interrupted = report.interrupted,
+                requeued = report.requeued,
+                pruned = report.pruned,
+                "job history recovered"
+            );
+        }
+        let state = AppState {
+            auth: Arc::new(Auth::new(config)),
+            jobs: jobs.clone(),
+            registry,
+            projects: Arc::new(handles),
+            metrics,
+            server: Arc::new(config.server.clone()),
+        };
+        let stop = CancellationToken::new();
+        let grace = config.server.shutdown_grace;
+        let http = tokio::spawn(listener.serve(router(state), stop.clone(), grace));
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            stopping.cancelled().await;
+            jobs.shutdown(grace).await;
+            let _ = http.await;
+            supervisor.shutdown().await;
+        });
+        Ok(Self {
+            addr,
+            url,
+            stop,
+            task,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API's base URL, e.g. `http://127.0.0.1:8750`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stop everything, in order, and return once every process is gone.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
