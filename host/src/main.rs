@@ -3,7 +3,9 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use bosun::cli::{Cli, Command, ExitCode, check, exec, serve};
+use clap::CommandFactory as _;
+
+use bosun::cli::{Cli, Command, ExitCode, KeyCommand, check, exec, key_new, remote, serve};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -22,6 +24,58 @@ async fn main() -> std::process::ExitCode {
             action,
             params,
         } => exec(&config, &project, &action, params).await,
+        Command::Key {
+            command: KeyCommand::New { name },
+        } => key_new(&name),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "bosun", &mut std::io::stdout());
+            ExitCode::Ok
+        }
+        Command::Run {
+            project,
+            action,
+            params,
+            follow,
+            detach,
+            client,
+        } => {
+            remote::remote(&client, |c| {
+                remote::run(c, &client, &project, &action, &params, follow, detach)
+            })
+            .await
+        }
+        Command::Ps { project, client } => {
+            remote::remote(&client, |c| remote::ps(c, &client, project.as_deref())).await
+        }
+        Command::Logs {
+            project,
+            process,
+            lines,
+            follow,
+            client,
+        } => {
+            remote::remote(&client, |c| {
+                remote::logs(c, &project, process.as_deref(), lines, follow)
+            })
+            .await
+        }
+        Command::Jobs {
+            project,
+            state,
+            limit,
+            client,
+        } => {
+            remote::remote(&client, |c| {
+                remote::jobs(c, &client, project.as_deref(), state.as_deref(), limit)
+            })
+            .await
+        }
+        Command::Job { id, log, client } => {
+            remote::remote(&client, |c| remote::job(c, &client, &id, log)).await
+        }
+        Command::Cancel { id, client } => {
+            remote::remote(&client, |c| remote::cancel(c, &client, &id)).await
+        }
     };
     std::process::ExitCode::from(code as u8)
 }

@@ -14,9 +14,17 @@ pub async fn check(path: &Path) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut errors = 0;
     for e in registry.errors() {
-        eprintln!("error: {}: {e}", path.display());
+        let key = match e.plugin.split_once('/') {
+            Some((project, action)) => format!("projects.{project}.actions.{action}"),
+            None => e.plugin.clone(),
+        };
+        let line = crate::config::line_of(&text, &key)
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        eprintln!("error: {}{line}: `{key}`: {}", path.display(), e.reason);
         errors += 1;
     }
     let actions: usize = config.projects.values().map(|p| p.actions.0.len()).sum();

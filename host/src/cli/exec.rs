@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::ExitCode;
-use crate::plugins::{LogSink, ProjectScope, RunRequest, Stream};
+use crate::plugins::{LogSink, RunRequest, Stream};
 
 /// Run `project`/`action` with `params`. Log lines go to stderr, the result to
 /// stdout; Ctrl-C cancels the run.
@@ -52,7 +52,7 @@ pub async fn exec(
         }
     });
     let request = RunRequest {
-        scope: ProjectScope::new(project, &pcfg.dir),
+        scope: crate::backends::project_scope(project, pcfg),
         action: action.to_string(),
         job_id: "local".to_string(),
         params,

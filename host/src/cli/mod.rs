@@ -1,13 +1,17 @@
 //! The `bosun` command line.
 //!
 //! Server-side commands work on a config file directly: `serve` supervises
-//! its projects, `check` validates it
+//! its projects and serves the HTTP API, `check` validates it
 //! and loads every plugin, `exec` runs one action in-process (handy while
 //! writing a plugin: no server, same sandbox). Exit codes are stable, see
 //! [`ExitCode`].
 
 mod check;
+mod client;
 mod exec;
+mod format;
+mod key;
+pub mod remote;
 mod serve;
 
 use std::path::PathBuf;
@@ -15,7 +19,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use check::check;
+pub use client::{ClientArgs, ClientError};
 pub use exec::exec;
+pub use key::key_new;
 pub use serve::serve;
 
 use std::path::Path;
@@ -54,7 +60,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Supervise every project's processes until SIGTERM or SIGINT.
+    /// Supervise every project's processes and serve the HTTP API until
+    /// SIGTERM or SIGINT.
     Serve {
         /// The config file.
         #[arg(long, short, default_value = "config/bosun.toml", env = "BOSUN_CONFIG")]
@@ -78,6 +85,104 @@ pub enum Command {
         /// Parameters, as `key=value`.
         #[arg(value_parser = parse_param)]
         params: Vec<(String, String)>,
+    },
+    /// Run an action on a running server; wait and print its result.
+    Run {
+        /// The project.
+        project: String,
+        /// The action.
+        action: String,
+        /// Parameters, as `key=value`.
+        #[arg(value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Show the job's log as it happens (on stderr), then the result.
+        #[arg(long, short, conflicts_with = "detach")]
+        follow: bool,
+        /// Print the job id and return at once.
+        #[arg(long, short)]
+        detach: bool,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List processes: state, pid, uptime, restarts, CPU and memory.
+    Ps {
+        /// Only this project.
+        project: Option<String>,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a project's process logs (every process, or one).
+    Logs {
+        /// The project.
+        project: String,
+        /// Only this process.
+        process: Option<String>,
+        /// Recent lines per instance (0-1000).
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        /// Only this project's jobs.
+        project: Option<String>,
+        /// Only jobs in this state (queued, running, succeeded, failed, …).
+        #[arg(long)]
+        state: Option<String>,
+        /// How many (1-500).
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one job; its exit code says how it ended.
+    Job {
+        /// The job id.
+        id: String,
+        /// Also print its log.
+        #[arg(long)]
+        log: bool,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Manage API keys.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+/// `bosun key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print a fresh random key and the `[[keys]]` entry with its hash.
+    New {
+        /// The key's name, recorded on the jobs it starts.
+        #[arg(long, default_value = "my-key")]
+        name: String,
     },
 }
 
@@ -109,6 +214,15 @@ pub enum ExitCode {
     InvalidPlugin = 7,
     /// bosun could not set up the run.
     HostError = 8,
+    /// The job was interrupted by a shutdown of bosun.
+    Interrupted = 9,
+    /// The server refused the request (bad key, unknown project, full
+    /// queue, …); the message says why.
+    Refused = 10,
+    /// The server could not be reached.
+    Unreachable = 11,
+    /// The job has not ended yet.
+    Pending = 12,
 }
 
 impl From<FailureKind> for ExitCode {

@@ -1,13 +1,14 @@
-//! `bosun serve`: run the supervisor for every project until SIGTERM or
-//! SIGINT, then stop every process by its own rules and exit once they are
-//! gone. (The HTTP API joins it here.)
+//! `bosun serve`: supervise every project's processes and serve the HTTP
+//! API until SIGTERM or SIGINT, then stop in order (see `daemon`) and exit
+//! once every process is gone.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::ExitCode;
-use crate::supervisor::Supervisor;
+use crate::daemon::Daemon;
 
 /// Serve `path` until told to stop.
 pub async fn serve(path: &Path) -> ExitCode {
@@ -22,25 +23,23 @@ pub async fn serve(path: &Path) -> ExitCode {
         eprintln!("error: cannot install signal handlers");
         return ExitCode::HostError;
     };
-    let supervisor = match Supervisor::start(&config).await {
-        Ok(s) => s,
+    let daemon = match Daemon::start(&config).await {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::HostError;
         }
     };
-    if supervisor.leftovers_stopped() > 0 {
-        tracing::warn!(
-            groups = supervisor.leftovers_stopped(),
-            "stopped processes left by a previous bosun"
-        );
-    }
-    tracing::info!(config = %path.display(), "bosun is serving");
+    // One line on stdout, so scripts (and tests) learn the real port when
+    // the config says 0.
+    println!("bosun: serving {} on {}", path.display(), daemon.url());
+    let _ = std::io::stdout().flush();
+    tracing::info!(config = %path.display(), url = daemon.url(), "bosun is serving");
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping every process"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping every process"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
-    supervisor.shutdown().await;
+    daemon.stop().await;
     tracing::info!("every process stopped; exiting");
     ExitCode::Ok
 }

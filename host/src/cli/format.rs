@@ -1,0 +1,72 @@
+//! Human output for the remote subcommands: aligned tables like `pm2 list`,
+//! and short durations and sizes.
+
+use std::fmt::Write as _;
+
+/// Columns padded to their widest cell; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i + 1 == widths.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `93s` → `1m33s`; `0` → `-`.
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 if ms == 0 => "-".into(),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// Bytes as `12.3 MiB`.
+pub fn bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_durations_shorten() {
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["web".into(), "running".into()],
+                vec!["worker-long".into(), "fatal".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME         STATE\nweb          running\nworker-long  fatal\n"
+        );
+        assert_eq!(duration_ms(0), "-");
+        assert_eq!(duration_ms(93_000), "1m33s");
+        assert_eq!(duration_ms(7_380_000), "2h03m");
+    }
+}

@@ -1,0 +1,378 @@
+//! The remote subcommands: `run`, `ps`, `logs`, `jobs`, `job`, `cancel`.
+//! Each talks to a running server over the HTTP API (see `client`), prints
+//! text for people or JSON with `--json`, and exits with a code scripts can
+//! branch on: a job's exit code says how it ended (see [`ExitCode`]).
+
+use std::io::{IsTerminal as _, Write as _};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::ExitCode;
+use super::client::{Client, ClientArgs, ClientError};
+use super::format::{bytes, duration_ms, table};
+
+/// How long one `GET …?wait=` may block before the client asks again.
+const WAIT_SLICE: &str = "20s";
+
+/// Run a remote command: connect, do `what`, turn a failure into its code.
+pub async fn remote<F, Fut>(args: &ClientArgs, what: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<ExitCode, ClientError>>,
+{
+    let client = match Client::new(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    match what(client).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// The exit code of a job in `job`'s state.
+pub fn job_code(job: &Value) -> ExitCode {
+    match job["state"].as_str().unwrap_or("") {
+        "succeeded" => ExitCode::Ok,
+        "timed_out" => ExitCode::Timeout,
+        "cancelled" => ExitCode::Cancelled,
+        "interrupted" => ExitCode::Interrupted,
+        "queued" | "running" => ExitCode::Pending,
+        _ => match job["error"]["kind"].as_str().unwrap_or("") {
+            "memory_limit" => ExitCode::MemoryLimit,
+            "trap" => ExitCode::Trap,
+            "invalid_plugin" => ExitCode::InvalidPlugin,
+            "host_error" => ExitCode::HostError,
+            _ => ExitCode::PluginError,
+        },
+    }
+}
+
+/// Print a finished job for a person: its result, or why it failed.
+fn report(job: &Value) {
+    if job["state"] == "succeeded" {
+        match &job["result"] {
+            Value::String(s) => println!("{s}"),
+            Value::Null => {}
+            other => print_json(other),
+        }
+        return;
+    }
+    eprintln!(
+        "error: job {} {}: {}",
+        job["id"].as_str().unwrap_or("?"),
+        job["state"].as_str().unwrap_or("?"),
+        job["error"]["message"].as_str().unwrap_or("")
+    );
+}
+
+/// `bosun run`.
+pub async fn run(
+    client: Client,
+    args: &ClientArgs,
+    project: &str,
+    action: &str,
+    params: &[(String, String)],
+    follow: bool,
+    detach: bool,
+) -> Result<ExitCode, ClientError> {
+    let params: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let path = format!("/v1/projects/{project}/actions/{action}");
+    let req = client
+        .request(Method::POST, &path, Some(project))
+        .json(&json!({ "params": params }));
+    let job = client.json(req).await?;
+    let id = job["id"].as_str().unwrap_or_default().to_string();
+    if detach {
+        if args.json {
+            print_json(&job);
+        } else {
+            println!("{id}");
+        }
+        return Ok(ExitCode::Ok);
+    }
+    if follow {
+        stream(
+            &client,
+            &format!("/v1/jobs/{id}/log?follow=1"),
+            Some(project),
+            true,
+        )
+        .await?;
+    }
+    let job = wait(&client, &id, project, !follow && !args.json).await?;
+    if args.json {
+        print_json(&job);
+    } else {
+        report(&job);
+    }
+    Ok(job_code(&job))
+}
+
+/// Wait for the job to end, showing progress on a terminal.
+async fn wait(
+    client: &Client,
+    id: &str,
+    project: &str,
+    progress: bool,
+) -> Result<Value, ClientError> {
+    let progress = progress && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let path = format!("/v1/jobs/{id}?wait={WAIT_SLICE}");
+    loop {
+        let req = client.request(Method::GET, &path, Some(project));
+        let ask = client.json(req);
+        tokio::pin!(ask);
+        let job = loop {
+            tokio::select! {
+                job = &mut ask => break job?,
+                _ = ticker.tick(), if progress => {
+                    eprint!("\rwaiting for job {id}: {}s ", started.elapsed().as_secs());
+                    let _ = std::io::stderr().flush();
+                }
+            }
+        };
+        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+            if progress {
+                eprint!("\r\x1b[K");
+            }
+            return Ok(job);
+        }
+    }
+}
+
+/// Print a streamed text body as it arrives; to stderr when `to_stderr`.
+async fn stream(
+    client: &Client,
+    path: &str,
+    project: Option<&str>,
+    to_stderr: bool,
+) -> Result<(), ClientError> {
+    let resp = client
+        .send(client.request(Method::GET, path, project))
+        .await?;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else { break };
+        if to_stderr {
+            let _ = std::io::stderr().write_all(&chunk);
+        } else {
+            let mut out = std::io::stdout();
+            if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                // The reader went away (`| head`): stop quietly.
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `bosun ps`.
+pub async fn ps(
+    client: Client,
+    args: &ClientArgs,
+    project: Option<&str>,
+) -> Result<ExitCode, ClientError> {
+    let names: Vec<String> = match project {
+        Some(p) => vec![p.to_string()],
+        None => client
+            .json(client.request(Method::GET, "/v1/projects", None))
+            .await?
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let mut projects = Vec::new();
+    for name in &names {
+        let req = client.request(Method::GET, &format!("/v1/projects/{name}"), Some(name));
+        projects.push(client.json(req).await?);
+    }
+    if args.json {
+        print_json(&Value::Array(projects));
+        return Ok(ExitCode::Ok);
+    }
+    let mut rows = Vec::new();
+    for p in &projects {
+        for proc in p["processes"].as_array().into_iter().flatten() {
+            let num = |k: &str| proc[k].as_u64().unwrap_or(0);
+            rows.push(vec![
+                p["name"].as_str().unwrap_or("").to_string(),
+                proc["name"].as_str().unwrap_or("").to_string(),
+                num("instance").to_string(),
+                proc["state"].as_str().unwrap_or("").to_string(),
+                proc["pid"].as_u64().map_or("-".into(), |p| p.to_string()),
+                duration_ms(num("uptime_ms")),
+                num("restarts").to_string(),
+                format!("{:.1}%", proc["cpu_percent"].as_f64().unwrap_or(0.0)),
+                bytes(num("rss_bytes")),
+            ]);
+        }
+    }
+    let header = [
+        "PROJECT", "NAME", "INST", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEM",
+    ];
+    print!("{}", table(&header, &rows));
+    Ok(ExitCode::Ok)
+}
+
+/// `bosun logs`.
+pub async fn logs(
+    client: Client,
+    project: &str,
+    process: Option<&str>,
+    lines: usize,
+    follow: bool,
+) -> Result<ExitCode, ClientError> {
+    let base = match process {
+        Some(name) => format!("/v1/projects/{project}/processes/{name}/logs"),
+        None => format!("/v1/projects/{project}/logs"),
+    };
+    let follow = if follow { "&follow=1" } else { "" };
+    stream(
+        &client,
+        &format!("{base}?lines={lines}{follow}"),
+        Some(project),
+        false,
+    )
+    .await?;
+    Ok(ExitCode::Ok)
+}
+
+/// `bosun jobs`.
+pub async fn jobs(
+    client: Client,
+    args: &ClientArgs,
+    project: Option<&str>,
+    state: Option<&str>,
+    limit: u32,
+) -> Result<ExitCode, ClientError> {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(p) = project {
+        query.push(("project", p.to_string()));
+    }
+    if let Some(s) = state {
+        query.push(("state", s.to_string()));
+    }
+    let req = client
+        .request(Method::GET, "/v1/jobs", project)
+        .query(&query);
+    let page = client.json(req).await?;
+    if args.json {
+        print_json(&page);
+        return Ok(ExitCode::Ok);
+    }
+    let rows: Vec<Vec<String>> = page["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|j| {
+            let text = |k: &str| j[k].as_str().unwrap_or("-").to_string();
+            vec![
+                text("id"),
+                text("project"),
+                text("action"),
+                text("state"),
+                text("requested_by"),
+                text("created_at"),
+                took(j),
+            ]
+        })
+        .collect();
+    let header = ["ID", "PROJECT", "ACTION", "STATE", "BY", "CREATED", "TOOK"];
+    print!("{}", table(&header, &rows));
+    Ok(ExitCode::Ok)
+}
+
+/// How long a job ran, from its RFC 3339 times.
+fn took(job: &Value) -> String {
+    let at = |k: &str| {
+        job[k]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+    };
+    match (at("started_at"), at("finished_at")) {
+        (Some(a), Some(b)) => b
+            .duration_since(a)
+            .map(|d| format!("{}ms", d.as_millis()))
+            .unwrap_or_default(),
+        _ => "-".into(),
+    }
+}
+
+/// `bosun job`.
+pub async fn job(
+    client: Client,
+    args: &ClientArgs,
+    id: &str,
+    log: bool,
+) -> Result<ExitCode, ClientError> {
+    let job = client
+        .json(client.request(Method::GET, &format!("/v1/jobs/{id}"), None))
+        .await?;
+    if args.json {
+        print_json(&job);
+    } else {
+        for key in [
+            "id",
+            "project",
+            "action",
+            "state",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ] {
+            println!("{key:<13} {}", job[key].as_str().unwrap_or("-"));
+        }
+        if !job["error"].is_null() {
+            println!(
+                "{:<13} {}: {}",
+                "error",
+                job["error"]["kind"].as_str().unwrap_or(""),
+                job["error"]["message"].as_str().unwrap_or("")
+            );
+        }
+        if !job["result"].is_null() {
+            println!("result");
+            print_json(&job["result"]);
+        }
+    }
+    if log {
+        stream(&client, &format!("/v1/jobs/{id}/log"), None, false).await?;
+    }
+    Ok(job_code(&job))
+}
+
+/// `bosun cancel`.
+pub async fn cancel(client: Client, args: &ClientArgs, id: &str) -> Result<ExitCode, ClientError> {
+    let job = client
+        .json(client.request(Method::POST, &format!("/v1/jobs/{id}/cancel"), None))
+        .await?;
+    if args.json {
+        print_json(&job);
+    } else {
+        println!("job {id}: {}", job["state"].as_str().unwrap_or("?"));
+    }
+    Ok(ExitCode::Ok)
+}
