@@ -137,13 +137,13 @@ fn config_mistakes_name_the_file_and_the_key() {
         "[projects.shop]\ndir = \"shop\"\nactions = [\"status\", \"deploy-everything\"]\n",
     );
     assert!(
-        e.starts_with("bosun.toml: `projects.shop.actions.deploy-everything`: no stock action is called `deploy-everything`"),
+        e.starts_with("bosun.toml:3: `projects.shop.actions.deploy-everything`: no stock action is called `deploy-everything`"),
         "{e}"
     );
 
     let e = load_err("[projects.Shop]\ndir = \"shop\"\n");
     assert!(
-        e.starts_with("bosun.toml: `projects.Shop`: `Shop` is not a valid name"),
+        e.starts_with("bosun.toml:1: `projects.Shop`: `Shop` is not a valid name"),
         "{e}"
     );
 

@@ -60,7 +60,10 @@ async fn run_mode(
 async fn stock_plugins_load_and_describe_themselves() {
     let engine = engine();
     let names: Vec<&str> = stock::names().collect();
-    assert_eq!(names, ["restart", "start", "status", "stop"]);
+    assert_eq!(
+        names,
+        ["deploy", "restart", "start", "status", "stop", "update"]
+    );
     for name in names {
         let plugin = engine
             .load(name, stock::bytes(name).expect("embedded"))

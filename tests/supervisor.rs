@@ -24,7 +24,10 @@ impl Setup {
     fn new(project_toml: &str) -> Self {
         let root = TempDir::new().expect("temp");
         std::fs::create_dir_all(root.path().join("app")).expect("mkdir");
-        let text = format!("state_dir = \"state\"\n[projects.app]\ndir = \"app\"\n{project_toml}");
+        // Port 0: tests run side by side, and `bosun serve` also serves the API.
+        let text = format!(
+            "state_dir = \"state\"\n[server]\nlisten = \"127.0.0.1:0\"\n[projects.app]\ndir = \"app\"\n{project_toml}"
+        );
         let path = root.path().join("bosun.toml");
         std::fs::write(&path, &text).expect("write config");
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -64,7 +64,9 @@ fn ms(d: Duration) -> String {
 
 fn config(dir: &Path, processes: &str) -> Config {
     std::fs::create_dir_all(dir.join("app")).expect("mkdir");
-    let text = format!("state_dir = \"state\"\n[projects.app]\ndir = \"app\"\n{processes}");
+    let text = format!(
+        "state_dir = \"state\"\n[server]\nlisten = \"127.0.0.1:0\"\n[projects.app]\ndir = \"app\"\n{processes}"
+    );
     let path = dir.join("bosun.toml");
     std::fs::write(&path, text).expect("write config");
     Config::load(&path).expect("valid config")
