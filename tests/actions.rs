@@ -431,3 +431,101 @@ async fn a_plugin_cannot_reach_another_projects_processes() {
     assert_eq!(web["restarts"], 0);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_clones_missing_projects_and_a_failed_clone_spares_the_others() {
+    let repos = Repos::new();
+    git(&repos.dev(), &["push", "--quiet", "origin", "HEAD:next"]);
+    repos.commit("v2", "echo serving v2\nexec sleep 1000\n", "true\n");
+    let root = repos.root.path();
+    std::fs::create_dir_all(root.join("empty")).expect("mkdir");
+    let config = format!(
+        r#"state_dir = "state"
+[server]
+listen = "127.0.0.1:0"
+[[keys]]
+name = "admin"
+hash = "{admin}"
+projects = "*"
+role = "admin"
+
+[projects.fresh]
+dir = "deploy/fresh"
+actions = ["status"]
+[projects.fresh.git]
+clone = "./origin.git"
+branch = "next"
+[[projects.fresh.processes]]
+name = "web"
+command = "./app.sh"
+
+[projects.empty]
+dir = "empty"
+actions = ["status"]
+[projects.empty.git]
+clone = "./origin.git"
+
+[projects.broken]
+dir = "broken"
+[projects.broken.git]
+clone = "./no-such-repo.git"
+[[projects.broken.processes]]
+name = "web"
+command = "./app.sh"
+"#,
+        admin = hash(ADMIN)
+    );
+    std::fs::write(root.join("bosun.toml"), config).expect("config");
+    let b = Bosun::start_in(root).await;
+
+    let fresh = root.join("deploy/fresh");
+    assert_eq!(git(&fresh, &["rev-parse", "--abbrev-ref", "HEAD"]), "next");
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("VERSION")).expect("VERSION"),
+        "v1"
+    );
+    let status = act_on(&b, "fresh", "status").await;
+    assert_eq!(status["result"]["git"]["subject"], "release v1", "{status}");
+    let empty = act_on(&b, "empty", "status").await;
+    assert_eq!(empty["result"]["git"]["branch"], "main", "{empty}");
+    assert_eq!(empty["result"]["git"]["subject"], "release v2", "{empty}");
+
+    let broken = b.get_json("/v1/projects/broken", ADMIN).await;
+    let web = &broken["processes"][0];
+    assert_eq!(web["state"], "fatal", "{broken}");
+    assert!(
+        web["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not usable")),
+        "{broken}"
+    );
+    assert!(
+        !root.join("broken").exists(),
+        "a failed clone leaves no dir"
+    );
+    assert!(
+        !root.join(".broken.bosun-clone").exists(),
+        "nor a half-made one"
+    );
+    let fresh_web = b.get_json("/v1/projects/fresh", ADMIN).await;
+    assert_eq!(fresh_web["processes"][0]["state"], "running", "{fresh_web}");
+    b.stop().await;
+
+    // A later start leaves an existing checkout alone, even if it is behind.
+    std::fs::write(fresh.join("LOCAL"), "kept").expect("write");
+    let b = Bosun::start_in(root).await;
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("LOCAL")).expect("LOCAL"),
+        "kept"
+    );
+    assert_eq!(git(&fresh, &["rev-parse", "--abbrev-ref", "HEAD"]), "next");
+    b.stop().await;
+}
+
+/// Run `action` on `project` without params, waiting for the job to succeed.
+async fn act_on(b: &Bosun, project: &str, action: &str) -> Value {
+    let (status, job) = b.run(project, action, "?wait=60s", json!({}), ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    job
+}

@@ -1,8 +1,10 @@
 """The demo web app that bosun supervises in the README's quick start.
 
-It answers every GET with a greeting (from .env, so editing .env and
-restarting shows the change) and logs each request to stdout, where bosun
-captures it line by line.
+It answers every GET with a greeting and logs each request to stdout, where
+bosun captures it line by line. bosun runs it from its own clone of this
+repository (config/state/demo), so a committed change to this file is what
+the demo's `deploy` ships. GREETING can also come from a `.env` at the root
+of that clone, re-read on every start.
 """
 import http.server
 import os

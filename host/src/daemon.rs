@@ -4,8 +4,8 @@
 //! one in-process on `127.0.0.1:0`.
 //!
 //! Start order: bind first (a port in use fails before any process starts),
-//! then plugins, the job store, the supervisor, and the jobs, which need the
-//! supervisor's handles. Stop order: no new connections, running jobs get
+//! then plugins, the job store, first checkouts (`git.clone`), the
+//! supervisor, and the jobs, which need the supervisor's handles. Stop order: no new connections, running jobs get
 //! `shutdown_grace` to finish (then are interrupted), open requests end,
 //! and the supervisor stops every process last, so a running deploy never
 //! loses the processes under it.
@@ -63,6 +63,7 @@ impl Daemon {
         let engine = Engine::new(&EngineConfig::from_config(config))?;
         let registry = Arc::new(ActionRegistry::load(&engine, config).await);
         let store = Store::open(&config.state_dir)?;
+        backends::clone_missing(config).await;
         let supervisor = Supervisor::start(config).await?;
         if supervisor.leftovers_stopped() > 0 {
             tracing::warn!(

@@ -5,11 +5,13 @@
 //! `plugins::commands`); the backends here are what a server plugs in. The
 //! supervisor provides the third, `processes`, through its project handle.
 
+mod checkout;
 mod commands;
 mod git;
 
 use std::sync::Arc;
 
+pub use checkout::clone_missing;
 pub use commands::Commands;
 pub use git::{Git, redact};
 

@@ -8,6 +8,8 @@
 //! timeout = "10m"
 //!
 //! [projects.shop.git]
+//! clone = "git@github.com:acme/shop.git"  # first checkout, when `dir` is missing or empty
+//! branch = "main"                         # for that clone; default: the remote's HEAD
 //! timeout = "2m"
 //!
 //! [projects.shop.deploy]
@@ -51,6 +53,12 @@ impl Default for CommandsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitConfig {
+    /// The repository to clone into the project dir when that dir is
+    /// missing or empty at boot. A local path starting with `.` is relative
+    /// to the config file.
+    pub clone: Option<String>,
+    /// The branch that clone checks out; default the remote's HEAD.
+    pub branch: Option<String>,
     /// How long one git operation may take. Default 2m.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -59,6 +67,8 @@ pub struct GitConfig {
 impl Default for GitConfig {
     fn default() -> Self {
         Self {
+            clone: None,
+            branch: None,
             timeout: Duration::from_secs(120),
         }
     }
@@ -102,12 +112,28 @@ impl DeployConfig {
     }
 }
 
-/// Check a project's grant: every allowed program is a plain name, and
-/// every build step runs an allowed program.
+/// Check a project's grant: a clone source and branch that git cannot take
+/// for options, every allowed program a plain name, and every build step
+/// an allowed program.
 pub(super) fn validate(
     commands: &CommandsConfig,
+    git: &GitConfig,
     deploy: &DeployConfig,
 ) -> Result<(), (String, String)> {
+    for (key, value) in [("git.clone", &git.clone), ("git.branch", &git.branch)] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.starts_with('-'))
+        {
+            return Err((key.into(), "must not be empty or start with `-`".into()));
+        }
+    }
+    if git.branch.is_some() && git.clone.is_none() {
+        return Err((
+            "git.branch".into(),
+            "only applies to the first clone; set `git.clone` too".into(),
+        ));
+    }
     for program in &commands.allow {
         if program.is_empty() || program.contains('/') || program.starts_with('-') {
             return Err((

@@ -179,6 +179,11 @@ impl Config {
         }
         for project in config.projects.values_mut() {
             project.dir = base.join(&project.dir);
+            if let Some(url) = &mut project.git.clone
+                && url.starts_with('.')
+            {
+                *url = base.join(&*url).to_string_lossy().into_owned();
+            }
             if let Some(p) = &mut project.merged_log {
                 *p = base.join(&*p);
             }
@@ -242,7 +247,7 @@ impl Config {
                     .validate()
                     .map_err(|m| invalid(format!("projects.{name}.processes[{i}]"), m))?;
             }
-            backends::validate(&project.commands, &project.deploy)
+            backends::validate(&project.commands, &project.git, &project.deploy)
                 .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
             for (action, cfg) in &project.actions.0 {
                 let key = format!("projects.{name}.actions.{action}");
