@@ -14,8 +14,12 @@ use tokio::time::{Instant, sleep};
 
 use super::procfs;
 
-/// How often a stop checks whether the group is empty.
-const POLL: Duration = Duration::from_millis(20);
+/// How often a stop checks whether the group is empty: first after 1 ms,
+/// doubling up to 20 ms. Most programs exit within a millisecond or two of
+/// the signal, and a restart waits for this check before it spawns: a flat
+/// 20 ms poll made a restart take 30 ms where a bare kill + spawn takes 4.
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const MAX_POLL: Duration = Duration::from_millis(20);
 /// How long to wait for the kernel to remove SIGKILLed processes.
 const AFTER_KILL: Duration = Duration::from_secs(5);
 
@@ -67,6 +71,7 @@ pub(crate) fn has_live_members(pgid: i32) -> bool {
 /// Wait until group `pgid` has no live member; false on timeout.
 pub(crate) async fn wait_empty(pgid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
+    let mut poll = FIRST_POLL;
     loop {
         if !has_live_members(pgid) {
             return true;
@@ -74,6 +79,7 @@ pub(crate) async fn wait_empty(pgid: i32, timeout: Duration) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        sleep(POLL).await;
+        sleep(poll).await;
+        poll = (poll * 2).min(MAX_POLL);
     }
 }
