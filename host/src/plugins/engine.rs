@@ -4,15 +4,17 @@
 //!   cheaper, but it reserves address space up front, which a container with
 //!   a small `ulimit -v` refuses. The engine probes it and falls back to
 //!   on-demand allocation, logging why, rather than failing to start.
-//! - **Epochs.** A ticker thread advances the epoch every [`TICK`]; each run's
-//!   store checks its deadline and cancellation at every tick.
+//! - **Epochs.** A ticker thread advances the epoch every [`TICK`] while any
+//!   run is under way, and each run's store checks its deadline and
+//!   cancellation at every tick. With no run it parks: an idle bosun should
+//!   not wake 100 times a second (that was most of its idle CPU).
 //! - **One `InstancePre` per plugin.** Linking is checked once, at load, and
 //!   each run only instantiates. A plugin that does not fit the contract is
 //!   refused at load with the missing import or export named.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -138,13 +140,7 @@ pub(crate) struct Inner {
     cache: ComponentCache,
     allocation: Allocation,
     pub(crate) slots: Semaphore,
-    ticker_stop: Arc<AtomicBool>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
+    pub(crate) ticker: Ticker,
 }
 
 impl Engine {
@@ -154,8 +150,7 @@ impl Engine {
         let (wasm, allocation) = build_engine(cfg)?;
         let linker = build_linker(&wasm).map_err(|e| EngineError::Wasmtime(e.into()))?;
         let cache = ComponentCache::open(&cfg.state_dir).map_err(EngineError::Cache)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(wasm.clone(), ticker_stop.clone());
+        let ticker = Ticker::start(wasm.clone());
         let slots = Semaphore::new(cfg.max_concurrent_runs as usize);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -164,7 +159,7 @@ impl Engine {
                 cache,
                 allocation,
                 slots,
-                ticker_stop,
+                ticker,
             }),
         })
     }
@@ -261,16 +256,67 @@ fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>>
     Ok(linker)
 }
 
-fn spawn_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
-    thread::Builder::new()
-        .name("bosun-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(TICK);
-                engine.increment_epoch();
-            }
-        })
-        .expect("spawning the epoch thread");
+/// The epoch thread: advances the engine's epoch every [`TICK`] while some
+/// [`TickGuard`] is alive, parked otherwise, stopped when dropped.
+pub(crate) struct Ticker {
+    shared: Arc<TickState>,
+    thread: thread::Thread,
+}
+
+#[derive(Default)]
+struct TickState {
+    /// Live guards: stores that need their deadlines checked.
+    active: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine) -> Self {
+        let shared = Arc::new(TickState::default());
+        let state = shared.clone();
+        let handle = thread::Builder::new()
+            .name("bosun-epoch".into())
+            .spawn(move || {
+                while !state.stop.load(Ordering::Acquire) {
+                    if state.active.load(Ordering::Acquire) == 0 {
+                        // An unpark between the load and here is not lost:
+                        // it makes this park return at once.
+                        thread::park();
+                        continue;
+                    }
+                    thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            shared,
+            thread: handle.thread().clone(),
+        }
+    }
+
+    /// Keep the epoch advancing until the guard is dropped.
+    pub(crate) fn hold(&self) -> TickGuard<'_> {
+        self.shared.active.fetch_add(1, Ordering::AcqRel);
+        self.thread.unpark();
+        TickGuard(&self.shared)
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// See [`Ticker::hold`].
+pub(crate) struct TickGuard<'a>(&'a TickState);
+
+impl Drop for TickGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Name the common ways a file is not a component, before wasmtime's

@@ -212,6 +212,7 @@ impl Engine {
         call: impl for<'a> FnOnce(ActionPlugin, &'a mut Store<RunState>) -> Call<'a, R>,
     ) -> Result<R, RunFailure> {
         let deadline = Instant::now() + limits.timeout;
+        let _ticking = self.inner.ticker.hold();
         let mut store = Store::new(&self.inner.wasm, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
