@@ -65,18 +65,24 @@ def sleeper(ctx, name, instances=1):
 
 
 def idle_rss(ctx):
-    values = {}
+    values, private = {}, {}
     for tool in TOOLS:
         with ctx.start(tool, [sleeper(ctx, "sleeper", 10)]) as d:
             wait_for("10 running sleepers", lambda: len(d.pids("sleeper")) == 10, 60, 0.2)
             time.sleep(2)
-            samples = []
+            samples, anon = [], []
             for _ in range(5):
                 samples.append(rss_kib(d.pid) / 1024)
+                anon.append(rss_kib(d.pid, "RssAnon") / 1024)
                 time.sleep(0.5)
             values[tool] = statistics.median(samples)
-            log(f"  idle RSS {tool}: {values[tool]:.1f} MiB")
-    return [("Idle daemon, 10 `sleep` processes", "RSS", "MiB", "lower", values)]
+            private[tool] = statistics.median(anon)
+            log(f"  idle RSS {tool}: {values[tool]:.1f} MiB ({private[tool]:.1f} MiB private)")
+    what = "Idle daemon, 10 `sleep` processes"
+    return [
+        (what, "RSS", "MiB", "lower", values),
+        (what, "of which private (RssAnon)", "MiB", "lower", private),
+    ]
 
 
 def timed(count, fn):

@@ -53,10 +53,12 @@ def alive(pid):
         return False
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
+    """`VmRSS` (everything resident) or `RssAnon` (private memory only,
+    without the pages of the program's own files) of `pid`, in KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -129,9 +131,13 @@ class Bosun(Daemon):
             'dir = "app"',
             'actions = ["status", "start", "stop", "restart"]',
         ]
-        merged = next((p.log for p in programs if p.log), None)
-        if merged:
-            lines.append(f'merged_log = "{merged}"')
+        # Programs sharing one log file: bosun's merged log (it keeps each
+        # process's own file as well). A program with a file of its own: its
+        # `log_file`.
+        logs = [p.log for p in programs if p.log]
+        shared = len(logs) > 1 and len(set(logs)) == 1
+        if shared:
+            lines.append(f'merged_log = "{logs[0]}"')
         for p in programs:
             lines += [
                 "[[projects.app.processes]]",
@@ -144,6 +150,8 @@ class Bosun(Daemon):
                 lines.append(f'kill_timeout = "{int(p.kill_timeout_s * 1000)}ms"')
             if not p.restart:
                 lines.append("restart_at = []")
+            if p.log and not shared:
+                lines.append(f'log_file = "{p.log}"')
         for i in range(noop_projects):
             lines += [
                 f"[projects.p{i}]",
@@ -310,7 +318,8 @@ class Supervisord(Daemon):
         for p in programs:
             lines += [
                 f"[program:{p.name}]",
-                "command=" + shlex.join(p.argv),
+                # supervisord expands %(name)s in commands: escape a plain %.
+                "command=" + shlex.join(p.argv).replace("%", "%%"),
                 f"numprocs={p.instances}",
                 "process_name=%(program_name)s-%(process_num)d",
                 f"autorestart={'true' if p.restart else 'false'}",
@@ -337,6 +346,8 @@ class Supervisord(Daemon):
         wait_for("supervisord's RPC", self._up, 30, 0.05)
 
     def _up(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"supervisord exited; see {self.work}/supervisord.conf")
         try:
             return self.rpc.supervisor.getState()["statename"] == "RUNNING"
         except OSError:

@@ -43,10 +43,26 @@ pub(crate) fn signal_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
 
 /// Stop group `pgid`: `signal`, wait up to `grace` for it to empty, then SIGKILL.
 pub(crate) async fn stop_group(pgid: i32, signal: Signal, grace: Duration) -> StopOutcome {
+    stop_group_after(pgid, signal, grace, std::future::ready(())).await
+}
+
+/// [`stop_group`] for a group whose leader is bosun's own child:
+/// `leader_exit` resolves once the leader has exited. That is awaited first,
+/// as an event (SIGCHLD); only the rest of the group, usually nobody, is
+/// polled. A restart then spawns the moment the old process is gone.
+pub(crate) async fn stop_group_after(
+    pgid: i32,
+    signal: Signal,
+    grace: Duration,
+    leader_exit: impl Future<Output = ()>,
+) -> StopOutcome {
     if let Err(e) = signal_group(pgid, signal) {
         tracing::warn!(pgid, "sending {signal} to the process group: {e}");
     }
-    if wait_empty(pgid, grace).await {
+    let deadline = Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, leader_exit).await.is_ok()
+        && wait_empty(pgid, deadline.saturating_duration_since(Instant::now())).await
+    {
         return StopOutcome::Graceful;
     }
     if let Err(e) = signal_group(pgid, Signal::SIGKILL) {

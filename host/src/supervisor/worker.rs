@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::group::{StopOutcome, signal_group, stop_group};
+use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::logs::{LineSink, capture};
 use super::persist::Persist;
 use super::spawn::spawn;
@@ -298,7 +298,10 @@ impl Worker {
     async fn stop(&self, child: &mut Child, pgid: i32) {
         self.set(|s| s.state = State::Stopping);
         let cfg = &self.spec.config;
-        let outcome = stop_group(pgid, cfg.stop_signal, cfg.kill_timeout).await;
+        let leader_exit = async {
+            let _ = child.wait().await;
+        };
+        let outcome = stop_group_after(pgid, cfg.stop_signal, cfg.kill_timeout, leader_exit).await;
         let status = child.wait().await;
         let how = match outcome {
             StopOutcome::Graceful => format!("stopped by {}", cfg.stop_signal),
