@@ -1,9 +1,10 @@
 //! The log files of one project, written by one thread.
 //!
 //! One writer per project owns every file of the project, so lines reach the
-//! merged file whole and in the order they were read, never spliced. It
-//! drains its channel in batches and writes each file once per batch, which
-//! keeps a flood of small lines from costing a syscall each. Files rotate by
+//! merged file whole and in the order they were read, never spliced. Lines
+//! arrive in batches (the lines of one pipe read); it drains whatever
+//! batches wait and writes each file once, which keeps a flood of small
+//! lines from costing a syscall or a thread wake-up each. Files rotate by
 //! size before a line would push them past `max_bytes`, so a line is never
 //! split across two files; `keep` rotated files are kept (`.1` newest).
 
@@ -19,8 +20,9 @@ use super::logs::LogLine;
 
 /// Lines written per batch at most, so rotation and flushing stay timely.
 const BATCH: usize = 4096;
-/// Lines the channel holds before readers wait (and so the processes, on their pipes).
-pub(crate) const CHANNEL: usize = 8192;
+/// Batches (each the lines of one pipe read, at most 8 KiB of text) the
+/// channel holds before readers wait, and so the processes, on their pipes.
+const CHANNEL: usize = 256;
 
 /// A log file and its rotation settings.
 #[derive(Debug)]
@@ -38,7 +40,10 @@ pub(crate) struct WriteMsg {
 }
 
 /// Start the writer thread of a project; it ends when every sender is gone.
-pub(crate) fn spawn_writer(project: &str, merged: Option<Arc<FileSpec>>) -> mpsc::Sender<WriteMsg> {
+pub(crate) fn spawn_writer(
+    project: &str,
+    merged: Option<Arc<FileSpec>>,
+) -> mpsc::Sender<Vec<WriteMsg>> {
     let (tx, rx) = mpsc::channel(CHANNEL);
     std::thread::Builder::new()
         .name(format!("bosun-log-{project}"))
@@ -47,14 +52,12 @@ pub(crate) fn spawn_writer(project: &str, merged: Option<Arc<FileSpec>>) -> mpsc
     tx
 }
 
-fn write_loop(mut rx: mpsc::Receiver<WriteMsg>, merged: Option<Arc<FileSpec>>) {
+fn write_loop(mut rx: mpsc::Receiver<Vec<WriteMsg>>, merged: Option<Arc<FileSpec>>) {
     let mut files: HashMap<PathBuf, RotatingFile> = HashMap::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    while let Some(mut batch) = rx.blocking_recv() {
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(msg) => batch.push(msg),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 use serde::Serialize;
@@ -27,6 +27,14 @@ pub const RING_LINES: usize = 1000;
 const FOLLOW_BUFFER: usize = 256;
 /// Bytes read from a pipe at once; two buffers per process (stdout, stderr).
 const READ_CHUNK: usize = 8 * 1024;
+/// After a read that found less than a full chunk, let the pipe fill this
+/// long before reading again. A program that flushes every line otherwise
+/// has bosun wake, read and hand over one line at a time; with this a line
+/// reaches the log at most ~1 ms later, and the pipe's 64 KiB hold far more
+/// than any program writes in that time. Measured with a writer flushing
+/// each of 1M lines: its run time under bosun went from ~2.45 s to ~2.0 s,
+/// where the same writer piped into `cat` takes ~1.9 s.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// One line of a supervised process's log.
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +106,7 @@ pub(crate) struct LineSink {
     pub timestamps: bool,
     pub log: Arc<ProcessLog>,
     pub file: Arc<FileSpec>,
-    pub writer: mpsc::Sender<WriteMsg>,
+    pub writer: mpsc::Sender<Vec<WriteMsg>>,
     /// A readiness pattern and the flag to raise when a line matches it.
     pub ready: Option<(Regex, watch::Sender<bool>)>,
 }
@@ -106,6 +114,24 @@ pub(crate) struct LineSink {
 impl LineSink {
     /// Record one line: ring, followers, files.
     pub(crate) async fn emit(&self, stream: Stream, text: String) {
+        let msg = self.record(stream, text);
+        // The writer only goes away at shutdown; then the ring is all there is.
+        let _ = self.writer.send(vec![msg]).await;
+    }
+
+    /// Record the lines of one read, handing them to the file writer as one
+    /// batch: one wake-up of its thread per read, not per line (a writer
+    /// flushing every line spent much of bosun's CPU on thread switches).
+    async fn emit_all(&self, stream: Stream, lines: &mut Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let batch = lines.drain(..).map(|t| self.record(stream, t)).collect();
+        let _ = self.writer.send(batch).await;
+    }
+
+    /// Ring and followers; returns the line for the file writer.
+    fn record(&self, stream: Stream, text: String) -> WriteMsg {
         let text = if self.strip_ansi { strip(&text) } else { text };
         if let Some((pattern, flag)) = &self.ready
             && pattern.is_match(&text)
@@ -125,13 +151,11 @@ impl LineSink {
             time,
         });
         self.log.push(line.clone());
-        let msg = WriteMsg {
+        WriteMsg {
             file: self.file.clone(),
             label: self.label.clone(),
             line,
-        };
-        // The writer only goes away at shutdown; then the ring is all there is.
-        let _ = self.writer.send(msg).await;
+        }
     }
 
     /// A note from bosun itself about this process ("started", "exited 1").
@@ -163,14 +187,13 @@ pub(crate) async fn capture(mut pipe: impl AsyncRead + Unpin, stream: Stream, si
             }
         };
         asm.push(&buf[..n], |line, split| lines.push(to_text(line, split)));
-        for line in lines.drain(..) {
-            sink.emit(stream, line).await;
+        sink.emit_all(stream, &mut lines).await;
+        if n < READ_CHUNK {
+            tokio::time::sleep(COALESCE).await;
         }
     }
     asm.finish(|line, split| lines.push(to_text(line, split)));
-    for line in lines.drain(..) {
-        sink.emit(stream, line).await;
-    }
+    sink.emit_all(stream, &mut lines).await;
 }
 
 /// A log file path with its rotation settings.
