@@ -6,7 +6,8 @@
   writer wrote is recognisable, so a line that is not exactly one of them
   is a broken one, and a line never seen is a lost one.
 - One writer flushing after every line, 1M lines: its own run time under
-  each tool, against the same writer with stdout to a file.
+  each tool, against the same writer with stdout to a file and to a pipe
+  read by `cat`.
 """
 
 import re
@@ -130,7 +131,14 @@ def writer_slowdown(ctx):
             check=True,
         )
     base = float((d0 / "done").read_text())
-    times = {"stdout to a file": base}
+    # The cheapest reader a pipe can have: what any supervisor starts from.
+    (d0 / "done").unlink()
+    subprocess.run(
+        f"{sys.executable} {script} 1 {count} 0 {d0 / 'done'} | cat > {d0 / 'cat.log'}",
+        shell=True,
+        check=True,
+    )
+    times = {"stdout to a file": base, "a pipe to cat": float((d0 / "done").read_text())}
     for tool in TOOLS:
         d0 = ctx.dir(f"{tool}-writer")
         script = d0 / "writer.py"
