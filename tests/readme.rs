@@ -82,6 +82,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
+        .envs(GIT_IDENTITY)
         .output()
         .expect("spawn");
     assert!(
