@@ -16,12 +16,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from tools import Bosun, Pm2, Program, Supervisord, Webhook, alive, cpu_seconds
-from tools import rss_kib, terminate, wait_for
+from tools import Bosun, Pm2, Program, Supervisord, Webhook, alive, rss_kib, wait_for
 
-HERE = Path(__file__).resolve().parent
 TOOLS = ("bosun", "PM2", "supervisord")
 
 
