@@ -8,41 +8,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::git;
 use common::server::{ADMIN, Bosun, hash};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-
-/// Run git in `dir`, as a test user, and return its trimmed stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=bosun test",
-            "-c",
-            "user.email=test@bosun.invalid",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "advice.detachedHead=false",
-        ])
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn write_exec(path: &Path, body: &str) {
     std::fs::write(path, body).expect("write");
@@ -152,7 +124,12 @@ path = {hostile:?}
 
 /// Run `action` on project app with `params`, waiting for the job.
 async fn act(b: &Bosun, action: &str, params: Value) -> Value {
-    let (status, job) = b.run("app", action, "?wait=60s", params, ADMIN).await;
+    act_in(b, "app", action, params).await
+}
+
+/// Run `action` on `project` with `params`, waiting for the job.
+async fn act_in(b: &Bosun, project: &str, action: &str, params: Value) -> Value {
+    let (status, job) = b.run(project, action, "?wait=60s", params, ADMIN).await;
     assert_eq!(status, StatusCode::OK, "{job}");
     job
 }
@@ -484,9 +461,11 @@ command = "./app.sh"
         std::fs::read_to_string(fresh.join("VERSION")).expect("VERSION"),
         "v1"
     );
-    let status = act_on(&b, "fresh", "status").await;
+    let status = act_in(&b, "fresh", "status", json!({})).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
     assert_eq!(status["result"]["git"]["subject"], "release v1", "{status}");
-    let empty = act_on(&b, "empty", "status").await;
+    let empty = act_in(&b, "empty", "status", json!({})).await;
+    assert_eq!(empty["state"], "succeeded", "{empty}");
     assert_eq!(empty["result"]["git"]["branch"], "main", "{empty}");
     assert_eq!(empty["result"]["git"]["subject"], "release v2", "{empty}");
 
@@ -520,12 +499,4 @@ command = "./app.sh"
     );
     assert_eq!(git(&fresh, &["rev-parse", "--abbrev-ref", "HEAD"]), "next");
     b.stop().await;
-}
-
-/// Run `action` on `project` without params, waiting for the job to succeed.
-async fn act_on(b: &Bosun, project: &str, action: &str) -> Value {
-    let (status, job) = b.run(project, action, "?wait=60s", json!({}), ADMIN).await;
-    assert_eq!(status, StatusCode::OK, "{job}");
-    assert_eq!(job["state"], "succeeded", "{job}");
-    job
 }

@@ -78,20 +78,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .envs(GIT_IDENTITY)
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A temp "checkout": `config/` and the example plugin where the demo
 /// config looks for it, committed on `main`.
 fn checkout() -> TempDir {
@@ -106,9 +92,9 @@ fn checkout() -> TempDir {
     )
     .expect("copy the example plugin");
     std::fs::write(root.join(".gitignore"), "/target\n/config/state\n").expect("write");
-    run(root, "git", &["init", "--quiet", "--initial-branch=main"]);
-    run(root, "git", &["add", "-A"]);
-    run(root, "git", &["commit", "--quiet", "-m", "bosun"]);
+    common::git(root, &["init", "--quiet", "--initial-branch=main"]);
+    common::git(root, &["add", "-A"]);
+    common::git(root, &["commit", "--quiet", "-m", "bosun"]);
     dir
 }
 

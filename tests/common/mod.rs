@@ -111,3 +111,31 @@ pub fn request(scope: ProjectScope, params: &[(&str, &str)], log: &Log) -> RunRe
         cancel: CancellationToken::new(),
     }
 }
+
+/// Run git in `dir`, as a test user, and return its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=bosun test",
+            "-c",
+            "user.email=test@bosun.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "advice.detachedHead=false",
+        ])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
