@@ -14,20 +14,14 @@
 //!   not usable", and the next boot tries the clone again.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
-
-use super::git::redact;
+use super::git::{self, redact};
 use crate::config::Config;
 
 /// Why a first clone failed.
 #[derive(Debug, thiserror::Error)]
 enum CloneError {
-    /// The project dir exists and holds something.
-    #[error("{0} is not empty")]
-    NotEmpty(PathBuf),
     /// Creating, renaming or removing dirs.
     #[error("{what} {path}: {source}")]
     Io {
@@ -75,16 +69,13 @@ fn is_missing_or_empty(dir: &Path) -> bool {
 }
 
 /// Clone `url` (at `branch`, else the remote's default) into `dir`, which
-/// must be missing or empty.
+/// the caller found missing or empty.
 async fn clone_into(
     url: &str,
     branch: Option<&str>,
     dir: &Path,
     timeout: Duration,
 ) -> Result<(), CloneError> {
-    if !is_missing_or_empty(dir) {
-        return Err(CloneError::NotEmpty(dir.to_path_buf()));
-    }
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| CloneError::Io { what, path, source }
@@ -96,20 +87,12 @@ async fn clone_into(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io("removing the stale", &staging))?;
     }
-    let mut cmd = Command::new("git");
+    let mut cmd = git::command();
     cmd.arg("clone").arg("--quiet");
     if let Some(branch) = branch {
         cmd.arg("--branch").arg(branch);
     }
-    cmd.arg("--")
-        .arg(url)
-        .arg(&staging)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.arg("--").arg(url).arg(&staging);
     let result = match tokio::time::timeout(timeout, cmd.output()).await {
         Err(_) => Err(CloneError::Timeout(timeout)),
         Ok(Err(e)) => Err(CloneError::Git(format!("cannot run git: {e}"))),
@@ -122,6 +105,6 @@ async fn clone_into(
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
-    // rename(2) replaces an empty dir, which is all `dir` can be here.
+    // rename(2) replaces an empty dir, and fails on one that filled meanwhile.
     std::fs::rename(&staging, dir).map_err(io("moving the clone to", dir))
 }

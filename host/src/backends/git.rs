@@ -35,16 +35,8 @@ impl Git {
     /// Run `git args…`; stdout on success, a `failed` naming the command and
     /// git's own message otherwise.
     async fn git(&self, args: &[&str]) -> Result<String, CallError> {
-        let mut cmd = Command::new("git");
-        cmd.arg("-C")
-            .arg(&self.dir)
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut cmd = command();
+        cmd.arg("-C").arg(&self.dir).args(args);
         let what = format!("git {}", args.join(" "));
         let output = match tokio::time::timeout(self.timeout, cmd.output()).await {
             Err(_) => {
@@ -138,6 +130,19 @@ impl Git {
 }
 
 /// Refuse refs that git would read as options, or that are empty.
+/// git as bosun runs it: never prompting, in the C locale (messages are
+/// matched), no stdin, output captured, killed if the caller gives up.
+pub(super) fn command() -> Command {
+    let mut cmd = Command::new("git");
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 fn check_ref(name: &str) -> Result<(), CallError> {
     if name.is_empty() || name.starts_with('-') || name.contains(char::is_whitespace) {
         return Err(CallError::Invalid(format!(
