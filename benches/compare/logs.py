@@ -11,6 +11,7 @@
 """
 
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -41,6 +42,14 @@ with open(sys.argv[4] + ".tmp", "w") as f:
     f.write(str(elapsed))
 os.rename(sys.argv[4] + ".tmp", sys.argv[4])
 """
+
+def writer_argv(d0, me, count, chunk, done):
+    """The writer, saved in `d0`: `me` writes `count` lines, in `chunk`-byte
+    writes (0: a flush per line), and reports its run time in `done`."""
+    script = d0 / "writer.py"
+    script.write_text(WRITER)
+    return [sys.executable, str(script), str(me), str(count), str(chunk), str(done)]
+
 
 LINE = re.compile(r"\x1b\[3(\d)m(\d):(\d{8}):(x+)\x1b\[0m$")
 
@@ -94,13 +103,11 @@ def merged_capture(ctx):
     broken, lost = {}, {}
     for tool in TOOLS:
         d0 = ctx.dir(f"{tool}-logs")
-        script = d0 / "writer.py"
-        script.write_text(WRITER)
         merged = d0 / "merged.log"
         programs = [
             Program(
                 f"w{i}",
-                [sys.executable, str(script), str(i), str(count), "8192", str(d0 / f"done{i}")],
+                writer_argv(d0, i, count, 8192, d0 / f"done{i}"),
                 log=merged,
                 restart=False,
             )
@@ -122,11 +129,10 @@ def merged_capture(ctx):
 def writer_slowdown(ctx):
     count = 200_000 if ctx.quick else 1_000_000
     d0 = ctx.dir("direct-writer")
-    script = d0 / "writer.py"
-    script.write_text(WRITER)
+    argv = writer_argv(d0, 1, count, 0, d0 / "done")
     with open(d0 / "out.log", "w") as out:
         subprocess.run(
-            [sys.executable, str(script), "1", str(count), "0", str(d0 / "done")],
+            argv,
             stdout=out,
             check=True,
         )
@@ -134,18 +140,16 @@ def writer_slowdown(ctx):
     # The cheapest reader a pipe can have: what any supervisor starts from.
     (d0 / "done").unlink()
     subprocess.run(
-        f"{sys.executable} {script} 1 {count} 0 {d0 / 'done'} | cat > {d0 / 'cat.log'}",
+        f"{shlex.join(argv)} | cat > {d0 / 'cat.log'}",
         shell=True,
         check=True,
     )
     times = {"stdout to a file": base, "a pipe to cat": float((d0 / "done").read_text())}
     for tool in TOOLS:
         d0 = ctx.dir(f"{tool}-writer")
-        script = d0 / "writer.py"
-        script.write_text(WRITER)
         program = Program(
             "writer",
-            [sys.executable, str(script), "1", str(count), "0", str(d0 / "done")],
+            writer_argv(d0, 1, count, 0, d0 / "done"),
             log=d0 / "writer.log",
             restart=False,
         )
