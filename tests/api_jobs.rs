@@ -397,10 +397,13 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
 async fn projects_show_their_processes_actions_and_logs() {
     let root = config_dir(&(config_text("", "") + TICKER));
     let b = Bosun::start_in(root.path()).await;
+    b.settled_project("alpha", "running").await;
     let project = b.get_json("/v1/projects/alpha", RUN_ALPHA).await;
-    let process = &project["processes"][0];
-    assert_eq!(process["name"], "ticker");
-    assert!(process["pid"].as_u64().is_some(), "{project}");
+    assert_eq!(project["processes"][0]["name"], "ticker");
+    assert!(
+        project["processes"][0]["pid"].as_u64().is_some(),
+        "{project}"
+    );
     assert_eq!(project["actions"], json!(["hostile", "quick", "status"]));
 
     let actions = b.get_json("/v1/projects/alpha/actions", RUN_ALPHA).await;

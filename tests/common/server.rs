@@ -232,6 +232,25 @@ impl Api {
         }
     }
 
+    /// Wait (30 s at most) until `project`'s first process leaves
+    /// `starting`, and return the project; it must then be in `want`.
+    /// The server answers while the supervisor may still be spawning.
+    pub async fn settled_project(&self, project: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let body = self
+                .get_json(&format!("/v1/projects/{project}"), ADMIN)
+                .await;
+            let state = body["processes"][0]["state"].as_str().unwrap_or("");
+            if state != "starting" {
+                assert_eq!(state, want, "{body}");
+                return body;
+            }
+            assert!(Instant::now() < deadline, "still starting: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Wait until the job is running.
     pub async fn until_running(&self, id: &str) {
         self.poll(id, |s| s == "running").await;

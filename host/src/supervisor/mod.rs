@@ -117,7 +117,8 @@ impl Supervisor {
                         i,
                         &config.state_dir,
                     ));
-                    let status = Arc::new(watch::Sender::new(Status::new(&process.name, i)));
+                    let start = persist.desired(&spec).unwrap_or(process.autostart);
+                    let status = Arc::new(watch::Sender::new(Status::new(&process.name, i, start)));
                     let log = Arc::new(ProcessLog::new());
                     let (tx, rx) = mpsc::channel(16);
                     let sink = LineSink {
@@ -138,7 +139,6 @@ impl Supervisor {
                             _ => None,
                         },
                     };
-                    let start = persist.desired(&spec).unwrap_or(process.autostart);
                     let worker = Worker {
                         spec,
                         status: status.clone(),

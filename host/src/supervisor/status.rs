@@ -12,7 +12,7 @@ use crate::plugins::bindings::{ProcessInfo, ProcessState};
 pub enum State {
     /// Not running, and not meant to be.
     Stopped,
-    /// Spawned; waiting for its readiness check.
+    /// About to spawn at boot, or spawned and waiting for its readiness check.
     Starting,
     /// Running (and ready, when a check is configured).
     Running,
@@ -55,11 +55,17 @@ pub struct Status {
 }
 
 impl Status {
-    pub(crate) fn new(name: &str, instance: u32) -> Self {
+    /// The status before the worker's first step: `starting` when it is
+    /// about to spawn, so nobody reads "stopped" for a process that is not.
+    pub(crate) fn new(name: &str, instance: u32, will_start: bool) -> Self {
         Self {
             name: name.to_string(),
             instance,
-            state: State::Stopped,
+            state: if will_start {
+                State::Starting
+            } else {
+                State::Stopped
+            },
             pid: None,
             restarts: 0,
             started_at: None,
