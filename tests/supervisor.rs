@@ -507,25 +507,14 @@ async fn two_writers_of_200k_lines_give_zero_broken_lines_in_every_log() {
     sup.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_keeps_log_keep_files_of_whole_lines() {
-    let s = Setup::new(
-        "[[projects.app.processes]]\nname = \"chatty\"\ncommand = \"python3\"\nargs = [\"-c\", \"import sys\\nfor i in range(5000): sys.stdout.write('line %06d %s\\\\n' % (i, 'x' * 88))\"]\n\
-         restart_at = []\nlog_max_size = \"64KiB\"\nlog_keep = 3\n",
-    );
-    let (sup, app) = s.start().await;
-    eventually("chatty exits", || status(&app, 0).state == State::Exited).await;
-    let log = s.log_file("chatty-0");
-    eventually("the last line is on disk", || {
-        data_lines(&log)
-            .iter()
-            .any(|l| l.starts_with("line 004999 "))
-    })
-    .await;
+/// Check a rotated log: `keep` rotated files besides the current one, none
+/// more, each at most 64 KiB and of whole `line_len`-byte lines (bosun's own
+/// notes aside). Returns the lines kept.
+fn check_rotated(log: &Path, keep: u32, line_len: usize) -> usize {
     let mut total = 0;
-    for n in 0..=3 {
+    for n in 0..=keep {
         let path = if n == 0 {
-            log.clone()
+            log.to_path_buf()
         } else {
             PathBuf::from(format!("{}.{n}", log.display()))
         };
@@ -535,21 +524,47 @@ async fn rotation_keeps_log_keep_files_of_whole_lines() {
         assert!(size <= 64 * 1024, "{} is {size} bytes", path.display());
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.ends_with('\n'), "{} ends mid-line", path.display());
-        for line in text.lines().filter(|l| !l.starts_with("[bosun]")) {
+        for line in text.lines().filter(|l| !l.contains("[bosun]")) {
             assert_eq!(
                 line.len(),
-                100,
+                line_len,
                 "{}: a broken line: {line:?}",
                 path.display()
             );
         }
         total += text.lines().count();
     }
-    assert!(total > 2000, "the kept files hold {total} lines");
+    let extra = PathBuf::from(format!("{}.{}", log.display(), keep + 1));
     assert!(
-        !PathBuf::from(format!("{}.4", log.display())).exists(),
-        "only log_keep = 3 rotated files"
+        !extra.exists(),
+        "more than {keep} rotated files of {}",
+        log.display()
     );
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_log_keep_files_of_whole_lines() {
+    let s = Setup::new(
+        "merged_log = \"state/logs/app.log\"\nmerged_log_max_size = \"64KiB\"\nmerged_log_keep = 2\n\
+         [[projects.app.processes]]\nname = \"chatty\"\ncommand = \"python3\"\nargs = [\"-c\", \"import sys\\nfor i in range(5000): sys.stdout.write('line %06d %s\\\\n' % (i, 'x' * 88))\"]\n\
+         restart_at = []\nlog_max_size = \"64KiB\"\nlog_keep = 3\n",
+    );
+    let (sup, app) = s.start().await;
+    eventually("chatty exits", || status(&app, 0).state == State::Exited).await;
+    let log = s.log_file("chatty-0");
+    let merged = s.root.path().join("state/logs/app.log");
+    eventually("the last line is on disk in both logs", || {
+        [&log, &merged]
+            .iter()
+            .all(|path| data_lines(path).iter().any(|l| l.contains("line 004999 ")))
+    })
+    .await;
+    let kept = check_rotated(&log, 3, 100);
+    assert!(kept > 2000, "the kept files hold {kept} lines");
+    // The merged log's lines carry the `chatty-0 | ` prefix.
+    let kept = check_rotated(&merged, 2, 111);
+    assert!(kept > 1000, "the merged files hold {kept} lines");
     sup.shutdown().await;
 }
 

@@ -140,6 +140,12 @@ pub struct ProjectConfig {
     /// A log file that gets every process's lines, each prefixed with
     /// `<name>-<instance> | `. None by default.
     pub merged_log: Option<PathBuf>,
+    /// Rotate the merged log when a line would take it past this size.
+    #[serde(default = "process::default_log_max_size")]
+    pub merged_log_max_size: ByteSize,
+    /// Rotated merged-log files to keep (`.1` is the newest).
+    #[serde(default = "process::default_log_keep")]
+    pub merged_log_keep: u32,
     /// When set, every API call on this project must also carry the key
     /// with this hash in `X-Project-Key`.
     pub key_hash: Option<KeyHash>,
@@ -242,6 +248,12 @@ impl Config {
             .map_err(|(key, message)| invalid(key, message))?;
         for (name, project) in &self.projects {
             check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
+            process::check_rotation(
+                project.merged_log_max_size,
+                project.merged_log_keep,
+                "merged_log",
+            )
+            .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
             for (i, process) in project.processes.iter().enumerate() {
                 process
                     .validate()

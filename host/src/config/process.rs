@@ -112,11 +112,27 @@ fn default_stop_signal() -> nix::sys::signal::Signal {
 fn default_kill_timeout() -> Duration {
     Duration::from_secs(5)
 }
-fn default_log_max_size() -> ByteSize {
+pub(super) fn default_log_max_size() -> ByteSize {
     ByteSize::mib(10)
 }
-fn default_log_keep() -> u32 {
+pub(super) fn default_log_keep() -> u32 {
     5
+}
+
+/// The rules for a rotated log's `<prefix>_max_size` and `<prefix>_keep`;
+/// an error names the key and says what is wrong with it.
+pub(super) fn check_rotation(
+    max_size: ByteSize,
+    keep: u32,
+    prefix: &str,
+) -> Result<(), (String, String)> {
+    if keep == 0 {
+        return Err((format!("{prefix}_keep"), "must be at least 1".into()));
+    }
+    if max_size.as_u64() < 1024 {
+        return Err((format!("{prefix}_max_size"), "must be at least 1KiB".into()));
+    }
+    Ok(())
 }
 fn default_ready_timeout() -> Duration {
     Duration::from_secs(30)
@@ -182,12 +198,8 @@ impl ProcessConfig {
         ) {
             return Err("`stop_signal` cannot be SIGKILL or SIGSTOP: the process must get a chance to stop cleanly".into());
         }
-        if self.log_keep == 0 {
-            return Err("`log_keep` must be at least 1".into());
-        }
-        if self.log_max_size.as_u64() < 1024 {
-            return Err("`log_max_size` must be at least 1KiB".into());
-        }
+        check_rotation(self.log_max_size, self.log_keep, "log")
+            .map_err(|(key, message)| format!("`{key}` {message}"))?;
         if let Some(ready) = &self.ready {
             match (&ready.port, &ready.log) {
                 (Some(_), None) => {}

@@ -50,9 +50,6 @@ use worker::{Command, Worker};
 
 /// Grace given to leftovers of a previous bosun at boot.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
-/// Rotation of the merged project log.
-const MERGED_MAX_BYTES: u64 = 10 << 20;
-const MERGED_KEEP: u32 = 5;
 
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +102,7 @@ impl Supervisor {
             let merged = pcfg
                 .merged_log
                 .clone()
-                .map(|p| file_spec(p, MERGED_MAX_BYTES, MERGED_KEEP));
+                .map(|p| file_spec(p, pcfg.merged_log_max_size.as_u64(), pcfg.merged_log_keep));
             let writer = logfile::spawn_writer(project, merged);
             let mut instances = Vec::new();
             for process in &pcfg.processes {
