@@ -87,6 +87,19 @@ async fn stock_plugins_load_and_describe_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_run_sees_what_an_earlier_run_left_in_memory() {
+    // Pooled slots are reused (and reset with memset, not always madvise):
+    // each run must still start from the component's pristine memory.
+    let engine = engine();
+    let plugin = hostile(&engine).await;
+    for _ in 0..3 {
+        let (result, _) = run_mode(&engine, &plugin, "residue").await;
+        let out: Value = serde_json::from_str(&result.expect("runs")).expect("JSON");
+        assert_eq!(out, serde_json::json!({"runs": 1, "dirty_bytes": 0}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_sees_only_its_project_dir_and_its_bosun_env() {
     let engine = engine();
     let plugin = hostile(&engine).await;

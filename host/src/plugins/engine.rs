@@ -20,13 +20,19 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::bosun::plugin::{commands, git, processes, types};
 use super::bindings::{ActionMeta, ActionPluginPre};
 use super::cache::{ComponentCache, Origin};
 use super::run::{FailureKind, RunLimits};
 use super::state::RunState;
+
+/// Bytes of a freed slot's linear memory reset with `memset` (only the
+/// resident pages, with PAGEMAP_SCAN) instead of `madvise`.
+const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+/// The same for a slot's tables.
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
 /// How often the epoch advances: the granularity of deadlines and cancellation.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -232,7 +238,10 @@ fn build_engine(cfg: &EngineConfig) -> Result<(wasmtime::Engine, Allocation), En
             .total_tables(runs.saturating_mul(MAX_TABLES_PER_COMPONENT))
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .total_stacks(runs)
-            .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX));
+            .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX))
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE)
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match wasmtime::Engine::new(&config) {
             Ok(engine) => return Ok((engine, Allocation::Pooling)),
