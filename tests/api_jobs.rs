@@ -379,6 +379,30 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
         .await
         .expect("GET");
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+
+    // While serving, retention runs again as jobs finish (at most once a
+    // second): the oldest of the three kept goes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, job) = b.hostile("?wait=30s", json!({"mode": "noop"}), ADMIN).await;
+    let want = vec![id(&job), ids[5].clone(), ids[4].clone()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = b.get_json("/v1/jobs", ADMIN).await;
+        let kept: Vec<String> = page["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(id)
+            .collect();
+        if kept == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never pruned to {want:?}: {kept:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.stop().await;
 
     // And by age: nothing finished is younger than a millisecond by now.
