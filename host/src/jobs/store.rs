@@ -11,8 +11,12 @@
 //!   caller. Under load a single commit covers dozens of jobs; alone, a job
 //!   waits for nobody. (A connection behind a mutex, one transaction per
 //!   write, managed 1.5k jobs/s here; this does several times that.)
-//! - Reads, recovery and retention use a second connection from blocking
-//!   threads; WAL lets them run beside the writer.
+//! - **Retention is a write like any other.** Its deletes go through the
+//!   writer too: run from a second connection they held SQLite's write lock,
+//!   and the writer slept in the busy handler (up to tens of milliseconds).
+//!   Each pass walks only the `keep` newest rows and the rows it deletes.
+//! - Reads and boot recovery use a second connection from blocking threads;
+//!   WAL lets reads run beside the writer.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -70,11 +74,14 @@ enum Op {
     Insert(Job),
     Update(Job, Option<String>),
     SaveLog(String, String),
+    /// Retention: keep this many finished jobs, none older than this.
+    Prune(u64, Duration),
 }
 
 struct Write {
     op: Op,
-    done: oneshot::Sender<Result<(), String>>,
+    /// Answered once committed, with the rows the write changed.
+    done: oneshot::Sender<Result<usize, String>>,
 }
 
 const SCHEMA: &str = "
@@ -133,7 +140,7 @@ impl Store {
     /// Hand `op` to the writer now; the future resolves once it is
     /// committed. Sending before the first poll lets a caller put several
     /// writes into one commit.
-    fn write(&self, op: Op) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+    fn write(&self, op: Op) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
         let (done, committed) = oneshot::channel();
         let sent = self.writer.send(Write { op, done }).is_ok();
         async move {
@@ -165,7 +172,8 @@ impl Store {
 
     /// Store a new job.
     pub fn insert(&self, job: &Job) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        self.write(Op::Insert(job.clone()))
+        let written = self.write(Op::Insert(job.clone()));
+        async move { written.await.map(drop) }
     }
 
     /// Write a job's state, times, outcome and (when given) its log.
@@ -174,7 +182,8 @@ impl Store {
         job: &Job,
         log: Option<String>,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        self.write(Op::Update(job.clone(), log))
+        let written = self.write(Op::Update(job.clone(), log));
+        async move { written.await.map(drop) }
     }
 
     /// Save a running job's log so far.
@@ -183,7 +192,8 @@ impl Store {
         id: &str,
         log: String,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        self.write(Op::SaveLog(id.to_string(), log))
+        let written = self.write(Op::SaveLog(id.to_string(), log));
+        async move { written.await.map(drop) }
     }
 
     /// The job with `id`.
@@ -284,23 +294,7 @@ impl Store {
     /// Delete finished jobs beyond the newest `keep`, and those older than
     /// `keep_for`. Returns how many were deleted.
     pub async fn prune(&self, keep: u64, keep_for: Duration) -> Result<usize, StoreError> {
-        self.with(move |c| {
-            let cutoff = now_ms().saturating_sub(u64::try_from(keep_for.as_millis())?);
-            let tx = c.transaction()?;
-            let old = tx.execute(
-                "DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND created_at < ?1",
-                [cutoff as i64],
-            )?;
-            let extra = tx.execute(
-                "DELETE FROM jobs WHERE seq IN (
-                     SELECT seq FROM jobs WHERE state NOT IN ('queued', 'running')
-                     ORDER BY seq DESC LIMIT -1 OFFSET ?1)",
-                [keep as i64],
-            )?;
-            tx.commit()?;
-            Ok(old + extra)
-        })
-        .await
+        self.write(Op::Prune(keep, keep_for)).await
     }
 }
 
@@ -340,29 +334,34 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        if commit(&mut conn, &batch).is_ok() {
-            for w in batch {
-                let _ = w.done.send(Ok(()));
+        if let Ok(changed) = commit(&mut conn, &batch) {
+            for (w, n) in batch.into_iter().zip(changed) {
+                let _ = w.done.send(Ok(n));
             }
             continue;
         }
         for w in batch {
-            let result = commit(&mut conn, std::slice::from_ref(&w)).map_err(|e| format!("{e:#}"));
+            let result = commit(&mut conn, std::slice::from_ref(&w))
+                .map(|changed| changed[0])
+                .map_err(|e| format!("{e:#}"));
             let _ = w.done.send(result);
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Write]) -> anyhow::Result<()> {
+/// Apply `batch` in one transaction; returns the rows each write changed.
+fn commit(conn: &mut Connection, batch: &[Write]) -> anyhow::Result<Vec<usize>> {
     let tx = conn.transaction().context("starting a transaction")?;
-    for w in batch {
-        apply(&tx, &w.op)?;
-    }
-    tx.commit().context("committing")
+    let changed = batch
+        .iter()
+        .map(|w| apply(&tx, &w.op))
+        .collect::<anyhow::Result<_>>()?;
+    tx.commit().context("committing")?;
+    Ok(changed)
 }
 
-fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<()> {
-    match op {
+fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<usize> {
+    Ok(match op {
         Op::Insert(job) => {
             tx.prepare_cached(
                 "INSERT INTO jobs (id, project, action, params, requested_by, state, created_at)
@@ -377,7 +376,7 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<()> {
                 job.state.as_str(),
                 job.created_at as i64
             ])
-            .context("inserting a job")?;
+            .context("inserting a job")?
         }
         Op::Update(job, log) => {
             let (kind, message) = match &job.error {
@@ -399,15 +398,53 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<()> {
                 message,
                 log
             ])
-            .context("updating a job")?;
+            .context("updating a job")?
         }
-        Op::SaveLog(id, log) => {
-            tx.prepare_cached("UPDATE jobs SET log = ?2 WHERE id = ?1")?
-                .execute(params![id, log])
-                .context("saving a job log")?;
-        }
-    }
-    Ok(())
+        Op::SaveLog(id, log) => tx
+            .prepare_cached("UPDATE jobs SET log = ?2 WHERE id = ?1")?
+            .execute(params![id, log])
+            .context("saving a job log")?,
+        Op::Prune(keep, keep_for) => prune(tx, *keep, *keep_for).context("retention")?,
+    })
+}
+
+/// Delete finished jobs beyond the newest `keep` and those older than
+/// `keep_for`, visiting only the `keep` newest rows and the deleted ones:
+/// `seq` follows creation, so each bound is found by walking the primary
+/// key (newest first for the count, oldest first for the age) instead of
+/// scanning the table.
+fn prune(tx: &Transaction<'_>, keep: u64, keep_for: Duration) -> anyhow::Result<usize> {
+    const FINISHED: &str = "state NOT IN ('queued', 'running')";
+    let cutoff = now_ms().saturating_sub(u64::try_from(keep_for.as_millis())?);
+    // The oldest job young enough to keep: jobs before it are candidates
+    // (each still checked by its own time, as clocks may step).
+    let young: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM jobs WHERE created_at >= ?1 ORDER BY seq LIMIT 1",
+            [cutoff as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let old = tx.execute(
+        &format!("DELETE FROM jobs WHERE seq < ?1 AND created_at < ?2 AND {FINISHED}"),
+        params![young.unwrap_or(i64::MAX), cutoff as i64],
+    )?;
+    // The newest finished job past the `keep` newest: it and older go.
+    let first_extra: Option<i64> = tx
+        .query_row(
+            &format!("SELECT seq FROM jobs WHERE {FINISHED} ORDER BY seq DESC LIMIT 1 OFFSET ?1"),
+            [keep as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let extra = match first_extra {
+        Some(seq) => tx.execute(
+            &format!("DELETE FROM jobs WHERE seq <= ?1 AND {FINISHED}"),
+            [seq],
+        )?,
+        None => 0,
+    };
+    Ok(old + extra)
 }
 
 fn read_job(row: &Row<'_>) -> rusqlite::Result<Job> {
