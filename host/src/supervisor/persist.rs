@@ -19,6 +19,7 @@
 //! whole, atomically (temp file + rename), on each change.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -214,7 +215,8 @@ fn write_atomic(path: &Path, data: &Data) -> anyhow::Result<()> {
     let dir = path.parent().context("state file has a parent dir")?;
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, data)?;
+    // One write: serde_json writes token by token, a syscall each on a File.
+    tmp.write_all(&serde_json::to_vec_pretty(data)?)?;
     // No fsync: the rename is atomic against a crash of bosun, and a power
     // loss ends the recorded processes too. An fsync here cost ~2 ms per
     // crash-restart.
