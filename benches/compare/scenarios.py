@@ -126,6 +126,13 @@ def restart(ctx):
             )
             if tool == "PM2":
                 medians["PM2 RPC"] = statistics.median(d.rpc_restarts("web", count))
+            if tool == "bosun":
+                # What this harness's own HTTP client costs: the same two
+                # round trips (the action call, the pid check) with nothing
+                # to do, so bosun's part of a restart is the difference.
+                medians["bosun's two API calls alone"] = statistics.median(
+                    timed(n, lambda: (d.pids("web"), d.pids("web")))
+                )
     work = ctx.dir("webhook")
     pidfile = work / "pid"
     script = work / "restart.sh"
