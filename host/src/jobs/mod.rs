@@ -434,9 +434,10 @@ impl Inner {
     }
 
     /// Retention, at boot and then at most every [`PRUNE_EVERY`] as jobs
-    /// finish, in its own task: a prune scans the history (milliseconds at
-    /// 10k jobs), so neither a runner nor a caller waits for it, and at
-    /// thousands of jobs a second it costs well under 1% of a core.
+    /// finish, in its own task: a pass walks the `keep` newest rows and
+    /// deletes what is past them (a few milliseconds at 10k jobs), so no
+    /// runner waits for it, and at 14k jobs a second it costs about 1% of
+    /// the writer's time.
     fn prune_now_and_then(&self) {
         {
             let mut pruned_at = self
