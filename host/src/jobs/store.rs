@@ -362,8 +362,8 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> anyhow::Result<Vec<usize>> 
 
 fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<usize> {
     Ok(match op {
-        Op::Insert(job) => {
-            tx.prepare_cached(
+        Op::Insert(job) => tx
+            .prepare_cached(
                 "INSERT INTO jobs (id, project, action, params, requested_by, state, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
@@ -376,8 +376,7 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<usize> {
                 job.state.as_str(),
                 job.created_at as i64
             ])
-            .context("inserting a job")?
-        }
+            .context("inserting a job")?,
         Op::Update(job, log) => {
             let (kind, message) = match &job.error {
                 Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
