@@ -21,6 +21,16 @@ fn id(job: &Value) -> String {
     job["id"].as_str().expect("job id").to_string()
 }
 
+/// The ids of a `GET /v1/jobs` page, in its order.
+fn ids_of(page: &Value) -> Vec<String> {
+    page["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(id)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_against_a_bounded_queue_loses_and_duplicates_nothing() {
     let (_root, b) = Bosun::start("", "queue_depth = 16").await;
@@ -62,12 +72,7 @@ async fn a_burst_against_a_bounded_queue_loses_and_duplicates_nothing() {
     }
     // The history holds exactly the accepted jobs: nothing refused was stored.
     let page = b.get_json("/v1/jobs?project=alpha&limit=500", ADMIN).await;
-    let stored: BTreeSet<String> = page["jobs"]
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .map(id)
-        .collect();
+    let stored: BTreeSet<String> = ids_of(&page).into_iter().collect();
     assert_eq!(stored, unique);
     b.stop().await;
 }
@@ -338,12 +343,7 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
         ids.push(id(&job));
     }
     let page = b.get_json("/v1/jobs?limit=4", ADMIN).await;
-    let first: Vec<String> = page["jobs"]
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .map(id)
-        .collect();
+    let first = ids_of(&page);
     assert_eq!(
         first,
         ids[2..].iter().rev().cloned().collect::<Vec<_>>(),
@@ -353,12 +353,7 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
     let page = b
         .get_json(&format!("/v1/jobs?limit=4&before={next}"), ADMIN)
         .await;
-    let second: Vec<String> = page["jobs"]
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .map(id)
-        .collect();
+    let second = ids_of(&page);
     assert_eq!(second, vec![ids[1].clone(), ids[0].clone()]);
     assert!(page["next"].is_null());
     b.stop().await;
@@ -366,12 +361,7 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
     std::fs::write(root.path().join("bosun.toml"), config_text("", "keep = 3")).expect("config");
     let b = Bosun::start_in(root.path()).await;
     let page = b.get_json("/v1/jobs", ADMIN).await;
-    let kept: Vec<String> = page["jobs"]
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .map(id)
-        .collect();
+    let kept = ids_of(&page);
     assert_eq!(kept, ids[3..].iter().rev().cloned().collect::<Vec<_>>());
     let gone = b
         .req(Method::GET, &format!("/v1/jobs/{}", ids[0]), Some(ADMIN))
@@ -388,12 +378,7 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let page = b.get_json("/v1/jobs", ADMIN).await;
-        let kept: Vec<String> = page["jobs"]
-            .as_array()
-            .expect("jobs")
-            .iter()
-            .map(id)
-            .collect();
+        let kept = ids_of(&page);
         if kept == want {
             break;
         }
