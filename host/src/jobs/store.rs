@@ -155,6 +155,12 @@ impl Store {
         }
     }
 
+    /// [`Self::write`] for a caller that does not need the rows changed.
+    fn write_only(&self, op: Op) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let written = self.write(op);
+        async move { written.await.map(drop) }
+    }
+
     /// Run `f` on the reading connection in a blocking thread.
     async fn with<T: Send + 'static>(
         &self,
@@ -172,8 +178,7 @@ impl Store {
 
     /// Store a new job.
     pub fn insert(&self, job: &Job) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        let written = self.write(Op::Insert(job.clone()));
-        async move { written.await.map(drop) }
+        self.write_only(Op::Insert(job.clone()))
     }
 
     /// Write a job's state, times, outcome and (when given) its log.
@@ -182,8 +187,7 @@ impl Store {
         job: &Job,
         log: Option<String>,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        let written = self.write(Op::Update(job.clone(), log));
-        async move { written.await.map(drop) }
+        self.write_only(Op::Update(job.clone(), log))
     }
 
     /// Save a running job's log so far.
@@ -192,8 +196,7 @@ impl Store {
         id: &str,
         log: String,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        let written = self.write(Op::SaveLog(id.to_string(), log));
-        async move { written.await.map(drop) }
+        self.write_only(Op::SaveLog(id.to_string(), log))
     }
 
     /// The job with `id`.
