@@ -86,6 +86,8 @@ role = "admin"
 [projects.app]
 dir = "app"
 actions = ["status", "start", "stop", "restart", "update", "deploy"]
+[projects.app.git]
+remote = "./origin.git"
 [projects.app.commands]
 allow = ["sh"]
 [projects.app.deploy]
@@ -241,7 +243,7 @@ async fn update_refuses_local_changes_and_a_diverged_history() {
         .await;
     assert_eq!(job["state"], "failed", "{job}");
     assert!(
-        error_of(&job).contains("not the top of its own git work tree"),
+        error_of(&job).contains("no `.git` directory of its own"),
         "{job}"
     );
     assert_eq!(git(&repos.dev(), &["rev-parse", "HEAD"]), dev_head);

@@ -78,7 +78,7 @@ async fn broken_plugins_are_reported_per_action_and_the_rest_load() {
     std::fs::write(
         &path,
         "[projects.shop]\ndir = \"shop\"\nactions = [\"status\"]\n\
-         [projects.web]\ndir = \"shop\"\n\
+         [projects.web]\ndir = \"web\"\n\
          [projects.web.actions.garbage]\npath = \"garbage.wasm\"\n\
          [projects.web.actions.missing]\npath = \"nope.wasm\"\n\
          [projects.web.actions.wrong]\npath = \"wrong.wasm\"\n\

@@ -9,7 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bosun::config::Config;
+use bosun::confine::{Confinement, Role};
 use bosun::supervisor::{ProjectHandle, State, Status, Supervisor};
 use tempfile::TempDir;
 
@@ -23,7 +26,9 @@ struct Setup {
 impl Setup {
     fn new(project_toml: &str) -> Self {
         let root = TempDir::new().expect("temp");
-        std::fs::create_dir_all(root.path().join("app")).expect("mkdir");
+        for dir in ["app", "other"] {
+            std::fs::create_dir_all(root.path().join(dir)).expect("mkdir");
+        }
         // Port 0: tests run side by side, and `bosun serve` also serves the API.
         let text = format!(
             "state_dir = \"state\"\n[server]\nlisten = \"127.0.0.1:0\"\n[projects.app]\ndir = \"app\"\n{project_toml}"
@@ -53,7 +58,10 @@ impl Setup {
     }
 
     async fn start(&self) -> (Supervisor, ProjectHandle) {
-        let sup = Supervisor::start(&self.config)
+        let confinement = Confinement::start(&self.config, Role::Server)
+            .await
+            .expect("confinement");
+        let sup = Supervisor::start(&self.config, Arc::new(confinement))
             .await
             .expect("supervisor starts");
         let app = sup.project("app").expect("project app");
@@ -755,7 +763,7 @@ async fn plugins_drive_their_own_project_through_the_handle_and_no_other() {
     use bosun::plugins::{ProjectScope, stock};
     let s = Setup::new(
         "[[projects.app.processes]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
-         [projects.other]\ndir = \"app\"\n[[projects.other.processes]]\nname = \"db\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+         [projects.other]\ndir = \"other\"\n[[projects.other.processes]]\nname = \"db\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
     );
     let (sup, app) = s.start().await;
     let other = sup.project("other").expect("other");
@@ -771,7 +779,7 @@ async fn plugins_drive_their_own_project_through_the_handle_and_no_other() {
         .load("restart", stock::bytes("restart").expect("stock"))
         .await
         .expect("loads");
-    let scope = ProjectScope::new("app", s.app()).with_processes(std::sync::Arc::new(app.clone()));
+    let scope = ProjectScope::new("app", s.app()).with_processes(Arc::new(app.clone()));
     let log = common::Log::default();
     let out = engine
         .run(

@@ -13,7 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bosun::config::Config;
+use bosun::confine::{Confinement, Role};
 use bosun::supervisor::{State, Supervisor};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -144,7 +147,16 @@ async fn crash_latency() -> ((Duration, Duration), (Duration, Duration)) {
         dir.path(),
         "[[projects.app.processes]]\nname = \"victim\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nrestart_at = [\"1ms\"]\n",
     );
-    let sup = Supervisor::start(&cfg).await.expect("supervisor");
+    let sup = Supervisor::start(
+        &cfg,
+        Arc::new(
+            Confinement::start(&cfg, Role::Server)
+                .await
+                .expect("confinement"),
+        ),
+    )
+    .await
+    .expect("supervisor");
     let app = sup.project("app").expect("app");
     let mut under = Vec::new();
     for _ in 0..CRASHES {
@@ -199,7 +211,16 @@ async fn flood() -> (f64, f64, f64) {
     );
     std::fs::copy(&writer, dir.path().join("app/writer.py")).expect("copy writer");
     let started = Instant::now();
-    let sup = Supervisor::start(&cfg).await.expect("supervisor");
+    let sup = Supervisor::start(
+        &cfg,
+        Arc::new(
+            Confinement::start(&cfg, Role::Server)
+                .await
+                .expect("confinement"),
+        ),
+    )
+    .await
+    .expect("supervisor");
     let log = dir.path().join("state/logs/app/flood-0.log");
     let last = format!("line {:07}\n", FLOOD_LINES - 1);
     // Read the file only once it is big enough to hold every line, so the

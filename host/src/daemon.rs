@@ -4,11 +4,13 @@
 //! one in-process on `127.0.0.1:0`.
 //!
 //! Start order: bind first (a port in use fails before any process starts),
-//! then plugins, the job store, first checkouts (`git.clone`), the
-//! supervisor, and the jobs, which need the supervisor's handles. Stop order: no new connections, running jobs get
+//! then plugins, the job store, the confinement (identities, cgroups, and
+//! the sweep of what a killed predecessor left), first checkouts
+//! (`git.clone`), the supervisor, and the jobs, which need the
+//! supervisor's handles. Stop order: no new connections, running jobs get
 //! `shutdown_grace` to finish (then are interrupted), open requests end,
 //! and the supervisor stops every process last, so a running deploy never
-//! loses the processes under it.
+//! loses the processes under it; then the cgroups are removed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use crate::api::server::{Listener, ServeError};
 use crate::api::{AppState, Auth, router};
 use crate::backends;
 use crate::config::Config;
+use crate::confine::{ConfineError, Confinement, Role};
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::plugins::{ActionRegistry, Engine, EngineConfig, EngineError};
@@ -41,6 +44,9 @@ pub enum DaemonError {
     /// The supervisor.
     #[error(transparent)]
     Supervisor(#[from] StartError),
+    /// The confinement of the projects.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
 }
 
 /// A running bosun.
@@ -63,11 +69,13 @@ impl Daemon {
         let engine = Engine::new(&EngineConfig::from_config(config))?;
         let registry = Arc::new(ActionRegistry::load(&engine, config).await);
         let store = Store::open(&config.state_dir)?;
-        backends::clone_missing(config).await;
-        let supervisor = Supervisor::start(config).await?;
-        if supervisor.leftovers_stopped() > 0 {
+        let confinement = Arc::new(Confinement::start(config, Role::Server).await?);
+        backends::clone_missing(config, &confinement).await;
+        let supervisor = Supervisor::start(config, confinement.clone()).await?;
+        let leftovers = supervisor.leftovers_stopped() + confinement.leftovers_stopped();
+        if leftovers > 0 {
             tracing::warn!(
-                groups = supervisor.leftovers_stopped(),
+                groups = leftovers,
                 "stopped processes left by a previous bosun"
             );
         }
@@ -81,7 +89,9 @@ impl Daemon {
             .iter()
             .filter_map(|(name, p)| {
                 let handle = handles.get(name)?.clone();
-                let scope = backends::project_scope(name, p).with_processes(Arc::new(handle));
+                let jail = confinement.jail(name)?;
+                let scope = backends::project_scope(name, p, jail, &config.state_dir)
+                    .with_processes(Arc::new(handle));
                 Some((name.clone(), scope))
             })
             .collect();
@@ -117,6 +127,7 @@ impl Daemon {
             projects: Arc::new(handles),
             metrics,
             server: Arc::new(config.server.clone()),
+            confinement: Arc::new(confinement.reports()),
         };
         let stop = CancellationToken::new();
         let grace = config.server.shutdown_grace;

@@ -5,6 +5,7 @@ pub mod api;
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod daemon;
 pub mod jobs;
 pub mod lines;

@@ -1,55 +1,143 @@
-//! Two rules about a project directory that the supervisor and the
-//! `commands` import share, so they cannot drift apart:
-//! - its `.env` is read fresh each time something starts, so editing it and
-//!   restarting is enough;
-//! - a working directory given relative to it must stay inside it once
-//!   symlinks are resolved.
+//! Files bosun itself reads in a project dir, on the project's behalf.
+//!
+//! A project's programs (and its plugins) can write anything in its dir,
+//! links included, and bosun runs as root. So every path bosun resolves in
+//! a project dir is resolved *beneath* it (cap-std: `openat2` with
+//! `RESOLVE_BENEATH` where the kernel has it): a link that stays inside is
+//! followed, one that leads out (`.env -> ../b/.env`) is refused.
+//!
+//! - its `.env` is read fresh each time something starts, so editing it
+//!   and restarting is enough. Only a regular file of at most
+//!   [`MAX_DOTENV`] is read, without blocking (a FIFO would hang a spawn),
+//!   and an error names the line, never its text: the file is the tenant's,
+//!   but the error goes places the tenant can read.
+//! - a working directory given relative to it must stay inside it.
 
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::path::Path;
 
-/// The variables of the project's `.env`, if it has one.
-pub fn dotenv(project_dir: &Path) -> Result<Vec<(String, String)>, String> {
-    let path = project_dir.join(".env");
-    match dotenvy::from_path_iter(&path) {
-        Ok(iter) => iter
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot parse {}: {e}", path.display())),
-        Err(e) if e.not_found() => Ok(Vec::new()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 
-/// Why a working directory cannot be used.
+/// The largest `.env` bosun reads.
+pub const MAX_DOTENV: u64 = 1 << 20;
+
+/// Why a dir in a project cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirError {
-    /// The directory does not exist or cannot be resolved.
+    /// The directory does not exist or cannot be opened.
     #[error("{0}")]
     Unusable(String),
-    /// It resolves to a place outside the project dir.
+    /// It leads outside the project dir.
     #[error("working directory `{0}` leads outside the project dir")]
     Outside(String),
 }
 
-/// `rel` (or the project dir itself when `None`), resolved and checked to
-/// stay inside `project_dir`.
-pub fn inside(project_dir: &Path, rel: Option<&Path>) -> Result<PathBuf, DirError> {
-    let project = project_dir.canonicalize().map_err(|e| {
+/// The project dir, opened.
+pub fn open(project_dir: &Path) -> Result<Dir, DirError> {
+    Dir::open_ambient_dir(project_dir, ambient_authority()).map_err(|e| {
         DirError::Unusable(format!(
             "project dir {} is not usable: {e}",
             project_dir.display()
         ))
-    })?;
+    })
+}
+
+/// `rel` inside the open `project` dir (the dir itself when `None`),
+/// resolved beneath it.
+pub fn subdir(project: &Dir, rel: Option<&Path>) -> Result<Dir, DirError> {
     let Some(rel) = rel else {
-        return Ok(project);
+        return project
+            .try_clone()
+            .map_err(|e| DirError::Unusable(format!("project dir: {e}")));
     };
-    let dir = project.join(rel).canonicalize().map_err(|e| {
-        DirError::Unusable(format!(
-            "working directory `{}` is not usable: {e}",
-            rel.display()
-        ))
-    })?;
-    if !dir.starts_with(&project) {
-        return Err(DirError::Outside(rel.display().to_string()));
+    project.open_dir(rel).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied || rel.is_absolute() {
+            DirError::Outside(rel.display().to_string())
+        } else {
+            DirError::Unusable(format!(
+                "working directory `{}` is not usable: {e}",
+                rel.display()
+            ))
+        }
+    })
+}
+
+/// The variables of the project's `.env`, if it has one.
+pub fn dotenv(project_dir: &Path) -> Result<Vec<(String, String)>, String> {
+    let dir = open(project_dir).map_err(|e| e.to_string())?;
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = match dir.open_with(".env", &options) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err("cannot read `.env`: it leads outside the project dir".into());
+        }
+        Err(e) => return Err(format!("cannot read `.env`: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read `.env`: {e}"))?;
+    if !meta.is_file() {
+        return Err("cannot read `.env`: it is not a regular file".into());
     }
-    Ok(dir)
+    if meta.len() > MAX_DOTENV {
+        return Err(format!(
+            "cannot read `.env`: it is larger than {MAX_DOTENV} bytes"
+        ));
+    }
+    let mut text = Vec::new();
+    file.into_std()
+        .take(MAX_DOTENV + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("cannot read `.env`: {e}"))?;
+    parse(&text)
+}
+
+/// Parse `.env` text; an error gives the line number only.
+fn parse(text: &[u8]) -> Result<Vec<(String, String)>, String> {
+    dotenvy::from_read_iter(text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| match e {
+            dotenvy::Error::LineParse(line, at) => {
+                let number = String::from_utf8_lossy(text)
+                    .lines()
+                    .position(|l| l.contains(line.trim_end()))
+                    .map_or(String::from("?"), |i| (i + 1).to_string());
+                format!("cannot parse `.env`: line {number}, at character {at}")
+            }
+            dotenvy::Error::Io(e) => format!("cannot parse `.env`: {e}"),
+            _ => "cannot parse `.env`".to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parse_error_names_the_line_and_never_its_text() {
+        let e = parse(b"GOOD=1\n# fine\nSECRET=hunter2 oops'\n").expect_err("bad line");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_link_out_of_the_project_is_refused() {
+        let root = tempfile::TempDir::new().expect("temp");
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir_all(&a).expect("mkdir");
+        std::fs::create_dir_all(&b).expect("mkdir");
+        std::fs::write(b.join(".env"), "SECRET=b-only\n").expect("write");
+        std::os::unix::fs::symlink("../b/.env", a.join(".env")).expect("symlink");
+        let e = dotenv(&a).expect_err("refused");
+        assert!(!e.contains("b-only"), "{e}");
+        std::fs::remove_file(a.join(".env")).expect("rm");
+        std::fs::write(a.join("real"), "OK=1\n").expect("write");
+        std::os::unix::fs::symlink("real", a.join(".env")).expect("symlink");
+        assert_eq!(dotenv(&a), Ok(vec![("OK".into(), "1".into())]));
+    }
 }

@@ -126,6 +126,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
             "init.defaultBranch=main",
             "-c",
             "advice.detachedHead=false",
+            // Project dirs belong to their projects' users, not the test's.
+            "-c",
+            "safe.directory=*",
         ])
         .arg("-C")
         .arg(dir)

@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Limits of the HTTP server.
     pub server: Arc<ServerConfig>,
+    /// What each project's confinement is.
+    pub confinement: Arc<BTreeMap<String, crate::confine::Report>>,
 }
 
 #[derive(OpenApi)]

@@ -109,6 +109,7 @@ pub async fn get_project(
     Ok(Json(ProjectView {
         processes: handle.list().iter().map(ProcessView::from).collect(),
         actions: action_names(&state, &project),
+        confinement: state.confinement.get(&project).cloned(),
         name: project,
         queued_jobs,
     }))

@@ -176,6 +176,8 @@ pub struct ProjectView {
     pub actions: Vec<String>,
     /// Jobs waiting (not counting a running one).
     pub queued_jobs: usize,
+    /// What its programs run as and may see.
+    pub confinement: Option<crate::confine::Report>,
 }
 
 /// An action, as its plugin describes itself.

@@ -2,53 +2,56 @@
 //! allow-list, never through a shell.
 //!
 //! - **Names only.** The program must be one of `commands.allow`, looked up
-//!   on the server's PATH; a path or any other name is `denied`, naming it.
+//!   on the PATH the program itself gets (the confined default, or a `PATH`
+//!   in `commands.env`), not bosun's own: a tool in root's home is not the
+//!   project's to run. A path or any other name is `denied`, naming it.
 //!   Arguments are a list, so nothing is ever re-parsed by a shell.
-//! - **Inside the project.** `cwd` is relative to the project dir and may
-//!   not leave it (symlinks resolved).
-//! - **Environment:** the project's `.env`, then `commands.env`, then the
-//!   plugin's own variables.
+//! - **Confined.** The program runs as the project, through its jail (see
+//!   `confine`): its own user, its own files, its own cgroup leaf, and no
+//!   network when `commands.network = false`. `cwd` is relative to the
+//!   project dir and may not leave it.
+//! - **Environment:** the confined base, the project's `.env`, then
+//!   `commands.env`, then the plugin's own variables, of which loader and
+//!   interpreter variables (`LD_PRELOAD`, `PYTHONPATH`, …) are refused.
 //! - **Bounded.** Each run has a timeout; the program runs in its own
-//!   process group, and the whole group is killed when it times out or when
-//!   the job is cancelled (the host call is dropped), so no build step
-//!   outlives its job.
+//!   process group and cgroup leaf, and both are killed when it times out,
+//!   when the job is cancelled (the host call is dropped) or when it exits,
+//!   so no build step, nor anything it left running, outlives its job.
 //! - **Streamed.** Output goes into the job log line by line as it happens;
 //!   the result keeps only the last lines of each stream.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command as Process;
 
 use crate::config::CommandsConfig;
+use crate::confine::{self, Jail, SpawnError};
 use crate::lines::{LineAssembler, Stream, join, to_text};
 use crate::plugins::LogSink;
 use crate::plugins::bindings::{CallError, Command, Output};
 use crate::plugins::commands::CommandRunner;
-use crate::project;
+use crate::project::{self, DirError};
 
 /// Lines of each stream kept for the result.
 const TAIL_LINES: usize = 20;
 
 /// The allow-listed programs of one project.
 pub struct Commands {
-    dir: PathBuf,
+    jail: Arc<Jail>,
     config: CommandsConfig,
 }
 
 impl Commands {
-    /// The runner for the project in `dir` with `config`.
-    pub fn new(dir: impl Into<PathBuf>, config: CommandsConfig) -> Self {
-        Self {
-            dir: dir.into(),
-            config,
-        }
+    /// The runner for the project of `jail` with `config`.
+    pub fn new(jail: Arc<Jail>, config: CommandsConfig) -> Self {
+        Self { jail, config }
     }
 
     fn allowed(&self, program: &str) -> Result<PathBuf, CallError> {
@@ -62,19 +65,23 @@ impl Commands {
                 "`{program}` is not in this project's commands allow-list ({allowed})"
             )));
         }
-        on_path(program).ok_or_else(|| {
+        let path = self
+            .config
+            .env
+            .get("PATH")
+            .map_or(confine::DEFAULT_PATH, String::as_str);
+        on_path(program, path).ok_or_else(|| {
             CallError::Failed(format!(
-                "`{program}` is allowed but not found on the server's PATH"
+                "`{program}` is allowed but not found on the project's PATH ({path})"
             ))
         })
     }
 }
 
-/// The first executable `name` on PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
+/// The first executable `name` on `path`.
+fn on_path(name: &str, path: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|dir| dir.join(name))
         .find(|p| {
             p.metadata()
@@ -98,30 +105,32 @@ impl Drop for GroupGuard {
 impl CommandRunner for Commands {
     async fn run(&self, cmd: Command, log: LogSink) -> Result<Output, CallError> {
         let program = self.allowed(&cmd.program)?;
-        let cwd =
-            project::inside(&self.dir, cmd.cwd.as_deref().map(Path::new)).map_err(|e| match e {
-                project::DirError::Outside(_) => CallError::Denied(e.to_string()),
-                project::DirError::Unusable(_) => CallError::Failed(e.to_string()),
-            })?;
-        let dotenv = project::dotenv(&self.dir).map_err(CallError::Failed)?;
+        confine::check_plugin_env(&cmd.env).map_err(CallError::Denied)?;
+        let dotenv = project::dotenv(self.jail.dir()).map_err(CallError::Failed)?;
         let timeout = cmd
             .timeout_ms
             .map_or(self.config.timeout, Duration::from_millis);
-        let mut process = Process::new(&program);
+        let mut process = self.jail.command(&program);
         process
             .args(&cmd.args)
-            .current_dir(&cwd)
             .envs(dotenv)
             .envs(&self.config.env)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = process
-            .spawn()
-            .map_err(|e| CallError::Failed(format!("cannot start `{}`: {e}", cmd.program)))?;
+            .kill_on_drop(true)
+            .network(self.config.network)
+            .own_leaf("cmd");
+        if let Some(cwd) = &cmd.cwd {
+            process.cwd(cwd);
+        }
+        let jailed = process.spawn().map_err(|e| match e {
+            SpawnError::Dir(DirError::Outside(_)) => CallError::Denied(e.to_string()),
+            e => CallError::Failed(e.to_string()),
+        })?;
+        // Dropped last: the group, then the leaf with anything that left it.
+        let _leaf = jailed.leaf;
+        let mut child = jailed.child;
         let _group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
         log(
             Stream::Host,

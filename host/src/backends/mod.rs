@@ -5,28 +5,37 @@
 //! `plugins::commands`); the backends here are what a server plugs in. The
 //! supervisor provides the third, `processes`, through its project handle.
 
-mod checkout;
 mod commands;
 mod git;
 
+use std::path::Path;
 use std::sync::Arc;
 
-pub use checkout::clone_missing;
 pub use commands::Commands;
-pub use git::{Git, redact};
+pub use git::{Git, clone_missing, redact};
 
 use crate::config::ProjectConfig;
+use crate::confine::Jail;
 use crate::plugins::ProjectScope;
 
 /// The grant of project `name` to its plugins: its dir, git work tree,
 /// allow-listed programs, and its deploy settings as `BOSUN_DEPLOY` (JSON).
-/// Processes are added by whoever supervises them.
-pub fn project_scope(name: &str, project: &ProjectConfig) -> ProjectScope {
+/// Everything the backends run, they run through `jail`. Processes are
+/// added by whoever supervises them.
+pub fn project_scope(
+    name: &str,
+    project: &ProjectConfig,
+    jail: Arc<Jail>,
+    state_dir: &Path,
+) -> ProjectScope {
+    let git = Git::new(
+        jail.clone(),
+        project.git.upstream(),
+        state_dir,
+        project.git.timeout,
+    );
     ProjectScope::new(name, &project.dir)
         .with_env("BOSUN_DEPLOY", project.deploy.to_env())
-        .with_git(Arc::new(Git::new(&project.dir, project.git.timeout)))
-        .with_commands(Arc::new(Commands::new(
-            &project.dir,
-            project.commands.clone(),
-        )))
+        .with_git(Arc::new(git))
+        .with_commands(Arc::new(Commands::new(jail, project.commands.clone())))
 }

@@ -1,4 +1,6 @@
-//! `bosun check`: the config parses, validates, and every plugin loads.
+//! `bosun check`: the config parses, validates, every plugin loads, and
+//! each project's confinement is what this host can give (printed, with
+//! the layers it cannot).
 
 use std::path::Path;
 
@@ -31,6 +33,24 @@ pub async fn check(path: &Path) -> ExitCode {
     if errors > 0 {
         eprintln!("{errors} of {actions} actions failed to load");
         return ExitCode::InvalidPlugin;
+    }
+    let mut unusable = false;
+    for (project, report) in crate::confine::Confinement::inspect(&config) {
+        match report {
+            Ok(report) => {
+                println!("{project}: {}", report.summary());
+                for missing in &report.missing {
+                    println!("{project}: missing: {missing}");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                unusable = true;
+            }
+        }
+    }
+    if unusable {
+        return ExitCode::Usage;
     }
     println!(
         "{}: ok ({} projects, {actions} actions)",

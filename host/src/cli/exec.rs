@@ -39,6 +39,18 @@ pub async fn exec(
         }
         Some(Ok(loaded)) => loaded.clone(),
     };
+    let confinement =
+        match crate::confine::Confinement::start(&config, crate::confine::Role::Guest).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::HostError;
+            }
+        };
+    let Some(jail) = confinement.jail(project) else {
+        eprintln!("error: no project `{project}` in {}", path.display());
+        return ExitCode::Usage;
+    };
     let log: LogSink = Arc::new(|stream, line| match stream {
         Stream::Stdout => eprintln!("{line}"),
         Stream::Stderr => eprintln!("stderr: {line}"),
@@ -52,7 +64,7 @@ pub async fn exec(
         }
     });
     let request = RunRequest {
-        scope: crate::backends::project_scope(project, pcfg),
+        scope: crate::backends::project_scope(project, pcfg, jail, &config.state_dir),
         action: action.to_string(),
         job_id: "local".to_string(),
         params,
@@ -60,7 +72,7 @@ pub async fn exec(
         log,
         cancel,
     };
-    match engine.run(&loaded.plugin, request).await {
+    let code = match engine.run(&loaded.plugin, request).await {
         Ok(result) => {
             println!("{result}");
             ExitCode::Ok
@@ -69,5 +81,7 @@ pub async fn exec(
             eprintln!("error: {failure}");
             failure.kind.into()
         }
-    }
+    };
+    confinement.close();
+    code
 }

@@ -233,6 +233,14 @@ pub async fn ps(
         "PROJECT", "NAME", "INST", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEM",
     ];
     print!("{}", table(&header, &rows));
+    for p in &projects {
+        let name = p["name"].as_str().unwrap_or("");
+        if let Ok(report) =
+            serde_json::from_value::<crate::confine::Report>(p["confinement"].clone())
+        {
+            println!("{name}: {}", report.summary());
+        }
+    }
     Ok(ExitCode::Ok)
 }
 

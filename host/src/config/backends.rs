@@ -3,13 +3,14 @@
 //!
 //! ```toml
 //! [projects.shop.commands]
-//! allow = ["npm", "node"]              # names on the server's PATH; nothing else runs
+//! allow = ["npm", "node"]              # names on the project's PATH; nothing else runs
 //! env = { NODE_ENV = "production" }    # over the project's .env
 //! timeout = "10m"
 //!
 //! [projects.shop.git]
 //! clone = "git@github.com:acme/shop.git"  # first checkout, when `dir` is missing or empty
 //! branch = "main"                         # for that clone; default: the remote's HEAD
+//! remote = "git@github.com:acme/shop.git" # what `fetch` pulls from; default: `clone`
 //! timeout = "2m"
 //!
 //! [projects.shop.deploy]
@@ -30,13 +31,17 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
-    /// Program names plugins may run, resolved on the server's PATH.
+    /// Program names plugins may run, resolved on the PATH the program
+    /// gets: `PATH` in `env`, else the confined default.
     pub allow: Vec<String>,
     /// Environment for those programs, over the project's `.env`.
     pub env: BTreeMap<String, String>,
     /// How long one program may run when the plugin does not say. Default 10m.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Whether the programs may use the network. Default true (`npm ci`
+    /// needs it); false gives them no network at all.
+    pub network: bool,
 }
 
 impl Default for CommandsConfig {
@@ -45,6 +50,7 @@ impl Default for CommandsConfig {
             allow: Vec::new(),
             env: BTreeMap::new(),
             timeout: Duration::from_secs(600),
+            network: true,
         }
     }
 }
@@ -59,6 +65,11 @@ pub struct GitConfig {
     pub clone: Option<String>,
     /// The branch that clone checks out; default the remote's HEAD.
     pub branch: Option<String>,
+    /// The repository `fetch` pulls from, with the server's credentials,
+    /// into a mirror only bosun can read; default `clone`. Without either,
+    /// `fetch` runs git as the project itself, on the remotes its own
+    /// `.git/config` names, without the server's credentials.
+    pub remote: Option<String>,
     /// How long one git operation may take. Default 2m.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -69,6 +80,7 @@ impl Default for GitConfig {
         Self {
             clone: None,
             branch: None,
+            remote: None,
             timeout: Duration::from_secs(120),
         }
     }
@@ -99,6 +111,13 @@ impl Default for DeployConfig {
     }
 }
 
+impl GitConfig {
+    /// The operator's repository for this project: `remote`, else `clone`.
+    pub fn upstream(&self) -> Option<&str> {
+        self.remote.as_deref().or(self.clone.as_deref())
+    }
+}
+
 impl DeployConfig {
     /// The settings as the JSON the `deploy` plugin reads from `BOSUN_DEPLOY`.
     pub fn to_env(&self) -> String {
@@ -120,13 +139,26 @@ pub(super) fn validate(
     git: &GitConfig,
     deploy: &DeployConfig,
 ) -> Result<(), (String, String)> {
-    for (key, value) in [("git.clone", &git.clone), ("git.branch", &git.branch)] {
+    for (key, value) in [
+        ("git.clone", &git.clone),
+        ("git.branch", &git.branch),
+        ("git.remote", &git.remote),
+    ] {
         if value
             .as_ref()
             .is_some_and(|v| v.is_empty() || v.starts_with('-'))
         {
             return Err((key.into(), "must not be empty or start with `-`".into()));
         }
+    }
+    if let (Some(clone), Some(remote)) = (&git.clone, &git.remote)
+        && clone != remote
+    {
+        return Err((
+            "git.remote".into(),
+            "differs from `git.clone`: a project fetches from the repository it was cloned from"
+                .into(),
+        ));
     }
     if git.branch.is_some() && git.clone.is_none() {
         return Err((

@@ -8,8 +8,10 @@
 
 mod actions;
 mod backends;
+mod confine;
 mod keys;
 mod lines;
+mod places;
 mod process;
 mod server;
 
@@ -22,8 +24,12 @@ use serde::Deserialize;
 
 pub use actions::{ActionConfig, Actions};
 pub use backends::{CommandsConfig, DeployConfig, GitConfig};
+pub use confine::{
+    ConfinementSettings, DEFAULT_ID_RANGE, DEFAULT_PIDS, Limits, ProjectConfinement,
+};
 pub use keys::{KeyConfig, KeyHash, Role, Scope};
 pub use lines::line_of;
+pub use places::lexical;
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
 
@@ -81,9 +87,15 @@ pub struct Config {
     /// The API keys.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// How projects are confined.
+    #[serde(default)]
+    pub confinement: ConfinementSettings,
     /// The projects bosun manages, by name.
     #[serde(default)]
     pub projects: BTreeMap<String, ProjectConfig>,
+    /// The file this config was read from (not a key).
+    #[serde(skip)]
+    pub source: PathBuf,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -158,6 +170,16 @@ pub struct ProjectConfig {
     /// What the stock `deploy` action does.
     #[serde(default)]
     pub deploy: DeployConfig,
+    /// Who its programs run as and what they may see.
+    #[serde(default)]
+    pub confinement: ProjectConfinement,
+    /// What the whole project may use.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Run its processes, commands and git as bosun itself, seeing every
+    /// file bosun sees. Off by default; bosun warns at every start.
+    #[serde(default)]
+    pub unconfined: bool,
 }
 
 impl Config {
@@ -178,6 +200,7 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        config.source = path.to_path_buf();
         config.state_dir = base.join(&config.state_dir);
         if let Some(tls) = &mut config.server.tls {
             tls.cert = base.join(&tls.cert);
@@ -185,10 +208,17 @@ impl Config {
         }
         for project in config.projects.values_mut() {
             project.dir = base.join(&project.dir);
-            if let Some(url) = &mut project.git.clone
-                && url.starts_with('.')
+            for url in [&mut project.git.clone, &mut project.git.remote]
+                .into_iter()
+                .flatten()
             {
-                *url = base.join(&*url).to_string_lossy().into_owned();
+                if url.starts_with('.') {
+                    // Absolute: git runs it from the mirror's dir, not ours.
+                    *url = lexical(&base.join(&*url)).to_string_lossy().into_owned();
+                }
+            }
+            for p in &mut project.confinement.read_only {
+                *p = base.join(&*p);
             }
             if let Some(p) = &mut project.merged_log {
                 *p = base.join(&*p);
@@ -244,7 +274,9 @@ impl Config {
         self.server
             .validate()
             .and_then(|()| self.jobs.validate())
+            .and_then(|()| self.confinement.validate())
             .and_then(|()| self.validate_keys())
+            .and_then(|()| self.validate_places())
             .map_err(|(key, message)| invalid(key, message))?;
         for (name, project) in &self.projects {
             check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
@@ -260,6 +292,8 @@ impl Config {
                     .map_err(|m| invalid(format!("projects.{name}.processes[{i}]"), m))?;
             }
             backends::validate(&project.commands, &project.git, &project.deploy)
+                .and_then(|()| project.confinement.validate())
+                .and_then(|()| project.limits.validate())
                 .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
             for (action, cfg) in &project.actions.0 {
                 let key = format!("projects.{name}.actions.{action}");

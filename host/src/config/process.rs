@@ -79,6 +79,10 @@ pub struct ProcessConfig {
     pub ready: Option<ReadyConfig>,
     /// Restart the process when its RSS (whole process group) stays above this.
     pub max_memory: Option<ByteSize>,
+    /// Whether it may use the network. Default true; false runs it with no
+    /// network at all (a worker that only reads a queue on disk, say).
+    #[serde(default = "yes")]
+    pub network: bool,
 }
 
 /// A readiness check: a TCP port accepting connections, or a log line.

@@ -42,6 +42,7 @@ pub use logs::{LogLine, RING_LINES};
 pub use status::{State, Status};
 
 use crate::config::Config;
+use crate::confine::Confinement;
 use handle::Instance;
 use logs::{LineSink, ProcessLog, file_spec};
 use persist::Persist;
@@ -64,6 +65,7 @@ pub struct Supervisor {
     reaper: Option<JoinHandle<()>>,
     persist: Arc<Persist>,
     leftovers_stopped: usize,
+    confinement: Arc<Confinement>,
 }
 
 /// The safety net for a supervisor dropped without [`Supervisor::shutdown`]
@@ -86,7 +88,9 @@ impl Drop for Supervisor {
 impl Supervisor {
     /// Stop what a previous bosun left running, then start every instance that
     /// should run: as persisted, or per `autostart` when never recorded.
-    pub async fn start(config: &Config) -> Result<Self, StartError> {
+    /// Every program runs in its project's jail of `confinement`; the
+    /// supervisor removes the cgroups when it shuts down.
+    pub async fn start(config: &Config, confinement: Arc<Confinement>) -> Result<Self, StartError> {
         let persist = Arc::new(Persist::load(&config.state_dir).map_err(StartError)?);
         let leftovers_stopped = persist.sweep_leftovers(LEFTOVER_GRACE).await;
         let mut projects = BTreeMap::new();
@@ -103,17 +107,23 @@ impl Supervisor {
                 .merged_log
                 .clone()
                 .map(|p| file_spec(p, pcfg.merged_log_max_size.as_u64(), pcfg.merged_log_keep));
+            let jail = confinement
+                .jail(project)
+                .ok_or_else(|| StartError(anyhow::anyhow!("project `{project}` has no jail")))?;
             let writer = logfile::spawn_writer(project, merged);
             let mut instances = Vec::new();
             for process in &pcfg.processes {
                 for i in 0..process.instances {
                     let spec = Arc::new(InstanceSpec::new(
-                        project,
-                        &pcfg.dir,
+                        jail.clone(),
                         process,
                         i,
                         &config.state_dir,
                     ));
+                    let leaf = jail.leaf(&format!("proc.{}", spec.label)).unwrap_or_else(|e| {
+                        tracing::error!(project, process = %spec.label, "creating its cgroup: {e}");
+                        None
+                    });
                     let start = persist.desired(&spec).unwrap_or(process.autostart);
                     let status = Arc::new(watch::Sender::new(Status::new(&process.name, i, start)));
                     let log = Arc::new(ProcessLog::new());
@@ -142,6 +152,7 @@ impl Supervisor {
                         sink,
                         commands: rx,
                         persist: persist.clone(),
+                        leaf,
                         start,
                     };
                     workers.push(tokio::spawn(worker.run()));
@@ -170,6 +181,7 @@ impl Supervisor {
             reaper,
             persist,
             leftovers_stopped,
+            confinement,
         })
     }
 
@@ -202,5 +214,6 @@ impl Supervisor {
         for worker in std::mem::take(&mut self.workers) {
             let _ = worker.await;
         }
+        self.confinement.close();
     }
 }

@@ -175,7 +175,7 @@ impl Persist {
             }
         }
         for &pgid in &groups {
-            stop_group(pgid, Signal::SIGTERM, grace).await;
+            stop_group(pgid, None, Signal::SIGTERM, grace).await;
         }
         self.update(|_| true);
         groups.len()

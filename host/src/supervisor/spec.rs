@@ -2,11 +2,13 @@
 //! paths, a compiled readiness pattern, its log file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
 
 use crate::config::ProcessConfig;
+use crate::confine::Jail;
 
 /// How to tell an instance is ready.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub(crate) enum Ready {
 pub(crate) struct InstanceSpec {
     pub project: String,
     pub project_dir: PathBuf,
+    /// What the instance's programs run in.
+    pub jail: Arc<Jail>,
     pub config: ProcessConfig,
     pub instance: u32,
     /// `<name>-<instance>`: the label in the merged log and in persisted state.
@@ -32,19 +36,20 @@ pub(crate) struct InstanceSpec {
 
 impl InstanceSpec {
     pub(crate) fn new(
-        project: &str,
-        project_dir: &Path,
+        jail: Arc<Jail>,
         config: &ProcessConfig,
         instance: u32,
         state_dir: &Path,
     ) -> Self {
+        let project = jail.project().to_string();
+        let project_dir = jail.dir().to_path_buf();
         let label = format!("{}-{instance}", config.name);
         let log_file = match &config.log_file {
             Some(path) if config.instances > 1 => with_instance(path, instance),
             Some(path) => path.clone(),
             None => state_dir
                 .join("logs")
-                .join(project)
+                .join(&project)
                 .join(format!("{label}.log")),
         };
         let ready = config.ready.as_ref().map(|r| {
@@ -58,8 +63,9 @@ impl InstanceSpec {
             (check, r.timeout)
         });
         Self {
-            project: project.to_string(),
-            project_dir: project_dir.to_path_buf(),
+            project,
+            project_dir,
+            jail,
             config: config.clone(),
             instance,
             label,

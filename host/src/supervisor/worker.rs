@@ -21,6 +21,7 @@ use super::persist::Persist;
 use super::spawn::spawn;
 use super::spec::{InstanceSpec, Ready};
 use super::status::{State, Status};
+use crate::confine::Leaf;
 use crate::lines::Stream;
 
 /// How often readiness by port is probed.
@@ -45,6 +46,9 @@ pub(crate) struct Worker {
     pub sink: LineSink,
     pub commands: mpsc::Receiver<Command>,
     pub persist: Arc<Persist>,
+    /// The instance's cgroup leaf, kept across its restarts; dropping the
+    /// worker (an aborted supervisor) kills what is in it.
+    pub leaf: Option<Leaf>,
     /// Whether to start at once.
     pub start: bool,
 }
@@ -91,7 +95,7 @@ impl Worker {
                 continue;
             }
 
-            let mut child = match spawn(&self.spec, self.persist.marker()) {
+            let mut child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
                 Ok(child) => child,
                 Err(message) => {
                     self.sink.note(format!("cannot start: {message}")).await;
@@ -301,7 +305,14 @@ impl Worker {
         let leader_exit = async {
             let _ = child.wait().await;
         };
-        let outcome = stop_group_after(pgid, cfg.stop_signal, cfg.kill_timeout, leader_exit).await;
+        let outcome = stop_group_after(
+            pgid,
+            self.leaf.as_ref(),
+            cfg.stop_signal,
+            cfg.kill_timeout,
+            leader_exit,
+        )
+        .await;
         let status = child.wait().await;
         let how = match outcome {
             StopOutcome::Graceful => format!("stopped by {}", cfg.stop_signal),
@@ -325,8 +336,8 @@ impl Worker {
     /// After the leader exited on its own: stop what is left of its group.
     async fn stop_remains(&self, pgid: i32) {
         let cfg = &self.spec.config;
-        if super::group::has_live_members(pgid) {
-            stop_group(pgid, cfg.stop_signal, cfg.kill_timeout).await;
+        if super::group::has_live_members(pgid, self.leaf.as_ref()) {
+            stop_group(pgid, self.leaf.as_ref(), cfg.stop_signal, cfg.kill_timeout).await;
             self.sink
                 .note("stopped the processes the exited one left behind")
                 .await;

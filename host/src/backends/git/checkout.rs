@@ -5,8 +5,12 @@
 //! - It runs before the supervisor starts anything, so the processes find
 //!   their code on the very first boot; later boots find the dir and leave
 //!   it alone (from then on `update` and `deploy` move it).
-//! - The clone goes to a temporary sibling first and is renamed into place:
-//!   a bosun killed mid-clone leaves no half-filled dir that the next boot
+//! - The upstream is fetched into bosun's mirror (with the server's
+//!   credentials), and the work tree is made from the mirror by the
+//!   project's own confined git, so every file of the checkout belongs to
+//!   the project's user from the start and no credential reaches it.
+//! - The checkout is made in a temporary sibling and renamed into place: a
+//!   bosun killed mid-clone leaves no half-filled dir that the next boot
 //!   would mistake for a checkout.
 //! - A clone that fails is logged (credentials redacted) and does not stop
 //!   the server: one tenant's unreachable remote must not take down the
@@ -14,10 +18,15 @@
 //!   not usable", and the next boot tries the clone again.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::git::{self, redact};
+use super::mirror::Mirror;
+use super::worktree::WorkTree;
+use super::{fetch_from_mirror, mirror_path, redact};
 use crate::config::Config;
+use crate::confine::{Confinement, Jail};
+use crate::plugins::bindings::CallError;
 
 /// Why a first clone failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,30 +38,48 @@ enum CloneError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// git did not finish in time.
-    #[error("git clone took longer than {0:?}")]
-    Timeout(Duration),
-    /// git failed; its message, credentials removed.
+    /// git failed or took too long; its message, credentials removed.
     #[error("git clone failed: {0}")]
     Git(String),
 }
 
+impl From<CallError> for CloneError {
+    fn from(e: CallError) -> Self {
+        let text = match e {
+            CallError::NotFound(m)
+            | CallError::Denied(m)
+            | CallError::Failed(m)
+            | CallError::Timeout(m)
+            | CallError::Invalid(m) => m,
+        };
+        CloneError::Git(redact(&text))
+    }
+}
+
 /// Clone every project that has `git.clone` and no checkout yet, all at
 /// once. Failures are logged, never returned: see the module docs.
-pub async fn clone_missing(config: &Config) {
+pub async fn clone_missing(config: &Config, confinement: &Confinement) {
     let mut clones = tokio::task::JoinSet::new();
     for (name, project) in &config.projects {
         let Some(url) = project.git.clone.clone() else {
             continue;
         };
+        let Some(jail) = confinement.jail(name) else {
+            continue;
+        };
         if !is_missing_or_empty(&project.dir) {
             continue;
         }
+        let mirror = Mirror::new(
+            mirror_path(&config.state_dir, name),
+            url.clone(),
+            project.git.timeout,
+        );
         let (name, dir) = (name.clone(), project.dir.clone());
         let (branch, timeout) = (project.git.branch.clone(), project.git.timeout);
         clones.spawn(async move {
             tracing::info!(project = %name, url = %redact(&url), "cloning the project's repository");
-            match clone_into(&url, branch.as_deref(), &dir, timeout).await {
+            match clone_into(jail, &mirror, &url, branch, &dir, timeout).await {
                 Ok(()) => tracing::info!(project = %name, dir = %dir.display(), "cloned"),
                 Err(e) => tracing::error!(project = %name, "first checkout: {e}"),
             }
@@ -68,17 +95,24 @@ fn is_missing_or_empty(dir: &Path) -> bool {
     }
 }
 
-/// Clone `url` (at `branch`, else the remote's default) into `dir`, which
-/// the caller found missing or empty.
+/// Clone the mirror of `url` (at `branch`, else the upstream's default)
+/// into `dir`, which the caller found missing or empty.
 async fn clone_into(
+    jail: Arc<Jail>,
+    mirror: &Mirror,
     url: &str,
-    branch: Option<&str>,
+    branch: Option<String>,
     dir: &Path,
     timeout: Duration,
 ) -> Result<(), CloneError> {
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| CloneError::Io { what, path, source }
+    };
+    mirror.fetch().await?;
+    let branch = match branch {
+        Some(b) => b,
+        None => mirror.default_branch().await?,
     };
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
@@ -87,24 +121,43 @@ async fn clone_into(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io("removing the stale", &staging))?;
     }
-    let mut cmd = git::command();
-    cmd.arg("clone").arg("--quiet");
-    if let Some(branch) = branch {
-        cmd.arg("--branch").arg(branch);
+    std::fs::create_dir(&staging).map_err(io("creating", &staging))?;
+    if let Some(id) = jail.identity() {
+        std::os::unix::fs::chown(&staging, Some(id.uid), Some(id.gid))
+            .map_err(io("handing over", &staging))?;
     }
-    cmd.arg("--").arg(url).arg(&staging);
-    let result = match tokio::time::timeout(timeout, cmd.output()).await {
-        Err(_) => Err(CloneError::Timeout(timeout)),
-        Ok(Err(e)) => Err(CloneError::Git(format!("cannot run git: {e}"))),
-        Ok(Ok(out)) if !out.status.success() => Err(CloneError::Git(redact(
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ))),
-        Ok(Ok(_)) => Ok(()),
-    };
+    let result = checkout(jail, mirror, url, &branch, &staging, timeout).await;
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
     // rename(2) replaces an empty dir, and fails on one that filled meanwhile.
     std::fs::rename(&staging, dir).map_err(io("moving the clone to", dir))
+}
+
+/// Make a work tree of `branch` in `staging` from the mirror.
+async fn checkout(
+    jail: Arc<Jail>,
+    mirror: &Mirror,
+    url: &str,
+    branch: &str,
+    staging: &Path,
+    timeout: Duration,
+) -> Result<(), CloneError> {
+    let tree = WorkTree::at(jail, staging.to_path_buf(), timeout);
+    tree.git(&["init", "--quiet", "--initial-branch", branch])
+        .await?;
+    fetch_from_mirror(&tree, mirror).await?;
+    tree.git(&["config", "remote.origin.url", &redact(url)])
+        .await?;
+    tree.git(&[
+        "config",
+        "remote.origin.fetch",
+        "+refs/heads/*:refs/remotes/origin/*",
+    ])
+    .await?;
+    let upstream = format!("origin/{branch}");
+    tree.git(&["checkout", "--quiet", "-B", branch, "--track", &upstream])
+        .await?;
+    Ok(())
 }

@@ -1,68 +1,75 @@
-//! The `git` import's real backend: the `git` program in the project dir,
-//! with the server's own credentials (the plugin sees results, never them),
-//! a timeout on every operation, and no prompt ever (`GIT_TERMINAL_PROMPT=0`):
-//! a git that waits for a password would otherwise hang the job.
+//! The `git` import's real backend. Two kinds of git run for a project:
 //!
-//! `update` refuses to throw work away: local changes to tracked files stop
-//! it unless `force`, and so does a history that has diverged from the
+//! - **In its work tree** (`info`, `update`, `reset`, and the last step
+//!   of `fetch`): as the project itself, confined, hardened (see
+//!   `worktree`). Everything there is the tenant's to write, so nothing
+//!   there runs with bosun's rights.
+//! - **Against its upstream** (`fetch`, the first clone): as bosun, with
+//!   the server's credentials, but only in a mirror no tenant can touch
+//!   (see `mirror`). Without an upstream in the config, `fetch` runs as
+//!   the project on the remotes of its own `.git/config`, with no
+//!   credentials but its own.
+//!
+//! Every operation has a timeout, and no git ever prompts. `update`
+//! refuses to throw work away: local changes to tracked files stop it
+//! unless `force`, and so does a history that has diverged from the
 //! target. Moving to an explicit older revision (a rollback) is allowed.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+mod checkout;
+mod mirror;
+mod worktree;
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::process::Command;
 
+pub use checkout::clone_missing;
+
+use crate::confine::Jail;
 use crate::plugins::bindings::{CallError, RepoInfo, UpdateResult};
 use crate::plugins::git::GitControl;
+use mirror::Mirror;
+use worktree::{Reach, WorkTree};
 
-/// Git on one project's work tree.
+/// The refs a work tree takes from its mirror.
+const FROM_MIRROR: [&str; 2] = [
+    "+refs/heads/*:refs/remotes/origin/*",
+    "+refs/tags/*:refs/tags/*",
+];
+
+/// Git for one project.
 pub struct Git {
-    dir: PathBuf,
-    timeout: Duration,
+    tree: WorkTree,
+    mirror: Option<Mirror>,
 }
 
 impl Git {
-    /// Git in `dir`, each operation limited to `timeout`.
-    pub fn new(dir: impl Into<PathBuf>, timeout: Duration) -> Self {
+    /// Git for the project of `jail`, fetching from `upstream` (the
+    /// operator's URL) through a mirror in `state_dir`, each operation
+    /// limited to `timeout`.
+    pub fn new(
+        jail: Arc<Jail>,
+        upstream: Option<&str>,
+        state_dir: &Path,
+        timeout: Duration,
+    ) -> Self {
+        let mirror = upstream.map(|url| {
+            Mirror::new(
+                mirror_path(state_dir, jail.project()),
+                url.to_string(),
+                timeout,
+            )
+        });
         Self {
-            dir: dir.into(),
-            timeout,
+            tree: WorkTree::new(jail, timeout),
+            mirror,
         }
     }
 
-    /// Run `git args…`; stdout on success, a `failed` naming the command and
-    /// git's own message otherwise.
     async fn git(&self, args: &[&str]) -> Result<String, CallError> {
-        let mut cmd = command();
-        cmd.arg("-C").arg(&self.dir).args(args);
-        let what = format!("git {}", args.join(" "));
-        let output = match tokio::time::timeout(self.timeout, cmd.output()).await {
-            Err(_) => {
-                return Err(CallError::Timeout(format!(
-                    "`{what}` took longer than {:?}",
-                    self.timeout
-                )));
-            }
-            Ok(Err(e)) => return Err(CallError::Failed(format!("cannot run git: {e}"))),
-            Ok(Ok(output)) => output,
-        };
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout)
-                .trim_end()
-                .to_string());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("not a git repository") {
-            return Err(CallError::Failed(
-                "the project dir is not a git work tree".into(),
-            ));
-        }
-        Err(CallError::Failed(format!(
-            "`{what}` failed: {}",
-            redact(stderr.trim())
-        )))
+        self.tree.git(args).await
     }
 
     /// `Some(stdout)`, or `None` when git says no (a missing upstream, say).
@@ -99,24 +106,6 @@ impl Git {
             .is_some())
     }
 
-    /// Refuse a project dir that is not the top of its own work tree: a
-    /// project inside another repository (bosun's own checkout, say) would
-    /// otherwise have that repository fetched and hard-reset.
-    async fn check_top(&self) -> Result<(), CallError> {
-        let top = self.git(&["rev-parse", "--show-toplevel"]).await?;
-        let same = match (std::fs::canonicalize(&top), self.dir.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
-        if same {
-            return Ok(());
-        }
-        Err(CallError::Failed(
-            "the project dir is not the top of its own git work tree (it lies inside another repository)"
-                .into(),
-        ))
-    }
-
     /// Tracked files with uncommitted changes.
     async fn changed_files(&self) -> Result<Vec<String>, CallError> {
         let out = self
@@ -127,22 +116,46 @@ impl Git {
             .map(|l| l.get(3..).unwrap_or(l).to_string())
             .collect())
     }
+
+    /// The remote the current branch tracks, else `origin`.
+    async fn current_remote(&self) -> Result<String, CallError> {
+        let branch = self
+            .maybe(&["symbolic-ref", "--short", "-q", "HEAD"])
+            .await?;
+        let configured = match branch {
+            Some(b) => {
+                self.maybe(&["config", &format!("branch.{b}.remote")])
+                    .await?
+            }
+            None => None,
+        };
+        Ok(configured.unwrap_or_else(|| "origin".to_string()))
+    }
+}
+
+/// Where the mirror of `project` lives.
+fn mirror_path(state_dir: &Path, project: &str) -> std::path::PathBuf {
+    state_dir.join("git").join(format!("{project}.git"))
+}
+
+/// Take the mirror's branches (as `origin/*`) and tags into `tree`: the
+/// mirror serves, the tree's own confined git fetches over fd 3.
+async fn fetch_from_mirror(tree: &WorkTree, mirror: &Mirror) -> Result<(), CallError> {
+    let (mut server, fd) = mirror.serve()?;
+    let mut args = vec!["fetch", "--prune", "--quiet", "fd::3"];
+    args.extend(FROM_MIRROR);
+    let result = tree.run(&args, Reach::Fd(fd)).await;
+    // The client is gone, so upload-pack sees the end of its socket.
+    if tokio::time::timeout(Duration::from_secs(5), server.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.kill().await;
+    }
+    result.map(drop)
 }
 
 /// Refuse refs that git would read as options, or that are empty.
-/// git as bosun runs it: never prompting, in the C locale (messages are
-/// matched), no stdin, output captured, killed if the caller gives up.
-pub(super) fn command() -> Command {
-    let mut cmd = Command::new("git");
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
 fn check_ref(name: &str) -> Result<(), CallError> {
     if name.is_empty() || name.starts_with('-') || name.contains(char::is_whitespace) {
         return Err(CallError::Invalid(format!(
@@ -178,7 +191,7 @@ pub fn redact(text: &str) -> String {
 #[async_trait]
 impl GitControl for Git {
     async fn info(&self) -> Result<RepoInfo, CallError> {
-        self.check_top().await?;
+        self.tree.check()?;
         let revision = self.git(&["rev-parse", "HEAD"]).await?;
         let branch = self
             .maybe(&["symbolic-ref", "--short", "-q", "HEAD"])
@@ -224,36 +237,41 @@ impl GitControl for Git {
     }
 
     async fn fetch(&self, remote: Option<&str>) -> Result<(), CallError> {
-        self.check_top().await?;
+        self.tree.check()?;
+        if let Some(r) = remote {
+            check_ref(r)?;
+        }
+        if let Some(mirror) = &self.mirror
+            && remote.is_none_or(|r| r == "origin")
+        {
+            mirror.fetch().await?;
+            return fetch_from_mirror(&self.tree, mirror).await;
+        }
         let remote = match remote {
             Some(r) => {
-                check_ref(r)?;
                 let remotes = self.git(&["remote"]).await?;
                 if !remotes.lines().any(|l| l == r) {
                     return Err(CallError::NotFound(format!("no remote `{r}`")));
                 }
                 r.to_string()
             }
-            None => {
-                let branch = self
-                    .maybe(&["symbolic-ref", "--short", "-q", "HEAD"])
-                    .await?;
-                let configured = match branch {
-                    Some(b) => {
-                        self.maybe(&["config", &format!("branch.{b}.remote")])
-                            .await?
-                    }
-                    None => None,
-                };
-                configured.unwrap_or_else(|| "origin".to_string())
-            }
+            None => self.current_remote().await?,
         };
-        self.git(&["fetch", "--prune", "--tags", &remote]).await?;
-        Ok(())
+        self.tree
+            .run(&["fetch", "--prune", "--tags", &remote], Reach::Network)
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                CallError::Failed(m) => CallError::Failed(format!(
+                    "{m} (this project has no `git.remote` in bosun's config, so git fetched as \
+                     the project itself, which reaches only the network and its own dir)"
+                )),
+                e => e,
+            })
     }
 
     async fn update(&self, target: Option<&str>, force: bool) -> Result<UpdateResult, CallError> {
-        self.check_top().await?;
+        self.tree.check()?;
         let from = self.git(&["rev-parse", "HEAD"]).await?;
         let changed = self.changed_files().await?;
         if !changed.is_empty() && !force {
@@ -300,7 +318,7 @@ impl GitControl for Git {
     }
 
     async fn reset(&self, rev: &str) -> Result<(), CallError> {
-        self.check_top().await?;
+        self.tree.check()?;
         let id = self.resolve(rev).await?;
         self.git(&["reset", "--hard", "--quiet", &id]).await?;
         Ok(())

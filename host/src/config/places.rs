@@ -1,0 +1,114 @@
+//! Where things may live relative to each other. A project's dir is
+//! writable by that project's programs, so nothing another tenant or bosun
+//! itself depends on may lie inside it, and no two projects may share files:
+//! - project dirs neither nest nor coincide;
+//! - the state dir, the config file and the TLS files are in no project dir;
+//! - a project's extra `read_only` paths hold no other project, no state
+//!   dir and no config file.
+//!
+//! These are lexical checks on the configured paths, made before anything
+//! exists; the confinement repeats them on the resolved paths at start.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::Config;
+
+/// `path` made absolute against the working directory, with `.` and `..`
+/// resolved lexically (no file system access).
+pub fn lexical(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(part) => out.push(part),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+impl Config {
+    pub(super) fn validate_places(&self) -> Result<(), (String, String)> {
+        let dirs: Vec<(&String, PathBuf)> = self
+            .projects
+            .iter()
+            .map(|(name, p)| (name, lexical(&p.dir)))
+            .collect();
+        let mut bosuns_own = vec![
+            ("state_dir", lexical(&self.state_dir)),
+            ("the config file", lexical(&self.source)),
+        ];
+        if let Some(tls) = &self.server.tls {
+            bosuns_own.push(("server.tls.cert", lexical(&tls.cert)));
+            bosuns_own.push(("server.tls.key", lexical(&tls.key)));
+        }
+        for (i, (name, dir)) in dirs.iter().enumerate() {
+            let key = format!("projects.{name}.dir");
+            for (other, other_dir) in &dirs[..i] {
+                if dir.starts_with(other_dir) || other_dir.starts_with(dir) {
+                    return Err((
+                        key,
+                        format!(
+                            "{} overlaps project `{other}`'s dir {}: each project needs a dir of its own",
+                            dir.display(),
+                            other_dir.display()
+                        ),
+                    ));
+                }
+            }
+            if let Some((what, path)) = bosuns_own.iter().find(|(_, p)| p.starts_with(dir)) {
+                return Err((
+                    key,
+                    format!(
+                        "holds {what} ({}): the project's programs could rewrite it",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        for (name, project) in &self.projects {
+            for (i, path) in project.confinement.read_only.iter().enumerate() {
+                let path = lexical(path);
+                let key = format!("projects.{name}.confinement.read_only[{i}]");
+                let clash = dirs
+                    .iter()
+                    .filter(|(other, _)| *other != name)
+                    .map(|(other, dir)| (format!("project `{other}`'s dir"), dir))
+                    .chain(bosuns_own.iter().map(|(what, p)| (what.to_string(), p)))
+                    .find(|(_, p)| p.starts_with(&path) || path.starts_with(p));
+                if let Some((what, p)) = clash {
+                    return Err((
+                        key,
+                        format!(
+                            "{} overlaps {what} ({}), which this project must not read",
+                            path.display(),
+                            p.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexical;
+    use std::path::Path;
+
+    #[test]
+    fn resolves_dots_without_touching_the_disk() {
+        assert_eq!(lexical(Path::new("/srv/a/../b/./c")), Path::new("/srv/b/c"));
+        assert_eq!(lexical(Path::new("/../x")), Path::new("/x"));
+    }
+}

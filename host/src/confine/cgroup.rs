@@ -1,0 +1,572 @@
+//! cgroups: where a project's programs live, what limits them, and how a
+//! stop reaches every one of them, even one that left its process group
+//! with `setsid` or a double fork.
+//!
+//! - **Layout.** `<base>/<project>/<leaf>`, where `<base>` is
+//!   `bosun-<hash of the state dir>` beside bosun's own cgroup (or beside
+//!   its `supervisor` subgroup, which is what systemd's
+//!   `DelegateSubgroup=supervisor` gives a `Delegate=yes` service). Every
+//!   supervised instance, `commands` run and git run gets a leaf of its
+//!   own in the cgroup2 hierarchy, so "stop it" means `cgroup.kill` on the
+//!   leaf: everything in it dies, wherever it moved its group or session.
+//! - **Limits** are set on the project's cgroup, so they hold for all its
+//!   programs together: with the cgroup2 controller where bosun's cgroup
+//!   has it delegated, else with the cgroup v1 controller of that name
+//!   (hosts that still mount v1, like this machine: memory, cpu and pids
+//!   on v1 beside a controller-less cgroup2). Without either, the caller
+//!   falls back to rlimits and says so.
+//! - **Leftovers.** A bosun that was SIGKILLed leaves its leaves populated;
+//!   the next start stops what is in them before anything else runs.
+
+use std::io::{ErrorKind, Write as _};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+
+/// The controllers bosun sets limits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Controller {
+    Memory,
+    Cpu,
+    Pids,
+}
+
+impl Controller {
+    const ALL: [Controller; 3] = [Controller::Memory, Controller::Cpu, Controller::Pids];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+            Controller::Pids => "pids",
+        }
+    }
+}
+
+/// The cgroup hierarchies this process sits in.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostCgroups {
+    /// Our own cgroup2 dir.
+    v2: Option<PathBuf>,
+    /// Our own dir in each v1 hierarchy of a controller bosun uses.
+    v1: Vec<(Controller, PathBuf)>,
+}
+
+impl HostCgroups {
+    /// Read `/proc/self/mountinfo` and `/proc/self/cgroup`.
+    pub(crate) fn detect() -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Self::parse(&mountinfo, &membership)
+    }
+
+    fn parse(mountinfo: &str, membership: &str) -> Self {
+        let own = |hierarchy: &dyn Fn(&str) -> bool| -> Option<String> {
+            membership.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                hierarchy(controllers).then(|| path.to_string())
+            })
+        };
+        let mut found = Self::default();
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(dash) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            let (root, mount) = (fields.get(3), fields.get(4));
+            let (fstype, options) = (fields.get(dash + 1), fields.get(dash + 3));
+            let (Some(root), Some(mount), Some(fstype)) = (root, mount, fstype) else {
+                continue;
+            };
+            let dir = |path: String| {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                PathBuf::from(mount).join(rel.trim_start_matches('/'))
+            };
+            if *fstype == "cgroup2" && found.v2.is_none() {
+                found.v2 = own(&|c| c.is_empty()).map(dir);
+            } else if *fstype == "cgroup" {
+                let options: Vec<&str> =
+                    options.map(|o| o.split(',').collect()).unwrap_or_default();
+                for controller in Controller::ALL {
+                    if options.contains(&controller.name()) {
+                        let path = own(&|c| c.split(',').any(|x| x == controller.name()));
+                        if let Some(path) = path {
+                            found.v1.push((controller, dir(path)));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Where `controller` would likely be had, judged without changing
+    /// anything: cgroup2 when bosun's cgroup lists it, else a v1 mount.
+    pub(crate) fn layer_hint(&self, controller: Controller) -> Option<&'static str> {
+        let v2 = self.v2.as_ref().is_some_and(|own| {
+            std::fs::read_to_string(delegated(own).join("cgroup.controllers"))
+                .is_ok_and(|s| s.split_whitespace().any(|c| c == controller.name()))
+        });
+        if v2 {
+            Some("cgroup v2")
+        } else if self.v1.iter().any(|(c, _)| *c == controller) {
+            Some("cgroup v1")
+        } else {
+            None
+        }
+    }
+
+    /// Whether any hierarchy is there at all.
+    pub(crate) fn any(&self) -> bool {
+        self.v2.is_some() || !self.v1.is_empty()
+    }
+}
+
+/// This bosun's cgroups: its base in each hierarchy it can use.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    v2: Option<PathBuf>,
+    v2_controllers: Vec<Controller>,
+    v1: Vec<(Controller, PathBuf)>,
+}
+
+impl Tree {
+    /// Create the bases named `tag` and enable what can be enabled. Returns
+    /// the tree and notes on what could not be had.
+    pub(crate) fn setup(host: &HostCgroups, tag: &str) -> (Self, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut tree = Tree {
+            v2: None,
+            v2_controllers: Vec::new(),
+            v1: Vec::new(),
+        };
+        if let Some(own) = &host.v2 {
+            let parent = delegated(own);
+            let base = parent.join(tag);
+            match mkdir(&base) {
+                Ok(()) => {
+                    tree.v2_controllers = enable_controllers(parent, &base);
+                    tree.v2 = Some(base);
+                }
+                Err(e) => notes.push(format!(
+                    "no cgroup2 tracking: cannot create {}: {e}",
+                    base.display()
+                )),
+            }
+        }
+        for (controller, own) in &host.v1 {
+            if tree.v2_controllers.contains(controller) {
+                continue;
+            }
+            let base = own.join(tag);
+            match mkdir(&base) {
+                Ok(()) => tree.v1.push((*controller, base)),
+                Err(e) => notes.push(format!(
+                    "no cgroup v1 {} controller: cannot create {}: {e}",
+                    controller.name(),
+                    base.display()
+                )),
+            }
+        }
+        (tree, notes)
+    }
+
+    /// How `controller` is available: "cgroup v2", "cgroup v1", or none.
+    pub(crate) fn layer(&self, controller: Controller) -> Option<&'static str> {
+        if self.v2_controllers.contains(&controller) {
+            Some("cgroup v2")
+        } else if self.v1.iter().any(|(c, _)| *c == controller) {
+            Some("cgroup v1")
+        } else {
+            None
+        }
+    }
+
+    /// Whether every program gets a cgroup2 leaf (tracking and `cgroup.kill`).
+    pub(crate) fn has_leaves(&self) -> bool {
+        self.v2.is_some()
+    }
+
+    /// Every base dir, for sweeping and removal.
+    fn bases(&self) -> Vec<&Path> {
+        self.v2
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(self.v1.iter().map(|(_, p)| p.as_path()))
+            .collect()
+    }
+
+    /// The cgroup of `project`, with `limits` set (and unset ones cleared).
+    pub(crate) fn project(&self, project: &str, limits: &Limits) -> anyhow::Result<ProjectCgroup> {
+        let v2 = match &self.v2 {
+            Some(base) => {
+                let dir = base.join(project);
+                mkdir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                for controller in &self.v2_controllers {
+                    set_limit(&dir, *controller, 2, limits)?;
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        let mut v1 = Vec::new();
+        for (controller, base) in &self.v1 {
+            let dir = base.join(project);
+            mkdir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            set_limit(&dir, *controller, 1, limits)?;
+            let procs = open_write(&dir.join("cgroup.procs"))?;
+            v1.push((dir, Arc::new(procs)));
+        }
+        Ok(ProjectCgroup { v2, v1 })
+    }
+
+    /// Stop everything left in this tree by an earlier bosun: the stop
+    /// signal to every process, `grace` to go, then kill. Returns how many
+    /// cgroups held processes. The sub-cgroups are removed.
+    pub(crate) async fn sweep(&self, grace: Duration) -> usize {
+        let mut dirs = Vec::new();
+        for base in self.bases() {
+            collect_dirs(base, &mut dirs);
+        }
+        let populated: Vec<&PathBuf> = dirs.iter().filter(|d| !pids(d).is_empty()).collect();
+        for dir in &populated {
+            tracing::warn!(cgroup = %dir.display(), "stopping processes left by a previous bosun");
+            signal_all(dir, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        for dir in &populated {
+            if !wait_empty(dir, deadline.saturating_duration_since(Instant::now())).await {
+                kill_all(dir);
+                wait_empty(dir, Duration::from_secs(5)).await;
+            }
+        }
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        populated.len()
+    }
+
+    /// Remove the (empty) cgroups, after every program has stopped.
+    pub(crate) fn remove(&self) {
+        for base in self.bases() {
+            let mut dirs = Vec::new();
+            collect_dirs(base, &mut dirs);
+            for dir in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            let _ = std::fs::remove_dir(base);
+        }
+    }
+}
+
+/// The cgroup bosun's own tree goes in, given bosun's own cgroup: its
+/// parent when bosun sits in a `supervisor` subgroup (systemd's
+/// `DelegateSubgroup=supervisor`), else the cgroup itself.
+fn delegated(own: &Path) -> &Path {
+    match own.file_name() {
+        Some(n) if n == "supervisor" => own.parent().unwrap_or(own),
+        _ => own,
+    }
+}
+
+/// Sub-cgroups of `dir`, parents before children.
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(entry.path());
+            collect_dirs(&entry.path(), out);
+        }
+    }
+}
+
+fn mkdir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+fn open_write(path: &Path) -> anyhow::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(file.into())
+}
+
+fn write_file(path: &Path, value: &str) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .with_context(|| format!("writing `{value}` to {}", path.display()))
+}
+
+/// Enable bosun's controllers from `parent` down to `base`; returns those
+/// that `base`'s children get. Failing is normal where they are not
+/// delegated (bosun shares its cgroup with other processes).
+fn enable_controllers(parent: &Path, base: &Path) -> Vec<Controller> {
+    let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    let mut enabled = Vec::new();
+    for controller in Controller::ALL {
+        if !available.split_whitespace().any(|c| c == controller.name()) {
+            continue;
+        }
+        let plus = format!("+{}", controller.name());
+        let parent_ok = std::fs::read_to_string(parent.join("cgroup.subtree_control"))
+            .is_ok_and(|s| s.split_whitespace().any(|c| c == controller.name()))
+            || write_file(&parent.join("cgroup.subtree_control"), &plus).is_ok();
+        if parent_ok && write_file(&base.join("cgroup.subtree_control"), &plus).is_ok() {
+            enabled.push(controller);
+        }
+    }
+    enabled
+}
+
+/// Write `limits`' value for `controller` in cgroup `version` at `dir`;
+/// an unset limit is written as "no limit", so removing one from the
+/// config takes effect.
+fn set_limit(
+    dir: &Path,
+    controller: Controller,
+    version: u8,
+    limits: &Limits,
+) -> anyhow::Result<()> {
+    const PERIOD: u64 = 100_000;
+    let quota = limits.cpu.map(|c| ((c * PERIOD as f64) as u64).max(1000));
+    match (controller, version) {
+        (Controller::Memory, 2) => write_file(
+            &dir.join("memory.max"),
+            &limits
+                .memory
+                .map_or("max".into(), |m| m.as_u64().to_string()),
+        ),
+        (Controller::Memory, _) => write_file(
+            &dir.join("memory.limit_in_bytes"),
+            &limits
+                .memory
+                .map_or("-1".into(), |m| m.as_u64().to_string()),
+        ),
+        (Controller::Cpu, 2) => write_file(
+            &dir.join("cpu.max"),
+            &format!("{} {PERIOD}", quota.map_or("max".into(), |q| q.to_string())),
+        ),
+        (Controller::Cpu, _) => {
+            write_file(&dir.join("cpu.cfs_period_us"), &PERIOD.to_string())?;
+            write_file(
+                &dir.join("cpu.cfs_quota_us"),
+                &quota.map_or("-1".into(), |q| q.to_string()),
+            )
+        }
+        (Controller::Pids, _) => write_file(
+            &dir.join("pids.max"),
+            &limits.pids.map_or("max".into(), |p| p.to_string()),
+        ),
+    }
+}
+
+/// A project's cgroups.
+#[derive(Debug)]
+pub(crate) struct ProjectCgroup {
+    v2: Option<PathBuf>,
+    v1: Vec<(PathBuf, Arc<OwnedFd>)>,
+}
+
+impl ProjectCgroup {
+    /// A leaf for one program (or one instance, across its restarts).
+    pub(crate) fn leaf(&self, name: &str) -> std::io::Result<Option<Leaf>> {
+        let Some(project) = &self.v2 else {
+            return Ok(None);
+        };
+        let dir = project.join(name);
+        mkdir(&dir)?;
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(Some(Leaf {
+            dir,
+            procs: Arc::new(procs.into()),
+        }))
+    }
+
+    /// The `cgroup.procs` of each v1 hierarchy: a program joins by writing
+    /// "0" to each.
+    pub(crate) fn v1_procs(&self) -> impl Iterator<Item = Arc<OwnedFd>> + '_ {
+        self.v1.iter().map(|(_, fd)| fd.clone())
+    }
+
+    /// The project's cgroup dirs, which its programs may read (so a runtime
+    /// can learn its own limits).
+    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
+        self.v2
+            .iter()
+            .cloned()
+            .chain(self.v1.iter().map(|(d, _)| d.clone()))
+            .collect()
+    }
+
+    /// The cgroup2 dir, for the report.
+    pub(crate) fn v2_dir(&self) -> Option<&Path> {
+        self.v2.as_deref()
+    }
+}
+
+/// One program's (or instance's) cgroup2 leaf. Dropping it kills what is
+/// still in it and removes it.
+#[derive(Debug)]
+pub struct Leaf {
+    dir: PathBuf,
+    procs: Arc<OwnedFd>,
+}
+
+impl Leaf {
+    /// The fd a child writes "0" to, to join.
+    pub(crate) fn procs(&self) -> Arc<OwnedFd> {
+        self.procs.clone()
+    }
+
+    /// Whether any process is left in it.
+    pub fn is_empty(&self) -> bool {
+        pids(&self.dir).is_empty()
+    }
+
+    /// Send `signal` to every process in it for which `pick` holds.
+    pub fn signal_where(&self, signal: Signal, pick: impl Fn(i32) -> bool) {
+        for pid in pids(&self.dir).into_iter().filter(|p| pick(*p)) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Kill every process in it.
+    pub fn kill(&self) {
+        kill_all(&self.dir);
+    }
+
+    /// Wait until it is empty; false on timeout.
+    pub async fn wait_empty(&self, timeout: Duration) -> bool {
+        wait_empty(&self.dir, timeout).await
+    }
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        if !self.is_empty() {
+            self.kill();
+        }
+        if std::fs::remove_dir(&self.dir).is_ok() {
+            return;
+        }
+        // Still emptying: killed processes take a moment to go.
+        let dir = std::mem::take(&mut self.dir);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                wait_empty(&dir, Duration::from_secs(10)).await;
+                let _ = std::fs::remove_dir(&dir);
+            });
+        }
+    }
+}
+
+/// The pids in cgroup `dir` (not counting its children).
+fn pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn signal_all(dir: &Path, signal: Signal) {
+    for pid in pids(dir) {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// `cgroup.kill` where the kernel has it (5.14), else SIGKILL to each pid
+/// until none is left (a fork between the read and the kill is caught by
+/// the next round).
+fn kill_all(dir: &Path) {
+    if write_file(&dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..100 {
+        let left = pids(dir);
+        if left.is_empty() {
+            return;
+        }
+        for pid in left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Wait until cgroup `dir` holds no process: polled from 1 ms, doubling
+/// to 20 ms, like a process group's stop.
+async fn wait_empty(dir: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut poll = Duration::from_millis(1);
+    loop {
+        if pids(dir).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_hybrid_hosts_hierarchies() {
+        let mountinfo = "\
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu,cpuacct
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+        let membership = "8:pids:/\n4:memory:/jobs/42\n1:cpu,cpuacct:/\n0::/\n";
+        let host = HostCgroups::parse(mountinfo, membership);
+        assert_eq!(host.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            host.v1,
+            vec![
+                (
+                    Controller::Memory,
+                    PathBuf::from("/sys/fs/cgroup/memory/jobs/42")
+                ),
+                (Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu")),
+                (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids")),
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_a_systemd_services_cgroup() {
+        let mountinfo = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
+        let membership = "0::/system.slice/bosun.service/supervisor\n";
+        let host = HostCgroups::parse(mountinfo, membership);
+        assert_eq!(
+            host.v2,
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/system.slice/bosun.service/supervisor"
+            ))
+        );
+        assert!(host.v1.is_empty());
+    }
+}

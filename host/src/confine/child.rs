@@ -1,0 +1,286 @@
+//! The one `pre_exec` hook every program started for a project passes
+//! through: in the child, after `fork` and before `exec`, in this order:
+//!
+//! 1. **work dir**: `fchdir` to a dir opened beneath the project dir;
+//! 2. **cgroups**: join the program's cgroup2 leaf and the project's v1
+//!    cgroups (writing "0" moves the writer);
+//! 3. **namespaces**: a mount namespace with the private `/tmp` and the
+//!    binds of [`super::mounts`], and a network namespace with only a
+//!    loopback for programs without network;
+//! 4. **limits**: rlimits;
+//! 5. **capabilities**: the bounding set emptied;
+//! 6. **identity**: supplementary groups cleared, then gid, then uid (all
+//!    three of each), which also clears every capability;
+//! 7. **no_new_privs**, then **Landlock**;
+//! 8. **descriptors**: every fd above 2 close-on-exec, except the one fd
+//!    a caller passes as 3.
+//!
+//! Each step needs the privileges the steps after it drop, which fixes the
+//! order. std would switch the uid before any hook ran (`Command::uid`),
+//! so the hook does it all. A forked child of a threaded process may only
+//! make async-signal-safe calls: everything here is a raw system call on
+//! data prepared in [`Prepared`] before the fork; nothing allocates or
+//! takes a lock. A failing step writes its number to a pipe, so the parent
+//! can say which step failed, not only the errno.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use landlock::RulesetCreated;
+use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, fchdir, mkdir, setgroups, setresgid, setresuid, write};
+
+use super::mounts::{Plan, Step as MountStep};
+
+/// Everything the child needs, prepared by the parent.
+pub(crate) struct Prepared {
+    /// The program's working directory.
+    pub cwd: OwnedFd,
+    /// `cgroup.procs` files to join.
+    pub join: Vec<Arc<OwnedFd>>,
+    /// The mount namespace's steps; `None`: no mount namespace.
+    pub mounts: Option<Plan>,
+    /// A network namespace of its own (no network).
+    pub new_net: bool,
+    /// rlimits, soft = hard.
+    pub rlimits: Vec<(Resource, u64)>,
+    /// Empty the capability bounding set, up to this capability number.
+    pub drop_bounding: Option<u32>,
+    /// Switch to this uid and gid.
+    pub identity: Option<(u32, u32)>,
+    /// Set `no_new_privs` (not for an unconfined project, whose programs
+    /// may need setuid helpers).
+    pub no_new_privs: bool,
+    /// Restrict with this Landlock ruleset.
+    pub ruleset: Option<Arc<RulesetCreated>>,
+    /// An fd to hand over as fd 3.
+    pub pass_fd: Option<OwnedFd>,
+    /// Where a failing step writes its number.
+    pub report: OwnedFd,
+}
+
+/// The steps, numbered for the report pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Step {
+    WorkDir = 1,
+    Cgroup,
+    Namespaces,
+    Mounts,
+    Loopback,
+    Limits,
+    Capabilities,
+    Identity,
+    NoNewPrivs,
+    Landlock,
+    Descriptors,
+}
+
+impl Step {
+    const ALL: [Step; 11] = [
+        Step::WorkDir,
+        Step::Cgroup,
+        Step::Namespaces,
+        Step::Mounts,
+        Step::Loopback,
+        Step::Limits,
+        Step::Capabilities,
+        Step::Identity,
+        Step::NoNewPrivs,
+        Step::Landlock,
+        Step::Descriptors,
+    ];
+
+    /// The step a report byte names.
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u8 == b)
+    }
+
+    /// What the step does, for error messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Step::WorkDir => "entering its working directory",
+            Step::Cgroup => "joining its cgroup",
+            Step::Namespaces => "creating its namespaces",
+            Step::Mounts => "setting up its private /tmp and mounts",
+            Step::Loopback => "bringing up its loopback interface",
+            Step::Limits => "setting its resource limits",
+            Step::Capabilities => "dropping capabilities",
+            Step::Identity => "switching to the project's user",
+            Step::NoNewPrivs => "setting no_new_privs",
+            Step::Landlock => "applying its Landlock ruleset",
+            Step::Descriptors => "closing inherited descriptors",
+        }
+    }
+}
+
+/// The hook: run every step; on failure report which and return its errno.
+pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
+    steps(p).map_err(|(step, errno)| {
+        let _ = write(p.report.as_fd(), &[step as u8]);
+        io::Error::from_raw_os_error(errno as i32)
+    })
+}
+
+fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
+    let at = |step: Step| move |e: Errno| (step, e);
+    fchdir(p.cwd.as_fd()).map_err(at(Step::WorkDir))?;
+    for procs in &p.join {
+        write(procs.as_fd(), b"0").map_err(at(Step::Cgroup))?;
+    }
+    let mut flags = CloneFlags::empty();
+    if p.mounts.is_some() {
+        flags |= CloneFlags::CLONE_NEWNS;
+    }
+    if p.new_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if !flags.is_empty() {
+        unshare(flags).map_err(at(Step::Namespaces))?;
+    }
+    if let Some(plan) = &p.mounts {
+        mount_all(plan).map_err(at(Step::Mounts))?;
+    }
+    if p.new_net {
+        loopback_up().map_err(at(Step::Loopback))?;
+    }
+    for (resource, value) in &p.rlimits {
+        setrlimit(*resource, *value, *value).map_err(at(Step::Limits))?;
+    }
+    if let Some(last) = p.drop_bounding {
+        for cap in 0..=last {
+            // SAFETY: PR_CAPBSET_DROP takes a capability number and touches
+            // no memory. EINVAL (a number this kernel lacks) is harmless.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
+                && Errno::last() != Errno::EINVAL
+            {
+                return Err((Step::Capabilities, Errno::last()));
+            }
+        }
+    }
+    if let Some((uid, gid)) = p.identity {
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        setgroups(&[])
+            .and_then(|()| setresgid(gid, gid, gid))
+            .and_then(|()| setresuid(uid, uid, uid))
+            .map_err(at(Step::Identity))?;
+    }
+    if p.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(at(Step::NoNewPrivs))?;
+    }
+    if let Some(ruleset) = &p.ruleset {
+        ruleset
+            .try_clone()
+            .ok()
+            .and_then(|r| r.restrict_self().ok())
+            .ok_or_else(|| (Step::Landlock, Errno::last()))?;
+    }
+    descriptors(p.pass_fd.as_ref()).map_err(at(Step::Descriptors))
+}
+
+fn mount_all(plan: &Plan) -> Result<(), Errno> {
+    const NONE: Option<&CStr> = None;
+    mount(
+        NONE,
+        c"/",
+        NONE,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        NONE,
+    )?;
+    for step in &plan.steps {
+        match step {
+            MountStep::Attach { tree, target } => {
+                const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+                // SAFETY: move_mount reads two NUL-terminated strings that
+                // outlive the call; `tree` is an fd this process owns.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_move_mount,
+                        *tree,
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        target.as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH,
+                    )
+                };
+                if r != 0 {
+                    return Err(Errno::last());
+                }
+            }
+            MountStep::Skeleton { target } => mount(
+                Some(c"tmpfs"),
+                target.as_c_str(),
+                Some(c"tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(c"mode=0755,size=1m"),
+            )?,
+            MountStep::Mkdir(path) => match mkdir(path.as_c_str(), Mode::from_bits_truncate(0o755))
+            {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// A new network namespace has a loopback that is down; bring it up, so a
+/// program without network can still talk to itself.
+fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: plain socket/ioctl/close calls on a zeroed `ifreq` that lives
+    // on this stack frame; the socket is closed on every path.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if result == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let errno = Errno::last();
+        libc::close(fd);
+        if result != 0 {
+            return Err(errno);
+        }
+    }
+    Ok(())
+}
+
+/// Mark every fd above 2 close-on-exec (an fd bosun opened without the
+/// flag must not reach a tenant), then hand `pass` over as fd 3.
+fn descriptors(pass: Option<&OwnedFd>) -> Result<(), Errno> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOEXEC only sets a flag on fds; dup2 and
+    // fcntl act on descriptor numbers this process owns.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0
+            && Errno::last() != Errno::ENOSYS
+        {
+            return Err(Errno::last());
+        }
+        if let Some(fd) = pass {
+            let raw = fd.as_raw_fd();
+            let result = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if result < 0 {
+                return Err(Errno::last());
+            }
+        }
+    }
+    Ok(())
+}

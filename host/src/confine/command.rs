@@ -1,0 +1,305 @@
+//! [`JailCommand`]: a program about to start for a project, and the one
+//! place where it gets its confinement.
+//!
+//! Built like a `tokio::process::Command` (from an empty environment plus
+//! the confined base: see `env`); `spawn` prepares everything the child's
+//! hook needs (the work dir opened beneath the project dir, the cgroup
+//! leaf, the mount plan, the Landlock ruleset, the report pipe), installs
+//! the hook, and forks.
+
+use std::ffi::OsStr;
+use std::io::{self, ErrorKind};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use nix::fcntl::OFlag;
+use tokio::process::{Child, Command};
+
+use super::child::{self, Prepared, Step};
+use super::{Jail, Leaf, env, mounts};
+use crate::project::{self, DirError};
+
+/// Why a program could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Its working directory.
+    #[error("{0}")]
+    Dir(#[from] DirError),
+    /// Preparing its confinement failed (before any fork).
+    #[error("preparing to start `{program}`: {source:#}")]
+    Prepare {
+        /// The program.
+        program: String,
+        /// What failed.
+        source: anyhow::Error,
+    },
+    /// The fork, a step of the confinement in the child, or the exec.
+    #[error("{}", start_message(program, *step, source))]
+    Start {
+        /// The program.
+        program: String,
+        /// The confinement step that failed, in words; None: the exec itself.
+        step: Option<&'static str>,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn start_message(program: &str, step: Option<&str>, source: &io::Error) -> String {
+    match (step, source.kind()) {
+        (Some(step), _) => format!("cannot start `{program}`: {step}: {source}"),
+        (None, ErrorKind::NotFound) => format!(
+            "program `{program}` not found (a name is looked up on PATH; a path is relative to the project dir)"
+        ),
+        (None, ErrorKind::PermissionDenied) => format!(
+            "program `{program}` cannot be run by the project's user: it is not executable, or outside what the project may read (see `confinement.read_only`)"
+        ),
+        (None, _) => format!("cannot start `{program}`: {source}"),
+    }
+}
+
+/// A started program and its cgroup leaf (if it got a fresh one).
+pub struct Jailed {
+    /// The process.
+    pub child: Child,
+    /// Its own leaf; dropping it kills whatever is left in it.
+    pub leaf: Option<Leaf>,
+}
+
+enum LeafChoice {
+    None,
+    Fresh(&'static str),
+    Given(Arc<OwnedFd>),
+}
+
+/// A program to start for a project.
+pub struct JailCommand {
+    jail: Arc<Jail>,
+    cmd: Command,
+    program: String,
+    cwd: Option<PathBuf>,
+    network: bool,
+    leaf: LeafChoice,
+    pass_fd: Option<OwnedFd>,
+    workdir: Option<PathBuf>,
+}
+
+impl Jail {
+    /// `program`, to be run for this project: an empty environment plus
+    /// `PATH`, `HOME`, `USER`, `LOGNAME`, `LANG` and `TMPDIR`; stdin from
+    /// /dev/null; in a process group of its own.
+    pub fn command(self: &Arc<Self>, program: impl AsRef<OsStr>) -> JailCommand {
+        let mut cmd = Command::new(program.as_ref());
+        let user = match &self.identity {
+            Some(id) => id.name.clone(),
+            None => own_user_name(),
+        };
+        cmd.env_clear()
+            .env("PATH", env::PATH)
+            .env("HOME", &self.dir)
+            .env("USER", &user)
+            .env("LOGNAME", &user)
+            .env("LANG", env::LANG)
+            .env("TMPDIR", &self.tmpdir)
+            .stdin(Stdio::null())
+            .process_group(0);
+        JailCommand {
+            jail: self.clone(),
+            cmd,
+            program: program.as_ref().to_string_lossy().into_owned(),
+            cwd: None,
+            network: true,
+            leaf: LeafChoice::None,
+            pass_fd: None,
+            workdir: None,
+        }
+    }
+}
+
+/// The name of the user bosun runs as, for `USER` when it cannot switch.
+fn own_user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "bosun".to_string(), |u| u.name)
+}
+
+impl JailCommand {
+    /// Add arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Add one argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Set variables (over the base).
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.cmd.envs(vars);
+        self
+    }
+
+    /// Set one variable.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Where stdin comes from (default /dev/null).
+    pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stdin(cfg);
+        self
+    }
+
+    /// Where stdout goes.
+    pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stdout(cfg);
+        self
+    }
+
+    /// Where stderr goes.
+    pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stderr(cfg);
+        self
+    }
+
+    /// Kill the process when its handle is dropped.
+    pub fn kill_on_drop(&mut self, yes: bool) -> &mut Self {
+        self.cmd.kill_on_drop(yes);
+        self
+    }
+
+    /// Work in `rel`, relative to the project dir (and staying inside it).
+    pub fn cwd(&mut self, rel: impl Into<PathBuf>) -> &mut Self {
+        self.cwd = Some(rel.into());
+        self
+    }
+
+    /// Whether it may use the network (default true).
+    pub fn network(&mut self, yes: bool) -> &mut Self {
+        self.network = yes;
+        self
+    }
+
+    /// Run it in `leaf` (an instance's leaf, kept across its restarts).
+    pub fn in_leaf(&mut self, leaf: &Leaf) -> &mut Self {
+        self.leaf = LeafChoice::Given(leaf.procs());
+        self
+    }
+
+    /// Run it in a fresh leaf of its own, named after `kind`, returned with
+    /// the child.
+    pub fn own_leaf(&mut self, kind: &'static str) -> &mut Self {
+        self.leaf = LeafChoice::Fresh(kind);
+        self
+    }
+
+    /// Give it `fd` as its fd 3.
+    pub fn pass_fd(&mut self, fd: OwnedFd) -> &mut Self {
+        self.pass_fd = Some(fd);
+        self
+    }
+
+    /// Let it write `dir` instead of the project dir (a checkout being
+    /// made beside it), and work there. `dir` must exist and belong to the
+    /// project's user.
+    pub fn workdir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        let dir = dir.into();
+        self.cmd.env("HOME", &dir);
+        self.workdir = Some(dir);
+        self
+    }
+
+    /// Start it.
+    pub fn spawn(mut self) -> Result<Jailed, SpawnError> {
+        let program = self.program.clone();
+        let prepare = |e: anyhow::Error| SpawnError::Prepare {
+            program: program.clone(),
+            source: e,
+        };
+        let jail = self.jail.clone();
+        let root = self.workdir.clone().unwrap_or_else(|| jail.dir.clone());
+        let dir = project::open(&root)?;
+        let cwd: OwnedFd = project::subdir(&dir, self.cwd.as_deref())?
+            .into_std_file()
+            .into();
+        let (leaf, mut join) = match &self.leaf {
+            LeafChoice::None => (None, Vec::new()),
+            LeafChoice::Given(procs) => (None, vec![procs.clone()]),
+            LeafChoice::Fresh(kind) => {
+                let leaf = jail
+                    .fresh_leaf(kind)
+                    .map_err(|e| prepare(anyhow::Error::new(e).context("creating its cgroup")))?;
+                let join = leaf.iter().map(Leaf::procs).collect();
+                (leaf, join)
+            }
+        };
+        join.extend(jail.cgroup.iter().flat_map(|c| c.v1_procs()));
+        let mounts = match (&jail.private, &jail.identity) {
+            (Some(private), Some(id)) => {
+                let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+                let mut needed: Vec<&Path> = vec![&root];
+                needed.extend(jail.read_only.iter().map(PathBuf::as_path));
+                Some(mounts::plan(private, &needed, id).map_err(prepare)?)
+            }
+            _ => None,
+        };
+        let ruleset = jail
+            .ruleset(self.workdir.as_deref(), self.network)
+            .map_err(prepare)?;
+        let (report_rx, report_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| prepare(anyhow::Error::new(e).context("creating a pipe")))?;
+        let prepared = Prepared {
+            cwd,
+            join,
+            mounts,
+            new_net: !self.network && jail.netns,
+            rlimits: jail.rlimits.clone(),
+            drop_bounding: jail.drop_bounding,
+            identity: jail.identity.as_ref().map(|id| (id.uid, id.gid)),
+            no_new_privs: !jail.unconfined,
+            ruleset,
+            pass_fd: self.pass_fd.take(),
+            report: report_tx,
+        };
+        // SAFETY: the hook only makes async-signal-safe system calls on
+        // data prepared above (see `child`).
+        #[allow(unsafe_code)]
+        unsafe {
+            self.cmd.pre_exec(move || child::enter(&prepared));
+        }
+        let spawned = self.cmd.spawn();
+        // Drops the hook, and with it the parent's copies of every fd.
+        drop(self.cmd);
+        match spawned {
+            Ok(child) => Ok(Jailed { child, leaf }),
+            Err(source) => {
+                let mut byte = [0u8; 1];
+                let step = match nix::unistd::read(&report_rx, &mut byte) {
+                    Ok(1) => Step::from_byte(byte[0]).map(Step::describe),
+                    _ => None,
+                };
+                Err(SpawnError::Start {
+                    program,
+                    step,
+                    source,
+                })
+            }
+        }
+    }
+}

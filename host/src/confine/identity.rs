@@ -1,0 +1,359 @@
+//! Each project's own uid and gid: what makes one tenant's files and
+//! processes another's business only through the kernel's own checks.
+//!
+//! - **Allocated** by default, one id as both uid and gid, from
+//!   `[confinement] id_range`, skipping every id a user, a group or a
+//!   subordinate id range (`/etc/subuid`, `/etc/subgid`) already uses. The
+//!   choice is persisted in `state_dir/identities.json`, so a project keeps
+//!   its id, and the files it owns, across restarts.
+//! - **Named** with `[projects.<p>.confinement] user` (and `group`): an
+//!   existing account, for programs that need a passwd entry.
+//! - The project dir is made to belong to the identity: walked once when
+//!   its top is not owned by it, changing owners without following links
+//!   or crossing into other file systems. Files with more than one hard
+//!   link are left alone: the other link may be anywhere, and root must
+//!   not hand a tenant a file it reached only through the tenant's dir.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
+use nix::unistd::{Gid, Group, Uid, User, fchownat};
+use serde::{Deserialize, Serialize};
+
+/// Who a project's programs run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The uid.
+    pub uid: u32,
+    /// The gid (the only group: supplementary groups are cleared).
+    pub gid: u32,
+    /// `USER` and `LOGNAME` for its programs: the account name, or
+    /// `bosun-<project>` for an allocated id (which has no passwd entry).
+    pub name: String,
+    /// Whether bosun allocated it.
+    pub allocated: bool,
+}
+
+/// Why an identity could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// `user` or `group` names nobody on this machine.
+    #[error("`{key}`: no {what} `{name}` on this machine")]
+    Unknown {
+        /// The config key.
+        key: String,
+        /// "user" or "group".
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// Every id of the range is taken.
+    #[error("`confinement.id_range`: no free id left in [{0}, {1}]")]
+    Exhausted(u32, u32),
+    /// Reading or writing `identities.json`.
+    #[error("{0:#}")]
+    State(anyhow::Error),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    /// project → its allocated id.
+    projects: BTreeMap<String, u32>,
+}
+
+/// The allocated identities of one state dir.
+pub(crate) struct Allocations {
+    path: PathBuf,
+    stored: Stored,
+    taken: BTreeSet<u32>,
+    ranges: Vec<(u32, u32)>,
+    changed: bool,
+}
+
+impl Allocations {
+    /// Load `state_dir/identities.json` and what the machine already uses.
+    pub(crate) fn load(state_dir: &Path) -> Result<Self, IdentityError> {
+        let path = state_dir.join("identities.json");
+        let stored = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))
+                .map_err(IdentityError::State)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) => {
+                return Err(IdentityError::State(
+                    anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                ));
+            }
+        };
+        let mut taken = BTreeSet::new();
+        for file in ["/etc/passwd", "/etc/group"] {
+            taken.extend(third_fields(file));
+        }
+        let ranges = ["/etc/subuid", "/etc/subgid"]
+            .iter()
+            .flat_map(|f| subordinate_ranges(f))
+            .collect();
+        Ok(Self {
+            path,
+            stored,
+            taken,
+            ranges,
+            changed: false,
+        })
+    }
+
+    fn in_use(&self, id: u32) -> bool {
+        self.taken.contains(&id)
+            || self.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&id))
+            || User::from_uid(Uid::from_raw(id)).ok().flatten().is_some()
+            || Group::from_gid(Gid::from_raw(id)).ok().flatten().is_some()
+    }
+
+    /// The persisted identity of `project`, if it has one (nothing allocated).
+    pub(crate) fn peek(&self, project: &str) -> Option<Identity> {
+        self.stored.projects.get(project).map(|&id| Identity {
+            uid: id,
+            gid: id,
+            name: format!("bosun-{project}"),
+            allocated: true,
+        })
+    }
+
+    /// The allocated identity of `project`: its persisted id, or a new one
+    /// from `range`. A persisted id that a user or group has taken since is
+    /// replaced (and said so), since sharing it would share files.
+    pub(crate) fn allocate(
+        &mut self,
+        project: &str,
+        range: [u32; 2],
+    ) -> Result<Identity, IdentityError> {
+        let name = format!("bosun-{project}");
+        if let Some(&id) = self.stored.projects.get(project) {
+            if !self.in_use(id) {
+                return Ok(Identity {
+                    uid: id,
+                    gid: id,
+                    name,
+                    allocated: true,
+                });
+            }
+            tracing::warn!(
+                project,
+                id,
+                "the project's allocated id is now used by a user or group; allocating another"
+            );
+        }
+        let mine: BTreeSet<u32> = self.stored.projects.values().copied().collect();
+        let id = (range[0]..=range[1])
+            .find(|id| !mine.contains(id) && !self.in_use(*id))
+            .ok_or(IdentityError::Exhausted(range[0], range[1]))?;
+        self.stored.projects.insert(project.to_string(), id);
+        self.changed = true;
+        Ok(Identity {
+            uid: id,
+            gid: id,
+            name,
+            allocated: true,
+        })
+    }
+
+    /// Write the file if an allocation changed it (mode 0600, atomically).
+    pub(crate) fn save(&self) -> Result<(), IdentityError> {
+        if !self.changed {
+            return Ok(());
+        }
+        let write = || -> anyhow::Result<()> {
+            let dir = self.path.parent().context("identities.json has a parent")?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(&serde_json::to_vec_pretty(&self.stored)?)?;
+            tmp.persist(&self.path)?;
+            Ok(())
+        };
+        write()
+            .with_context(|| format!("writing {}", self.path.display()))
+            .map_err(IdentityError::State)
+    }
+}
+
+/// The identity of a project that names its `user` (and maybe `group`).
+pub(crate) fn named(
+    project: &str,
+    user: &str,
+    group: Option<&str>,
+) -> Result<Identity, IdentityError> {
+    let key = |k: &str| format!("projects.{project}.confinement.{k}");
+    let account = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(user).ok().flatten(),
+    };
+    let (uid, mut gid, name) = match (account, user.parse::<u32>()) {
+        (Some(u), _) => (u.uid.as_raw(), u.gid.as_raw(), u.name),
+        (None, Ok(uid)) => (uid, uid, user.to_string()),
+        (None, Err(_)) => {
+            return Err(IdentityError::Unknown {
+                key: key("user"),
+                what: "user",
+                name: user.to_string(),
+            });
+        }
+    };
+    if let Some(group) = group {
+        gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => Group::from_name(group)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+                .ok_or_else(|| IdentityError::Unknown {
+                    key: key("group"),
+                    what: "group",
+                    name: group.to_string(),
+                })?,
+        };
+    }
+    Ok(Identity {
+        uid,
+        gid,
+        name,
+        allocated: false,
+    })
+}
+
+/// The numbers in the third field of a passwd- or group-style file.
+fn third_fields(path: &str) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect()
+}
+
+/// The `name:start:count` ranges of a subuid- or subgid-style file.
+fn subordinate_ranges(path: &str) -> Vec<(u32, u32)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':').skip(1);
+            let start: u32 = f.next()?.parse().ok()?;
+            let count: u32 = f.next()?.parse().ok()?;
+            Some((start, start.saturating_add(count.saturating_sub(1))))
+        })
+        .collect()
+}
+
+/// What [`give_dir`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Handover {
+    /// Entries whose owner changed.
+    pub changed: u64,
+    /// Files left alone because they have other hard links.
+    pub shared: u64,
+}
+
+/// Make `dir` and everything in it belong to `id`, unless its top already
+/// does. Never follows a symlink, never crosses a mount point.
+pub(crate) fn give_dir(dir: &Path, id: &Identity) -> anyhow::Result<Handover> {
+    let top =
+        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    use std::os::unix::fs::MetadataExt as _;
+    if top.uid() == id.uid && top.gid() == id.gid {
+        return Ok(Handover::default());
+    }
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", dir.display()))?;
+    let mut done = Handover::default();
+    let owner = (Some(Uid::from_raw(id.uid)), Some(Gid::from_raw(id.gid)));
+    fchownat(&fd, "", owner.0, owner.1, AtFlags::AT_EMPTY_PATH)
+        .with_context(|| format!("changing the owner of {}", dir.display()))?;
+    done.changed += 1;
+    walk(&fd, top.dev(), owner, &mut done, dir)?;
+    Ok(done)
+}
+
+fn walk(
+    dir: &OwnedFd,
+    dev: u64,
+    owner: (Option<Uid>, Option<Gid>),
+    done: &mut Handover,
+    shown: &Path,
+) -> anyhow::Result<()> {
+    let dup = dir.try_clone()?;
+    let mut entries =
+        nix::dir::Dir::from_fd(dup).with_context(|| format!("listing {}", shown.display()))?;
+    let names: Vec<std::ffi::CString> = entries
+        .iter()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        let Ok(stat) = fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if stat.st_dev != dev {
+            continue;
+        }
+        let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+        if kind == SFlag::S_IFREG && stat.st_nlink > 1 {
+            done.shared += 1;
+            continue;
+        }
+        if !owned_by(&stat, owner) {
+            fchownat(
+                dir.as_fd(),
+                name.as_c_str(),
+                owner.0,
+                owner.1,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .with_context(|| format!("changing the owner of {}/{name:?}", shown.display()))?;
+            done.changed += 1;
+        }
+        if kind == SFlag::S_IFDIR {
+            let sub = openat(
+                dir.as_fd(),
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            walk(
+                &sub,
+                dev,
+                owner,
+                done,
+                &shown.join(name.to_string_lossy().as_ref()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn owned_by(stat: &FileStat, owner: (Option<Uid>, Option<Gid>)) -> bool {
+    Some(Uid::from_raw(stat.st_uid)) == owner.0 && Some(Gid::from_raw(stat.st_gid)) == owner.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_are_inclusive() {
+        let dir = tempfile::TempDir::new().expect("temp");
+        let f = dir.path().join("subuid");
+        std::fs::write(&f, "alice:100000:65536\nbroken line\n").expect("write");
+        assert_eq!(
+            subordinate_ranges(f.to_str().expect("utf-8")),
+            vec![(100000, 165535)]
+        );
+    }
+}

@@ -1,0 +1,673 @@
+//! Confinement: everything bosun starts on a project's behalf (its
+//! supervised processes, the programs its plugins run through `commands`,
+//! and git in its work tree) runs as that project, seeing only its own
+//! files.
+//!
+//! # Theory of operation
+//!
+//! The WebAssembly sandbox holds a plugin; it does not hold what the host
+//! runs *for* the plugin. A plugin writes the project's files (its `.git`
+//! included), and the project's processes and build steps run those files,
+//! so they are as untrusted as the plugin. Every such program therefore
+//! starts through one spawn path, [`Jail::command`], which gives it, in one
+//! `pre_exec` hook (see `child`):
+//!
+//! | layer | what it holds | needs |
+//! |---|---|---|
+//! | identity | its own uid/gid (allocated or named), no groups, no capabilities | root |
+//! | Landlock | read-write: its dir and private tmp; read-only: the system; nothing else; signals and abstract sockets scoped | Landlock (ABI ≥ 1; full at 6) |
+//! | mount namespace | a private `/tmp` and `/dev/shm` | root |
+//! | network namespace | no network, for programs configured so | root (else Landlock denies TCP) |
+//! | cgroups | a leaf per program (`cgroup.kill` stops all of it), limits per project | a writable cgroup2; v1 or v2 controllers |
+//! | rlimits | `nofile`; `memory`/`pids` where no controller does it | nothing |
+//! | environment | cleared, then a fixed base, `.env`, the config's `env` | nothing |
+//! | `no_new_privs` | no setuid or file-capability gain | nothing |
+//!
+//! Each layer is used where the host has it and reported where it does
+//! not ([`Report`]); bosun as root gets all of them without any config.
+//! `unconfined = true` opts a project out of identity, Landlock and the
+//! namespaces (not of cgroups, limits or the clean environment), and bosun
+//! says so at every start.
+
+mod cgroup;
+mod child;
+mod command;
+mod env;
+mod fsview;
+mod identity;
+mod mounts;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use landlock::RulesetCreated;
+use nix::sys::resource::{Resource, getrlimit};
+use sha2::{Digest, Sha256};
+
+pub use cgroup::Leaf;
+pub use command::{JailCommand, Jailed, SpawnError};
+pub use identity::{Identity, IdentityError};
+pub use report::{IdentityReport, Report};
+
+use crate::config::{Config, ProjectConfig, lexical};
+use cgroup::{Controller, HostCgroups, ProjectCgroup, Tree};
+use fsview::{Enforcement, FsView};
+use identity::Allocations;
+use mounts::Private;
+
+/// The `PATH` every confined program gets unless the config's `env` sets one.
+pub const DEFAULT_PATH: &str = env::PATH;
+
+/// Refuse a plugin's variables for a program when any could make a loader
+/// or interpreter run code of the plugin's choosing (see `env`).
+pub fn check_plugin_env(vars: &[(String, String)]) -> Result<(), String> {
+    env::refused(vars).map_or(Ok(()), Err)
+}
+
+/// Grace given to programs a previous bosun left in its cgroups.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
+
+/// Why confinement could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    /// A project's identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Anything else, with its context.
+    #[error("setting up confinement: {0:#}")]
+    Setup(#[from] anyhow::Error),
+}
+
+/// What this host offers, found once at start.
+struct HostLayers {
+    root: bool,
+    landlock: Enforcement,
+    landlock_abi: i32,
+    cgroups: HostCgroups,
+    /// The highest capability number, for emptying the bounding set.
+    cap_last: u32,
+    /// bosun's own hard limit of open files: a child cannot get more.
+    nofile_hard: u64,
+}
+
+impl HostLayers {
+    fn detect() -> Self {
+        let (landlock, landlock_abi) = fsview::probe();
+        Self {
+            root: nix::unistd::geteuid().is_root(),
+            landlock,
+            landlock_abi,
+            cgroups: HostCgroups::detect(),
+            cap_last: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(40),
+            nofile_hard: getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(_, hard)| hard),
+        }
+    }
+}
+
+/// Every project's [`Jail`], and this bosun's cgroups.
+pub struct Confinement {
+    jails: BTreeMap<String, Arc<Jail>>,
+    tree: Option<Arc<Tree>>,
+    leftovers_stopped: usize,
+    owner: bool,
+}
+
+/// Who sets confinement up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `bosun serve`: owns the state dir's cgroups and private tmp dirs;
+    /// stops what a killed predecessor left, empties the tmp dirs, and
+    /// removes its cgroups when done.
+    Server,
+    /// `bosun exec` beside a server that may be running: joins the same
+    /// identities and cgroups, and touches nothing else.
+    Guest,
+}
+
+impl Confinement {
+    /// Set up every project's confinement: identities (allocated and
+    /// persisted), ownership of project dirs, cgroups with limits, private
+    /// tmp dirs. As the [`Role::Server`], stops what a previous bosun left
+    /// in its cgroups first.
+    pub async fn start(config: &Config, role: Role) -> Result<Self, ConfineError> {
+        let host = HostLayers::detect();
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        let state_dir = config
+            .state_dir
+            .canonicalize()
+            .context("resolving the state dir")?;
+        if host.root {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
+                .context("making the state dir bosun's alone")?;
+        }
+        let (tree, notes) = if host.cgroups.any() {
+            let (tree, notes) = Tree::setup(&host.cgroups, &tag(&state_dir));
+            (Some(Arc::new(tree)), notes)
+        } else {
+            (None, vec!["no cgroup hierarchy is mounted".to_string()])
+        };
+        for note in &notes {
+            tracing::warn!("{note}");
+        }
+        let owner = role == Role::Server;
+        let leftovers_stopped = match &tree {
+            Some(tree) if owner => tree.sweep(LEFTOVER_GRACE).await,
+            _ => 0,
+        };
+        let mut allocations = Allocations::load(&state_dir)?;
+        let system = FsView::new(&protected(config, &state_dir), &[]);
+        let shared = Shared {
+            host: &host,
+            tree: tree.as_deref(),
+            system: &system,
+            state_dir: &state_dir,
+            owner,
+        };
+        let mut jails = BTreeMap::new();
+        for (name, project) in &config.projects {
+            let identity = identity_of(&host, name, project, config, &mut allocations)?;
+            let jail = Jail::setup(&shared, name, project, identity)
+                .with_context(|| format!("project `{name}`"))?;
+            log_report(name, &jail.report);
+            jails.insert(name.clone(), Arc::new(jail));
+        }
+        allocations.save()?;
+        Ok(Self {
+            jails,
+            tree,
+            leftovers_stopped,
+            owner,
+        })
+    }
+
+    /// What each project of `config` would get here, without changing
+    /// anything (for `bosun check`): no id is allocated, no cgroup made.
+    pub fn inspect(config: &Config) -> BTreeMap<String, Result<Report, String>> {
+        let host = HostLayers::detect();
+        let allocations = Allocations::load(&config.state_dir).ok();
+        config
+            .projects
+            .iter()
+            .map(|(name, project)| {
+                let identity = if project.unconfined || !host.root {
+                    Ok(None)
+                } else if let Some(user) = &project.confinement.user {
+                    identity::named(name, user, project.confinement.group.as_deref())
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                } else {
+                    Ok(allocations.as_ref().and_then(|a| a.peek(name)))
+                };
+                let report = identity.map(|identity| {
+                    let layers = |c| predicted_layer(&host.cgroups, c);
+                    Jail::report(
+                        &host,
+                        project,
+                        identity.as_ref(),
+                        &layers,
+                        host.cgroups.any(),
+                    )
+                });
+                (name.clone(), report)
+            })
+            .collect()
+    }
+
+    /// The jail of `project`.
+    pub fn jail(&self, project: &str) -> Option<Arc<Jail>> {
+        self.jails.get(project).cloned()
+    }
+
+    /// Every project's report.
+    pub fn reports(&self) -> BTreeMap<String, Report> {
+        self.jails
+            .iter()
+            .map(|(name, jail)| (name.clone(), jail.report.clone()))
+            .collect()
+    }
+
+    /// How many cgroups of a previous bosun held processes at start.
+    pub fn leftovers_stopped(&self) -> usize {
+        self.leftovers_stopped
+    }
+
+    /// Remove this bosun's cgroups (as the server); call once every
+    /// program has stopped.
+    pub fn close(&self) {
+        if let Some(tree) = self.tree.as_ref().filter(|_| self.owner) {
+            tree.remove();
+        }
+    }
+}
+
+/// The cgroup base name of the bosun whose state dir is `state_dir`: two
+/// bosuns on one host never share (or sweep) each other's cgroups.
+fn tag(state_dir: &Path) -> String {
+    let hash = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    format!("bosun-{}", &hex::encode(hash)[..12])
+}
+
+/// What no project may read: bosun's state, its config and TLS files, its
+/// plugins, the log files it writes, and every project's dir (each gets its
+/// own back read-write).
+fn protected(config: &Config, state_dir: &Path) -> Vec<PathBuf> {
+    let resolve = |p: &Path| p.canonicalize().unwrap_or_else(|_| lexical(p));
+    let mut paths = vec![state_dir.to_path_buf(), resolve(&config.source)];
+    if let Some(tls) = &config.server.tls {
+        paths.extend([resolve(&tls.cert), resolve(&tls.key)]);
+    }
+    for project in config.projects.values() {
+        paths.push(resolve(&project.dir));
+        paths.extend(
+            project
+                .actions
+                .0
+                .values()
+                .filter_map(|a| a.path.as_deref())
+                .map(resolve),
+        );
+        paths.extend(project.merged_log.as_deref().map(resolve));
+        paths.extend(
+            project
+                .processes
+                .iter()
+                .filter_map(|p| p.log_file.as_deref())
+                .map(resolve),
+        );
+    }
+    paths
+}
+
+fn identity_of(
+    host: &HostLayers,
+    name: &str,
+    project: &ProjectConfig,
+    config: &Config,
+    allocations: &mut Allocations,
+) -> Result<Option<Identity>, IdentityError> {
+    if project.unconfined || !host.root {
+        return Ok(None);
+    }
+    match &project.confinement.user {
+        Some(user) => identity::named(name, user, project.confinement.group.as_deref()).map(Some),
+        None => allocations
+            .allocate(name, config.confinement.id_range)
+            .map(Some),
+    }
+}
+
+/// Where `controller` would be had, judged from the host alone.
+fn predicted_layer(host: &HostCgroups, controller: Controller) -> Option<&'static str> {
+    host.layer_hint(controller)
+}
+
+fn log_report(project: &str, report: &Report) {
+    if report.mode == "unconfined" {
+        tracing::warn!(
+            project,
+            "UNCONFINED (unconfined = true): its processes, commands and git run as bosun's own user and see every file bosun sees"
+        );
+        return;
+    }
+    tracing::info!(project, "confined {}", report.summary());
+    for missing in &report.missing {
+        tracing::warn!(project, "confinement: {missing}");
+    }
+}
+
+/// What every project's setup shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    host: &'a HostLayers,
+    tree: Option<&'a Tree>,
+    system: &'a FsView,
+    state_dir: &'a Path,
+    /// Whether this is the server (see [`Role`]).
+    owner: bool,
+}
+
+/// One project's confinement: what each program started for it gets.
+pub struct Jail {
+    project: String,
+    dir: PathBuf,
+    unconfined: bool,
+    identity: Option<Identity>,
+    fs: Option<FsView>,
+    private: Option<Private>,
+    tmpdir: PathBuf,
+    netns: bool,
+    cgroup: Option<ProjectCgroup>,
+    rlimits: Vec<(Resource, u64)>,
+    drop_bounding: Option<u32>,
+    read_only: Vec<PathBuf>,
+    report: Report,
+    rulesets: Mutex<Vec<CachedRuleset>>,
+    leaves: AtomicU64,
+}
+
+impl std::fmt::Debug for Jail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jail")
+            .field("project", &self.project)
+            .field("dir", &self.dir)
+            .field("mode", &self.report.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A built ruleset, valid while the project dir is the same inode.
+struct CachedRuleset {
+    network: bool,
+    dir: (u64, u64),
+    ruleset: Arc<RulesetCreated>,
+}
+
+impl Jail {
+    fn setup(
+        shared: &Shared<'_>,
+        name: &str,
+        project: &ProjectConfig,
+        identity: Option<Identity>,
+    ) -> anyhow::Result<Self> {
+        let Shared {
+            host,
+            tree,
+            system,
+            state_dir,
+            owner,
+        } = *shared;
+        let dir = project
+            .dir
+            .canonicalize()
+            .unwrap_or_else(|_| lexical(&project.dir));
+        if let Some(id) = &identity
+            && dir.is_dir()
+        {
+            let done = identity::give_dir(&dir, id)
+                .with_context(|| format!("handing {} to {}", dir.display(), id.name))?;
+            if done.changed > 0 {
+                tracing::info!(
+                    project = name,
+                    files = done.changed,
+                    uid = id.uid,
+                    "the project dir now belongs to the project's user"
+                );
+            }
+            if done.shared > 0 {
+                tracing::warn!(
+                    project = name,
+                    files = done.shared,
+                    "left files with other hard links to their owners"
+                );
+            }
+        }
+        let cgroup = tree.map(|t| t.project(name, &project.limits)).transpose()?;
+        let confined = !project.unconfined;
+        let own = state_dir.join("projects").join(name);
+        let private = if confined && host.root {
+            Some(Private::prepare(&own, owner)?)
+        } else {
+            None
+        };
+        let tmpdir = match &private {
+            Some(_) => PathBuf::from("/tmp"),
+            None => {
+                let tmp = own.join("tmp");
+                std::fs::create_dir_all(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                tmp
+            }
+        };
+        let read_only: Vec<PathBuf> = project
+            .confinement
+            .read_only
+            .iter()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| lexical(p)))
+            .collect();
+        let fs = confined.then(|| {
+            let mut extra = read_only.clone();
+            extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
+            if private.is_none() {
+                extra.push(tmpdir.clone());
+            }
+            system.with(&extra)
+        });
+        let layers = |c| tree.and_then(|t| t.layer(c));
+        let report = Self::report(
+            host,
+            project,
+            identity.as_ref(),
+            &layers,
+            tree.is_some_and(Tree::has_leaves),
+        );
+        let mut report = report;
+        if let Some(cg) = cgroup.as_ref().and_then(ProjectCgroup::v2_dir) {
+            report.cgroup = Some(cg.display().to_string());
+        }
+        Ok(Self {
+            project: name.to_string(),
+            dir,
+            unconfined: project.unconfined,
+            rlimits: rlimits(host, project, identity.is_some(), &layers),
+            drop_bounding: (confined && host.root).then_some(host.cap_last),
+            netns: confined && host.root,
+            identity,
+            fs,
+            private,
+            tmpdir,
+            cgroup,
+            read_only,
+            report,
+            rulesets: Mutex::new(Vec::new()),
+            leaves: AtomicU64::new(0),
+        })
+    }
+
+    /// The report of a project with these layers.
+    fn report(
+        host: &HostLayers,
+        project: &ProjectConfig,
+        identity: Option<&Identity>,
+        layer: &dyn Fn(Controller) -> Option<&'static str>,
+        leaves: bool,
+    ) -> Report {
+        let confined = !project.unconfined;
+        let mut missing = Vec::new();
+        if confined && !host.root {
+            missing.push("own user: bosun is not root, so its programs run as bosun's user".into());
+            missing.push("private /tmp and network namespace: need root".into());
+            if project.confinement.user.is_some() {
+                missing.push("`confinement.user` is ignored: switching users needs root".into());
+            }
+        }
+        if confined && host.landlock != Enforcement::Full {
+            missing.push(format!(
+                "Landlock is {} on this kernel (ABI {}): file access is {}",
+                host.landlock.as_str(),
+                host.landlock_abi,
+                if host.landlock == Enforcement::None {
+                    "not restricted beyond the user's permissions"
+                } else {
+                    "restricted with the rights this kernel knows"
+                }
+            ));
+        }
+        if !leaves {
+            missing.push(
+                "no cgroup2 leaf per program: a process that leaves its process group survives a stop"
+                    .into(),
+            );
+        }
+        let mut limits = BTreeMap::new();
+        let l = &project.limits;
+        let mut limit = |name: &str,
+                         value: Option<String>,
+                         controller: Option<Controller>,
+                         fallback: Option<&str>| {
+            let Some(value) = value else { return };
+            let by = controller.and_then(layer).or(fallback);
+            match by {
+                Some(by) => {
+                    limits.insert(name.to_string(), format!("{value} ({by})"));
+                }
+                None => missing.push(format!(
+                    "limit `{name}` ({value}) is not enforced: no {name} controller"
+                )),
+            }
+        };
+        limit(
+            "memory",
+            l.memory.map(|m| m.to_string()),
+            Some(Controller::Memory),
+            Some("rlimit AS, per process"),
+        );
+        limit(
+            "cpu",
+            l.cpu.map(|c| format!("{c} cores")),
+            Some(Controller::Cpu),
+            None,
+        );
+        limit(
+            "pids",
+            l.pids.map(|p| p.to_string()),
+            Some(Controller::Pids),
+            identity.is_some().then_some("rlimit NPROC, per user"),
+        );
+        limit(
+            "nofile",
+            l.nofile.map(|n| n.min(host.nofile_hard).to_string()),
+            None,
+            Some("rlimit"),
+        );
+        Report {
+            mode: if confined { "confined" } else { "unconfined" }.into(),
+            identity: identity.map(|id| IdentityReport {
+                user: id.name.clone(),
+                uid: id.uid,
+                gid: id.gid,
+                allocated: id.allocated,
+            }),
+            landlock: if confined {
+                host.landlock.as_str()
+            } else {
+                "none"
+            }
+            .into(),
+            landlock_abi: host.landlock_abi,
+            private_tmp: confined && host.root,
+            network_namespace: confined && host.root,
+            cgroup: None,
+            limits,
+            missing: if confined { missing } else { Vec::new() },
+        }
+    }
+
+    /// The project's name.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The project dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What this project gets.
+    pub fn confinement(&self) -> &Report {
+        &self.report
+    }
+
+    /// The uid and gid its programs run as, if not bosun's own.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// A cgroup leaf named `name` for a program of this project (or an
+    /// instance, across its restarts); None without cgroup2.
+    pub fn leaf(&self, name: &str) -> std::io::Result<Option<Leaf>> {
+        match &self.cgroup {
+            Some(cg) => cg.leaf(name),
+            None => Ok(None),
+        }
+    }
+
+    /// A fresh leaf for one run of `kind` (`cmd`, `git`).
+    pub(crate) fn fresh_leaf(&self, kind: &str) -> std::io::Result<Option<Leaf>> {
+        let n = self.leaves.fetch_add(1, Ordering::Relaxed);
+        self.leaf(&format!("{kind}.{}.{n}", std::process::id()))
+    }
+
+    /// The Landlock ruleset for a program writing `rw` (the project dir
+    /// unless given), cached per network setting while the project dir is
+    /// the same.
+    fn ruleset(
+        &self,
+        workdir: Option<&Path>,
+        network: bool,
+    ) -> anyhow::Result<Option<Arc<RulesetCreated>>> {
+        let Some(fs) = &self.fs else {
+            return Ok(None);
+        };
+        let dir = workdir.unwrap_or(&self.dir);
+        let mut rw = vec![dir];
+        if let Some(p) = &self.private {
+            rw.push(&p.tmp);
+            rw.extend(p.shm.as_deref());
+        }
+        if workdir.is_some() {
+            return Ok(Some(Arc::new(fs.ruleset(&rw, network)?)));
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let id = (meta.dev(), meta.ino());
+        let mut cache = self.rulesets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cache.iter().find(|c| c.network == network && c.dir == id) {
+            return Ok(Some(c.ruleset.clone()));
+        }
+        let ruleset = Arc::new(fs.ruleset(&rw, network)?);
+        cache.retain(|c| c.network != network);
+        cache.push(CachedRuleset {
+            network,
+            dir: id,
+            ruleset: ruleset.clone(),
+        });
+        Ok(Some(ruleset))
+    }
+}
+
+/// The rlimits a project's programs get: `nofile` always; `memory` and
+/// `pids` where no cgroup controller holds them.
+fn rlimits(
+    host: &HostLayers,
+    project: &ProjectConfig,
+    own_user: bool,
+    layer: &dyn Fn(Controller) -> Option<&'static str>,
+) -> Vec<(Resource, u64)> {
+    let l = &project.limits;
+    let mut out = Vec::new();
+    if let Some(n) = l.nofile {
+        out.push((Resource::RLIMIT_NOFILE, n.min(host.nofile_hard)));
+    }
+    if let Some(m) = l.memory
+        && layer(Controller::Memory).is_none()
+    {
+        out.push((Resource::RLIMIT_AS, m.as_u64()));
+    }
+    if let Some(p) = l.pids
+        && own_user
+        && layer(Controller::Pids).is_none()
+    {
+        out.push((Resource::RLIMIT_NPROC, p));
+    }
+    out
+}
