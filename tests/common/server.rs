@@ -304,7 +304,7 @@ impl Bosun {
     }
 }
 
-/// The real `bosun serve` binary on a config dir. Killed on drop, so a
+/// The real `bosun serve` binary on a config dir. Stopped on drop, so a
 /// failing test leaves nothing running.
 pub struct BosunProcess {
     child: Child,
@@ -322,7 +322,19 @@ impl std::ops::Deref for BosunProcess {
 impl BosunProcess {
     /// Start `bosun serve --config <root>/bosun.toml` and wait for its URL.
     pub fn start(root: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bosun"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_bosun")), root)
+    }
+
+    /// The same with the binary `bin`, run as `uid` (its gid the same).
+    pub fn start_as(root: &Path, bin: &Path, uid: u32) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = Command::new(bin);
+        cmd.uid(uid).gid(uid).current_dir(root);
+        Self::spawn(cmd, root)
+    }
+
+    fn spawn(mut cmd: Command, root: &Path) -> Self {
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(root.join("bosun.toml"))
@@ -363,7 +375,17 @@ impl BosunProcess {
 }
 
 impl Drop for BosunProcess {
+    /// A graceful stop (10 s at most, then SIGKILL), so a failing test
+    /// leaves no supervised process behind.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.kill();
     }
 }

@@ -76,6 +76,28 @@ impl Config {
             }
         }
         for (name, project) in &self.projects {
+            let logs = project
+                .merged_log
+                .iter()
+                .map(|p| ("merged_log".to_string(), p))
+                .chain(project.processes.iter().enumerate().filter_map(|(i, p)| {
+                    Some((format!("processes[{i}].log_file"), p.log_file.as_ref()?))
+                }));
+            for (key, log) in logs {
+                let log = lexical(log);
+                if let Some((other, _)) = dirs
+                    .iter()
+                    .find(|(other, dir)| *other != name && log.starts_with(dir))
+                {
+                    return Err((
+                        format!("projects.{name}.{key}"),
+                        format!(
+                            "{} is in project `{other}`'s dir: that project could read or replace it",
+                            log.display()
+                        ),
+                    ));
+                }
+            }
             for (i, path) in project.confinement.read_only.iter().enumerate() {
                 let path = lexical(path);
                 let key = format!("projects.{name}.confinement.read_only[{i}]");

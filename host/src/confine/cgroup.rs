@@ -125,6 +125,16 @@ impl HostCgroups {
         }
     }
 
+    /// Where this bosun's cgroup2 tree named `tag` goes.
+    pub(crate) fn leaf_base(&self, tag: &str) -> Option<PathBuf> {
+        self.v2.as_deref().map(|own| delegated(own).join(tag))
+    }
+
+    /// Whether a cgroup2 hierarchy is there.
+    pub(crate) fn has_v2(&self) -> bool {
+        self.v2.is_some()
+    }
+
     /// Whether any hierarchy is there at all.
     pub(crate) fn any(&self) -> bool {
         self.v2.is_some() || !self.v1.is_empty()
@@ -149,9 +159,8 @@ impl Tree {
             v2_controllers: Vec::new(),
             v1: Vec::new(),
         };
-        if let Some(own) = &host.v2 {
+        if let (Some(own), Some(base)) = (&host.v2, host.leaf_base(tag)) {
             let parent = delegated(own);
-            let base = parent.join(tag);
             match mkdir(&base) {
                 Ok(()) => {
                     tree.v2_controllers = enable_controllers(parent, &base);
@@ -255,12 +264,14 @@ impl Tree {
         populated.len()
     }
 
-    /// Remove the (empty) cgroups, after every program has stopped.
+    /// Remove the cgroups, after every program has stopped (anything still
+    /// in one is killed first).
     pub(crate) fn remove(&self) {
         for base in self.bases() {
             let mut dirs = Vec::new();
             collect_dirs(base, &mut dirs);
             for dir in dirs.iter().rev() {
+                drain(dir, Duration::from_secs(1));
                 let _ = std::fs::remove_dir(dir);
             }
             let _ = std::fs::remove_dir(base);
@@ -462,13 +473,12 @@ impl Leaf {
 
 impl Drop for Leaf {
     fn drop(&mut self) {
-        if !self.is_empty() {
-            self.kill();
-        }
+        // Usually empty by now (its program was stopped); otherwise killed
+        // processes take a moment to go.
+        drain(&self.dir, Duration::from_millis(100));
         if std::fs::remove_dir(&self.dir).is_ok() {
             return;
         }
-        // Still emptying: killed processes take a moment to go.
         let dir = std::mem::take(&mut self.dir);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -509,6 +519,20 @@ fn kill_all(dir: &Path) {
         for pid in left {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+    }
+}
+
+/// Kill what is in cgroup `dir` and wait (blocking, `timeout` at most)
+/// until it is empty: for drops and the final cleanup, where nothing
+/// should be left and waiting is rare and short.
+fn drain(dir: &Path, timeout: Duration) {
+    if pids(dir).is_empty() {
+        return;
+    }
+    kill_all(dir);
+    let deadline = std::time::Instant::now() + timeout;
+    while !pids(dir).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -114,16 +114,6 @@ impl Allocations {
             || Group::from_gid(Gid::from_raw(id)).ok().flatten().is_some()
     }
 
-    /// The persisted identity of `project`, if it has one (nothing allocated).
-    pub(crate) fn peek(&self, project: &str) -> Option<Identity> {
-        self.stored.projects.get(project).map(|&id| Identity {
-            uid: id,
-            gid: id,
-            name: format!("bosun-{project}"),
-            allocated: true,
-        })
-    }
-
     /// The allocated identity of `project`: its persisted id, or a new one
     /// from `range`. A persisted id that a user or group has taken since is
     /// replaced (and said so), since sharing it would share files.

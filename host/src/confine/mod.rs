@@ -117,7 +117,6 @@ pub struct Confinement {
     jails: BTreeMap<String, Arc<Jail>>,
     tree: Option<Arc<Tree>>,
     leftovers_stopped: usize,
-    owner: bool,
 }
 
 /// Who sets confinement up.
@@ -127,8 +126,9 @@ pub enum Role {
     /// stops what a killed predecessor left, empties the tmp dirs, and
     /// removes its cgroups when done.
     Server,
-    /// `bosun exec` beside a server that may be running: joins the same
-    /// identities and cgroups, and touches nothing else.
+    /// `bosun exec` beside a server that may be running: the same
+    /// identities and private tmp dirs (left as they are), and cgroups of
+    /// its own, removed when it is done.
     Guest,
 }
 
@@ -150,8 +150,12 @@ impl Confinement {
             std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
                 .context("making the state dir bosun's alone")?;
         }
+        let tag = match role {
+            Role::Server => tag(&state_dir),
+            Role::Guest => format!("{}-exec-{}", tag(&state_dir), std::process::id()),
+        };
         let (tree, notes) = if host.cgroups.any() {
-            let (tree, notes) = Tree::setup(&host.cgroups, &tag(&state_dir));
+            let (tree, notes) = Tree::setup(&host.cgroups, &tag);
             (Some(Arc::new(tree)), notes)
         } else {
             (None, vec!["no cgroup hierarchy is mounted".to_string()])
@@ -186,7 +190,6 @@ impl Confinement {
             jails,
             tree,
             leftovers_stopped,
-            owner,
         })
     }
 
@@ -194,29 +197,42 @@ impl Confinement {
     /// anything (for `bosun check`): no id is allocated, no cgroup made.
     pub fn inspect(config: &Config) -> BTreeMap<String, Result<Report, String>> {
         let host = HostLayers::detect();
-        let allocations = Allocations::load(&config.state_dir).ok();
+        let mut allocations = Allocations::load(&config.state_dir).ok();
+        let state_dir = config
+            .state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| lexical(&config.state_dir));
+        let layers = |c| host.cgroups.layer_hint(c);
         config
             .projects
             .iter()
             .map(|(name, project)| {
-                let identity = if project.unconfined || !host.root {
-                    Ok(None)
-                } else if let Some(user) = &project.confinement.user {
-                    identity::named(name, user, project.confinement.group.as_deref())
-                        .map(Some)
-                        .map_err(|e| e.to_string())
-                } else {
-                    Ok(allocations.as_ref().and_then(|a| a.peek(name)))
+                // An allocation here is the one the next start would make;
+                // nothing is saved.
+                let identity = match (&allocations, &project.confinement.user) {
+                    _ if project.unconfined || !host.root => Ok(None),
+                    (_, Some(user)) => {
+                        identity::named(name, user, project.confinement.group.as_deref()).map(Some)
+                    }
+                    (Some(_), None) => allocations
+                        .as_mut()
+                        .map(|a| a.allocate(name, config.confinement.id_range))
+                        .transpose(),
+                    (None, None) => Ok(None),
                 };
-                let report = identity.map(|identity| {
-                    let layers = |c| predicted_layer(&host.cgroups, c);
-                    Jail::report(
+                let report = identity.map_err(|e| e.to_string()).map(|identity| {
+                    let mut report = Jail::report(
                         &host,
                         project,
                         identity.as_ref(),
                         &layers,
-                        host.cgroups.any(),
-                    )
+                        host.cgroups.has_v2(),
+                    );
+                    report.cgroup = host
+                        .cgroups
+                        .leaf_base(&tag(&state_dir))
+                        .map(|base| base.join(name).display().to_string());
+                    report
                 });
                 (name.clone(), report)
             })
@@ -241,12 +257,17 @@ impl Confinement {
         self.leftovers_stopped
     }
 
-    /// Remove this bosun's cgroups (as the server); call once every
-    /// program has stopped.
+    /// Remove this bosun's cgroups; call once every program has stopped.
     pub fn close(&self) {
-        if let Some(tree) = self.tree.as_ref().filter(|_| self.owner) {
+        if let Some(tree) = &self.tree {
             tree.remove();
         }
+    }
+}
+
+impl Drop for Confinement {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -304,11 +325,6 @@ fn identity_of(
             .allocate(name, config.confinement.id_range)
             .map(Some),
     }
-}
-
-/// Where `controller` would be had, judged from the host alone.
-fn predicted_layer(host: &HostCgroups, controller: Controller) -> Option<&'static str> {
-    host.layer_hint(controller)
 }
 
 fn log_report(project: &str, report: &Report) {

@@ -7,13 +7,22 @@
 //! lines from costing a syscall or a thread wake-up each. Files rotate by
 //! size before a line would push them past `max_bytes`, so a line is never
 //! split across two files; `keep` rotated files are kept (`.1` newest).
+//!
+//! bosun writes these files as root, so where a log lives in a project dir
+//! (which the project's programs can fill with links) it is opened,
+//! created and rotated *beneath* that dir: a link out (`app.log ->
+//! /etc/passwd`) is refused, never appended to. Anywhere else (the state
+//! dir, `/var/log`) a final link is refused too (`O_NOFOLLOW`).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
 use tokio::sync::mpsc;
 
 use super::logs::LogLine;
@@ -28,6 +37,8 @@ const CHANNEL: usize = 256;
 #[derive(Debug)]
 pub(crate) struct FileSpec {
     pub path: PathBuf,
+    /// The project dir and the path inside it, when the file is in one.
+    pub beneath: Option<(PathBuf, PathBuf)>,
     pub max_bytes: u64,
     pub keep: u32,
 }
@@ -85,6 +96,7 @@ fn file_for<'a>(
 
 struct RotatingFile {
     path: PathBuf,
+    beneath: Option<(PathBuf, PathBuf)>,
     max_bytes: u64,
     keep: u32,
     file: Option<File>,
@@ -97,6 +109,7 @@ impl RotatingFile {
     fn new(spec: &FileSpec) -> Self {
         Self {
             path: spec.path.clone(),
+            beneath: spec.beneath.clone(),
             max_bytes: spec.max_bytes,
             keep: spec.keep,
             file: None,
@@ -120,16 +133,20 @@ impl RotatingFile {
     }
 
     fn open(&mut self) {
-        let opened = self
-            .path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-            });
+        let opened = match &self.beneath {
+            Some((root, rel)) => open_beneath(root, rel),
+            None => self
+                .path
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&self.path)
+                }),
+        };
         match opened {
             Ok(file) => {
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -159,13 +176,32 @@ impl RotatingFile {
     fn rotate(&mut self) {
         self.file = None;
         for i in (1..self.keep).rev() {
-            let _ = fs::rename(numbered(&self.path, i), numbered(&self.path, i + 1));
+            let _ = self.rename(i, i + 1);
         }
-        if let Err(e) = fs::rename(&self.path, numbered(&self.path, 1)) {
+        if let Err(e) = self.rename(0, 1) {
             self.report(&format!("rotating: {e}"));
         }
         self.size = 0;
         self.open();
+    }
+
+    /// Rename rotation `from` (0: the live file) to `to`, beneath the
+    /// project dir when the file is in one (a rename never follows links).
+    fn rename(&self, from: u32, to: u32) -> std::io::Result<()> {
+        let at = |p: &Path, n| {
+            if n == 0 {
+                p.to_path_buf()
+            } else {
+                numbered(p, n)
+            }
+        };
+        match &self.beneath {
+            Some((root, rel)) => {
+                let dir = Dir::open_ambient_dir(root, ambient_authority())?;
+                dir.rename(at(rel, from), &dir, at(rel, to))
+            }
+            None => fs::rename(at(&self.path, from), at(&self.path, to)),
+        }
     }
 
     /// Log a file error once until the file works again; lines are still in
@@ -176,6 +212,18 @@ impl RotatingFile {
             self.failed = true;
         }
     }
+}
+
+/// Open (creating it and its dirs) `rel` for appending, beneath `root`.
+fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<File> {
+    let dir = Dir::open_ambient_dir(root, ambient_authority())?;
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        dir.create_dir_all(parent)?;
+    }
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    dir.open_with(rel, &options)
+        .map(cap_std::fs::File::into_std)
 }
 
 fn numbered(path: &Path, n: u32) -> PathBuf {

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::logfile::{FileSpec, WriteMsg};
+use crate::config::lexical;
 use crate::lines::{LineAssembler, Stream, to_text};
 
 /// Recent lines kept per process for `logs`.
@@ -197,9 +198,20 @@ pub(crate) async fn capture(mut pipe: impl AsyncRead + Unpin, stream: Stream, si
 }
 
 /// A log file path with its rotation settings.
-pub(crate) fn file_spec(path: PathBuf, max_bytes: u64, keep: u32) -> Arc<FileSpec> {
+pub(crate) fn file_spec(
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    project_dir: &std::path::Path,
+) -> Arc<FileSpec> {
+    let (path, project) = (lexical(&path), lexical(project_dir));
+    let beneath = path
+        .strip_prefix(&project)
+        .ok()
+        .map(|rel| (project.clone(), rel.to_path_buf()));
     Arc::new(FileSpec {
         path,
+        beneath,
         max_bytes,
         keep,
     })

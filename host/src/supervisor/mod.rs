@@ -103,10 +103,14 @@ impl Supervisor {
                 projects.insert(project.clone(), ProjectHandle { instances });
                 continue;
             }
-            let merged = pcfg
-                .merged_log
-                .clone()
-                .map(|p| file_spec(p, pcfg.merged_log_max_size.as_u64(), pcfg.merged_log_keep));
+            let merged = pcfg.merged_log.clone().map(|p| {
+                file_spec(
+                    p,
+                    pcfg.merged_log_max_size.as_u64(),
+                    pcfg.merged_log_keep,
+                    &pcfg.dir,
+                )
+            });
             let jail = confinement
                 .jail(project)
                 .ok_or_else(|| StartError(anyhow::anyhow!("project `{project}` has no jail")))?;
@@ -137,6 +141,7 @@ impl Supervisor {
                             spec.log_file.clone(),
                             process.log_max_size.as_u64(),
                             process.log_keep,
+                            &pcfg.dir,
                         ),
                         writer: writer.clone(),
                         ready: match &spec.ready {
