@@ -305,6 +305,21 @@ async fn git_a_plugin_configures_runs_nothing_outside_its_project() {
     );
     assert_eq!(snapshot(&t.path("b")), b_before, "b is untouched");
 
+    // The tenant's config allows a protocol and rewrites the mirror's fd
+    // transport to it: bosun's own settings win, and the fetch is refused.
+    let redirect = format!(
+        "\n[protocol \"file\"]\n\tallow = always\n[url \"file://{}/evil.git\"]\n\tinsteadOf = fd::3\n",
+        a.display()
+    );
+    hostile(
+        &b,
+        json!({"mode": "write", "append": json!({".git/config": redirect}).to_string()}),
+    )
+    .await;
+    let job = hostile(&b, json!({"mode": "git"})).await;
+    let fetch = job["result"]["fetch"]["err"].as_str().unwrap_or_default();
+    assert!(fetch.contains("not allowed"), "{job}");
+
     // A config that includes another project's: git cannot read it
     // (Landlock), so what it says never takes effect.
     let b_config = t.path("b/.git/config");
@@ -383,6 +398,7 @@ try signal-b kill -0 {b_pid}
 try signal-bosun kill -0 {bosun}
 try write-outside sh -c 'echo x > {out}/from-app'
 try write-tmp sh -c 'echo x > /tmp/{marker}'
+try write-tty sh -c 'echo x > /dev/tty'
 try write-own sh -c 'echo ok > own.txt'
 echo "attempts done"
 exec sleep 1000
@@ -394,7 +410,7 @@ exec sleep 1000
 /// refused, its own dir writable, its /tmp private.
 fn check_attempts(t: &Tenants, text: &str, marker: &str) {
     let got = attempts(text);
-    assert_eq!(got.len(), 13, "{text}");
+    assert_eq!(got.len(), 14, "{text}");
     for (what, result) in &got {
         let want = if what == "write-own" || what == "write-tmp" {
             "yes"
@@ -506,6 +522,19 @@ async fn commands_are_confined_and_refuse_loader_variables() {
             "unexpected variable {name} in:\n{env}"
         );
     }
+
+    // A `.env` naming bosun's own variables gets nothing of them.
+    hostile(
+        &b,
+        json!({"mode": "write", "files": json!({".env": "STOLEN=${PATH}\nALSO=$CARGO_PKG_NAME\n"}).to_string()}),
+    )
+    .await;
+    let job = hostile(
+        &b,
+        json!({"mode": "run", "program": "sh", "args": r#"["-c", "echo \"stolen=[$STOLEN] also=[$ALSO]\""]"#}),
+    )
+    .await;
+    assert_eq!(job["result"]["stdout_tail"], "stolen=[] also=[]\n", "{job}");
     b.stop().await;
 }
 
@@ -762,6 +791,14 @@ args = ["-c", "echo ids $(id -u); echo shown; exec sleep 1000"]
     assert_eq!(report["private_tmp"], true);
     assert_eq!(report["limits"]["nofile"], "777 (rlimit)");
     assert_ne!(uid_of(&b, "b").await, uid, "each project has its own id");
+    let meta = std::fs::metadata(t.path("a")).expect("a");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(
+        u64::from(meta.uid()),
+        uid,
+        "the project dir is the project's"
+    );
+    assert_eq!(meta.mode() & 0o007, 0, "and closed to other users");
 
     let legacy = b.get_json("/v1/projects/legacy", ADMIN).await;
     assert_eq!(legacy["confinement"]["mode"], "unconfined", "{legacy}");
@@ -778,7 +815,17 @@ async fn an_unprivileged_bosun_still_confines_with_landlock() {
 [[projects.a.processes]]
 name = "peek"
 command = "sh"
-args = ["-c", "for f in ../b/secret.txt ../bosun.toml ../state/jobs.db; do if cat $f >/dev/null 2>&1; then echo \"attempt $f: yes\"; else echo \"attempt $f: no\"; fi; done; if echo ok > own.txt; then echo 'attempt own: yes'; fi; echo peeked; exec sleep 1000"]
+args = ["-c", """
+for f in ../b/secret.txt ../bosun.toml ../state/jobs.db; do
+  if cat $f >/dev/null 2>&1; then echo "attempt $f: yes"; else echo "attempt $f: no"; fi
+done
+if cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -q B_SECRET; then
+  echo 'attempt environ: yes'; else echo 'attempt environ: no'; fi
+if kill -0 $PPID 2>/dev/null; then echo 'attempt signal-bosun: yes'; else echo 'attempt signal-bosun: no'; fi
+if echo ok > own.txt; then echo 'attempt own: yes'; fi
+echo peeked
+exec sleep 1000
+"""]
 "#;
     // No custom plugin: the build's own dir may not be readable by UID.
     std::fs::write(t.path("bosun.toml"), t.config_with(extra, "")).expect("config");
@@ -818,11 +865,17 @@ args = ["-c", "for f in ../b/secret.txt ../bosun.toml ../state/jobs.db; do if ca
     };
     let got = attempts(&logs);
     assert_eq!(got.get("own").map(String::as_str), Some("yes"), "{logs}");
-    for file in ["../b/secret.txt", "../bosun.toml", "../state/jobs.db"] {
+    for what in [
+        "../b/secret.txt",
+        "../bosun.toml",
+        "../state/jobs.db",
+        "environ",
+        "signal-bosun",
+    ] {
         assert_eq!(
-            got.get(file).map(String::as_str),
+            got.get(what).map(String::as_str),
             Some("no"),
-            "same uid, but Landlock refuses {file}:\n{logs}"
+            "same uid, but Landlock refuses {what}:\n{logs}"
         );
     }
     assert!(server.terminate().success());

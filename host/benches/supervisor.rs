@@ -1,7 +1,8 @@
 //! The supervisor's costs, measured on this machine:
 //! - bosun's own RSS (`bosun serve`) while supervising 10 and 100 `sleep`s;
 //! - crash-to-new-pid latency: SIGKILL a process, time until its replacement
-//!   runs, against a bare kill + reap + spawn with no supervisor;
+//!   runs, confined (bosun's default as root) and unconfined, against a bare
+//!   kill + reap + spawn with no supervisor;
 //! - a 1M-line flood from a line-at-a-time writer (a flush per line): the
 //!   writer's own wall time under bosun against writing straight to a file,
 //!   and the time until the last line is in bosun's log file.
@@ -41,17 +42,20 @@ fn main() {
             serve_rss(n)
         );
     }
-    let (bare, sup) = rt.block_on(crash_latency());
+    let bare = bare_latency();
     println!(
         "| crash → new pid, bare kill + reap + spawn (median / p95) | {} / {} |",
         ms(bare.0),
         ms(bare.1)
     );
-    println!(
-        "| crash → new pid running under bosun (median / p95) | {} / {} |",
-        ms(sup.0),
-        ms(sup.1)
-    );
+    for (what, unconfined) in [("confined (the default)", false), ("unconfined", true)] {
+        let sup = rt.block_on(crash_latency(unconfined));
+        println!(
+            "| crash → new pid running under bosun, {what} (median / p95) | {} / {} |",
+            ms(sup.0),
+            ms(sup.1)
+        );
+    }
     let (direct, under, on_disk) = rt.block_on(flood());
     println!("| 1M-line writer, stdout to a file | {direct:.2} s |");
     println!(
@@ -129,7 +133,8 @@ fn median_p95(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[v.len() * 95 / 100])
 }
 
-async fn crash_latency() -> ((Duration, Duration), (Duration, Duration)) {
+/// Kill, reap and spawn, with no supervisor: the floor.
+fn bare_latency() -> (Duration, Duration) {
     let mut bare = Vec::new();
     let mut child = Command::new("sleep").arg("1000").spawn().expect("sleep");
     for _ in 0..CRASHES {
@@ -141,11 +146,18 @@ async fn crash_latency() -> ((Duration, Duration), (Duration, Duration)) {
     }
     child.kill().expect("kill");
     child.wait().expect("reap");
+    median_p95(bare)
+}
 
+/// SIGKILL a supervised `sleep` until its replacement runs, `CRASHES`
+/// times; confined as bosun does by default, or with `unconfined = true`.
+async fn crash_latency(unconfined: bool) -> (Duration, Duration) {
     let dir = tempfile::TempDir::new().expect("temp");
     let cfg = config(
         dir.path(),
-        "[[projects.app.processes]]\nname = \"victim\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nrestart_at = [\"1ms\"]\n",
+        &format!(
+            "unconfined = {unconfined}\n[[projects.app.processes]]\nname = \"victim\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nrestart_at = [\"1ms\"]\n"
+        ),
     );
     let sup = Supervisor::start(
         &cfg,
@@ -179,7 +191,7 @@ async fn crash_latency() -> ((Duration, Duration), (Duration, Duration)) {
         under.push(t.elapsed());
     }
     sup.shutdown().await;
-    (median_p95(bare), median_p95(under))
+    median_p95(under)
 }
 
 fn elapsed_from(text: &str) -> f64 {

@@ -105,7 +105,8 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List processes: state, pid, uptime, restarts, CPU and memory.
+    /// List processes: state, pid, uptime, restarts, CPU and memory; then
+    /// each project's confinement.
     Ps {
         /// Only this project.
         project: Option<String>,

@@ -29,7 +29,7 @@ pub use confine::{
 };
 pub use keys::{KeyConfig, KeyHash, Role, Scope};
 pub use lines::line_of;
-pub use places::lexical;
+pub use places::{lexical, resolved};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
 

@@ -3,6 +3,7 @@
 //! itself depends on may lie inside it, and no two projects may share files:
 //! - project dirs neither nest nor coincide;
 //! - the state dir, the config file and the TLS files are in no project dir;
+//! - a project's log files and plugins are in no other project's dir;
 //! - a project's extra `read_only` paths hold no other project, no state
 //!   dir and no config file.
 //!
@@ -12,6 +13,26 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::Config;
+
+/// `path` with its longest existing ancestor resolved (links included) and
+/// the rest appended: where a file that may not exist yet will really be.
+pub fn resolved(path: &Path) -> PathBuf {
+    let path = lexical(path);
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
+}
 
 /// `path` made absolute against the working directory, with `.` and `..`
 /// resolved lexically (no file system access).
@@ -82,6 +103,9 @@ impl Config {
                 .map(|p| ("merged_log".to_string(), p))
                 .chain(project.processes.iter().enumerate().filter_map(|(i, p)| {
                     Some((format!("processes[{i}].log_file"), p.log_file.as_ref()?))
+                }))
+                .chain(project.actions.0.iter().filter_map(|(a, cfg)| {
+                    Some((format!("actions.{a}.path"), cfg.path.as_ref()?))
                 }));
             for (key, log) in logs {
                 let log = lexical(log);
@@ -92,7 +116,7 @@ impl Config {
                     return Err((
                         format!("projects.{name}.{key}"),
                         format!(
-                            "{} is in project `{other}`'s dir: that project could read or replace it",
+                            "{} is in project `{other}`'s dir: that project could replace it",
                             log.display()
                         ),
                     ));
@@ -127,6 +151,18 @@ impl Config {
 mod tests {
     use super::lexical;
     use std::path::Path;
+
+    #[test]
+    fn resolves_links_up_to_what_exists() {
+        let root = tempfile::TempDir::new().expect("temp");
+        let real = root.path().canonicalize().expect("canonical").join("real");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, root.path().join("link")).expect("symlink");
+        assert_eq!(
+            super::resolved(&root.path().join("link/logs/app.log")),
+            real.join("logs/app.log")
+        );
+    }
 
     #[test]
     fn resolves_dots_without_touching_the_disk() {

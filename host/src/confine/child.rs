@@ -1,6 +1,9 @@
 //! The one `pre_exec` hook every program started for a project passes
 //! through: in the child, after `fork` and before `exec`, in this order:
 //!
+//! 0. **session**: a session (and process group) of its own, so it can
+//!    join no other program's group (`setpgid` works only within a
+//!    session, and bosun signals whole groups);
 //! 1. **work dir**: `fchdir` to a dir opened beneath the project dir;
 //! 2. **cgroups**: join the program's cgroup2 leaf and the project's v1
 //!    cgroups (writing "0" moves the writer);
@@ -35,14 +38,14 @@ use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::stat::Mode;
-use nix::unistd::{Gid, Uid, fchdir, mkdir, setgroups, setresgid, setresuid, write};
+use nix::unistd::{Gid, Uid, fchdir, mkdir, setgroups, setresgid, setresuid, setsid, write};
 
 use super::mounts::{Plan, Step as MountStep};
 
 /// Everything the child needs, prepared by the parent.
 pub(crate) struct Prepared {
-    /// The program's working directory.
-    pub cwd: OwnedFd,
+    /// The program's working directory (None: bosun's own).
+    pub cwd: Option<OwnedFd>,
     /// `cgroup.procs` files to join.
     pub join: Vec<Arc<OwnedFd>>,
     /// The mount namespace's steps; `None`: no mount namespace.
@@ -64,13 +67,17 @@ pub(crate) struct Prepared {
     pub pass_fd: Option<OwnedFd>,
     /// Where a failing step writes its number.
     pub report: OwnedFd,
+    /// The highest fd to mark close-on-exec one by one, where the kernel
+    /// lacks `close_range(CLOSE_RANGE_CLOEXEC)` (before 5.11).
+    pub fd_ceiling: Option<i32>,
 }
 
 /// The steps, numbered for the report pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Step {
-    WorkDir = 1,
+    Session = 1,
+    WorkDir,
     Cgroup,
     Namespaces,
     Mounts,
@@ -84,7 +91,8 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 11] = [
+    const ALL: [Step; 12] = [
+        Step::Session,
         Step::WorkDir,
         Step::Cgroup,
         Step::Namespaces,
@@ -106,6 +114,7 @@ impl Step {
     /// What the step does, for error messages.
     pub(crate) fn describe(self) -> &'static str {
         match self {
+            Step::Session => "starting its own session",
             Step::WorkDir => "entering its working directory",
             Step::Cgroup => "joining its cgroup",
             Step::Namespaces => "creating its namespaces",
@@ -131,7 +140,10 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
 
 fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
     let at = |step: Step| move |e: Errno| (step, e);
-    fchdir(p.cwd.as_fd()).map_err(at(Step::WorkDir))?;
+    setsid().map_err(at(Step::Session))?;
+    if let Some(cwd) = &p.cwd {
+        fchdir(cwd.as_fd()).map_err(at(Step::WorkDir))?;
+    }
     for procs in &p.join {
         write(procs.as_fd(), b"0").map_err(at(Step::Cgroup))?;
     }
@@ -182,7 +194,7 @@ fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
             .and_then(|r| r.restrict_self().ok())
             .ok_or_else(|| (Step::Landlock, Errno::last()))?;
     }
-    descriptors(p.pass_fd.as_ref()).map_err(at(Step::Descriptors))
+    descriptors(p.pass_fd.as_ref(), p.fd_ceiling).map_err(at(Step::Descriptors))
 }
 
 fn mount_all(plan: &Plan) -> Result<(), Errno> {
@@ -260,15 +272,21 @@ fn loopback_up() -> Result<(), Errno> {
 
 /// Mark every fd above 2 close-on-exec (an fd bosun opened without the
 /// flag must not reach a tenant), then hand `pass` over as fd 3.
-fn descriptors(pass: Option<&OwnedFd>) -> Result<(), Errno> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range with CLOEXEC only sets a flag on fds; dup2 and
-    // fcntl act on descriptor numbers this process owns.
+fn descriptors(pass: Option<&OwnedFd>, ceiling: Option<i32>) -> Result<(), Errno> {
+    // SAFETY: close_range with CLOEXEC and fcntl(F_SETFD) only set a flag
+    // on fds; dup2 acts on descriptor numbers this process owns.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0
-            && Errno::last() != Errno::ENOSYS
-        {
-            return Err(Errno::last());
+        match ceiling {
+            None => {
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                    return Err(Errno::last());
+                }
+            }
+            Some(ceiling) => {
+                for fd in 3..=ceiling {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
         }
         if let Some(fd) = pass {
             let raw = fd.as_raw_fd();
@@ -283,4 +301,33 @@ fn descriptors(pass: Option<&OwnedFd>) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Whether this kernel has `close_range(CLOSE_RANGE_CLOEXEC)`: tried once,
+/// on an fd made for the purpose.
+pub(crate) fn close_range_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let Ok(file) = std::fs::File::open("/dev/null") else {
+            return false;
+        };
+        let fd = file.as_raw_fd() as libc::c_uint;
+        // SAFETY: sets the close-on-exec flag (already set) on our own fd.
+        unsafe { libc::syscall(libc::SYS_close_range, fd, fd, CLOSE_RANGE_CLOEXEC) == 0 }
+    })
+}
+
+/// The highest fd this process has open now, for [`descriptors`]' loop
+/// (with room for fds opened while the spawn is prepared).
+pub(crate) fn fd_ceiling() -> i32 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .max()
+                .unwrap_or(1024)
+        })
+        .unwrap_or(1024)
+        + 64
 }

@@ -68,6 +68,21 @@ pub struct Jailed {
     pub leaf: Option<Leaf>,
 }
 
+/// Whose program it is.
+enum Kind {
+    /// The project's: every layer.
+    Project,
+    /// bosun's own, on the project's behalf (a fetch into its mirror, with
+    /// the server's credentials): bosun's user and environment, in a leaf
+    /// of the project's cgroup, under its limits.
+    Host,
+    /// bosun's helper serving the project, reading `readable` only (git
+    /// `upload-pack` on a mirror): root without a capability, Landlock
+    /// read-only on `readable` and the system, no network, a clean
+    /// environment, in the project's cgroup.
+    Helper(PathBuf),
+}
+
 enum LeafChoice {
     None,
     Fresh(&'static str),
@@ -77,6 +92,7 @@ enum LeafChoice {
 /// A program to start for a project.
 pub struct JailCommand {
     jail: Arc<Jail>,
+    kind: Kind,
     cmd: Command,
     program: String,
     cwd: Option<PathBuf>,
@@ -89,26 +105,57 @@ pub struct JailCommand {
 impl Jail {
     /// `program`, to be run for this project: an empty environment plus
     /// `PATH`, `HOME`, `USER`, `LOGNAME`, `LANG` and `TMPDIR`; stdin from
-    /// /dev/null; in a process group of its own.
+    /// /dev/null; in a session and process group of its own (pgid = pid).
     pub fn command(self: &Arc<Self>, program: impl AsRef<OsStr>) -> JailCommand {
-        let mut cmd = Command::new(program.as_ref());
         let user = match &self.identity {
             Some(id) => id.name.clone(),
             None => own_user_name(),
         };
-        cmd.env_clear()
+        let mut cmd = self.build(program.as_ref(), Kind::Project);
+        cmd.cmd
+            .env_clear()
             .env("PATH", env::PATH)
             .env("HOME", &self.dir)
             .env("USER", &user)
             .env("LOGNAME", &user)
             .env("LANG", env::LANG)
-            .env("TMPDIR", &self.tmpdir)
-            .stdin(Stdio::null())
-            .process_group(0);
+            .env("TMPDIR", &self.tmpdir);
+        cmd
+    }
+
+    /// `program` run by bosun itself for this project (see `Kind::Host`).
+    pub fn host_command(self: &Arc<Self>, program: impl AsRef<OsStr>) -> JailCommand {
+        let mut cmd = self.build(program.as_ref(), Kind::Host);
+        cmd.own_leaf("host");
+        cmd
+    }
+
+    /// `program` run by bosun for this project, reading only `readable`
+    /// and working there (see `Kind::Helper`).
+    pub fn helper_command(
+        self: &Arc<Self>,
+        program: impl AsRef<OsStr>,
+        readable: impl Into<PathBuf>,
+    ) -> JailCommand {
+        let readable = readable.into();
+        let mut cmd = self.build(program.as_ref(), Kind::Helper(readable.clone()));
+        cmd.cmd
+            .env_clear()
+            .env("PATH", env::PATH)
+            .env("HOME", &readable)
+            .env("LANG", env::LANG);
+        cmd.network(false).own_leaf("helper");
+        cmd
+    }
+
+    fn build(self: &Arc<Self>, program: &OsStr, kind: Kind) -> JailCommand {
+        let mut cmd = Command::new(program);
+        cmd.stdin(Stdio::null());
         JailCommand {
             jail: self.clone(),
+            kind,
             cmd,
-            program: program.as_ref().to_string_lossy().into_owned(),
+            program: program.to_string_lossy().into_owned(),
             cwd: None,
             network: true,
             leaf: LeafChoice::None,
@@ -233,11 +280,15 @@ impl JailCommand {
             source: e,
         };
         let jail = self.jail.clone();
-        let root = self.workdir.clone().unwrap_or_else(|| jail.dir.clone());
-        let dir = project::open(&root)?;
-        let cwd: OwnedFd = project::subdir(&dir, self.cwd.as_deref())?
-            .into_std_file()
-            .into();
+        let cwd = match &self.kind {
+            Kind::Host => None,
+            Kind::Helper(dir) => Some(project::open(dir)?),
+            Kind::Project => {
+                let root = self.workdir.as_deref().unwrap_or(&jail.dir);
+                Some(project::subdir(&project::open(root)?, self.cwd.as_deref())?)
+            }
+        }
+        .map(|dir| OwnedFd::from(dir.into_std_file()));
         let (leaf, mut join) = match &self.leaf {
             LeafChoice::None => (None, Vec::new()),
             LeafChoice::Given(procs) => (None, vec![procs.clone()]),
@@ -250,32 +301,43 @@ impl JailCommand {
             }
         };
         join.extend(jail.cgroup.iter().flat_map(|c| c.v1_procs()));
+        let project = matches!(self.kind, Kind::Project);
         let mounts = match (&jail.private, &jail.identity) {
-            (Some(private), Some(id)) => {
-                let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+            (Some(private), Some(id)) if project => {
+                let root = self.workdir.clone().unwrap_or_else(|| jail.dir.clone());
+                let root = root.canonicalize().unwrap_or(root);
                 let mut needed: Vec<&Path> = vec![&root];
                 needed.extend(jail.read_only.iter().map(PathBuf::as_path));
                 Some(mounts::plan(private, &needed, id).map_err(prepare)?)
             }
             _ => None,
         };
-        let ruleset = jail
-            .ruleset(self.workdir.as_deref(), self.network)
-            .map_err(prepare)?;
+        let ruleset = match &self.kind {
+            Kind::Project => jail.ruleset(self.workdir.as_deref(), self.network),
+            Kind::Host => Ok(None),
+            Kind::Helper(dir) => jail.helper_ruleset(dir),
+        }
+        .map_err(prepare)?;
+        let confined = !matches!(self.kind, Kind::Host) && !jail.unconfined;
         let (report_rx, report_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| prepare(anyhow::Error::new(e).context("creating a pipe")))?;
         let prepared = Prepared {
             cwd,
             join,
             mounts,
-            new_net: !self.network && jail.netns,
+            new_net: !self.network && jail.netns && confined,
             rlimits: jail.rlimits.clone(),
-            drop_bounding: jail.drop_bounding,
-            identity: jail.identity.as_ref().map(|id| (id.uid, id.gid)),
-            no_new_privs: !jail.unconfined,
+            drop_bounding: jail.drop_bounding.filter(|_| confined),
+            identity: jail
+                .identity
+                .as_ref()
+                .filter(|_| project)
+                .map(|id| (id.uid, id.gid)),
+            no_new_privs: confined,
             ruleset,
             pass_fd: self.pass_fd.take(),
             report: report_tx,
+            fd_ceiling: (!child::close_range_works()).then(child::fd_ceiling),
         };
         // SAFETY: the hook only makes async-signal-safe system calls on
         // data prepared above (see `child`).

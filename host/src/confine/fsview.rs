@@ -58,13 +58,14 @@ const LINKED: &[&str] = &[
 ];
 
 /// Device nodes a program may read and write.
+/// No `/dev/tty`: a program has no controlling terminal (it runs in a
+/// session of its own), and a terminal is where `TIOCSTI` types commands.
 const DEVICES: &[&str] = &[
     "/dev/null",
     "/dev/zero",
     "/dev/full",
     "/dev/random",
     "/dev/urandom",
-    "/dev/tty",
 ];
 
 /// The paths of a project's file view; the ruleset is built from them.
@@ -130,7 +131,7 @@ impl FsView {
         if !network {
             ruleset = ruleset.handle_access(AccessNet::from_all(ABI))?;
         }
-        let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
+        let device = AccessFs::ReadFile | AccessFs::WriteFile;
         let rules = self
             .read_only
             .iter()
@@ -151,6 +152,11 @@ impl FsView {
         }
         Ok(created)
     }
+}
+
+/// Whether `dir` is one of the system roots (or `/`).
+pub(crate) fn is_system_root(dir: &Path) -> bool {
+    dir == Path::new("/") || SYSTEM.iter().any(|r| Path::new(r) == dir)
 }
 
 fn is_protected(path: &Path, protected: &[PathBuf]) -> bool {

@@ -13,6 +13,10 @@
 //!   or crossing into other file systems. Files with more than one hard
 //!   link are left alone: the other link may be anywhere, and root must
 //!   not hand a tenant a file it reached only through the tenant's dir.
+//!   Other users are kept out of it (no `o` bits on its top), so nothing
+//!   in it, a unix socket included, is theirs to reach by path.
+//! - Ids that another bosun's tenants run as (a running process's uid) are
+//!   skipped too: two bosuns on one host share the default range.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -21,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat};
 use nix::unistd::{Gid, Group, Uid, User, fchownat};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +55,12 @@ pub enum IdentityError {
         what: &'static str,
         /// The name given.
         name: String,
+    },
+    /// `user` or `group` resolves to root's id.
+    #[error("`{key}` resolves to id 0: use `unconfined = true` to run a project as bosun itself")]
+    Privileged {
+        /// The config key.
+        key: String,
     },
     /// Every id of the range is taken.
     #[error("`confinement.id_range`: no free id left in [{0}, {1}]")]
@@ -94,6 +104,9 @@ impl Allocations {
         for file in ["/etc/passwd", "/etc/group"] {
             taken.extend(third_fields(file));
         }
+        // Another bosun on this host allocates from the same default range:
+        // an id its tenants' processes run as is in use.
+        taken.extend(running_uids());
         let ranges = ["/etc/subuid", "/etc/subgid"]
             .iter()
             .flat_map(|f| subordinate_ranges(f))
@@ -206,12 +219,35 @@ pub(crate) fn named(
                 })?,
         };
     }
+    if uid == 0 || gid == 0 {
+        return Err(IdentityError::Privileged {
+            key: key(if uid == 0 { "user" } else { "group" }),
+        });
+    }
     Ok(Identity {
         uid,
         gid,
         name,
         allocated: false,
     })
+}
+
+/// The real uids of every running process.
+fn running_uids() -> BTreeSet<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return BTreeSet::new();
+    };
+    dir.filter_map(|e| {
+        let status = std::fs::read_to_string(e.ok()?.path().join("status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+    .collect()
 }
 
 /// The numbers in the third field of a passwd- or group-style file.
@@ -247,27 +283,37 @@ pub(crate) struct Handover {
 }
 
 /// Make `dir` and everything in it belong to `id`, unless its top already
-/// does. Never follows a symlink, never crosses a mount point.
+/// does; and keep other users out of it (no `o` bits on its top: a web
+/// server that must read a project's files gets in through a named
+/// `group`). Never follows a symlink, never crosses a mount point: every
+/// entry is opened (`O_PATH | O_NOFOLLOW`) and changed through that fd, so
+/// an entry swapped between the look and the change is never the one
+/// changed.
 pub(crate) fn give_dir(dir: &Path, id: &Identity) -> anyhow::Result<Handover> {
-    let top =
-        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-    use std::os::unix::fs::MetadataExt as _;
-    if top.uid() == id.uid && top.gid() == id.gid {
-        return Ok(Handover::default());
-    }
     let fd = nix::fcntl::open(
         dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .with_context(|| format!("opening {}", dir.display()))?;
-    let mut done = Handover::default();
+    let top = fstat(&fd).with_context(|| format!("reading {}", dir.display()))?;
+    if top.st_mode & 0o007 != 0 {
+        fchmod(&fd, Mode::from_bits_truncate(top.st_mode & 0o7770))
+            .with_context(|| format!("closing {} to other users", dir.display()))?;
+    }
     let owner = (Some(Uid::from_raw(id.uid)), Some(Gid::from_raw(id.gid)));
-    fchownat(&fd, "", owner.0, owner.1, AtFlags::AT_EMPTY_PATH)
-        .with_context(|| format!("changing the owner of {}", dir.display()))?;
+    let mut done = Handover::default();
+    if owned_by(&top, owner) {
+        return Ok(done);
+    }
+    chown_fd(&fd, owner).with_context(|| format!("changing the owner of {}", dir.display()))?;
     done.changed += 1;
-    walk(&fd, top.dev(), owner, &mut done, dir)?;
+    walk(&fd, top.st_dev, owner, &mut done, dir)?;
     Ok(done)
+}
+
+fn chown_fd(fd: &OwnedFd, owner: (Option<Uid>, Option<Gid>)) -> nix::Result<()> {
+    fchownat(fd, "", owner.0, owner.1, AtFlags::AT_EMPTY_PATH)
 }
 
 fn walk(
@@ -287,9 +333,11 @@ fn walk(
         .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
         .collect();
     for name in names {
-        let Ok(stat) = fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Ok(entry) = openat(dir.as_fd(), name.as_c_str(), flags, Mode::empty()) else {
             continue;
         };
+        let Ok(stat) = fstat(&entry) else { continue };
         if stat.st_dev != dev {
             continue;
         }
@@ -298,15 +346,10 @@ fn walk(
             done.shared += 1;
             continue;
         }
+        let path = shown.join(name.to_string_lossy().as_ref());
         if !owned_by(&stat, owner) {
-            fchownat(
-                dir.as_fd(),
-                name.as_c_str(),
-                owner.0,
-                owner.1,
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .with_context(|| format!("changing the owner of {}/{name:?}", shown.display()))?;
+            chown_fd(&entry, owner)
+                .with_context(|| format!("changing the owner of {}", path.display()))?;
             done.changed += 1;
         }
         if kind == SFlag::S_IFDIR {
@@ -316,13 +359,10 @@ fn walk(
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            walk(
-                &sub,
-                dev,
-                owner,
-                done,
-                &shown.join(name.to_string_lossy().as_ref()),
-            )?;
+            // The dir listed must be the one just changed.
+            if fstat(&sub).is_ok_and(|s| s.st_ino == stat.st_ino && s.st_dev == stat.st_dev) {
+                walk(&sub, dev, owner, done, &path)?;
+            }
         }
     }
     Ok(())

@@ -35,30 +35,30 @@ mod command;
 mod env;
 mod fsview;
 mod identity;
+mod jail;
 mod mounts;
 mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use landlock::RulesetCreated;
 use nix::sys::resource::{Resource, getrlimit};
 use sha2::{Digest, Sha256};
 
 pub use cgroup::Leaf;
 pub use command::{JailCommand, Jailed, SpawnError};
 pub use identity::{Identity, IdentityError};
+pub use jail::Jail;
 pub use report::{IdentityReport, Report};
 
-use crate::config::{Config, ProjectConfig, lexical};
-use cgroup::{Controller, HostCgroups, ProjectCgroup, Tree};
+use crate::config::{Config, ProjectConfig, lexical, resolved};
+use cgroup::{HostCgroups, Tree};
 use fsview::{Enforcement, FsView};
 use identity::Allocations;
-use mounts::Private;
+use jail::Shared;
 
 /// The `PATH` every confined program gets unless the config's `env` sets one.
 pub const DEFAULT_PATH: &str = env::PATH;
@@ -178,8 +178,19 @@ impl Confinement {
             owner,
         };
         let mut jails = BTreeMap::new();
+        let mut uids: BTreeMap<u32, String> = BTreeMap::new();
         for (name, project) in &config.projects {
             let identity = identity_of(&host, name, project, config, &mut allocations)?;
+            if let Some(id) = &identity
+                && let Some(other) = uids.insert(id.uid, name.clone())
+            {
+                tracing::warn!(
+                    project = name,
+                    other,
+                    uid = id.uid,
+                    "two projects run as one user: the kernel's permissions do not keep them apart, only Landlock does"
+                );
+            }
             let jail = Jail::setup(&shared, name, project, identity)
                 .with_context(|| format!("project `{name}`"))?;
             log_report(name, &jail.report);
@@ -282,8 +293,15 @@ fn tag(state_dir: &Path) -> String {
 /// plugins, the log files it writes, and every project's dir (each gets its
 /// own back read-write).
 fn protected(config: &Config, state_dir: &Path) -> Vec<PathBuf> {
-    let resolve = |p: &Path| p.canonicalize().unwrap_or_else(|_| lexical(p));
-    let mut paths = vec![state_dir.to_path_buf(), resolve(&config.source)];
+    let resolve = |p: &Path| resolved(p);
+    let config_file = resolve(&config.source);
+    // The config's whole dir (keys and certificates often sit beside it in
+    // /etc/bosun), unless that dir is a system root like /etc itself.
+    let config_place = match config_file.parent() {
+        Some(dir) if !fsview::is_system_root(dir) => dir.to_path_buf(),
+        _ => config_file,
+    };
+    let mut paths = vec![state_dir.to_path_buf(), config_place];
     if let Some(tls) = &config.server.tls {
         paths.extend([resolve(&tls.cert), resolve(&tls.key)]);
     }
@@ -339,351 +357,4 @@ fn log_report(project: &str, report: &Report) {
     for missing in &report.missing {
         tracing::warn!(project, "confinement: {missing}");
     }
-}
-
-/// What every project's setup shares.
-#[derive(Clone, Copy)]
-struct Shared<'a> {
-    host: &'a HostLayers,
-    tree: Option<&'a Tree>,
-    system: &'a FsView,
-    state_dir: &'a Path,
-    /// Whether this is the server (see [`Role`]).
-    owner: bool,
-}
-
-/// One project's confinement: what each program started for it gets.
-pub struct Jail {
-    project: String,
-    dir: PathBuf,
-    unconfined: bool,
-    identity: Option<Identity>,
-    fs: Option<FsView>,
-    private: Option<Private>,
-    tmpdir: PathBuf,
-    netns: bool,
-    cgroup: Option<ProjectCgroup>,
-    rlimits: Vec<(Resource, u64)>,
-    drop_bounding: Option<u32>,
-    read_only: Vec<PathBuf>,
-    report: Report,
-    rulesets: Mutex<Vec<CachedRuleset>>,
-    leaves: AtomicU64,
-}
-
-impl std::fmt::Debug for Jail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jail")
-            .field("project", &self.project)
-            .field("dir", &self.dir)
-            .field("mode", &self.report.mode)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A built ruleset, valid while the project dir is the same inode.
-struct CachedRuleset {
-    network: bool,
-    dir: (u64, u64),
-    ruleset: Arc<RulesetCreated>,
-}
-
-impl Jail {
-    fn setup(
-        shared: &Shared<'_>,
-        name: &str,
-        project: &ProjectConfig,
-        identity: Option<Identity>,
-    ) -> anyhow::Result<Self> {
-        let Shared {
-            host,
-            tree,
-            system,
-            state_dir,
-            owner,
-        } = *shared;
-        let dir = project
-            .dir
-            .canonicalize()
-            .unwrap_or_else(|_| lexical(&project.dir));
-        if let Some(id) = &identity
-            && dir.is_dir()
-        {
-            let done = identity::give_dir(&dir, id)
-                .with_context(|| format!("handing {} to {}", dir.display(), id.name))?;
-            if done.changed > 0 {
-                tracing::info!(
-                    project = name,
-                    files = done.changed,
-                    uid = id.uid,
-                    "the project dir now belongs to the project's user"
-                );
-            }
-            if done.shared > 0 {
-                tracing::warn!(
-                    project = name,
-                    files = done.shared,
-                    "left files with other hard links to their owners"
-                );
-            }
-        }
-        let cgroup = tree.map(|t| t.project(name, &project.limits)).transpose()?;
-        let confined = !project.unconfined;
-        let own = state_dir.join("projects").join(name);
-        let private = if confined && host.root {
-            Some(Private::prepare(&own, owner)?)
-        } else {
-            None
-        };
-        let tmpdir = match &private {
-            Some(_) => PathBuf::from("/tmp"),
-            None => {
-                let tmp = own.join("tmp");
-                std::fs::create_dir_all(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                tmp
-            }
-        };
-        let read_only: Vec<PathBuf> = project
-            .confinement
-            .read_only
-            .iter()
-            .map(|p| p.canonicalize().unwrap_or_else(|_| lexical(p)))
-            .collect();
-        let fs = confined.then(|| {
-            let mut extra = read_only.clone();
-            extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
-            if private.is_none() {
-                extra.push(tmpdir.clone());
-            }
-            system.with(&extra)
-        });
-        let layers = |c| tree.and_then(|t| t.layer(c));
-        let report = Self::report(
-            host,
-            project,
-            identity.as_ref(),
-            &layers,
-            tree.is_some_and(Tree::has_leaves),
-        );
-        let mut report = report;
-        if let Some(cg) = cgroup.as_ref().and_then(ProjectCgroup::v2_dir) {
-            report.cgroup = Some(cg.display().to_string());
-        }
-        Ok(Self {
-            project: name.to_string(),
-            dir,
-            unconfined: project.unconfined,
-            rlimits: rlimits(host, project, identity.is_some(), &layers),
-            drop_bounding: (confined && host.root).then_some(host.cap_last),
-            netns: confined && host.root,
-            identity,
-            fs,
-            private,
-            tmpdir,
-            cgroup,
-            read_only,
-            report,
-            rulesets: Mutex::new(Vec::new()),
-            leaves: AtomicU64::new(0),
-        })
-    }
-
-    /// The report of a project with these layers.
-    fn report(
-        host: &HostLayers,
-        project: &ProjectConfig,
-        identity: Option<&Identity>,
-        layer: &dyn Fn(Controller) -> Option<&'static str>,
-        leaves: bool,
-    ) -> Report {
-        let confined = !project.unconfined;
-        let mut missing = Vec::new();
-        if confined && !host.root {
-            missing.push("own user: bosun is not root, so its programs run as bosun's user".into());
-            missing.push("private /tmp and network namespace: need root".into());
-            if project.confinement.user.is_some() {
-                missing.push("`confinement.user` is ignored: switching users needs root".into());
-            }
-        }
-        if confined && host.landlock != Enforcement::Full {
-            missing.push(format!(
-                "Landlock is {} on this kernel (ABI {}): file access is {}",
-                host.landlock.as_str(),
-                host.landlock_abi,
-                if host.landlock == Enforcement::None {
-                    "not restricted beyond the user's permissions"
-                } else {
-                    "restricted with the rights this kernel knows"
-                }
-            ));
-        }
-        if !leaves {
-            missing.push(
-                "no cgroup2 leaf per program: a process that leaves its process group survives a stop"
-                    .into(),
-            );
-        }
-        let mut limits = BTreeMap::new();
-        let l = &project.limits;
-        let mut limit = |name: &str,
-                         value: Option<String>,
-                         controller: Option<Controller>,
-                         fallback: Option<&str>| {
-            let Some(value) = value else { return };
-            let by = controller.and_then(layer).or(fallback);
-            match by {
-                Some(by) => {
-                    limits.insert(name.to_string(), format!("{value} ({by})"));
-                }
-                None => missing.push(format!(
-                    "limit `{name}` ({value}) is not enforced: no {name} controller"
-                )),
-            }
-        };
-        limit(
-            "memory",
-            l.memory.map(|m| m.to_string()),
-            Some(Controller::Memory),
-            Some("rlimit AS, per process"),
-        );
-        limit(
-            "cpu",
-            l.cpu.map(|c| format!("{c} cores")),
-            Some(Controller::Cpu),
-            None,
-        );
-        limit(
-            "pids",
-            l.pids.map(|p| p.to_string()),
-            Some(Controller::Pids),
-            identity.is_some().then_some("rlimit NPROC, per user"),
-        );
-        limit(
-            "nofile",
-            l.nofile.map(|n| n.min(host.nofile_hard).to_string()),
-            None,
-            Some("rlimit"),
-        );
-        Report {
-            mode: if confined { "confined" } else { "unconfined" }.into(),
-            identity: identity.map(|id| IdentityReport {
-                user: id.name.clone(),
-                uid: id.uid,
-                gid: id.gid,
-                allocated: id.allocated,
-            }),
-            landlock: if confined {
-                host.landlock.as_str()
-            } else {
-                "none"
-            }
-            .into(),
-            landlock_abi: host.landlock_abi,
-            private_tmp: confined && host.root,
-            network_namespace: confined && host.root,
-            cgroup: None,
-            limits,
-            missing: if confined { missing } else { Vec::new() },
-        }
-    }
-
-    /// The project's name.
-    pub fn project(&self) -> &str {
-        &self.project
-    }
-
-    /// The project dir.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// What this project gets.
-    pub fn confinement(&self) -> &Report {
-        &self.report
-    }
-
-    /// The uid and gid its programs run as, if not bosun's own.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
-    }
-
-    /// A cgroup leaf named `name` for a program of this project (or an
-    /// instance, across its restarts); None without cgroup2.
-    pub fn leaf(&self, name: &str) -> std::io::Result<Option<Leaf>> {
-        match &self.cgroup {
-            Some(cg) => cg.leaf(name),
-            None => Ok(None),
-        }
-    }
-
-    /// A fresh leaf for one run of `kind` (`cmd`, `git`).
-    pub(crate) fn fresh_leaf(&self, kind: &str) -> std::io::Result<Option<Leaf>> {
-        let n = self.leaves.fetch_add(1, Ordering::Relaxed);
-        self.leaf(&format!("{kind}.{}.{n}", std::process::id()))
-    }
-
-    /// The Landlock ruleset for a program writing `rw` (the project dir
-    /// unless given), cached per network setting while the project dir is
-    /// the same.
-    fn ruleset(
-        &self,
-        workdir: Option<&Path>,
-        network: bool,
-    ) -> anyhow::Result<Option<Arc<RulesetCreated>>> {
-        let Some(fs) = &self.fs else {
-            return Ok(None);
-        };
-        let dir = workdir.unwrap_or(&self.dir);
-        let mut rw = vec![dir];
-        if let Some(p) = &self.private {
-            rw.push(&p.tmp);
-            rw.extend(p.shm.as_deref());
-        }
-        if workdir.is_some() {
-            return Ok(Some(Arc::new(fs.ruleset(&rw, network)?)));
-        }
-        use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-        let id = (meta.dev(), meta.ino());
-        let mut cache = self.rulesets.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = cache.iter().find(|c| c.network == network && c.dir == id) {
-            return Ok(Some(c.ruleset.clone()));
-        }
-        let ruleset = Arc::new(fs.ruleset(&rw, network)?);
-        cache.retain(|c| c.network != network);
-        cache.push(CachedRuleset {
-            network,
-            dir: id,
-            ruleset: ruleset.clone(),
-        });
-        Ok(Some(ruleset))
-    }
-}
-
-/// The rlimits a project's programs get: `nofile` always; `memory` and
-/// `pids` where no cgroup controller holds them.
-fn rlimits(
-    host: &HostLayers,
-    project: &ProjectConfig,
-    own_user: bool,
-    layer: &dyn Fn(Controller) -> Option<&'static str>,
-) -> Vec<(Resource, u64)> {
-    let l = &project.limits;
-    let mut out = Vec::new();
-    if let Some(n) = l.nofile {
-        out.push((Resource::RLIMIT_NOFILE, n.min(host.nofile_hard)));
-    }
-    if let Some(m) = l.memory
-        && layer(Controller::Memory).is_none()
-    {
-        out.push((Resource::RLIMIT_AS, m.as_u64()));
-    }
-    if let Some(p) = l.pids
-        && own_user
-        && layer(Controller::Pids).is_none()
-    {
-        out.push((Resource::RLIMIT_NPROC, p));
-    }
-    out
 }

@@ -99,15 +99,39 @@ impl ActionRegistry {
     }
 }
 
+/// The largest component file read (a Python component is ~18 MB).
+const MAX_COMPONENT: u64 = 256 << 20;
+
 fn read_component(action: &str, cfg: &ActionConfig) -> Result<Vec<u8>, String> {
     match &cfg.path {
-        Some(path) => {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        }
+        Some(path) => read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => stock::bytes(action)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("no stock action is called `{action}`")),
     }
+}
+
+/// Read a component file: a regular file of bounded size, opened without
+/// blocking (a FIFO in its place would hang bosun's start).
+fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_COMPONENT {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_COMPONENT} bytes"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COMPONENT).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn limits(action: &ActionConfig, settings: &PluginSettings) -> RunLimits {

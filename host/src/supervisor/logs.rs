@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::logfile::{FileSpec, WriteMsg};
-use crate::config::lexical;
+use crate::config::resolved;
 use crate::lines::{LineAssembler, Stream, to_text};
 
 /// Recent lines kept per process for `logs`.
@@ -204,7 +204,9 @@ pub(crate) fn file_spec(
     keep: u32,
     project_dir: &std::path::Path,
 ) -> Arc<FileSpec> {
-    let (path, project) = (lexical(&path), lexical(project_dir));
+    // Resolved, not only normalised: a log reached through a link to the
+    // project dir (or a project dir that is itself a link) is still in it.
+    let (path, project) = (resolved(&path), resolved(project_dir));
     let beneath = path
         .strip_prefix(&project)
         .ok()

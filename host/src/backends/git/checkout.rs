@@ -17,6 +17,7 @@
 //!   others. That project's processes then go `fatal` with "project dir is
 //!   not usable", and the next boot tries the clone again.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +72,7 @@ pub async fn clone_missing(config: &Config, confinement: &Confinement) {
             continue;
         }
         let mirror = Mirror::new(
+            jail.clone(),
             mirror_path(&config.state_dir, name),
             url.clone(),
             project.git.timeout,
@@ -123,7 +125,14 @@ async fn clone_into(
     }
     std::fs::create_dir(&staging).map_err(io("creating", &staging))?;
     if let Some(id) = jail.identity() {
-        std::os::unix::fs::chown(&staging, Some(id.uid), Some(id.gid))
+        // Through an fd opened without following links: the parent may be
+        // a dir others can write (a project under /tmp).
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&staging)
+            .map_err(io("opening", &staging))?;
+        std::os::unix::fs::fchown(&dir, Some(id.uid), Some(id.gid))
             .map_err(io("handing over", &staging))?;
     }
     let result = checkout(jail, mirror, url, &branch, &staging, timeout).await;

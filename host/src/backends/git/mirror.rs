@@ -4,72 +4,90 @@
 //! A fetch from the operator's URL (`git.remote`, or `git.clone`) runs as
 //! bosun, in `state_dir/git/<project>.git`, a bare repository no tenant
 //! can read or write: its config, its hooks and its objects are bosun's
-//! own, so nothing a plugin wrote is ever run with the server's rights.
-//! The project's work tree then takes the new objects from the mirror
-//! over git's `fd` transport: bosun serves `git upload-pack` on one end of
-//! a socket pair, and the project's own (confined) git fetches from the
-//! other. The tenant sees the mirror's refs and objects, never its path,
-//! its config or the credentials.
+//! own, so nothing a plugin wrote is ever run with the server's rights. It
+//! runs in a leaf of the project's cgroup, so unpacking what the tenant
+//! pushed upstream counts against the project's limits, not bosun's.
+//!
+//! The project's work tree then takes the new objects from the mirror over
+//! git's `fd` transport: bosun serves `git upload-pack` on one end of a
+//! socket pair, and the project's own (confined) git fetches from the
+//! other. upload-pack talks to a client the tenant controls, so it runs as
+//! a helper: root without a single capability, Landlock read-only on the
+//! mirror and the system, no network, a clean environment. The tenant sees
+//! the mirror's refs and objects, never its path, its config or the
+//! credentials.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
-
+use crate::confine::{Jail, JailCommand, Jailed};
 use crate::plugins::bindings::CallError;
 
 use super::redact;
 
 /// One project's mirror.
 pub(crate) struct Mirror {
+    jail: Arc<Jail>,
     path: PathBuf,
     url: String,
     timeout: Duration,
 }
 
-/// git as bosun runs it on its mirror: never prompting, in the C locale
-/// (messages are matched), no stdin, output captured, killed if the
-/// caller gives up, no hooks, no `ext::` transport.
-pub(crate) fn command() -> Command {
-    let mut cmd = Command::new("git");
-    cmd.args([
-        "-c",
-        "core.hooksPath=/dev/null",
-        "-c",
-        "protocol.ext.allow=never",
-    ])
-    .env("GIT_TERMINAL_PROMPT", "0")
-    .env("LC_ALL", "C")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    cmd
-}
-
 impl Mirror {
-    /// The mirror of `url` at `path`.
-    pub(crate) fn new(path: PathBuf, url: String, timeout: Duration) -> Self {
-        Self { path, url, timeout }
+    /// The mirror of `url` at `path`, for the project of `jail`.
+    pub(crate) fn new(jail: Arc<Jail>, path: PathBuf, url: String, timeout: Duration) -> Self {
+        Self {
+            jail,
+            path,
+            url,
+            timeout,
+        }
     }
 
-    async fn bosun_git(&self, args: &[&str], what: &str) -> Result<String, CallError> {
-        let mut cmd = command();
+    /// git as bosun runs it on its mirror: never prompting, in the C
+    /// locale (messages are matched), output captured, killed if the caller
+    /// gives up, no hooks, no `ext::` transport.
+    fn git(&self) -> JailCommand {
+        let mut cmd = self.jail.host_command("git");
+        cmd.args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "protocol.ext.allow=never",
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, args: &[&str], what: &str) -> Result<String, CallError> {
+        let mut cmd = self.git();
         cmd.args(args);
-        let output = match tokio::time::timeout(self.timeout, cmd.output()).await {
+        let jailed = cmd
+            .spawn()
+            .map_err(|e| CallError::Failed(format!("cannot run git: {e}")))?;
+        let _leaf = jailed.leaf;
+        let output = match tokio::time::timeout(self.timeout, jailed.child.wait_with_output()).await
+        {
             Err(_) => {
+                self.clean_partial();
                 return Err(CallError::Timeout(format!(
                     "{what} took longer than {:?}",
                     self.timeout
                 )));
             }
-            Ok(Err(e)) => return Err(CallError::Failed(format!("cannot run git: {e}"))),
+            Ok(Err(e)) => return Err(CallError::Failed(format!("waiting for git: {e}"))),
             Ok(Ok(output)) => output,
         };
         if !output.status.success() {
+            self.clean_partial();
             return Err(CallError::Failed(format!(
                 "{what} failed: {}",
                 redact(String::from_utf8_lossy(&output.stderr).trim())
@@ -78,24 +96,44 @@ impl Mirror {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
+    /// Remove what an interrupted fetch leaves (`tmp_pack_*` files can be
+    /// as large as the pack), so failed fetches do not add up.
+    fn clean_partial(&self) {
+        for dir in [self.path.join("objects/pack"), self.path.join("objects")] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("tmp_") || name.starts_with("incoming-") {
+                    let path = entry.path();
+                    let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+                }
+            }
+        }
+    }
+
     /// Bring the mirror up to date with the upstream (cloning it the first
     /// time, which also records the upstream's default branch).
     pub(crate) async fn fetch(&self) -> Result<(), CallError> {
         let path = self.path.to_string_lossy();
+        let what = "fetching from the project's upstream";
         if !self.path.join("HEAD").exists() {
             if let Some(parent) = self.path.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| CallError::Failed(format!("creating the mirror: {e}")))?;
             }
             let _ = std::fs::remove_dir_all(&self.path);
-            self.bosun_git(
-                &["clone", "--bare", "--quiet", "--", &self.url, &path],
-                "fetching from the project's upstream",
-            )
-            .await?;
-            return Ok(());
+            return self
+                .run(
+                    &["clone", "--bare", "--quiet", "--", &self.url, &path],
+                    what,
+                )
+                .await
+                .map(drop);
         }
-        self.bosun_git(
+        self.run(
             &[
                 "-C",
                 &path,
@@ -107,7 +145,7 @@ impl Mirror {
                 "+refs/heads/*:refs/heads/*",
                 "+refs/tags/*:refs/tags/*",
             ],
-            "fetching from the project's upstream",
+            what,
         )
         .await
         .map(drop)
@@ -116,7 +154,7 @@ impl Mirror {
     /// The upstream's default branch, as recorded at the mirror's clone.
     pub(crate) async fn default_branch(&self) -> Result<String, CallError> {
         let path = self.path.to_string_lossy();
-        self.bosun_git(
+        self.run(
             &["-C", &path, "symbolic-ref", "--short", "HEAD"],
             "reading the upstream's default branch",
         )
@@ -124,22 +162,23 @@ impl Mirror {
     }
 
     /// Serve the mirror to one fetch: `git upload-pack` on one end of a
-    /// socket pair; the other end is for the project's git, as its fd 3.
-    pub(crate) fn serve(&self) -> Result<(Child, OwnedFd), CallError> {
-        let failed = |e: std::io::Error| CallError::Failed(format!("serving the mirror: {e}"));
-        let (ours, theirs) = UnixStream::pair().map_err(failed)?;
-        let input = ours.try_clone().map_err(failed)?;
-        let child = Command::new("git")
-            .arg("upload-pack")
-            .arg("--strict")
-            .arg(&self.path)
+    /// socket pair, as a helper reading only the mirror; the other end is
+    /// for the project's git, as its fd 3.
+    pub(crate) fn serve(&self) -> Result<(Jailed, OwnedFd), CallError> {
+        let failed =
+            |e: &dyn std::fmt::Display| CallError::Failed(format!("serving the mirror: {e}"));
+        let (ours, theirs) = UnixStream::pair().map_err(|e| failed(&e))?;
+        let input = ours.try_clone().map_err(|e| failed(&e))?;
+        let mut cmd = self.jail.helper_command("git", &self.path);
+        cmd.args(["upload-pack", "--strict", "."])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("LC_ALL", "C")
             .stdin(Stdio::from(OwnedFd::from(input)))
             .stdout(Stdio::from(OwnedFd::from(ours)))
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(failed)?;
-        Ok((child, theirs.into()))
+            .kill_on_drop(true);
+        let server = cmd.spawn().map_err(|e| failed(&e))?;
+        Ok((server, theirs.into()))
     }
 }

@@ -57,6 +57,7 @@ impl Git {
     ) -> Self {
         let mirror = upstream.map(|url| {
             Mirror::new(
+                jail.clone(),
                 mirror_path(state_dir, jail.project()),
                 url.to_string(),
                 timeout,
@@ -145,12 +146,13 @@ async fn fetch_from_mirror(tree: &WorkTree, mirror: &Mirror) -> Result<(), CallE
     let mut args = vec!["fetch", "--prune", "--quiet", "fd::3"];
     args.extend(FROM_MIRROR);
     let result = tree.run(&args, Reach::Fd(fd)).await;
-    // The client is gone, so upload-pack sees the end of its socket.
-    if tokio::time::timeout(Duration::from_secs(5), server.wait())
+    // The client is gone, so upload-pack sees the end of its socket; its
+    // leaf goes with it.
+    if tokio::time::timeout(Duration::from_secs(5), server.child.wait())
         .await
         .is_err()
     {
-        let _ = server.kill().await;
+        let _ = server.child.kill().await;
     }
     result.map(drop)
 }

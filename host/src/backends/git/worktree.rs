@@ -30,9 +30,30 @@ const HARDENED: &[&str] = &[
     "core.hooksPath=/dev/null",
     "-c",
     "core.untrackedCache=false",
-    "-c",
-    "protocol.ext.allow=never",
 ];
+
+/// The protocol settings for `reach`. Each protocol by name: a tenant's
+/// `.git/config` can say `protocol.file.allow=always`, which a bare
+/// `protocol.allow=never` does not override, while `-c` of the same key
+/// does. (A `url.<x>.insteadOf` rewrite lands on one of these too.)
+fn protocols(reach: &Reach) -> Vec<String> {
+    let all = ["file", "git", "ssh", "http", "https", "ext", "fd"];
+    let allowed: &[&str] = match reach {
+        Reach::Nowhere => &[],
+        Reach::Fd(_) => &["fd"],
+        Reach::Network => &["file", "git", "ssh", "http", "https"],
+    };
+    let mut args = vec!["-c".to_string(), "protocol.allow=never".to_string()];
+    for name in all {
+        let how = if allowed.contains(&name) {
+            "always"
+        } else {
+            "never"
+        };
+        args.extend(["-c".to_string(), format!("protocol.{name}.allow={how}")]);
+    }
+    args
+}
 
 /// How a git run may reach a repository elsewhere.
 pub(crate) enum Reach {
@@ -119,16 +140,7 @@ impl WorkTree {
         let what = format!("git {}", args.join(" "));
         let mut cmd = self.jail.command("git");
         cmd.args(HARDENED)
-            .args(match &reach {
-                Reach::Nowhere => &["-c", "protocol.allow=never"][..],
-                Reach::Fd(_) => &[
-                    "-c",
-                    "protocol.allow=never",
-                    "-c",
-                    "protocol.fd.allow=always",
-                ],
-                Reach::Network => &["-c", "protocol.fd.allow=never"],
-            })
+            .args(protocols(&reach))
             .args(args)
             .env("GIT_DIR", ".git")
             .env("GIT_WORK_TREE", ".")

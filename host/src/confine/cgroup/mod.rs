@@ -31,6 +31,14 @@ use tokio::time::Instant;
 
 use crate::config::Limits;
 
+mod detect;
+mod leaf;
+
+pub(crate) use detect::HostCgroups;
+use detect::delegated;
+pub use leaf::Leaf;
+use leaf::{drain, kill_all, pids, signal_all, wait_empty};
+
 /// The controllers bosun sets limits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Controller {
@@ -48,96 +56,6 @@ impl Controller {
             Controller::Cpu => "cpu",
             Controller::Pids => "pids",
         }
-    }
-}
-
-/// The cgroup hierarchies this process sits in.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct HostCgroups {
-    /// Our own cgroup2 dir.
-    v2: Option<PathBuf>,
-    /// Our own dir in each v1 hierarchy of a controller bosun uses.
-    v1: Vec<(Controller, PathBuf)>,
-}
-
-impl HostCgroups {
-    /// Read `/proc/self/mountinfo` and `/proc/self/cgroup`.
-    pub(crate) fn detect() -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        Self::parse(&mountinfo, &membership)
-    }
-
-    fn parse(mountinfo: &str, membership: &str) -> Self {
-        let own = |hierarchy: &dyn Fn(&str) -> bool| -> Option<String> {
-            membership.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-                hierarchy(controllers).then(|| path.to_string())
-            })
-        };
-        let mut found = Self::default();
-        for line in mountinfo.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(dash) = fields.iter().position(|f| *f == "-") else {
-                continue;
-            };
-            let (root, mount) = (fields.get(3), fields.get(4));
-            let (fstype, options) = (fields.get(dash + 1), fields.get(dash + 3));
-            let (Some(root), Some(mount), Some(fstype)) = (root, mount, fstype) else {
-                continue;
-            };
-            let dir = |path: String| {
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                PathBuf::from(mount).join(rel.trim_start_matches('/'))
-            };
-            if *fstype == "cgroup2" && found.v2.is_none() {
-                found.v2 = own(&|c| c.is_empty()).map(dir);
-            } else if *fstype == "cgroup" {
-                let options: Vec<&str> =
-                    options.map(|o| o.split(',').collect()).unwrap_or_default();
-                for controller in Controller::ALL {
-                    if options.contains(&controller.name()) {
-                        let path = own(&|c| c.split(',').any(|x| x == controller.name()));
-                        if let Some(path) = path {
-                            found.v1.push((controller, dir(path)));
-                        }
-                    }
-                }
-            }
-        }
-        found
-    }
-
-    /// Where `controller` would likely be had, judged without changing
-    /// anything: cgroup2 when bosun's cgroup lists it, else a v1 mount.
-    pub(crate) fn layer_hint(&self, controller: Controller) -> Option<&'static str> {
-        let v2 = self.v2.as_ref().is_some_and(|own| {
-            std::fs::read_to_string(delegated(own).join("cgroup.controllers"))
-                .is_ok_and(|s| s.split_whitespace().any(|c| c == controller.name()))
-        });
-        if v2 {
-            Some("cgroup v2")
-        } else if self.v1.iter().any(|(c, _)| *c == controller) {
-            Some("cgroup v1")
-        } else {
-            None
-        }
-    }
-
-    /// Where this bosun's cgroup2 tree named `tag` goes.
-    pub(crate) fn leaf_base(&self, tag: &str) -> Option<PathBuf> {
-        self.v2.as_deref().map(|own| delegated(own).join(tag))
-    }
-
-    /// Whether a cgroup2 hierarchy is there.
-    pub(crate) fn has_v2(&self) -> bool {
-        self.v2.is_some()
-    }
-
-    /// Whether any hierarchy is there at all.
-    pub(crate) fn any(&self) -> bool {
-        self.v2.is_some() || !self.v1.is_empty()
     }
 }
 
@@ -245,6 +163,7 @@ impl Tree {
         let mut dirs = Vec::new();
         for base in self.bases() {
             collect_dirs(base, &mut dirs);
+            dirs.extend(dead_guests(base));
         }
         let populated: Vec<&PathBuf> = dirs.iter().filter(|d| !pids(d).is_empty()).collect();
         for dir in &populated {
@@ -279,14 +198,31 @@ impl Tree {
     }
 }
 
-/// The cgroup bosun's own tree goes in, given bosun's own cgroup: its
-/// parent when bosun sits in a `supervisor` subgroup (systemd's
-/// `DelegateSubgroup=supervisor`), else the cgroup itself.
-fn delegated(own: &Path) -> &Path {
-    match own.file_name() {
-        Some(n) if n == "supervisor" => own.parent().unwrap_or(own),
-        _ => own,
+/// The trees (each with its sub-cgroups, parents first) that a `bosun
+/// exec` beside base `base` made and did not remove (it was killed): named
+/// `<base>-exec-<pid>`, with no process `pid` left.
+fn dead_guests(base: &Path) -> Vec<PathBuf> {
+    let (Some(parent), Some(name)) = (base.parent(), base.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}-exec-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let pid = file
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        if kill(Pid::from_raw(pid), None).is_err() {
+            out.push(entry.path());
+            collect_dirs(&entry.path(), &mut out);
+        }
     }
+    out
 }
 
 /// Sub-cgroups of `dir`, parents before children.
@@ -431,166 +367,5 @@ impl ProjectCgroup {
     /// The cgroup2 dir, for the report.
     pub(crate) fn v2_dir(&self) -> Option<&Path> {
         self.v2.as_deref()
-    }
-}
-
-/// One program's (or instance's) cgroup2 leaf. Dropping it kills what is
-/// still in it and removes it.
-#[derive(Debug)]
-pub struct Leaf {
-    dir: PathBuf,
-    procs: Arc<OwnedFd>,
-}
-
-impl Leaf {
-    /// The fd a child writes "0" to, to join.
-    pub(crate) fn procs(&self) -> Arc<OwnedFd> {
-        self.procs.clone()
-    }
-
-    /// Whether any process is left in it.
-    pub fn is_empty(&self) -> bool {
-        pids(&self.dir).is_empty()
-    }
-
-    /// Send `signal` to every process in it for which `pick` holds.
-    pub fn signal_where(&self, signal: Signal, pick: impl Fn(i32) -> bool) {
-        for pid in pids(&self.dir).into_iter().filter(|p| pick(*p)) {
-            let _ = kill(Pid::from_raw(pid), signal);
-        }
-    }
-
-    /// Kill every process in it.
-    pub fn kill(&self) {
-        kill_all(&self.dir);
-    }
-
-    /// Wait until it is empty; false on timeout.
-    pub async fn wait_empty(&self, timeout: Duration) -> bool {
-        wait_empty(&self.dir, timeout).await
-    }
-}
-
-impl Drop for Leaf {
-    fn drop(&mut self) {
-        // Usually empty by now (its program was stopped); otherwise killed
-        // processes take a moment to go.
-        drain(&self.dir, Duration::from_millis(100));
-        if std::fs::remove_dir(&self.dir).is_ok() {
-            return;
-        }
-        let dir = std::mem::take(&mut self.dir);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                wait_empty(&dir, Duration::from_secs(10)).await;
-                let _ = std::fs::remove_dir(&dir);
-            });
-        }
-    }
-}
-
-/// The pids in cgroup `dir` (not counting its children).
-fn pids(dir: &Path) -> Vec<i32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-fn signal_all(dir: &Path, signal: Signal) {
-    for pid in pids(dir) {
-        let _ = kill(Pid::from_raw(pid), signal);
-    }
-}
-
-/// `cgroup.kill` where the kernel has it (5.14), else SIGKILL to each pid
-/// until none is left (a fork between the read and the kill is caught by
-/// the next round).
-fn kill_all(dir: &Path) {
-    if write_file(&dir.join("cgroup.kill"), "1").is_ok() {
-        return;
-    }
-    for _ in 0..100 {
-        let left = pids(dir);
-        if left.is_empty() {
-            return;
-        }
-        for pid in left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Kill what is in cgroup `dir` and wait (blocking, `timeout` at most)
-/// until it is empty: for drops and the final cleanup, where nothing
-/// should be left and waiting is rare and short.
-fn drain(dir: &Path, timeout: Duration) {
-    if pids(dir).is_empty() {
-        return;
-    }
-    kill_all(dir);
-    let deadline = std::time::Instant::now() + timeout;
-    while !pids(dir).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Wait until cgroup `dir` holds no process: polled from 1 ms, doubling
-/// to 20 ms, like a process group's stop.
-async fn wait_empty(dir: &Path, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut poll = Duration::from_millis(1);
-    loop {
-        if pids(dir).is_empty() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(poll).await;
-        poll = (poll * 2).min(Duration::from_millis(20));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_a_hybrid_hosts_hierarchies() {
-        let mountinfo = "\
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu,cpuacct
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
-        let membership = "8:pids:/\n4:memory:/jobs/42\n1:cpu,cpuacct:/\n0::/\n";
-        let host = HostCgroups::parse(mountinfo, membership);
-        assert_eq!(host.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(
-            host.v1,
-            vec![
-                (
-                    Controller::Memory,
-                    PathBuf::from("/sys/fs/cgroup/memory/jobs/42")
-                ),
-                (Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu")),
-                (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids")),
-            ]
-        );
-    }
-
-    #[test]
-    fn finds_a_systemd_services_cgroup() {
-        let mountinfo = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
-        let membership = "0::/system.slice/bosun.service/supervisor\n";
-        let host = HostCgroups::parse(mountinfo, membership);
-        assert_eq!(
-            host.v2,
-            Some(PathBuf::from(
-                "/sys/fs/cgroup/system.slice/bosun.service/supervisor"
-            ))
-        );
-        assert!(host.v1.is_empty());
     }
 }

@@ -1,0 +1,393 @@
+//! One project's jail: what every program started for it gets, set up once
+//! at start (identity handed its dir, cgroup with limits, private tmp,
+//! file view), and the report of what that amounted to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context as _;
+use landlock::RulesetCreated;
+use nix::sys::resource::Resource;
+
+use super::cgroup::{Controller, ProjectCgroup, Tree};
+use super::fsview::{Enforcement, FsView};
+use super::identity::{self, Identity};
+use super::mounts::Private;
+use super::report::{IdentityReport, Report};
+use super::{HostLayers, Leaf};
+use crate::config::{ProjectConfig, lexical};
+
+/// What every project's setup shares.
+#[derive(Clone, Copy)]
+pub(super) struct Shared<'a> {
+    pub(super) host: &'a HostLayers,
+    pub(super) tree: Option<&'a Tree>,
+    pub(super) system: &'a FsView,
+    pub(super) state_dir: &'a Path,
+    /// Whether this is the server (see [`Role`]).
+    pub(super) owner: bool,
+}
+
+/// One project's confinement: what each program started for it gets.
+pub struct Jail {
+    pub(super) project: String,
+    pub(super) dir: PathBuf,
+    pub(super) unconfined: bool,
+    pub(super) identity: Option<Identity>,
+    pub(super) fs: Option<FsView>,
+    pub(super) private: Option<Private>,
+    pub(super) tmpdir: PathBuf,
+    pub(super) netns: bool,
+    pub(super) cgroup: Option<ProjectCgroup>,
+    pub(super) rlimits: Vec<(Resource, u64)>,
+    pub(super) drop_bounding: Option<u32>,
+    pub(super) read_only: Vec<PathBuf>,
+    pub(super) report: Report,
+    rulesets: Mutex<Vec<CachedRuleset>>,
+    leaves: AtomicU64,
+}
+
+impl std::fmt::Debug for Jail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jail")
+            .field("project", &self.project)
+            .field("dir", &self.dir)
+            .field("mode", &self.report.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A built ruleset, valid while the project dir is the same inode.
+struct CachedRuleset {
+    network: bool,
+    dir: (u64, u64),
+    ruleset: Arc<RulesetCreated>,
+}
+
+impl Jail {
+    pub(super) fn setup(
+        shared: &Shared<'_>,
+        name: &str,
+        project: &ProjectConfig,
+        identity: Option<Identity>,
+    ) -> anyhow::Result<Self> {
+        let Shared {
+            host,
+            tree,
+            system,
+            state_dir,
+            owner,
+        } = *shared;
+        let dir = project
+            .dir
+            .canonicalize()
+            .unwrap_or_else(|_| lexical(&project.dir));
+        let mut handover = None;
+        if let Some(id) = &identity
+            && dir.is_dir()
+        {
+            // A failure here costs this project only (its programs may not
+            // be able to write their dir); it is reported, not fatal.
+            let done = identity::give_dir(&dir, id).unwrap_or_else(|e| {
+                let why = format!("handing {} to {}: {e:#}", dir.display(), id.name);
+                tracing::error!(project = name, "{why}");
+                handover = Some(why);
+                identity::Handover::default()
+            });
+            if done.changed > 0 {
+                tracing::info!(
+                    project = name,
+                    files = done.changed,
+                    uid = id.uid,
+                    "the project dir now belongs to the project's user"
+                );
+            }
+            if done.shared > 0 {
+                tracing::warn!(
+                    project = name,
+                    files = done.shared,
+                    "left files with other hard links to their owners"
+                );
+            }
+        }
+        let cgroup = tree.map(|t| t.project(name, &project.limits)).transpose()?;
+        let confined = !project.unconfined;
+        let own = state_dir.join("projects").join(name);
+        let private = if confined && host.root {
+            Some(Private::prepare(&own, owner)?)
+        } else {
+            None
+        };
+        let tmpdir = match &private {
+            Some(_) => PathBuf::from("/tmp"),
+            None => {
+                let tmp = own.join("tmp");
+                std::fs::create_dir_all(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                tmp
+            }
+        };
+        let read_only: Vec<PathBuf> = project
+            .confinement
+            .read_only
+            .iter()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| lexical(p)))
+            .collect();
+        let fs = confined.then(|| {
+            let mut extra = read_only.clone();
+            extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
+            system.with(&extra)
+        });
+        let layers = |c| tree.and_then(|t| t.layer(c));
+        let report = Self::report(
+            host,
+            project,
+            identity.as_ref(),
+            &layers,
+            tree.is_some_and(Tree::has_leaves),
+        );
+        let mut report = report;
+        report.missing.extend(handover);
+        if let Some(cg) = cgroup.as_ref().and_then(ProjectCgroup::v2_dir) {
+            report.cgroup = Some(cg.display().to_string());
+        }
+        Ok(Self {
+            project: name.to_string(),
+            dir,
+            unconfined: project.unconfined,
+            rlimits: rlimits(host, project, identity.is_some(), &layers),
+            drop_bounding: (confined && host.root).then_some(host.cap_last),
+            netns: confined && host.root,
+            identity,
+            fs,
+            private,
+            tmpdir,
+            cgroup,
+            read_only,
+            report,
+            rulesets: Mutex::new(Vec::new()),
+            leaves: AtomicU64::new(0),
+        })
+    }
+
+    /// The report of a project with these layers.
+    pub(super) fn report(
+        host: &HostLayers,
+        project: &ProjectConfig,
+        identity: Option<&Identity>,
+        layer: &dyn Fn(Controller) -> Option<&'static str>,
+        leaves: bool,
+    ) -> Report {
+        let confined = !project.unconfined;
+        let mut missing = Vec::new();
+        if confined && !host.root {
+            missing.push("own user: bosun is not root, so its programs run as bosun's user".into());
+            missing.push(
+                "separation from bosun itself: sharing its user, a program can change bosun's \
+                 resource limits and priority and the modes of its files (Landlock does not \
+                 cover prlimit, setpriority or chmod)"
+                    .into(),
+            );
+            missing.push("private /tmp and network namespace: need root".into());
+            if project.confinement.user.is_some() {
+                missing.push("`confinement.user` is ignored: switching users needs root".into());
+            }
+        }
+        if confined && host.landlock != Enforcement::Full {
+            missing.push(format!(
+                "Landlock is {} on this kernel (ABI {}): file access is {}",
+                host.landlock.as_str(),
+                host.landlock_abi,
+                if host.landlock == Enforcement::None {
+                    "not restricted beyond the user's permissions"
+                } else {
+                    "restricted with the rights this kernel knows"
+                }
+            ));
+        }
+        if !leaves {
+            missing.push(
+                "no cgroup2 leaf per program: a process that leaves its process group survives a stop"
+                    .into(),
+            );
+        }
+        let mut limits = BTreeMap::new();
+        let l = &project.limits;
+        let mut limit = |name: &str,
+                         value: Option<String>,
+                         controller: Option<Controller>,
+                         fallback: Option<&str>| {
+            let Some(value) = value else { return };
+            let by = controller.and_then(layer).or(fallback);
+            match by {
+                Some(by) => {
+                    limits.insert(name.to_string(), format!("{value} ({by})"));
+                }
+                None => missing.push(format!(
+                    "limit `{name}` ({value}) is not enforced: no {name} controller"
+                )),
+            }
+        };
+        limit(
+            "memory",
+            l.memory.map(|m| m.to_string()),
+            Some(Controller::Memory),
+            Some("rlimit AS, per process"),
+        );
+        limit(
+            "cpu",
+            l.cpu.map(|c| format!("{c} cores")),
+            Some(Controller::Cpu),
+            None,
+        );
+        limit(
+            "pids",
+            l.pids.map(|p| p.to_string()),
+            Some(Controller::Pids),
+            identity.is_some().then_some("rlimit NPROC, per user"),
+        );
+        limit(
+            "nofile",
+            l.nofile.map(|n| n.min(host.nofile_hard).to_string()),
+            None,
+            Some("rlimit"),
+        );
+        Report {
+            mode: if confined { "confined" } else { "unconfined" }.into(),
+            identity: identity.map(|id| IdentityReport {
+                user: id.name.clone(),
+                uid: id.uid,
+                gid: id.gid,
+                allocated: id.allocated,
+            }),
+            landlock: if confined {
+                host.landlock.as_str()
+            } else {
+                "none"
+            }
+            .into(),
+            landlock_abi: host.landlock_abi,
+            private_tmp: confined && host.root,
+            network_namespace: confined && host.root,
+            cgroup: None,
+            limits,
+            missing: if confined { missing } else { Vec::new() },
+        }
+    }
+
+    /// The project's name.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The project dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What this project gets.
+    pub fn confinement(&self) -> &Report {
+        &self.report
+    }
+
+    /// The uid and gid its programs run as, if not bosun's own.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// A cgroup leaf named `name` for a program of this project (or an
+    /// instance, across its restarts); None without cgroup2.
+    pub fn leaf(&self, name: &str) -> std::io::Result<Option<Leaf>> {
+        match &self.cgroup {
+            Some(cg) => cg.leaf(name),
+            None => Ok(None),
+        }
+    }
+
+    /// A fresh leaf for one run of `kind` (`cmd`, `git`).
+    pub(crate) fn fresh_leaf(&self, kind: &str) -> std::io::Result<Option<Leaf>> {
+        let n = self.leaves.fetch_add(1, Ordering::Relaxed);
+        self.leaf(&format!("{kind}.{}.{n}", std::process::id()))
+    }
+
+    /// The Landlock ruleset for a program writing `rw` (the project dir
+    /// unless given), cached per network setting while the project dir is
+    /// the same.
+    pub(super) fn ruleset(
+        &self,
+        workdir: Option<&Path>,
+        network: bool,
+    ) -> anyhow::Result<Option<Arc<RulesetCreated>>> {
+        let Some(fs) = &self.fs else {
+            return Ok(None);
+        };
+        let dir = workdir.unwrap_or(&self.dir);
+        let mut rw = vec![dir];
+        match &self.private {
+            Some(p) => {
+                rw.push(&p.tmp);
+                rw.extend(p.shm.as_deref());
+            }
+            None => rw.push(&self.tmpdir),
+        }
+        if workdir.is_some() {
+            return Ok(Some(Arc::new(fs.ruleset(&rw, network)?)));
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let id = (meta.dev(), meta.ino());
+        let mut cache = self.rulesets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cache.iter().find(|c| c.network == network && c.dir == id) {
+            return Ok(Some(c.ruleset.clone()));
+        }
+        let ruleset = Arc::new(fs.ruleset(&rw, network)?);
+        cache.retain(|c| c.network != network);
+        cache.push(CachedRuleset {
+            network,
+            dir: id,
+            ruleset: ruleset.clone(),
+        });
+        Ok(Some(ruleset))
+    }
+}
+
+impl Jail {
+    /// The ruleset of a helper reading only `dir` (and the system).
+    pub(super) fn helper_ruleset(&self, dir: &Path) -> anyhow::Result<Option<Arc<RulesetCreated>>> {
+        match &self.fs {
+            Some(fs) => Ok(Some(Arc::new(
+                fs.with(&[dir.to_path_buf()]).ruleset(&[], false)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The rlimits a project's programs get: `nofile` always; `memory` and
+/// `pids` where no cgroup controller holds them.
+fn rlimits(
+    host: &HostLayers,
+    project: &ProjectConfig,
+    own_user: bool,
+    layer: &dyn Fn(Controller) -> Option<&'static str>,
+) -> Vec<(Resource, u64)> {
+    let l = &project.limits;
+    let mut out = Vec::new();
+    if let Some(n) = l.nofile {
+        out.push((Resource::RLIMIT_NOFILE, n.min(host.nofile_hard)));
+    }
+    if let Some(m) = l.memory
+        && layer(Controller::Memory).is_none()
+    {
+        out.push((Resource::RLIMIT_AS, m.as_u64()));
+    }
+    if let Some(p) = l.pids
+        && own_user
+        && layer(Controller::Pids).is_none()
+    {
+        out.push((Resource::RLIMIT_NPROC, p));
+    }
+    out
+}
