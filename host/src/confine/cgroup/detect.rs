@@ -10,6 +10,8 @@ use super::Controller;
 pub(crate) struct HostCgroups {
     /// Our own cgroup2 dir.
     pub(super) v2: Option<PathBuf>,
+    /// The cgroup2 mount point and its super options.
+    pub(super) v2_mount: Option<(PathBuf, String)>,
     /// Our own dir in each v1 hierarchy of a controller bosun uses.
     pub(super) v1: Vec<(Controller, PathBuf)>,
 }
@@ -47,6 +49,7 @@ impl HostCgroups {
             };
             if *fstype == "cgroup2" && found.v2.is_none() {
                 found.v2 = own(&|c| c.is_empty()).map(dir);
+                found.v2_mount = Some((PathBuf::from(mount), options.unwrap_or(&"").to_string()));
             } else if *fstype == "cgroup" {
                 let options: Vec<&str> =
                     options.map(|o| o.split(',').collect()).unwrap_or_default();
@@ -120,6 +123,10 @@ mod tests {
         let membership = "8:pids:/\n4:memory:/jobs/42\n1:cpu,cpuacct:/\n0::/\n";
         let host = HostCgroups::parse(mountinfo, membership);
         assert_eq!(host.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            host.v2_mount,
+            Some((PathBuf::from("/sys/fs/cgroup/unified"), "rw".to_string()))
+        );
         assert_eq!(
             host.v1,
             vec![

@@ -59,6 +59,47 @@ impl Controller {
     }
 }
 
+/// Make moving a process into a cgroup fast: remount cgroup2 with
+/// `favordynmods` (Linux 6.0). Without it, the first move after a quiet
+/// moment waits for an RCU grace period: 5-13 ms on this machine, paid by
+/// every program bosun starts (measured: a restart after a pause went from
+/// ~6 ms to ~20 ms). With it, a move takes ~0.1 ms; forks and exits on the
+/// whole host take the slower path of a per-cpu lock (measured here: a
+/// fork + exit + wait, 0.76 → 0.85 ms in Python). systemd avoids the cost
+/// by forking straight into the cgroup (`CLONE_INTO_CGROUP`), which std's
+/// spawn cannot do. The flag stays on. Returns a note for the log.
+pub(crate) fn favor_dynamic_changes(host: &HostCgroups) -> Option<String> {
+    let (mount, options) = host.v2_mount.as_ref()?;
+    if options.split(',').any(|o| o == "favordynmods") {
+        return None;
+    }
+    let mut kept: Vec<&str> = options
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
+        .collect();
+    kept.push("favordynmods");
+    let data = kept.join(",");
+    const NONE: Option<&str> = None;
+    Some(
+        match nix::mount::mount(
+            NONE,
+            mount,
+            NONE,
+            nix::mount::MsFlags::MS_REMOUNT,
+            Some(data.as_str()),
+        ) {
+            Ok(()) => format!(
+                "remounted {} with favordynmods: programs join their cgroups without waiting for an RCU grace period",
+                mount.display()
+            ),
+            Err(e) => format!(
+                "could not remount {} with favordynmods ({e}): each program bosun starts may wait ~10 ms to join its cgroup",
+                mount.display()
+            ),
+        },
+    )
+}
+
 /// This bosun's cgroups: its base in each hierarchy it can use.
 #[derive(Debug)]
 pub(crate) struct Tree {
