@@ -154,10 +154,11 @@ impl Confinement {
             Role::Server => tag(&state_dir),
             Role::Guest => format!("{}-exec-{}", tag(&state_dir), std::process::id()),
         };
-        if host.root && config.confinement.favordynmods {
-            if let Some(note) = cgroup::favor_dynamic_changes(&host.cgroups) {
-                tracing::info!("{note}");
-            }
+        if host.root
+            && config.confinement.favordynmods
+            && let Some(note) = cgroup::favor_dynamic_changes(&host.cgroups)
+        {
+            tracing::info!("{note}");
         }
         let (tree, notes) = if host.cgroups.any() {
             let (tree, notes) = Tree::setup(&host.cgroups, &tag);
