@@ -393,6 +393,8 @@ try read-jobs-db cat {state}/jobs.db
 try read-cache-key cat {state}/cache/key
 try read-identities cat {state}/identities.json
 try read-b-environ cat /proc/{b_pid}/environ
+try see-b-cmdline test -e /proc/{b_pid}/cmdline
+try see-bosun test -e /proc/{bosun}/cmdline
 try read-bosun-environ cat /proc/{bosun}/environ
 try signal-b kill -0 {b_pid}
 try signal-bosun kill -0 {bosun}
@@ -410,7 +412,7 @@ exec sleep 1000
 /// refused, its own dir writable, its /tmp private.
 fn check_attempts(t: &Tenants, text: &str, marker: &str) {
     let got = attempts(text);
-    assert_eq!(got.len(), 14, "{text}");
+    assert_eq!(got.len(), 16, "{text}");
     for (what, result) in &got {
         let want = if what == "write-own" || what == "write-tmp" {
             "yes"
@@ -879,4 +881,134 @@ exec sleep 1000
         );
     }
     assert!(server.terminate().success());
+}
+
+/// A static HTTP server for a bare repo (git's dumb protocol) that wants
+/// basic auth (given in its environment, `UPSTREAM_AUTH`) and answers
+/// `info/refs` slowly, so the fetch runs long enough to look at every
+/// command line.
+const UPSTREAM: &str = r#"
+import http.server, os, sys, time
+os.chdir(sys.argv[1])
+want = "Basic " + os.environ["UPSTREAM_AUTH"]
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.end_headers()
+            return
+        if "info/refs" in self.path:
+            time.sleep(1.5)
+        return super().do_GET()
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_git_credentials_never_reach_a_command_line() {
+    use std::io::BufRead as _;
+    let t = Tenants::new();
+    t.commit("v2", "echo serving v2\nexec sleep 1000\n");
+    git(&t.path("origin.git"), &["update-server-info"]);
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // base64 of `bot:s3cret-upstream`, the credentials in the URL below.
+    let mut server = Server(
+        std::process::Command::new("python3")
+            .args(["-c", UPSTREAM])
+            .arg(t.root.path())
+            .env("UPSTREAM_AUTH", "Ym90OnMzY3JldC11cHN0cmVhbQ==")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("upstream server"),
+    );
+    let mut port = String::new();
+    std::io::BufReader::new(server.0.stdout.take().expect("stdout"))
+        .read_line(&mut port)
+        .expect("port");
+    let url = format!(
+        "http://bot:s3cret-upstream@127.0.0.1:{}/origin.git",
+        port.trim()
+    );
+    let config = t
+        .config("")
+        .replace("remote = \"./origin.git\"", &format!("remote = {url:?}"));
+    std::fs::write(t.path("bosun.toml"), config).expect("config");
+    let b = Bosun::start_in(t.root.path()).await;
+    let fetch = {
+        let api = (*b).clone();
+        tokio::spawn(async move {
+            api.run("a", "hostile", "?wait=60s", json!({"mode": "git"}), ADMIN)
+                .await
+        })
+    };
+    let mut seen = 0;
+    while !fetch.is_finished() {
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                assert!(
+                    !cmdline.contains("s3cret-upstream"),
+                    "on a command line: {cmdline}"
+                );
+                if cmdline.contains("remote-http") {
+                    seen += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, job) = fetch.await.expect("the fetch task");
+    drop(server);
+    assert!(
+        job["result"]["fetch"]["ok"].is_string(),
+        "the credentials worked: {job}"
+    );
+    assert!(seen > 0, "git's http helper was running while looked at");
+    assert!(!job.to_string().contains("s3cret"), "{job}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bosun_exec_beside_a_running_server_changes_no_identity() {
+    let t = Tenants::new();
+    let b = t.serve("").await;
+    let ids = std::fs::read(t.path("state/identities.json")).expect("identities");
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(t.path("a")).expect("a").uid();
+    let pid = pid_of(&b, "a").await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+        .args(["exec", "--config"])
+        .arg(t.path("bosun.toml"))
+        .args(["a", "hostile", "mode=git"])
+        .output()
+        .await
+        .expect("bosun exec");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        result["info"]["ok"].is_string(),
+        "git ran as the project: {result}"
+    );
+    assert_eq!(
+        std::fs::read(t.path("state/identities.json")).expect("identities"),
+        ids,
+        "no project got a new id"
+    );
+    assert_eq!(std::fs::metadata(t.path("a")).expect("a").uid(), owner);
+    assert_eq!(pid_of(&b, "a").await, pid, "the server's process runs on");
+    b.stop().await;
 }

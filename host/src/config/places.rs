@@ -122,6 +122,25 @@ impl Config {
                     ));
                 }
             }
+            // bosun's own git reads its upstream as root: a local path
+            // must not be one a project can write.
+            if let Some(upstream) = project.git.upstream().filter(|u| u.starts_with('/')) {
+                let upstream = lexical(Path::new(upstream));
+                if let Some((other, _)) = dirs.iter().find(|(_, dir)| upstream.starts_with(dir)) {
+                    let key = if project.git.remote.is_some() {
+                        "git.remote"
+                    } else {
+                        "git.clone"
+                    };
+                    return Err((
+                        format!("projects.{name}.{key}"),
+                        format!(
+                            "{} is in project `{other}`'s dir: bosun fetches from it with its own rights",
+                            upstream.display()
+                        ),
+                    ));
+                }
+            }
             for (i, path) in project.confinement.read_only.iter().enumerate() {
                 let path = lexical(path);
                 let key = format!("projects.{name}.confinement.read_only[{i}]");

@@ -77,9 +77,11 @@ enum Kind {
     /// of the project's cgroup, under its limits.
     Host,
     /// bosun's helper serving the project, reading `readable` only (git
-    /// `upload-pack` on a mirror): root without a capability, Landlock
+    /// `upload-pack` on a mirror): as the project's user (never root, so a
+    /// bug in it holds nothing a tenant's own program would not), Landlock
     /// read-only on `readable` and the system, no network, a clean
-    /// environment, in the project's cgroup.
+    /// environment, in the project's cgroup. It works in `readable` through
+    /// an fd, so it needs no way there by name.
     Helper(PathBuf),
 }
 
@@ -280,6 +282,11 @@ impl JailCommand {
             source: e,
         };
         let jail = self.jail.clone();
+        if let Some(why) = &jail.broken {
+            return Err(prepare(anyhow::anyhow!(
+                "its confinement could not be set up: {why}"
+            )));
+        }
         let cwd = match &self.kind {
             Kind::Host => None,
             Kind::Helper(dir) => Some(project::open(dir)?),
@@ -331,7 +338,7 @@ impl JailCommand {
             identity: jail
                 .identity
                 .as_ref()
-                .filter(|_| project)
+                .filter(|_| !matches!(self.kind, Kind::Host))
                 .map(|id| (id.uid, id.gid)),
             no_new_privs: confined,
             ruleset,

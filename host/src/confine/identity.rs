@@ -29,6 +29,8 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat};
 use nix::unistd::{Gid, Group, Uid, User, fchownat};
 use serde::{Deserialize, Serialize};
 
+use super::dirs;
+
 /// Who a project's programs run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -62,6 +64,12 @@ pub enum IdentityError {
         /// The config key.
         key: String,
     },
+    /// `user` or `group` is -1, which the kernel reads as "no change".
+    #[error("`{key}` is 4294967295 (-1), which no process can run as")]
+    Unusable {
+        /// The config key.
+        key: String,
+    },
     /// Every id of the range is taken.
     #[error("`confinement.id_range`: no free id left in [{0}, {1}]")]
     Exhausted(u32, u32),
@@ -81,6 +89,11 @@ pub(crate) struct Allocations {
     path: PathBuf,
     stored: Stored,
     taken: BTreeSet<u32>,
+    /// The uids of running processes: another bosun on this host allocates
+    /// from the same default range, and an id its tenants run as is in use.
+    /// Only for new allocations: a project's own id is in use by its own
+    /// running processes.
+    running: BTreeSet<u32>,
     ranges: Vec<(u32, u32)>,
     changed: bool,
 }
@@ -104,9 +117,7 @@ impl Allocations {
         for file in ["/etc/passwd", "/etc/group"] {
             taken.extend(third_fields(file));
         }
-        // Another bosun on this host allocates from the same default range:
-        // an id its tenants' processes run as is in use.
-        taken.extend(running_uids());
+
         let ranges = ["/etc/subuid", "/etc/subgid"]
             .iter()
             .flat_map(|f| subordinate_ranges(f))
@@ -115,6 +126,7 @@ impl Allocations {
             path,
             stored,
             taken,
+            running: running_uids(),
             ranges,
             changed: false,
         })
@@ -153,7 +165,7 @@ impl Allocations {
         }
         let mine: BTreeSet<u32> = self.stored.projects.values().copied().collect();
         let id = (range[0]..=range[1])
-            .find(|id| !mine.contains(id) && !self.in_use(*id))
+            .find(|id| !mine.contains(id) && !self.running.contains(id) && !self.in_use(*id))
             .ok_or(IdentityError::Exhausted(range[0], range[1]))?;
         self.stored.projects.insert(project.to_string(), id);
         self.changed = true;
@@ -219,6 +231,11 @@ pub(crate) fn named(
                 })?,
         };
     }
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(IdentityError::Unusable {
+            key: key(if uid == u32::MAX { "user" } else { "group" }),
+        });
+    }
     if uid == 0 || gid == 0 {
         return Err(IdentityError::Privileged {
             key: key(if uid == 0 { "user" } else { "group" }),
@@ -280,6 +297,8 @@ pub(crate) struct Handover {
     pub changed: u64,
     /// Files left alone because they have other hard links.
     pub shared: u64,
+    /// Dirs left alone because they are deeper than [`MAX_DEPTH`].
+    pub deep: u64,
 }
 
 /// Make `dir` and everything in it belong to `id`, unless its top already
@@ -306,9 +325,10 @@ pub(crate) fn give_dir(dir: &Path, id: &Identity) -> anyhow::Result<Handover> {
     if owned_by(&top, owner) {
         return Ok(done);
     }
+    walk(&fd, top.st_dev, owner, &mut done, dir)?;
+    // The top last: it marks the walk done, so one that failed is redone.
     chown_fd(&fd, owner).with_context(|| format!("changing the owner of {}", dir.display()))?;
     done.changed += 1;
-    walk(&fd, top.st_dev, owner, &mut done, dir)?;
     Ok(done)
 }
 
@@ -316,25 +336,39 @@ fn chown_fd(fd: &OwnedFd, owner: (Option<Uid>, Option<Gid>)) -> nix::Result<()> 
     fchownat(fd, "", owner.0, owner.1, AtFlags::AT_EMPTY_PATH)
 }
 
+/// Dirs deeper than this are left as they are (and counted): a walk holds
+/// one fd per level.
+const MAX_DEPTH: usize = 256;
+
+/// Hand every entry under `top` over, depth first, one fd per level.
 fn walk(
-    dir: &OwnedFd,
+    top: &OwnedFd,
     dev: u64,
     owner: (Option<Uid>, Option<Gid>),
     done: &mut Handover,
     shown: &Path,
 ) -> anyhow::Result<()> {
-    let dup = dir.try_clone()?;
-    let mut entries =
-        nix::dir::Dir::from_fd(dup).with_context(|| format!("listing {}", shown.display()))?;
-    let names: Vec<std::ffi::CString> = entries
-        .iter()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        .collect();
-    for name in names {
+    struct Level {
+        fd: OwnedFd,
+        names: Vec<std::ffi::CString>,
+        path: PathBuf,
+    }
+    let mut stack = vec![Level {
+        fd: top.try_clone()?,
+        names: dirs::names(top).with_context(|| format!("listing {}", shown.display()))?,
+        path: shown.to_path_buf(),
+    }];
+    loop {
+        let depth = stack.len();
+        let Some(level) = stack.last_mut() else {
+            break;
+        };
+        let Some(name) = level.names.pop() else {
+            stack.pop();
+            continue;
+        };
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let Ok(entry) = openat(dir.as_fd(), name.as_c_str(), flags, Mode::empty()) else {
+        let Ok(entry) = openat(level.fd.as_fd(), name.as_c_str(), flags, Mode::empty()) else {
             continue;
         };
         let Ok(stat) = fstat(&entry) else { continue };
@@ -342,27 +376,32 @@ fn walk(
             continue;
         }
         let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
-        if kind == SFlag::S_IFREG && stat.st_nlink > 1 {
+        if kind != SFlag::S_IFDIR && stat.st_nlink > 1 {
             done.shared += 1;
             continue;
         }
-        let path = shown.join(name.to_string_lossy().as_ref());
+        let path = level.path.join(name.to_string_lossy().as_ref());
         if !owned_by(&stat, owner) {
             chown_fd(&entry, owner)
                 .with_context(|| format!("changing the owner of {}", path.display()))?;
             done.changed += 1;
         }
-        if kind == SFlag::S_IFDIR {
-            let sub = openat(
-                dir.as_fd(),
-                name.as_c_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
-            // The dir listed must be the one just changed.
-            if fstat(&sub).is_ok_and(|s| s.st_ino == stat.st_ino && s.st_dev == stat.st_dev) {
-                walk(&sub, dev, owner, done, &path)?;
-            }
+        if kind != SFlag::S_IFDIR {
+            continue;
+        }
+        if depth >= MAX_DEPTH {
+            done.deep += 1;
+            continue;
+        }
+        let sub = dirs::open_dir_at(&level.fd, &name)?;
+        // The dir listed must be the one just changed.
+        if fstat(&sub).is_ok_and(|s| s.st_ino == stat.st_ino && s.st_dev == stat.st_dev) {
+            let names = dirs::names(&sub).with_context(|| format!("listing {}", path.display()))?;
+            stack.push(Level {
+                fd: sub,
+                names,
+                path,
+            });
         }
     }
     Ok(())

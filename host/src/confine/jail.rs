@@ -45,6 +45,8 @@ pub struct Jail {
     pub(super) drop_bounding: Option<u32>,
     pub(super) read_only: Vec<PathBuf>,
     pub(super) report: Report,
+    /// Why its setup failed, if it did: nothing starts for it.
+    pub(super) broken: Option<String>,
     rulesets: Mutex<Vec<CachedRuleset>>,
     leaves: AtomicU64,
 }
@@ -86,6 +88,7 @@ impl Jail {
             .unwrap_or_else(|_| lexical(&project.dir));
         let mut handover = None;
         if let Some(id) = &identity
+            && owner
             && dir.is_dir()
         {
             // A failure here costs this project only (its programs may not
@@ -109,6 +112,13 @@ impl Jail {
                     project = name,
                     files = done.shared,
                     "left files with other hard links to their owners"
+                );
+            }
+            if done.deep > 0 {
+                tracing::warn!(
+                    project = name,
+                    dirs = done.deep,
+                    "left dirs nested deeper than 256 levels to their owners"
                 );
             }
         }
@@ -138,6 +148,7 @@ impl Jail {
         let fs = confined.then(|| {
             let mut extra = read_only.clone();
             extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
+            extra.extend(private.as_ref().and_then(|p| p.proc.clone()));
             system.with(&extra)
         });
         let layers = |c| tree.and_then(|t| t.layer(c));
@@ -167,9 +178,45 @@ impl Jail {
             cgroup,
             read_only,
             report,
+            broken: None,
             rulesets: Mutex::new(Vec::new()),
             leaves: AtomicU64::new(0),
         })
+    }
+
+    /// The jail of a project whose setup failed: every program it would
+    /// start fails with `why`, and the other projects run as usual.
+    pub(super) fn broken(name: &str, project: &ProjectConfig, why: String) -> Self {
+        Self {
+            project: name.to_string(),
+            dir: lexical(&project.dir),
+            unconfined: project.unconfined,
+            identity: None,
+            fs: None,
+            private: None,
+            tmpdir: PathBuf::from("/tmp"),
+            netns: false,
+            cgroup: None,
+            rlimits: Vec::new(),
+            drop_bounding: None,
+            read_only: Vec::new(),
+            report: Report {
+                mode: "broken".into(),
+                identity: None,
+                landlock: "none".into(),
+                landlock_abi: 0,
+                private_tmp: false,
+                network_namespace: false,
+                cgroup: None,
+                limits: BTreeMap::new(),
+                missing: vec![format!(
+                    "everything: setting up its confinement failed: {why}"
+                )],
+            },
+            broken: Some(why),
+            rulesets: Mutex::new(Vec::new()),
+            leaves: AtomicU64::new(0),
+        }
     }
 
     /// The report of a project with these layers.
@@ -274,6 +321,13 @@ impl Jail {
             cgroup: None,
             limits,
             missing: if confined { missing } else { Vec::new() },
+        }
+    }
+
+    /// Unmount what the jail mounted on the host.
+    pub(super) fn release(&self, server: bool) {
+        if let Some(private) = &self.private {
+            private.release(server);
         }
     }
 

@@ -32,6 +32,7 @@
 mod cgroup;
 mod child;
 mod command;
+mod dirs;
 mod env;
 mod fsview;
 mod identity;
@@ -117,6 +118,7 @@ pub struct Confinement {
     jails: BTreeMap<String, Arc<Jail>>,
     tree: Option<Arc<Tree>>,
     leftovers_stopped: usize,
+    owner: bool,
 }
 
 /// Who sets confinement up.
@@ -197,16 +199,24 @@ impl Confinement {
                     "two projects run as one user: the kernel's permissions do not keep them apart, only Landlock does"
                 );
             }
-            let jail = Jail::setup(&shared, name, project, identity)
-                .with_context(|| format!("project `{name}`"))?;
+            // One project's failure (a dir it filled with something bosun
+            // cannot clear) must not keep the others from starting.
+            let jail = Jail::setup(&shared, name, project, identity).unwrap_or_else(|e| {
+                let why = format!("{e:#}");
+                tracing::error!(project = name, "setting up its confinement: {why}");
+                Jail::broken(name, project, why)
+            });
             log_report(name, &jail.report);
             jails.insert(name.clone(), Arc::new(jail));
         }
-        allocations.save()?;
+        if owner {
+            allocations.save()?;
+        }
         Ok(Self {
             jails,
             tree,
             leftovers_stopped,
+            owner,
         })
     }
 
@@ -274,10 +284,14 @@ impl Confinement {
         self.leftovers_stopped
     }
 
-    /// Remove this bosun's cgroups; call once every program has stopped.
+    /// Remove this bosun's cgroups and private mounts; call once every
+    /// program has stopped.
     pub fn close(&self) {
         if let Some(tree) = &self.tree {
             tree.remove();
+        }
+        for jail in self.jails.values() {
+            jail.release(self.owner);
         }
     }
 }

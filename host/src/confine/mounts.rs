@@ -5,6 +5,10 @@
 //!   them. All of a project's programs share them, as a systemd service's
 //!   `PrivateTmp=` does; no other project sees them. They are emptied at
 //!   each start of bosun.
+//! - **A `/proc` that shows only its own processes:** a procfs instance of
+//!   the project's, mounted once with `hidepid=invisible` and bound over
+//!   `/proc`, so no command line of another tenant or of bosun's own git
+//!   (whose arguments may name things a tenant should not see) is listed.
 //! - **Paths it needs keep their names.** A project dir (or a `read_only`
 //!   path) that its identity could not reach by name (an ancestor it may
 //!   not search, like `/root`, or a place under `/tmp`, which the private
@@ -27,6 +31,7 @@ use anyhow::Context as _;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt as _};
 
+use super::dirs;
 use super::identity::Identity;
 
 /// One step of the child's mount setup.
@@ -54,6 +59,13 @@ pub(crate) struct Plan {
 pub(crate) struct Private {
     pub tmp: PathBuf,
     pub shm: Option<PathBuf>,
+    /// A procfs of the project's own, mounted with `hidepid=invisible`:
+    /// its programs see only the processes they could trace (their own),
+    /// not other tenants' or bosun's command lines. None where the kernel
+    /// (before 5.8) or the host does not allow it.
+    pub proc: Option<PathBuf>,
+    /// Whether this bosun mounted it (else one left mounted was reused).
+    mounted_proc: bool,
 }
 
 impl Private {
@@ -69,26 +81,56 @@ impl Private {
         } else {
             None
         };
-        Ok(Self { tmp, shm })
+        let (proc, mounted_proc) = match own_proc(&dir.join("proc")) {
+            Ok((proc, mounted)) => (Some(proc), mounted),
+            Err(e) => {
+                tracing::warn!("no private /proc ({e:#}): other users' processes stay visible");
+                (None, false)
+            }
+        };
+        Ok(Self {
+            tmp,
+            shm,
+            proc,
+            mounted_proc,
+        })
     }
+
+    /// Unmount the private procfs when done: the server always, a guest
+    /// (`bosun exec`) only one it mounted itself.
+    pub(crate) fn release(&self, server: bool) {
+        if let Some(proc) = self.proc.as_ref().filter(|_| server || self.mounted_proc) {
+            let _ = nix::mount::umount2(proc, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// A `hidepid=invisible` procfs at `dir`, and whether it was mounted now
+/// (one left mounted by a killed bosun, or by the server beside a guest,
+/// is reused).
+fn own_proc(dir: &Path) -> anyhow::Result<(PathBuf, bool)> {
+    const PROC_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::PROC_SUPER_MAGIC;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == PROC_SUPER_MAGIC) {
+        return Ok((dir.to_path_buf(), false));
+    }
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("proc"),
+        dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("hidepid=invisible"),
+    )
+    .with_context(|| format!("mounting a procfs at {}", dir.display()))?;
+    Ok((dir.to_path_buf(), true))
 }
 
 /// `dir` as a root-owned 1777 dir, emptied when `fresh`. Whatever a
 /// program left in it is removed without following any link it planted.
 fn sticky(dir: &Path, fresh: bool) -> anyhow::Result<()> {
     if dir.exists() && fresh {
-        let root = Dir::open_ambient_dir(dir, ambient_authority())
-            .with_context(|| format!("opening {}", dir.display()))?;
-        for entry in root.entries()? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let gone = if entry.file_type()?.is_dir() {
-                root.remove_dir_all(&name)
-            } else {
-                root.remove_file(&name)
-            };
-            gone.with_context(|| format!("emptying {}", dir.display()))?;
-        }
+        dirs::empty(dir).with_context(|| format!("emptying {}", dir.display()))?;
     } else if !dir.exists() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -103,6 +145,9 @@ pub(crate) fn plan(private: &Private, needed: &[&Path], id: &Identity) -> anyhow
     plan.bind(&private.tmp, Path::new("/tmp"))?;
     if let Some(shm) = &private.shm {
         plan.bind(shm, Path::new("/dev/shm"))?;
+    }
+    if let Some(proc) = &private.proc {
+        plan.bind(proc, Path::new("/proc"))?;
     }
     let tmp = Path::new("/tmp");
     let mut skeletons: Vec<PathBuf> = needed

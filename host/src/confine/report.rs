@@ -10,8 +10,9 @@ use utoipa::ToSchema;
 /// The confinement of one project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Report {
-    /// `confined`, or `unconfined` when the project opted out with
-    /// `unconfined = true`.
+    /// `confined`; `unconfined` when the project opted out with
+    /// `unconfined = true`; `broken` when its setup failed (nothing starts
+    /// for it; `missing` says why).
     pub mode: String,
     /// The user its programs run as; none when bosun is not root (they run
     /// as bosun's own user) or the project is unconfined.
@@ -53,6 +54,12 @@ impl Report {
     pub fn summary(&self) -> String {
         if self.mode == "unconfined" {
             return "UNCONFINED: runs as bosun's own user and sees every file bosun sees".into();
+        }
+        if self.mode == "broken" {
+            return format!(
+                "BROKEN: nothing starts for it ({})",
+                self.missing.join("; ")
+            );
         }
         let mut parts = vec![match &self.identity {
             Some(id) => format!(

@@ -7,6 +7,7 @@
 //! share one `InstancePre`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::engine::{Engine, LoadError, Plugin};
 use super::run::RunLimits;
 use super::stock;
-use crate::config::{ActionConfig, Config, PluginSettings};
+use crate::config::{ActionConfig, Config, PluginSettings, resolved};
 
 /// One loadable action of one project.
 #[derive(Clone)]
@@ -38,7 +39,7 @@ impl ActionRegistry {
         let mut actions = BTreeMap::new();
         for (project, pcfg) in &config.projects {
             for (action, acfg) in &pcfg.actions.0 {
-                let loaded = match read_component(action, acfg) {
+                let loaded = match read_component(action, acfg, &pcfg.dir) {
                     Err(reason) => Err(reason),
                     Ok(bytes) => {
                         let hash: [u8; 32] = Sha256::digest(&bytes).into();
@@ -102,9 +103,11 @@ impl ActionRegistry {
 /// The largest component file read (a Python component is ~18 MB).
 const MAX_COMPONENT: u64 = 256 << 20;
 
-fn read_component(action: &str, cfg: &ActionConfig) -> Result<Vec<u8>, String> {
+fn read_component(action: &str, cfg: &ActionConfig, project_dir: &Path) -> Result<Vec<u8>, String> {
     match &cfg.path {
-        Some(path) => read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Some(path) => {
+            read_file(path, project_dir).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
         None => stock::bytes(action)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("no stock action is called `{action}`")),
@@ -112,14 +115,30 @@ fn read_component(action: &str, cfg: &ActionConfig) -> Result<Vec<u8>, String> {
 }
 
 /// Read a component file: a regular file of bounded size, opened without
-/// blocking (a FIFO in its place would hang bosun's start).
-fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+/// blocking (a FIFO in its place would hang bosun's start). One in the
+/// project's own dir (which its programs can fill with links) is opened
+/// beneath that dir: a link out of it is refused, not followed as root.
+fn read_file(path: &Path, project_dir: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
+    let (path, project) = (resolved(path), resolved(project_dir));
+    let file = match path.strip_prefix(&project) {
+        Ok(rel) => {
+            use cap_std::fs::OpenOptionsExt as _;
+            let dir = cap_std::fs::Dir::open_ambient_dir(&project, cap_std::ambient_authority())?;
+            let mut options = cap_std::fs::OpenOptions::new();
+            options
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+            dir.open_with(rel, &options)?.into_std()
+        }
+        Err(_) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&path)?
+        }
+    };
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));

@@ -12,9 +12,17 @@
 //! keys of letters, digits, `_`, `.` and `-`, not starting with a digit;
 //! values unquoted (trimmed, ` #` starts a comment), in single quotes
 //! (literal, may span lines) or in double quotes (may span lines; `\n`,
-//! `\t`, `\r`, `\"`, `\\` and `\$` escapes; substitution).
+//! `\t`, `\r`, `\"`, `\\` and `\$` escapes; substitution). Values are
+//! bounded after substitution (64 KiB each, 1 MiB in all), so a file of
+//! lines doubling the one before cannot make bosun allocate without end.
 
 use std::collections::HashMap;
+
+/// The longest value, after substitution.
+const MAX_VALUE: usize = 64 << 10;
+/// All values together, after substitution: `B=$A$A$A…` lines would
+/// otherwise double a value with every line, in bosun's own memory.
+const MAX_TOTAL: usize = 1 << 20;
 
 /// Why a `.env` did not parse: where, never what (the text is the tenant's
 /// and the error goes places it can read).
@@ -33,13 +41,22 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, ParseError> {
     let mut known: HashMap<String, String> = HashMap::new();
     let mut rest = text;
     let mut line = 1;
+    let mut total = 0;
     while !rest.is_empty() {
         let (stmt, after, lines) = statement(rest, line)?;
         if let Some((key, value)) = stmt {
+            let too_big = ParseError {
+                line,
+                what: "values grow past 64 KiB each or 1 MiB in all",
+            };
             let value = match value {
                 Value::Literal(v) => v,
-                Value::Substituted(v) => substitute(&v, &known),
+                Value::Substituted(v) => substitute(&v, &known).ok_or(too_big.clone())?,
             };
+            total += value.len();
+            if value.len() > MAX_VALUE || total > MAX_TOTAL {
+                return Err(too_big);
+            }
             known.insert(key.clone(), value.clone());
             out.push((key, value));
         }
@@ -135,11 +152,15 @@ fn quoted(text: &str, quote: char) -> Option<(String, usize)> {
     None
 }
 
-/// Replace `$X` and `${X}` with earlier values (`\$` is a plain `$`).
-fn substitute(value: &str, known: &HashMap<String, String>) -> String {
+/// Replace `$X` and `${X}` with earlier values (`\$` is a plain `$`);
+/// None once the result would pass [`MAX_VALUE`].
+fn substitute(value: &str, known: &HashMap<String, String>) -> Option<String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(i) = rest.find(['$', '\\']) {
+        if out.len() > MAX_VALUE {
+            return None;
+        }
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         if let Some(after) = tail.strip_prefix("\\$") {
@@ -168,12 +189,15 @@ fn substitute(value: &str, known: &HashMap<String, String>) -> String {
         if name.is_empty() {
             out.push('$');
         } else if let Some(v) = known.get(name) {
+            if out.len() + v.len() > MAX_VALUE {
+                return None;
+            }
             out.push_str(v);
         }
         rest = after;
     }
     out.push_str(rest);
-    out
+    (out.len() <= MAX_VALUE).then_some(out)
 }
 
 #[cfg(test)]
@@ -218,6 +242,18 @@ mod tests {
                 kv("EMPTY", ""),
             ]
         );
+    }
+
+    #[test]
+    fn a_substitution_bomb_is_refused() {
+        let mut text = format!("A={}\n", "x".repeat(1000));
+        for (name, prev) in [("B", "A"), ("C", "B"), ("D", "C")] {
+            text.push_str(&format!("{name}={}\n", format!("${prev}").repeat(1000)));
+        }
+        let e = parse(&text).expect_err("too big");
+        assert_eq!(e.line, 2);
+        let wide = format!("A={}\nB={}\n", "x".repeat(60 << 10), "$A".repeat(400_000));
+        assert_eq!(parse(&wide).expect_err("too wide").line, 2);
     }
 
     #[test]

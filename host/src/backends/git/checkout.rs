@@ -134,6 +134,9 @@ async fn clone_into(
             .map_err(io("opening", &staging))?;
         std::os::unix::fs::fchown(&dir, Some(id.uid), Some(id.gid))
             .map_err(io("handing over", &staging))?;
+        // Closed to other users from the start, as every project dir is.
+        dir.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .map_err(io("closing", &staging))?;
     }
     let result = checkout(jail, mirror, url, &branch, &staging, timeout).await;
     if let Err(e) = result {

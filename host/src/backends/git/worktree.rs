@@ -32,27 +32,16 @@ const HARDENED: &[&str] = &[
     "core.untrackedCache=false",
 ];
 
-/// The protocol settings for `reach`. Each protocol by name: a tenant's
-/// `.git/config` can say `protocol.file.allow=always`, which a bare
-/// `protocol.allow=never` does not override, while `-c` of the same key
-/// does. (A `url.<x>.insteadOf` rewrite lands on one of these too.)
-fn protocols(reach: &Reach) -> Vec<String> {
-    let all = ["file", "git", "ssh", "http", "https", "ext", "fd"];
-    let allowed: &[&str] = match reach {
-        Reach::Nowhere => &[],
-        Reach::Fd(_) => &["fd"],
-        Reach::Network => &["file", "git", "ssh", "http", "https"],
-    };
-    let mut args = vec!["-c".to_string(), "protocol.allow=never".to_string()];
-    for name in all {
-        let how = if allowed.contains(&name) {
-            "always"
-        } else {
-            "never"
-        };
-        args.extend(["-c".to_string(), format!("protocol.{name}.allow={how}")]);
+/// `GIT_ALLOW_PROTOCOL` for `reach`: git behaves as if every protocol but
+/// these were `never`, overriding any `protocol.*` setting, so a tenant's
+/// `.git/config` cannot re-open one (nor a `url.<x>.insteadOf` rewrite land
+/// on one). None: the tenant's own settings, for its own remotes.
+fn allowed_protocols(reach: &Reach) -> Option<&'static str> {
+    match reach {
+        Reach::Nowhere => Some(""),
+        Reach::Fd(_) => Some("fd"),
+        Reach::Network => None,
     }
-    args
 }
 
 /// How a git run may reach a repository elsewhere.
@@ -139,9 +128,18 @@ impl WorkTree {
     pub(crate) async fn run(&self, args: &[&str], reach: Reach) -> Result<String, CallError> {
         let what = format!("git {}", args.join(" "));
         let mut cmd = self.jail.command("git");
-        cmd.args(HARDENED)
-            .args(protocols(&reach))
-            .args(args)
+        cmd.args(HARDENED);
+        // Before the subcommand: `-c` after it would be its own option.
+        match allowed_protocols(&reach) {
+            Some(allowed) => cmd.env("GIT_ALLOW_PROTOCOL", allowed),
+            None => cmd.args([
+                "-c",
+                "protocol.ext.allow=never",
+                "-c",
+                "protocol.fd.allow=never",
+            ]),
+        };
+        cmd.args(args)
             .env("GIT_DIR", ".git")
             .env("GIT_WORK_TREE", ".")
             .env("GIT_CONFIG_NOSYSTEM", "1")

@@ -5,13 +5,22 @@ use std::path::{Path, PathBuf};
 
 use super::Controller;
 
+/// The cgroup2 mount, as mountinfo shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct V2Mount {
+    pub(super) point: PathBuf,
+    pub(super) mount_options: String,
+    pub(super) super_options: String,
+}
+
 /// The cgroup hierarchies this process sits in.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostCgroups {
     /// Our own cgroup2 dir.
     pub(super) v2: Option<PathBuf>,
-    /// The cgroup2 mount point and its super options.
-    pub(super) v2_mount: Option<(PathBuf, String)>,
+    /// The cgroup2 mount: its mount point, its mount options (`nosuid`,
+    /// …) and its super options (`nsdelegate`, …).
+    pub(super) v2_mount: Option<V2Mount>,
     /// Our own dir in each v1 hierarchy of a controller bosun uses.
     pub(super) v1: Vec<(Controller, PathBuf)>,
 }
@@ -49,7 +58,11 @@ impl HostCgroups {
             };
             if *fstype == "cgroup2" && found.v2.is_none() {
                 found.v2 = own(&|c| c.is_empty()).map(dir);
-                found.v2_mount = Some((PathBuf::from(mount), options.unwrap_or(&"").to_string()));
+                found.v2_mount = Some(V2Mount {
+                    point: PathBuf::from(mount),
+                    mount_options: fields.get(5).unwrap_or(&"").to_string(),
+                    super_options: options.unwrap_or(&"").to_string(),
+                });
             } else if *fstype == "cgroup" {
                 let options: Vec<&str> =
                     options.map(|o| o.split(',').collect()).unwrap_or_default();
@@ -125,7 +138,11 @@ mod tests {
         assert_eq!(host.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
         assert_eq!(
             host.v2_mount,
-            Some((PathBuf::from("/sys/fs/cgroup/unified"), "rw".to_string()))
+            Some(V2Mount {
+                point: PathBuf::from("/sys/fs/cgroup/unified"),
+                mount_options: "rw,relatime".into(),
+                super_options: "rw".into(),
+            })
         );
         assert_eq!(
             host.v1,

@@ -69,35 +69,52 @@ impl Controller {
 /// by forking straight into the cgroup (`CLONE_INTO_CGROUP`), which std's
 /// spawn cannot do. The flag stays on. Returns a note for the log.
 pub(crate) fn favor_dynamic_changes(host: &HostCgroups) -> Option<String> {
-    let (mount, options) = host.v2_mount.as_ref()?;
-    if options.split(',').any(|o| o == "favordynmods") {
+    use nix::mount::MsFlags;
+    let m = host.v2_mount.as_ref()?;
+    if m.super_options.split(',').any(|o| o == "favordynmods") {
         return None;
     }
-    let mut kept: Vec<&str> = options
+    // A remount sets the mount's own flags from scratch: keep the ones it
+    // has (a read-only cgroupfs is left alone altogether).
+    let mut flags = MsFlags::MS_REMOUNT;
+    for option in m.mount_options.split(',') {
+        match option {
+            "ro" => return None,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            _ => {}
+        }
+    }
+    // And the superblock's flags from the data: all of them, plus ours.
+    let mut data: Vec<&str> = m
+        .super_options
         .split(',')
         .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
         .collect();
-    kept.push("favordynmods");
-    let data = kept.join(",");
+    data.push("favordynmods");
+    let data = data.join(",");
     const NONE: Option<&str> = None;
-    Some(
-        match nix::mount::mount(
-            NONE,
-            mount,
-            NONE,
-            nix::mount::MsFlags::MS_REMOUNT,
-            Some(data.as_str()),
-        ) {
-            Ok(()) => format!(
-                "remounted {} with favordynmods: programs join their cgroups without waiting for an RCU grace period",
-                mount.display()
-            ),
-            Err(e) => format!(
-                "could not remount {} with favordynmods ({e}): each program bosun starts may wait ~10 ms to join its cgroup",
-                mount.display()
-            ),
-        },
-    )
+    let point = m.point.display();
+    if let Err(e) = nix::mount::mount(NONE, &m.point, NONE, flags, Some(data.as_str())) {
+        return Some(format!(
+            "could not remount {point} with favordynmods ({e}): each program bosun starts may wait ~10 ms to join its cgroup"
+        ));
+    }
+    // In a cgroup namespace of its own the kernel accepts and ignores it.
+    let now = HostCgroups::detect();
+    let applied = now
+        .v2_mount
+        .is_some_and(|m| m.super_options.split(',').any(|o| o == "favordynmods"));
+    Some(if applied {
+        format!(
+            "remounted {point} with favordynmods: programs join their cgroups without waiting for an RCU grace period"
+        )
+    } else {
+        format!(
+            "remounting {point} with favordynmods had no effect here (a cgroup namespace?): each program bosun starts may wait ~10 ms to join its cgroup"
+        )
+    })
 }
 
 /// This bosun's cgroups: its base in each hierarchy it can use.
