@@ -128,6 +128,16 @@ fn serve_rss(n: usize) -> f64 {
     kib / 1024.0
 }
 
+/// A supervisor on `cfg`, confined as `bosun serve` would be.
+async fn start(cfg: &Config) -> Supervisor {
+    let confinement = Confinement::start(cfg, Role::Server)
+        .await
+        .expect("confinement");
+    Supervisor::start(cfg, Arc::new(confinement))
+        .await
+        .expect("supervisor")
+}
+
 fn median_p95(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     (v[v.len() / 2], v[v.len() * 95 / 100])
@@ -159,16 +169,7 @@ async fn crash_latency(unconfined: bool) -> (Duration, Duration) {
             "unconfined = {unconfined}\n[[projects.app.processes]]\nname = \"victim\"\ncommand = \"sleep\"\nargs = [\"1000\"]\nrestart_at = [\"1ms\"]\n"
         ),
     );
-    let sup = Supervisor::start(
-        &cfg,
-        Arc::new(
-            Confinement::start(&cfg, Role::Server)
-                .await
-                .expect("confinement"),
-        ),
-    )
-    .await
-    .expect("supervisor");
+    let sup = start(&cfg).await;
     let app = sup.project("app").expect("app");
     let mut under = Vec::new();
     for _ in 0..CRASHES {
@@ -223,16 +224,7 @@ async fn flood() -> (f64, f64, f64) {
     );
     std::fs::copy(&writer, dir.path().join("app/writer.py")).expect("copy writer");
     let started = Instant::now();
-    let sup = Supervisor::start(
-        &cfg,
-        Arc::new(
-            Confinement::start(&cfg, Role::Server)
-                .await
-                .expect("confinement"),
-        ),
-    )
-    .await
-    .expect("supervisor");
+    let sup = start(&cfg).await;
     let log = dir.path().join("state/logs/app/flood-0.log");
     let last = format!("line {:07}\n", FLOOD_LINES - 1);
     // Read the file only once it is big enough to hold every line, so the

@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::confine::{Jail, JailCommand, Jailed};
 use crate::plugins::bindings::CallError;
 
-use super::redact;
+use super::{finish, redact};
 
 /// One project's mirror.
 pub(crate) struct Mirror {
@@ -86,22 +86,9 @@ impl Mirror {
     async fn run(&self, args: &[&str], what: &str) -> Result<String, CallError> {
         let mut cmd = self.git();
         cmd.args(args);
-        let jailed = cmd
-            .spawn()
-            .map_err(|e| CallError::Failed(format!("cannot run git: {e}")))?;
-        let _leaf = jailed.leaf;
-        let output = match tokio::time::timeout(self.timeout, jailed.child.wait_with_output()).await
-        {
-            Err(_) => {
-                self.clean_partial();
-                return Err(CallError::Timeout(format!(
-                    "{what} took longer than {:?}",
-                    self.timeout
-                )));
-            }
-            Ok(Err(e)) => return Err(CallError::Failed(format!("waiting for git: {e}"))),
-            Ok(Ok(output)) => output,
-        };
+        let output = finish(cmd, self.timeout, what)
+            .await
+            .inspect_err(|_| self.clean_partial())?;
         if !output.status.success() {
             self.clean_partial();
             return Err(CallError::Failed(format!(

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 
 pub use checkout::clone_missing;
 
-use crate::confine::Jail;
+use crate::confine::{Jail, JailCommand};
 use crate::plugins::bindings::{CallError, RepoInfo, UpdateResult};
 use crate::plugins::git::GitControl;
 use mirror::Mirror;
@@ -155,6 +155,27 @@ async fn fetch_from_mirror(tree: &WorkTree, mirror: &Mirror) -> Result<(), CallE
         let _ = server.child.kill().await;
     }
     result.map(drop)
+}
+
+/// Run `cmd` (a git) to its end within `timeout`: its output, or a
+/// `timeout` or `failed` naming `what`. Its cgroup leaf, with anything git
+/// left running (an ssh, a helper), goes when this returns.
+async fn finish(
+    cmd: JailCommand,
+    timeout: Duration,
+    what: &str,
+) -> Result<std::process::Output, CallError> {
+    let jailed = cmd
+        .spawn()
+        .map_err(|e| CallError::Failed(format!("cannot run git: {e}")))?;
+    let _leaf = jailed.leaf;
+    match tokio::time::timeout(timeout, jailed.child.wait_with_output()).await {
+        Err(_) => Err(CallError::Timeout(format!(
+            "{what} took longer than {timeout:?}"
+        ))),
+        Ok(Err(e)) => Err(CallError::Failed(format!("waiting for git: {e}"))),
+        Ok(Ok(output)) => Ok(output),
+    }
 }
 
 /// Refuse refs that git would read as options, or that are empty.

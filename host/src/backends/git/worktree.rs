@@ -20,7 +20,7 @@ use crate::confine::Jail;
 use crate::plugins::bindings::CallError;
 use crate::project;
 
-use super::redact;
+use super::{finish, redact};
 
 /// Settings every git run in a work tree gets, over the tenant's config.
 const HARDENED: &[&str] = &[
@@ -158,21 +158,7 @@ impl WorkTree {
         if let Reach::Fd(fd) = reach {
             cmd.pass_fd(fd);
         }
-        let jailed = cmd
-            .spawn()
-            .map_err(|e| CallError::Failed(format!("cannot run git: {e}")))?;
-        let _leaf = jailed.leaf;
-        let output = match tokio::time::timeout(self.timeout, jailed.child.wait_with_output()).await
-        {
-            Err(_) => {
-                return Err(CallError::Timeout(format!(
-                    "`{what}` took longer than {:?}",
-                    self.timeout
-                )));
-            }
-            Ok(Err(e)) => return Err(CallError::Failed(format!("waiting for git: {e}"))),
-            Ok(Ok(output)) => output,
-        };
+        let output = finish(cmd, self.timeout, &format!("`{what}`")).await?;
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout)
                 .trim_end()
