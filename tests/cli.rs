@@ -142,6 +142,11 @@ async fn ps_logs_and_jobs_show_what_the_server_knows() {
         "{}",
         ps.stdout
     );
+    assert!(
+        ps.stdout.contains("\nalpha: as bosun-alpha (uid ") && ps.stdout.contains("private /tmp"),
+        "each project's confinement under the table: {}",
+        ps.stdout
+    );
     let json = bosun(&b, &["ps", "--json"]).await;
     let projects: Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(projects[0]["processes"][0]["name"], "ticker");

@@ -188,7 +188,16 @@ fn the_binary_checks_configs_and_runs_actions() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).ends_with(": ok (1 projects, 2 actions)\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.ends_with(": ok (1 projects, 2 actions)\n"),
+        "{stdout}"
+    );
+    // What the project's confinement will be on this host (root, Landlock).
+    assert!(
+        stdout.starts_with("shop: as bosun-shop (uid ") && stdout.contains("landlock "),
+        "{stdout}"
+    );
 
     let out = bosun(&["exec", "shop", "du", "top=1"], &path);
     assert_eq!(

@@ -59,6 +59,12 @@ pub fn lexical(path: &Path) -> PathBuf {
 
 impl Config {
     pub(super) fn validate_places(&self) -> Result<(), (String, String)> {
+        // Paths in messages as the config file sees them (relative to it).
+        let base = lexical(self.source.parent().unwrap_or(Path::new(".")));
+        let shown = |p: &Path| -> String {
+            p.strip_prefix(&base)
+                .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
+        };
         let dirs: Vec<(&String, PathBuf)> = self
             .projects
             .iter()
@@ -80,8 +86,8 @@ impl Config {
                         key,
                         format!(
                             "{} overlaps project `{other}`'s dir {}: each project needs a dir of its own",
-                            dir.display(),
-                            other_dir.display()
+                            shown(dir),
+                            shown(other_dir)
                         ),
                     ));
                 }
@@ -91,7 +97,7 @@ impl Config {
                     key,
                     format!(
                         "holds {what} ({}): the project's programs could rewrite it",
-                        path.display()
+                        shown(path)
                     ),
                 ));
             }
@@ -117,7 +123,7 @@ impl Config {
                         format!("projects.{name}.{key}"),
                         format!(
                             "{} is in project `{other}`'s dir: that project could replace it",
-                            log.display()
+                            shown(&log)
                         ),
                     ));
                 }
@@ -136,7 +142,7 @@ impl Config {
                         format!("projects.{name}.{key}"),
                         format!(
                             "{} is in project `{other}`'s dir: bosun fetches from it with its own rights",
-                            upstream.display()
+                            shown(&upstream)
                         ),
                     ));
                 }
@@ -155,8 +161,8 @@ impl Config {
                         key,
                         format!(
                             "{} overlaps {what} ({}), which this project must not read",
-                            path.display(),
-                            p.display()
+                            shown(&path),
+                            shown(p)
                         ),
                     ));
                 }
