@@ -308,3 +308,28 @@ exec sleep 1000
     }
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bosuns_own_files_are_its_own_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = Tenants::new();
+    let b = t.serve("").await;
+    log_with(&b, "a", "web", "serving").await;
+    let mode = |rel: &str| {
+        std::fs::metadata(t.path(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("state"), 0o700);
+    assert_eq!(mode("state/jobs.db"), 0o600);
+    assert_eq!(mode("state/logs/a"), 0o700);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.path("state/logs/a/web-0.log").exists() {
+        assert!(Instant::now() < deadline, "no log file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mode("state/logs/a/web-0.log"), 0o600);
+    b.stop().await;
+}

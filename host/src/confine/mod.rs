@@ -41,6 +41,7 @@ mod mounts;
 mod report;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,11 +148,9 @@ impl Confinement {
             .state_dir
             .canonicalize()
             .context("resolving the state dir")?;
-        if host.root {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
-                .context("making the state dir bosun's alone")?;
-        }
+        // Job logs, identities and process state of every tenant live here.
+        std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
+            .context("making the state dir bosun's alone")?;
         let tag = match role {
             Role::Server => tag(&state_dir),
             Role::Guest => format!("{}-exec-{}", tag(&state_dir), std::process::id()),

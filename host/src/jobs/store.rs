@@ -18,6 +18,7 @@
 //! - Reads and boot recovery use a second connection from blocking threads;
 //!   WAL lets reads run beside the writer.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
@@ -115,6 +116,10 @@ impl Store {
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let path = state_dir.join("jobs.db");
         let writer = connect(&path)?;
+        // Every tenant's job logs are in it: bosun's alone, whatever the
+        // umask (SQLite gives its -wal and -shm files the same mode).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} bosun's alone", path.display()))?;
         writer
             .execute_batch(SCHEMA)
             .context("creating the schema")?;

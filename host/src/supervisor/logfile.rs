@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -135,14 +135,21 @@ impl RotatingFile {
     fn open(&mut self) {
         let opened = match &self.beneath {
             Some((root, rel)) => open_beneath(root, rel),
+            // Outside a project (the state dir, /var/log): bosun's alone.
             None => self
                 .path
                 .parent()
-                .map_or(Ok(()), fs::create_dir_all)
+                .map_or(Ok(()), |dir| {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                })
                 .and_then(|()| {
                     OpenOptions::new()
                         .create(true)
                         .append(true)
+                        .mode(0o600)
                         .custom_flags(libc::O_NOFOLLOW)
                         .open(&self.path)
                 }),
