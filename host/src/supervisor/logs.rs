@@ -22,6 +22,10 @@ use crate::lines::{LineAssembler, Stream, to_text};
 
 /// Recent lines kept per process for `logs`.
 pub const RING_LINES: usize = 1000;
+/// Bytes of text those lines may hold together: a line may be 16 KiB, and
+/// 1,000 of them (16 MiB per instance, in bosun's memory) are the tenant's
+/// to choose. The oldest lines go first.
+pub const RING_BYTES: usize = 1 << 20;
 /// Lines a slow follower may fall behind before it skips ahead. Each process
 /// pays for these slots up front, so this stays small: at 100 processes a
 /// 4,096-slot buffer alone cost 20 MiB of bosun's RSS.
@@ -52,24 +56,42 @@ pub struct LogLine {
 
 /// The recent lines and live followers of one process instance.
 pub(crate) struct ProcessLog {
-    ring: Mutex<VecDeque<Arc<LogLine>>>,
+    ring: Mutex<Ring>,
     followers: broadcast::Sender<Arc<LogLine>>,
+}
+
+/// The recent lines and the bytes of text they hold.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<Arc<LogLine>>,
+    bytes: usize,
+}
+
+impl std::ops::Deref for Ring {
+    type Target = VecDeque<Arc<LogLine>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.lines
+    }
 }
 
 impl ProcessLog {
     pub(crate) fn new() -> Self {
         Self {
-            ring: Mutex::new(VecDeque::new()),
+            ring: Mutex::new(Ring::default()),
             followers: broadcast::channel(FOLLOW_BUFFER).0,
         }
     }
 
     fn push(&self, line: Arc<LogLine>) {
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        if ring.len() == RING_LINES {
-            ring.pop_front();
+        ring.bytes += line.text.len();
+        ring.lines.push_back(line.clone());
+        while ring.lines.len() > RING_LINES || (ring.bytes > RING_BYTES && ring.lines.len() > 1) {
+            if let Some(old) = ring.lines.pop_front() {
+                ring.bytes -= old.text.len();
+            }
         }
-        ring.push_back(line.clone());
         // Sent under the ring's lock, so `follow` sees each line exactly once.
         let _ = self.followers.send(line);
     }
@@ -217,4 +239,38 @@ pub(crate) fn file_spec(
         max_bytes,
         keep,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: String) -> Arc<LogLine> {
+        Arc::new(LogLine {
+            process: "web-0".into(),
+            stream: Stream::Stdout,
+            text,
+            time: SystemTime::now(),
+        })
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_bytes_as_well_as_lines() {
+        let log = ProcessLog::new();
+        for i in 0..RING_LINES {
+            log.push(line(format!("{i:05}{}", "x".repeat(16 << 10))));
+        }
+        let kept = log.recent(RING_LINES);
+        let bytes: usize = kept.iter().map(|l| l.text.len()).sum();
+        assert!(bytes <= RING_BYTES, "{bytes} bytes kept");
+        assert!(kept.len() < RING_LINES && !kept.is_empty());
+        assert!(
+            kept.last().expect("newest").text.starts_with("00999"),
+            "the newest stay"
+        );
+        for i in 0..RING_LINES + 5 {
+            log.push(line(format!("short {i}")));
+        }
+        assert_eq!(log.recent(usize::MAX).len(), RING_LINES);
+    }
 }
