@@ -924,3 +924,35 @@ async fn a_process_over_max_memory_is_restarted_and_lines_can_carry_timestamps()
     );
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_sharing_a_name_get_instances_of_their_own() {
+    let s = Setup::new(
+        "[[projects.app.processes]]\nname = \"web\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo first $BOSUN_INSTANCE; exec sleep 1000\"]\n\
+         [[projects.app.processes]]\nname = \"web\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo second $BOSUN_INSTANCE; exec sleep 1000\"]\ninstances = 2\n",
+    );
+    let (sup, app) = s.start().await;
+    eventually("three running", || {
+        app.list()
+            .iter()
+            .filter(|p| p.state == State::Running)
+            .count()
+            == 3
+    })
+    .await;
+    let instances: Vec<u32> = app.list().iter().map(|p| p.instance).collect();
+    assert_eq!(instances, vec![0, 1, 2]);
+    eventually("each its own log file", || {
+        [
+            ("web-0", "first 0"),
+            ("web-1", "second 1"),
+            ("web-2", "second 2"),
+        ]
+        .iter()
+        .all(|(label, line)| {
+            std::fs::read_to_string(s.log_file(label)).is_ok_and(|t| t.contains(line))
+        })
+    })
+    .await;
+    sup.shutdown().await;
+}

@@ -103,6 +103,23 @@ impl Config {
             }
         }
         for (name, project) in &self.projects {
+            let mut files: Vec<PathBuf> = Vec::new();
+            for (i, process) in project.processes.iter().enumerate() {
+                let Some(file) = &process.log_file else {
+                    continue;
+                };
+                let file = lexical(file);
+                if files.contains(&file) {
+                    return Err((
+                        format!("projects.{name}.processes[{i}].log_file"),
+                        format!(
+                            "{} is also another process's log file: give each its own",
+                            shown(&file)
+                        ),
+                    ));
+                }
+                files.push(file);
+            }
             let logs = project
                 .merged_log
                 .iter()

@@ -42,7 +42,9 @@ pub struct ProcessConfig {
     /// Environment, applied over the project's `.env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// How many copies to run; each gets its index in `BOSUN_INSTANCE`.
+    /// How many copies to run; each gets its index in `BOSUN_INSTANCE`
+    /// (entries that share a name number their instances on from one to
+    /// the next).
     #[serde(default = "one")]
     pub instances: u32,
     /// Start it when bosun starts (unless it was stopped on purpose before).

@@ -116,8 +116,15 @@ impl Supervisor {
                 .ok_or_else(|| StartError(anyhow::anyhow!("project `{project}` has no jail")))?;
             let writer = logfile::spawn_writer(project, merged);
             let mut instances = Vec::new();
+            // Entries may share a name; their instances are numbered on
+            // from one entry to the next, so every label (the persisted
+            // key, the default log file) is the project's only one.
+            let mut next: BTreeMap<&str, u32> = BTreeMap::new();
             for process in &pcfg.processes {
-                for i in 0..process.instances {
+                let first = next.entry(process.name.as_str()).or_insert(0);
+                let offset = *first;
+                *first += process.instances;
+                for i in offset..offset + process.instances {
                     let spec = Arc::new(InstanceSpec::new(
                         jail.clone(),
                         process,
