@@ -48,6 +48,23 @@ pub fn bytes(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()
 }
 
+/// `text` fit for a terminal: escape sequences and control characters
+/// (but newlines and tabs) removed. Log lines and results are a tenant's
+/// bytes, and an escape sequence printed raw can retitle, recolour or (on
+/// some terminals) feed input to the operator's terminal.
+pub fn for_terminal(text: &[u8]) -> Vec<u8> {
+    // The stripper drops tabs too; they travel as a private-use character.
+    const TAB: char = '\u{e000}';
+    let text = String::from_utf8_lossy(text).replace('\t', "\u{e000}");
+    let stripped = strip_ansi_escapes::strip(text.as_bytes());
+    String::from_utf8_lossy(&stripped)
+        .chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .map(|c| if c == TAB { '\t' } else { c })
+        .collect::<String>()
+        .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +85,16 @@ mod tests {
         assert_eq!(duration_ms(0), "-");
         assert_eq!(duration_ms(93_000), "1m33s");
         assert_eq!(duration_ms(7_380_000), "2h03m");
+    }
+
+    #[test]
+    fn a_terminal_gets_no_escape_sequence() {
+        // An 8-bit CSI (U+009B) is a control character; a lone 0x9B byte
+        // is not UTF-8 and prints as U+FFFD, which no terminal acts on.
+        let line = "ok \x1b]0;pwned\x07\x1b[31mred\x1b[0m \u{9b}2J\x08\r\x00 done\n\tnext\n";
+        let clean = String::from_utf8(for_terminal(line.as_bytes())).expect("utf-8");
+        assert_eq!(clean, "ok red 2J done\n\tnext\n");
+        let raw = String::from_utf8(for_terminal(b"a\x9bb")).expect("utf-8");
+        assert_eq!(raw, "a\u{fffd}b");
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ExitCode;
 use super::client::{Client, ClientArgs, ClientError};
-use super::format::{bytes, duration_ms, table};
+use super::format::{bytes, duration_ms, for_terminal, table};
 
 /// How long one `GET …?wait=` may block before the client asks again.
 const WAIT_SLICE: &str = "20s";
@@ -65,6 +65,9 @@ pub fn job_code(job: &Value) -> ExitCode {
 fn report(job: &Value) {
     if job["state"] == "succeeded" {
         match &job["result"] {
+            Value::String(s) if std::io::stdout().is_terminal() => {
+                println!("{}", String::from_utf8_lossy(&for_terminal(s.as_bytes())));
+            }
             Value::String(s) => println!("{s}"),
             Value::Null => {}
             other => print_json(other),
@@ -172,9 +175,20 @@ async fn stream(
     while let Some(chunk) = body.next().await {
         let Ok(chunk) = chunk else { break };
         if to_stderr {
-            let _ = std::io::stderr().write_all(&chunk);
+            let mut err = std::io::stderr();
+            let chunk = if err.is_terminal() {
+                for_terminal(&chunk)
+            } else {
+                chunk.to_vec()
+            };
+            let _ = err.write_all(&chunk);
         } else {
             let mut out = std::io::stdout();
+            let chunk = if out.is_terminal() {
+                for_terminal(&chunk)
+            } else {
+                chunk.to_vec()
+            };
             if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
                 // The reader went away (`| head`): stop quietly.
                 break;
