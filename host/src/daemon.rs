@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::server::{Listener, ServeError};
-use crate::api::{AppState, Auth, router};
+use crate::api::{AppState, Auth, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Role};
@@ -128,6 +128,7 @@ impl Daemon {
             metrics,
             server: Arc::new(config.server.clone()),
             confinement: Arc::new(confinement.reports()),
+            long_requests: LongRequests::new(&config.server),
         };
         let stop = CancellationToken::new();
         let grace = config.server.shutdown_grace;

@@ -154,6 +154,10 @@ pub async fn run_action(
     };
     let q = query(q)?;
     let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
+    // Refused before the job exists: a caller over its share loses nothing.
+    let held = wait
+        .map(|_| state.long_requests.hold(&caller.name))
+        .transpose()?;
     let body = read_body(
         body,
         usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX),
@@ -189,6 +193,7 @@ pub async fn run_action(
         return Ok(job_response(StatusCode::ACCEPTED, &job));
     };
     let job = state.jobs.wait(&job.id, wait).await?.unwrap_or(job);
+    drop(held);
     let status = if job.state.is_terminal() {
         StatusCode::OK
     } else {
@@ -202,10 +207,10 @@ pub async fn run_action(
 async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
     let not_found = || ApiError::not_found(format!("no job `{id}`"));
     let job = state.jobs.get(id).await?.ok_or_else(not_found)?;
-    if !caller.project_scope().allows(&job.project) {
-        return Err(not_found());
-    }
-    state.auth.project(caller, &job.project)?;
+    state
+        .auth
+        .project(caller, &job.project)
+        .map_err(|_| not_found())?;
     Ok(job)
 }
 
@@ -283,6 +288,7 @@ pub async fn get_job(
     let wait = parse_wait(query(q)?.wait.as_deref(), state.server.max_wait)?;
     let mut job = visible_job(&state, &caller, &id).await?;
     if let Some(wait) = wait {
+        let _held = state.long_requests.hold(&caller.name)?;
         job = state.jobs.wait(&id, wait).await?.unwrap_or(job);
     }
     Ok(Json(JobView::from(&job)))
@@ -358,9 +364,11 @@ pub async fn job_log(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
     if follow {
+        let held = state.long_requests.hold(&caller.name)?;
         return Ok(stream::respond(
             stream::wants_sse(&headers),
             stream::job_log(log, job),
+            held,
         ));
     }
     let lines = match log {

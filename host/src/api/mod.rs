@@ -6,8 +6,11 @@
 //! shutdown. Every answer that is not a success is an [`ApiError`].
 
 mod auth;
+mod connections;
 mod error;
+mod idle;
 mod jobs;
+mod long_requests;
 mod ops;
 mod params;
 mod projects;
@@ -30,6 +33,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Auth, Caller};
 pub use error::ApiError;
+pub use long_requests::LongRequests;
 
 use crate::config::ServerConfig;
 use crate::jobs::Jobs;
@@ -54,6 +58,8 @@ pub struct AppState {
     pub server: Arc<ServerConfig>,
     /// What each project's confinement is.
     pub confinement: Arc<BTreeMap<String, crate::confine::Report>>,
+    /// Waits and streams open, overall and per key.
+    pub long_requests: Arc<LongRequests>,
 }
 
 #[derive(OpenApi)]

@@ -228,10 +228,12 @@ fn logs(
         other => ApiError::internal(other),
     };
     if follow {
+        let held = state.long_requests.hold(&caller.name)?;
         let follow = handle.follow(name, lines).map_err(not_found)?;
         return Ok(stream::respond(
             stream::wants_sse(headers),
             stream::process_log(follow),
+            held,
         ));
     }
     let lines = handle.logs(name, lines).map_err(not_found)?;

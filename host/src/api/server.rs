@@ -1,10 +1,14 @@
-//! The listener: plain TCP or TLS (rustls), HTTP/1.1 and HTTP/2, with a
-//! deadline on request headers and on TLS handshakes so a slow client cannot
-//! hold a connection for free, and graceful shutdown.
+//! The listener: plain TCP or TLS (rustls), HTTP/1.1 and HTTP/2, and
+//! graceful shutdown. A connection costs a file descriptor that spawns and
+//! job logs need too, so none is held for free: at most `max_connections`
+//! are open, TLS handshakes and request headers have a deadline, and a
+//! connection with no request in flight for `read_timeout` is closed (see
+//! [`idle`](super::idle)).
 //!
 //! hyper-util's server is used directly rather than `axum::serve` because
 //! the latter offers neither TLS nor a header read timeout.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,15 +20,17 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use super::connections::{Connections, Full};
+use super::idle;
 use crate::config::{ServerConfig, TlsConfig};
 
 /// Why the server could not start.
@@ -47,8 +53,18 @@ pub enum ServeError {
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
-    read_timeout: Duration,
+    /// Its limits: timeouts and connection caps.
+    config: ServerConfig,
 }
+
+/// Streams one HTTP/2 connection may have open; requests overall are
+/// bounded by `max_concurrent_requests` too.
+const H2_STREAMS: u32 = 64;
+/// How often an HTTP/2 connection is pinged; a peer that does not answer
+/// within `read_timeout` is dropped.
+const H2_PING: Duration = Duration::from_secs(30);
+/// Idle time before TCP keepalive probes start.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 impl Listener {
     /// Bind the configured address and load TLS material, if any.
@@ -66,7 +82,7 @@ impl Listener {
         Ok(Self {
             tcp,
             tls,
-            read_timeout: cfg.read_timeout,
+            config: cfg.clone(),
         })
     }
 
@@ -87,14 +103,20 @@ impl Listener {
     /// Serve `app` until `stop` fires, then let open requests finish for up
     /// to `grace` and return.
     pub async fn serve(self, app: Router, stop: CancellationToken, grace: Duration) {
-        let graceful = GracefulShutdown::new();
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.read_timeout);
-        builder.http2().timer(TokioTimer::new());
+            .header_read_timeout(self.config.read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_STREAMS)
+            .keep_alive_interval(H2_PING)
+            .keep_alive_timeout(self.config.read_timeout);
         let builder = Arc::new(builder);
+        let slots = Connections::new(&self.config);
+        let mut full = None;
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => break,
@@ -109,16 +131,45 @@ impl Listener {
                     }
                 },
             };
+            let slot = match slots.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    // Said once per run of refusals, not per connection.
+                    if full.replace(why) != Some(why) {
+                        match why {
+                            Full::Server => tracing::warn!(
+                                "max_connections are open; refusing new connections until some close"
+                            ),
+                            Full::Source => tracing::warn!(
+                                %peer,
+                                "max_connections_per_address are open from this address; refusing its new ones"
+                            ),
+                        }
+                    }
+                    refuse(&stream, self.tls.is_some());
+                    continue;
+                }
+            };
+            full = None;
             let _ = stream.set_nodelay(true);
+            // A peer that vanished without a FIN is found out even while
+            // its request waits or its stream is quiet.
+            let _ = SockRef::from(&stream).set_tcp_keepalive(
+                &TcpKeepalive::new()
+                    .with_time(TCP_KEEPALIVE)
+                    .with_interval(TCP_KEEPALIVE / 4),
+            );
             let conn = Connection {
                 app: app.clone(),
                 builder: builder.clone(),
-                watcher: graceful.watcher(),
+                stop: stop.clone(),
+                read_timeout: self.config.read_timeout,
                 peer,
             };
             let tls = self.tls.clone();
-            let handshake = self.read_timeout;
+            let handshake = self.config.read_timeout;
             tokio::spawn(async move {
+                let _slot = slot;
                 match tls {
                     None => conn.serve(stream).await,
                     Some(acceptor) => {
@@ -132,7 +183,7 @@ impl Listener {
             });
         }
         drop(self.tcp);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        if tokio::time::timeout(grace, slots.all_closed())
             .await
             .is_err()
         {
@@ -141,14 +192,37 @@ impl Listener {
     }
 }
 
+/// Past `max_connections`: a plain-HTTP client gets a 503 it can read (the
+/// socket is new, so the write fits its buffer and cannot block); a TLS
+/// client, which has no session to read one in, is closed. What the client
+/// already sent is read first, so the close is a FIN, not a reset that
+/// could discard the answer; nothing waits for more.
+fn refuse(stream: &TcpStream, tls: bool) {
+    let mut sent = [0u8; 4096];
+    while matches!(stream.try_read(&mut sent), Ok(n) if n > 0) {}
+    const BODY: &str = r#"{"error":{"code":"too_many_connections","message":"the server has too many open connections; try again shortly"}}"#;
+    if !tls {
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = stream.try_write(answer.as_bytes());
+    }
+}
+
 struct Connection {
     app: Router,
     builder: Arc<Builder<TokioExecutor>>,
-    watcher: Watcher,
+    stop: CancellationToken,
+    read_timeout: Duration,
     peer: SocketAddr,
 }
 
 impl Connection {
+    /// Serve requests until the client leaves, bosun stops, or no request
+    /// has been in flight for `read_timeout` (a silent new connection
+    /// included); then shut the connection down gracefully.
     async fn serve<IO>(self, io: IO)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -156,17 +230,42 @@ impl Connection {
         let Self {
             app,
             builder,
-            watcher,
+            stop,
+            read_timeout,
             peer,
         } = self;
+        let (activity, mut idle) = idle::track();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
+            let busy = activity.begin();
+            let answer = app.clone().oneshot(req);
+            async move {
+                let response = answer.await?;
+                Ok::<_, Infallible>(response.map(|body| idle::tracked(body, busy)))
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(%peer, "connection ended: {e}");
+        tokio::pin!(conn);
+        let stopping = tokio::select! {
+            ended = conn.as_mut() => return log_end(peer, ended),
+            () = stop.cancelled() => true,
+            () = idle.for_longer_than(read_timeout) => false,
+        };
+        conn.as_mut().graceful_shutdown();
+        if stopping {
+            // The listener bounds this with the shutdown grace.
+            log_end(peer, conn.await);
+        } else if let Ok(ended) = tokio::time::timeout(read_timeout, conn).await {
+            log_end(peer, ended);
+        } else {
+            tracing::debug!(%peer, "idle connection did not close in time; dropped");
         }
+    }
+}
+
+fn log_end(peer: SocketAddr, ended: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = ended {
+        tracing::debug!(%peer, "connection ended: {e}");
     }
 }
 

@@ -3,20 +3,23 @@
 //! lines as they happen.
 //!
 //! A stream is fed by a task through a small channel; when the client goes
-//! away the send fails and the task ends, so a dropped follower costs
+//! away the channel closes and the task ends, so a dropped follower costs
 //! nothing afterwards.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::long_requests::Held;
 use super::views::JobView;
 use crate::jobs::{Job, LogFollow};
 use crate::supervisor::Follow;
@@ -49,9 +52,13 @@ pub fn plain<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Response {
         .into_response()
 }
 
-/// Stream what arrives on `rx` until it closes.
-pub fn respond(sse: bool, rx: mpsc::Receiver<Item>) -> Response {
-    let items = ReceiverStream::new(rx);
+/// Stream what arrives on `rx` until it closes; the stream holds `held`
+/// until the client has it all or goes away.
+pub fn respond(sse: bool, rx: mpsc::Receiver<Item>, held: Held) -> Response {
+    let items = Holding {
+        items: ReceiverStream::new(rx),
+        _held: held,
+    };
     if sse {
         let events = items.map(|item| {
             Ok::<_, Infallible>(match item {
@@ -80,6 +87,20 @@ pub fn respond(sse: bool, rx: mpsc::Receiver<Item>) -> Response {
     response
 }
 
+/// A stream that keeps its long-request place until it is dropped.
+struct Holding<S> {
+    items: S,
+    _held: Held,
+}
+
+impl<S: Stream + Unpin> Stream for Holding<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.items).poll_next(cx)
+    }
+}
+
 /// Feed a job's log to a follower until the job ends; `record` is the job
 /// as the caller last saw it, sent at the end if the job was already over.
 pub fn job_log(follow: LogFollow, record: Job) -> mpsc::Receiver<Item> {
@@ -97,6 +118,7 @@ pub fn job_log(follow: LogFollow, record: Job) -> mpsc::Receiver<Item> {
         if let (Some(live), Some(job)) = (&mut live, &mut job) {
             loop {
                 tokio::select! {
+                    () = tx.closed() => return,
                     got = live.recv() => match got {
                         Ok(line) => if tx.send(Item::Line(line)).await.is_err() { return },
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -138,7 +160,14 @@ pub fn process_log(follow: Follow) -> mpsc::Receiver<Item> {
                 return;
             }
         }
-        while let Some(line) = lines.recv().await {
+        loop {
+            // A quiet process's follower is let go when its client leaves,
+            // not at the next line.
+            let line = tokio::select! {
+                () = tx.closed() => return,
+                line = lines.recv() => line,
+            };
+            let Some(line) = line else { return };
             if tx.send(Item::Line(format_line(&line))).await.is_err() {
                 return;
             }

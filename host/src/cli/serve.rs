@@ -19,6 +19,16 @@ pub async fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let nofile = crate::confine::raise_open_files();
+    // Connections are not the only descriptors: logs, pipes, the database.
+    if (config.server.max_connections as u64).saturating_add(256) > nofile {
+        tracing::warn!(
+            max_connections = config.server.max_connections,
+            open_files_limit = nofile,
+            "server.max_connections leaves too few file descriptors under the open-files \
+             limit for processes and jobs; raise the limit (LimitNOFILE=) or lower max_connections"
+        );
+    }
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

@@ -22,8 +22,10 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Largest request body accepted. Default 64KiB.
     pub max_body: ByteSize,
-    /// Time a client gets to send its request headers, and its body.
-    /// Default 10s: a slow client cannot hold a connection open for free.
+    /// Time a client gets to send its request headers, and its body; a
+    /// connection with no request in flight for this long is closed.
+    /// Default 10s: a slow or silent client cannot hold a connection open
+    /// for free.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
     /// The longest `?wait=` a caller may ask for. Default 10m.
@@ -32,6 +34,19 @@ pub struct ServerConfig {
     /// Requests handled at once; past it, new ones get 503 at once.
     /// Default 512.
     pub max_concurrent_requests: usize,
+    /// Connections open at once; past it, new ones get a 503 and are closed
+    /// while the open ones are served. Default 1024.
+    pub max_connections: usize,
+    /// Connections open at once from one address (an IPv6 /64); past it,
+    /// that address is refused like past `max_connections`. Default 256;
+    /// behind a reverse proxy, every client has the proxy's address.
+    pub max_connections_per_address: usize,
+    /// Requests that stay open (a `?wait`, a followed log) at once, over
+    /// every key; past it, new ones get 503. Default 256.
+    pub max_long_requests: usize,
+    /// Requests that stay open at once per key; past it, that key gets 429
+    /// while other keys are served. Default 32.
+    pub max_long_requests_per_key: usize,
     /// Failed authentications one address may make per `auth_fail_window`
     /// before it is refused with 429 until the window ends. Default 20.
     pub auth_fail_limit: u32,
@@ -53,6 +68,10 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(600),
             max_concurrent_requests: 512,
+            max_connections: 1024,
+            max_connections_per_address: 256,
+            max_long_requests: 256,
+            max_long_requests_per_key: 32,
             auth_fail_limit: 20,
             auth_fail_window: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
@@ -114,6 +133,33 @@ impl ServerConfig {
             return Err((
                 "server.max_concurrent_requests".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(("server.max_connections".into(), "must be 1-1000000".into()));
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_address) {
+            return Err((
+                "server.max_connections_per_address".into(),
+                format!(
+                    "must be 1-{} (at most `max_connections`)",
+                    self.max_connections
+                ),
+            ));
+        }
+        if self.max_long_requests == 0 {
+            return Err((
+                "server.max_long_requests".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=self.max_long_requests).contains(&self.max_long_requests_per_key) {
+            return Err((
+                "server.max_long_requests_per_key".into(),
+                format!(
+                    "must be 1-{} (at most `max_long_requests`)",
+                    self.max_long_requests
+                ),
             ));
         }
         if self.auth_fail_limit == 0 {

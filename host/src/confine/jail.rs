@@ -419,8 +419,9 @@ impl Jail {
     }
 }
 
-/// The rlimits a project's programs get: `nofile` always; `memory` and
-/// `pids` where no cgroup controller holds them.
+/// The rlimits a project's programs get: `nofile` always (the project's,
+/// or the one bosun was started with); `memory` and `pids` where no cgroup
+/// controller holds them.
 fn rlimits(
     host: &HostLayers,
     project: &ProjectConfig,
@@ -429,9 +430,8 @@ fn rlimits(
 ) -> Vec<(Resource, u64)> {
     let l = &project.limits;
     let mut out = Vec::new();
-    if let Some(n) = l.nofile {
-        out.push((Resource::RLIMIT_NOFILE, n.min(host.nofile_hard)));
-    }
+    let nofile = l.nofile.unwrap_or(host.nofile_soft);
+    out.push((Resource::RLIMIT_NOFILE, nofile.min(host.nofile_hard)));
     if let Some(m) = l.memory
         && layer(Controller::Memory).is_none()
     {

@@ -43,11 +43,11 @@ mod report;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use nix::sys::resource::{Resource, getrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use sha2::{Digest, Sha256};
 
 pub use cgroup::Leaf;
@@ -95,11 +95,40 @@ struct HostLayers {
     cap_last: u32,
     /// bosun's own hard limit of open files: a child cannot get more.
     nofile_hard: u64,
+    /// The soft limit bosun was started with: what a program gets when its
+    /// project sets none (bosun raises its own; see [`raise_open_files`]).
+    nofile_soft: u64,
+}
+
+/// The open-files soft limit bosun was started with, once it has raised
+/// its own.
+static STARTED_NOFILE: OnceLock<u64> = OnceLock::new();
+
+/// Raise bosun's own soft limit of open files to its hard limit, as nginx
+/// and Go programs do: every connection, log and child pipe is a
+/// descriptor, and the usual soft default (1024) is what a few hundred
+/// clients exhaust. The programs bosun starts get the limit it was started
+/// with back, so a program that expects 1024 (`select`) sees 1024.
+/// Returns the limit now in force.
+pub fn raise_open_files() -> u64 {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let _ = STARTED_NOFILE.set(soft);
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(e) => {
+            tracing::warn!("could not raise the open-files limit from {soft} to {hard}: {e}");
+            soft
+        }
+    }
 }
 
 impl HostLayers {
     fn detect() -> Self {
         let (landlock, landlock_abi) = fsview::probe();
+        let (nofile_soft, nofile_hard) =
+            getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((u64::MAX, u64::MAX));
         Self {
             root: nix::unistd::geteuid().is_root(),
             landlock,
@@ -109,7 +138,8 @@ impl HostLayers {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
-            nofile_hard: getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(_, hard)| hard),
+            nofile_hard,
+            nofile_soft: STARTED_NOFILE.get().copied().unwrap_or(nofile_soft),
         }
     }
 }

@@ -1,0 +1,121 @@
+//! Requests that stay open: a `?wait` that holds its answer back, a log
+//! followed with `follow`. Each holds a socket and a task for minutes, and
+//! a streamed one no longer counts against `max_concurrent_requests` once
+//! its headers are out, so they have limits of their own: at most
+//! `max_long_requests` over every key, and `max_long_requests_per_key` per
+//! key, so one tenant saturating its share gets 429 while others are still
+//! served.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::http::StatusCode;
+
+use super::error::ApiError;
+use crate::config::ServerConfig;
+
+/// Long requests open now, overall and per key.
+pub struct LongRequests {
+    total: usize,
+    per_key: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_key: HashMap<String, usize>,
+}
+
+/// One long request; its place is given back on drop.
+pub struct Held {
+    owner: Arc<LongRequests>,
+    key: String,
+}
+
+impl LongRequests {
+    /// The limits of `server`.
+    pub fn new(server: &ServerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            total: server.max_long_requests,
+            per_key: server.max_long_requests_per_key,
+            open: Mutex::new(Open::default()),
+        })
+    }
+
+    /// A place for a long request of the key named `key`, or the reason
+    /// there is none.
+    pub fn hold(self: &Arc<Self>, key: &str) -> Result<Held, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = open.per_key.get(key).copied().unwrap_or(0);
+        if mine >= self.per_key {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_long_requests",
+                format!(
+                    "key `{key}` already has {mine} requests waiting or streaming; \
+                     close one or try again shortly"
+                ),
+            )
+            .retry_after(1));
+        }
+        if open.total >= self.total {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server has too many requests waiting or streaming; try again shortly",
+            )
+            .retry_after(1));
+        }
+        open.total += 1;
+        *open.per_key.entry(key.to_string()).or_insert(0) += 1;
+        Ok(Held {
+            owner: self.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self
+            .owner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.total -= 1;
+        if let Some(n) = open.per_key.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_at_its_share_is_refused_while_others_are_served() {
+        let limits = LongRequests::new(&ServerConfig {
+            max_long_requests: 3,
+            max_long_requests_per_key: 2,
+            ..ServerConfig::default()
+        });
+        let a1 = limits.hold("a").expect("a1");
+        let _a2 = limits.hold("a").expect("a2");
+        let Err(a3) = limits.hold("a") else {
+            panic!("a is at its share")
+        };
+        assert_eq!(a3.status(), StatusCode::TOO_MANY_REQUESTS);
+        let _b1 = limits.hold("b").expect("b is served");
+        let Err(b2) = limits.hold("b") else {
+            panic!("the server is full")
+        };
+        assert_eq!(b2.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(a1);
+        limits.hold("b").expect("a place was given back");
+    }
+}
