@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{ADMIN, ALPHA_STATUS_ONLY, Api, BETA_PROJECT_KEY, Bosun, READ, RUN_ALPHA};
+use common::server::{
+    ADMIN, ADMIN_ALPHA, ALPHA_STATUS_ONLY, Api, BETA_PROJECT_KEY, Bosun, READ, RUN_ALPHA,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,16 +131,28 @@ async fn the_auth_matrix_gives_each_caller_its_exact_answer() {
     let read_get = call(b.req(Method::GET, "/v1/projects/alpha", Some(READ))).await;
     assert_eq!(read_get.0, StatusCode::OK);
 
+    // Without its project key, beta answers as a project that does not
+    // exist: a "*" key cannot tell which projects are there.
     let beta = "/v1/projects/beta/actions/hostile?wait=30s";
+    let nowhere = "/v1/projects/nowhere/actions/hostile?wait=30s";
     let missing = call(b.req(Method::POST, beta, Some(ADMIN)).json(&body)).await;
-    assert_error(&missing, 401, "project_key_required");
+    let unknown = call(b.req(Method::POST, nowhere, Some(ADMIN)).json(&body)).await;
+    assert_error(&missing, 404, "not_found");
+    assert_eq!(missing.3.replace("beta", "nowhere"), unknown.3);
     let wrong_pk = call(
         b.req(Method::POST, beta, Some(ADMIN))
             .header("X-Project-Key", "not-it")
             .json(&body),
     )
     .await;
-    assert_error(&wrong_pk, 401, "bad_project_key");
+    let wrong_unknown = call(
+        b.req(Method::POST, nowhere, Some(ADMIN))
+            .header("X-Project-Key", "not-it")
+            .json(&body),
+    )
+    .await;
+    assert_error(&wrong_pk, 404, "not_found");
+    assert_eq!(wrong_pk.3.replace("beta", "nowhere"), wrong_unknown.3);
     let right = call(
         b.req(Method::POST, beta, Some(ADMIN))
             .header("X-Project-Key", BETA_PROJECT_KEY)
@@ -436,6 +450,39 @@ async fn metrics_count_requests_and_job_outcomes_for_admins_only() {
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+    assert!(
+        !text.contains("beta"),
+        "beta is shown without its project key:\n{text}"
+    );
+
+    // Each admin sees the projects it reaches, and server-wide series only
+    // when it reaches every project.
+    let (status, _) = b.run("beta", "status", "?wait=30s", json!({}), ADMIN).await;
+    assert_eq!(status, StatusCode::OK);
+    let with_key = b
+        .req(Method::GET, "/metrics", Some(ADMIN))
+        .header("X-Project-Key", BETA_PROJECT_KEY)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        with_key
+            .contains("bosun_jobs_total{project=\"beta\",action=\"status\",state=\"succeeded\"} 1"),
+        "{with_key}"
+    );
+    let alpha_only = b.get_text("/metrics", ADMIN_ALPHA).await;
+    assert!(
+        alpha_only.contains("bosun_queue_depth{project=\"alpha\"} 0"),
+        "{alpha_only}"
+    );
+    assert!(!alpha_only.contains("beta"), "{alpha_only}");
+    assert!(
+        !alpha_only.contains("bosun_http_requests_total{"),
+        "{alpha_only}"
+    );
     b.stop().await;
 }
 

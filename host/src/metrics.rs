@@ -157,16 +157,65 @@ impl Metrics {
             .set(i64::from(restarts));
     }
 
-    /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let registry = self
-            .inner
-            .registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Writing to a String cannot fail.
-        let _ = encode(&mut out, &registry);
+    /// The samples a caller may see, in the OpenMetrics text format: those
+    /// of projects for which `sees` holds, and the server-wide ones (HTTP
+    /// requests) only when `server_wide`. A series' project is its
+    /// `project` label.
+    pub fn render_for(&self, sees: impl Fn(&str) -> bool, server_wide: bool) -> String {
+        let mut all = String::new();
+        {
+            let registry = self
+                .inner
+                .registry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Writing to a String cannot fail.
+            let _ = encode(&mut all, &registry);
+        }
+        let mut out = String::with_capacity(all.len());
+        for line in all.split_inclusive('\n') {
+            let shown =
+                line.starts_with('#') || project_label(line).map_or(server_wide, &sees);
+            if shown {
+                out.push_str(line);
+            }
+        }
         out
+    }
+}
+
+/// The `project` label of a sample line, if it has one. Every label value
+/// is a name the config checked (`a-z`, `0-9`, `-`, `_`), so no value can
+/// hold a quote or a `project=` of its own.
+fn project_label(line: &str) -> Option<&str> {
+    let labels = &line[line.find('{')?..];
+    let at = ["{project=\"", ",project=\""]
+        .iter()
+        .filter_map(|l| labels.find(l).map(|i| i + l.len()))
+        .min()?;
+    let value = &labels[at..];
+    Some(&value[..value.find('"')?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_sees_only_the_series_of_its_projects() {
+        let m = Metrics::default();
+        m.queue_depth("alpha", 1);
+        m.queue_depth("beta", 2);
+        m.restarts("alpha", "web", 0, 3);
+        m.restarts("beta", "web", 0, 1);
+        m.request(200);
+        let alpha = m.render_for(|p| p == "alpha", false);
+        assert!(alpha.contains("bosun_queue_depth{project=\"alpha\"} 1"), "{alpha}");
+        assert!(alpha.contains("bosun_process_restarts{project=\"alpha\""), "{alpha}");
+        assert!(!alpha.contains("project=\"beta\""), "{alpha}");
+        assert!(!alpha.contains("bosun_http_requests_total{"), "{alpha}");
+        let all = m.render_for(|_| true, true);
+        assert!(all.contains("bosun_http_requests_total{status=\"200\"} 1"), "{all}");
+        assert!(all.ends_with("# EOF\n"), "{all}");
     }
 }

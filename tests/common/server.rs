@@ -26,6 +26,8 @@ pub const READ: &str = "bsk_test_read";
 /// `run` on alpha, but only the `status` action.
 pub const ALPHA_STATUS_ONLY: &str = "bsk_test_alpha_status_only";
 /// The project key of beta.
+/// An admin of project alpha alone.
+pub const ADMIN_ALPHA: &str = "bsk_test_admin_alpha";
 pub const BETA_PROJECT_KEY: &str = "beta-project-secret";
 
 /// `sha256:<hex>` of `key`.
@@ -57,6 +59,12 @@ memory = "64MiB"
 name = "admin"
 hash = "{admin}"
 projects = "*"
+role = "admin"
+
+[[keys]]
+name = "admin-alpha"
+hash = "{admin_alpha}"
+projects = ["alpha"]
 role = "admin"
 
 [[keys]]
@@ -103,6 +111,7 @@ path = {hostile:?}
 timeout = "60s"
 "#,
         admin = hash(ADMIN),
+        admin_alpha = hash(ADMIN_ALPHA),
         run_alpha = hash(RUN_ALPHA),
         run_beta = hash(RUN_BETA),
         read = hash(READ),
@@ -358,6 +367,11 @@ impl BosunProcess {
             child,
             api: Api::new(url),
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL it, as a crash would.

@@ -6,13 +6,16 @@
 //! - 401 for a missing or wrong key, with `WWW-Authenticate`; 403 for a valid
 //!   key out of scope. Scope is checked before the project is looked up, so
 //!   a caller who may not see a project cannot learn whether it exists.
-//! - A project with `key_hash` also needs `X-Project-Key`.
+//! - A project with `key_hash` also needs `X-Project-Key`; without it (or
+//!   with a wrong one) the project answers 404 like one that does not exist.
 //! - Each address may fail `auth_fail_limit` times per window; after that it
 //!   is refused with 429 until the window ends, which makes guessing keys
 //!   over the network pointless.
 //! - Keys are never logged or stored; jobs record the key's *name*.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use hashlink::LruCache;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -24,15 +27,18 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::connections::source;
 use super::error::ApiError;
 use crate::config::{Config, KeyHash, Role, Scope};
 
-/// Addresses remembered by the brake; past this, expired entries are dropped.
-const BRAKE_MAX_ADDRESSES: usize = 10_000;
+/// Sources remembered by the brake; past this, the one that failed least
+/// recently is forgotten. 10,000 entries are well under a megabyte.
+const BRAKE_MAX_SOURCES: usize = 10_000;
 
 /// The configured keys and the failure brake.
 pub struct Auth {
     keys: Vec<Key>,
+    projects: HashSet<String>,
     project_keys: HashMap<String, KeyHash>,
     brake: Brake,
 }
@@ -72,6 +78,7 @@ impl Auth {
                     role: k.role,
                 })
                 .collect(),
+            projects: config.projects.keys().cloned().collect(),
             project_keys: config
                 .projects
                 .iter()
@@ -80,7 +87,7 @@ impl Auth {
             brake: Brake {
                 limit: config.server.auth_fail_limit,
                 window: config.server.auth_fail_window,
-                failures: Mutex::new(HashMap::new()),
+                failures: Mutex::new(LruCache::new(BRAKE_MAX_SOURCES)),
             },
         }
     }
@@ -127,9 +134,12 @@ impl Auth {
         })
     }
 
-    /// Check that `caller` may reach `project`: in its key's scope, and with
-    /// the project's own key when it has one. Says nothing of whether the
-    /// project exists.
+    /// Check that `caller` may reach `project`: in its key's scope (403
+    /// otherwise, whether it exists or not), then known and, when it has a
+    /// key of its own, with that key. A project whose key is missing or
+    /// wrong answers exactly as one that does not exist, and a presented
+    /// `X-Project-Key` counts against the brake in both cases: no key can
+    /// probe which projects exist.
     pub fn project(&self, caller: &Caller, project: &str) -> Result<(), ApiError> {
         if !caller.projects.allows(project) {
             return Err(ApiError::forbidden(format!(
@@ -137,7 +147,16 @@ impl Auth {
                 caller.name
             )));
         }
-        self.project_key(caller, project)
+        let known = self.projects.contains(project);
+        if known && self.project_key_matches(caller, project) {
+            return Ok(());
+        }
+        if caller.project_key.is_some() {
+            self.brake.fail(caller.ip);
+        }
+        Err(ApiError::not_found(format!(
+            "no project `{project}` (a project with a key of its own also needs it in `X-Project-Key`)"
+        )))
     }
 
     /// Whether `caller` may see `project` in a listing, silently.
@@ -150,24 +169,6 @@ impl Auth {
             (None, _) => true,
             (Some(want), Some(got)) => bool::from(want.0.ct_eq(&got)),
             (Some(_), None) => false,
-        }
-    }
-
-    fn project_key(&self, caller: &Caller, project: &str) -> Result<(), ApiError> {
-        match (self.project_keys.get(project), caller.project_key) {
-            (None, _) => Ok(()),
-            (Some(_), None) => Err(ApiError::unauthorized(
-                "project_key_required",
-                format!("project `{project}` also needs its key in `X-Project-Key`"),
-            )),
-            (Some(_), Some(_)) if self.project_key_matches(caller, project) => Ok(()),
-            (Some(_), Some(_)) => {
-                self.brake.fail(caller.ip);
-                Err(ApiError::unauthorized(
-                    "bad_project_key",
-                    format!("the `X-Project-Key` is not project `{project}`'s key"),
-                ))
-            }
         }
     }
 }
@@ -229,17 +230,21 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Failed authentications per address, in fixed windows.
+/// Failed authentications per source, in fixed windows. A source is an
+/// IPv4 address or an IPv6 /64 (one host is commonly given a whole /64, so
+/// a fresh address per guess must not buy a fresh budget). The map is a
+/// bounded LRU: every operation is O(1) under the lock every request takes,
+/// and a flood of sources forgets the stalest, not the memory.
 struct Brake {
     limit: u32,
     window: Duration,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failures: Mutex<LruCache<IpAddr, (Instant, u32)>>,
 }
 
 impl Brake {
     fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        match failures.get(&ip) {
+        match failures.peek(&source(ip)) {
             Some((since, n)) if *n >= self.limit && since.elapsed() < self.window => {
                 let left = self.window.saturating_sub(since.elapsed());
                 Err(ApiError::new(
@@ -255,16 +260,60 @@ impl Brake {
 
     fn fail(&self, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() >= BRAKE_MAX_ADDRESSES {
-            failures.retain(|_, (since, _)| since.elapsed() < self.window);
-        }
-        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= self.window {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
-        if entry.1 == self.limit {
+        let key = source(ip);
+        let now = Instant::now();
+        let (since, n) = match failures.remove(&key) {
+            Some((since, n)) if since.elapsed() < self.window => (since, n + 1),
+            _ => (now, 1),
+        };
+        // Back in as the most recent; a full map forgets its stalest.
+        failures.insert(key, (since, n));
+        if n == self.limit {
             tracing::warn!(%ip, "too many failed authentications; refusing this address for a while");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brake() -> Brake {
+        Brake {
+            limit: 2,
+            window: Duration::from_secs(60),
+            failures: Mutex::new(LruCache::new(BRAKE_MAX_SOURCES)),
+        }
+    }
+
+    #[test]
+    fn a_fresh_ipv6_address_per_guess_buys_no_fresh_budget() {
+        let b = brake();
+        b.fail("2001:db8:1:2::1".parse().expect("ip"));
+        b.fail("2001:db8:1:2:ffff::9".parse().expect("ip"));
+        assert!(b.check("2001:db8:1:2::77".parse().expect("ip")).is_err());
+        assert!(b.check("2001:db8:1:3::1".parse().expect("ip")).is_ok());
+        b.fail("10.0.0.1".parse().expect("ip"));
+        b.fail("::ffff:10.0.0.1".parse().expect("ip"));
+        assert!(b.check("10.0.0.1".parse().expect("ip")).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_sources_keeps_the_map_bounded() {
+        let b = brake();
+        let braked: IpAddr = "192.0.2.1".parse().expect("ip");
+        b.fail(braked);
+        b.fail(braked);
+        for i in 0..BRAKE_MAX_SOURCES as u32 * 3 {
+            b.fail(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+            if i % 1000 == 0 {
+                // A source that keeps failing stays remembered.
+                b.fail(braked);
+            }
+        }
+        let failures = b.failures.lock().expect("lock");
+        assert!(failures.len() <= BRAKE_MAX_SOURCES);
+        drop(failures);
+        assert!(b.check(braked).is_err());
     }
 }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use crate::config::Role;
+use crate::config::{Role, Scope};
 
 /// The answer of `/healthz`.
 #[derive(Serialize, ToSchema)]
@@ -28,11 +28,12 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Prometheus metrics. Needs an `admin` key: they span every project.
+/// Prometheus metrics of the projects the key reaches (and, for a key
+/// reaching every project, the server's own). Needs an `admin` key.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -42,6 +43,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
     for (project, depth) in state.jobs.queue_depths() {
         state.metrics.queue_depth(&project, depth);
     }
+    let server_wide = matches!(caller.project_scope(), Scope::All);
     for (project, handle) in state.projects.iter() {
         for s in handle.list() {
             state
@@ -54,7 +56,9 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state
+            .metrics
+            .render_for(|p| state.auth.sees(&caller, p), server_wide),
     )
         .into_response())
 }
