@@ -402,6 +402,63 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
     b.stop().await;
 }
 
+/// The ids of a project's jobs, newest first.
+async fn project_jobs(b: &Bosun, project: &str) -> Vec<String> {
+    ids_of(
+        &b.get_json(&format!("/v1/jobs?project={project}&limit=500"), ADMIN)
+            .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_is_per_project_and_bounded_in_bytes() {
+    let root = config_dir(&config_text("", "keep = 3"));
+    let b = Bosun::start_in(root.path()).await;
+    let mut beta = Vec::new();
+    for _ in 0..2 {
+        let (status, job) = b.run("beta", "status", "?wait=30s", json!({}), ADMIN).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        beta.insert(0, id(&job));
+    }
+    // One tenant fires more jobs than `keep`: only its own history goes.
+    let mut alpha = Vec::new();
+    for _ in 0..8 {
+        let (status, job) = b.hostile("?wait=30s", json!({"mode": "noop"}), ADMIN).await;
+        assert_eq!(status, StatusCode::OK);
+        alpha.insert(0, id(&job));
+    }
+    b.stop().await;
+    let b = Bosun::start_in(root.path()).await;
+    assert_eq!(project_jobs(&b, "alpha").await, alpha[..3]);
+    assert_eq!(project_jobs(&b, "beta").await, beta, "beta's history was pruned");
+    b.stop().await;
+
+    // Bytes: jobs with ~1 KiB logs, 4 KiB kept per project.
+    std::fs::write(
+        root.path().join("bosun.toml"),
+        config_text("", "keep = 100\nmax_log = \"1KiB\"\nmax_bytes = \"4KiB\""),
+    )
+    .expect("config");
+    let b = Bosun::start_in(root.path()).await;
+    let mut big = Vec::new();
+    for _ in 0..6 {
+        let (status, job) = b
+            .hostile("?wait=30s", json!({"mode": "slow", "count": 200, "ms": 0}), ADMIN)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        big.insert(0, id(&job));
+    }
+    b.stop().await;
+    let b = Bosun::start_in(root.path()).await;
+    let kept = project_jobs(&b, "alpha").await;
+    assert!(
+        (1..=4).contains(&kept.len()) && kept[..] == big[..kept.len()],
+        "kept {kept:?} of {big:?}"
+    );
+    assert_eq!(project_jobs(&b, "beta").await, beta);
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_show_their_processes_actions_and_logs() {
     let root = config_dir(&(config_text("", "") + TICKER));

@@ -96,8 +96,11 @@ pub struct JobsConfig {
     /// Jobs a project may have waiting (besides the one running); past it a
     /// request gets 429 and nothing is stored. Default 16.
     pub queue_depth: usize,
-    /// Finished jobs kept in the history; older ones are deleted. Default 10000.
+    /// Finished jobs kept per project; older ones are deleted. Default 1000.
     pub keep: u64,
+    /// Bytes of finished jobs (params, result, error and log) kept per
+    /// project; older ones are deleted. Default 256MiB.
+    pub max_bytes: ByteSize,
     /// Finished jobs older than this are deleted. Default 30 days.
     #[serde(with = "humantime_serde")]
     pub keep_for: Duration,
@@ -110,7 +113,8 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             queue_depth: 16,
-            keep: 10_000,
+            keep: 1000,
+            max_bytes: ByteSize::mib(256),
             keep_for: Duration::from_secs(30 * 24 * 3600),
             max_log: ByteSize::mib(1),
         }
@@ -183,6 +187,21 @@ impl JobsConfig {
         if self.max_log.as_u64() < 1024 {
             return Err(("jobs.max_log".into(), "must be at least 1KiB".into()));
         }
+        if self.max_bytes < self.max_log {
+            return Err((
+                "jobs.max_bytes".into(),
+                "must be at least `max_log`".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// What the job history keeps.
+    pub fn retention(&self) -> crate::jobs::Retention {
+        crate::jobs::Retention {
+            keep: self.keep,
+            max_bytes: self.max_bytes.as_u64(),
+            keep_for: self.keep_for,
+        }
     }
 }

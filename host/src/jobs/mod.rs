@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use log::JobLog;
 pub use model::{Job, JobError, JobState, now_ms};
-pub use store::{JobFilter, Store, StoreError};
+pub use store::{JobFilter, Retention, Store, StoreError};
 
 use crate::config::JobsConfig;
 use crate::metrics::Metrics;
@@ -139,7 +139,8 @@ pub(crate) struct Inner {
     stopping: CancellationToken,
     runners: Mutex<Vec<JoinHandle<()>>>,
     /// When retention last started.
-    pruned_at: Mutex<Instant>,
+    /// When each project's history was last pruned.
+    pruned_at: Mutex<HashMap<String, Instant>>,
 }
 
 /// The job system. Cheap to clone.
@@ -171,7 +172,7 @@ impl Jobs {
         metrics: Metrics,
     ) -> Result<(Self, BootReport), StoreError> {
         let recovered = store.recover().await?;
-        let pruned = store.prune(cfg.keep, cfg.keep_for).await?;
+        let pruned = store.prune(cfg.retention(), None).await?;
         let queues = scopes
             .into_iter()
             .map(|(name, scope)| {
@@ -194,7 +195,7 @@ impl Jobs {
             metrics,
             stopping: CancellationToken::new(),
             runners: Mutex::new(Vec::new()),
-            pruned_at: Mutex::new(Instant::now()),
+            pruned_at: Mutex::new(HashMap::new()),
         });
         let requeued = recovered.queued.len();
         for job in recovered.queued {
@@ -430,29 +431,35 @@ impl Inner {
             .remove(&job.id);
         active.job.send_replace(job.clone());
         self.metrics.job_finished(&job);
-        self.prune_now_and_then();
+        self.prune_now_and_then(&job.project);
     }
 
-    /// Retention, at boot and then at most every [`PRUNE_EVERY`] as jobs
-    /// finish, in its own task: a pass walks the `keep` newest rows and
-    /// deletes what is past them (a few milliseconds at 10k jobs), so no
-    /// runner waits for it, and at 14k jobs a second it costs about 1% of
-    /// the writer's time.
-    fn prune_now_and_then(&self) {
+    /// Retention, at boot for every project and then for a project at
+    /// most every [`PRUNE_EVERY`] as its jobs finish, in its own task: a
+    /// pass walks the project's `keep` newest rows and deletes what is past
+    /// them (a few milliseconds at 10k jobs), so no runner waits for it, and
+    /// at 14k jobs a second it costs about 1% of the writer's time.
+    fn prune_now_and_then(&self, project: &str) {
         {
             let mut pruned_at = self
                 .pruned_at
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if pruned_at.elapsed() < PRUNE_EVERY {
+            let last = pruned_at.entry(project.to_string()).or_insert_with(|| {
+                Instant::now()
+                    .checked_sub(PRUNE_EVERY)
+                    .unwrap_or_else(Instant::now)
+            });
+            if last.elapsed() < PRUNE_EVERY {
                 return;
             }
-            *pruned_at = Instant::now();
+            *last = Instant::now();
         }
         let store = self.store.clone();
-        let (keep, keep_for) = (self.cfg.keep, self.cfg.keep_for);
+        let retention = self.cfg.retention();
+        let project = project.to_string();
         tokio::spawn(async move {
-            if let Err(e) = store.prune(keep, keep_for).await {
+            if let Err(e) = store.prune(retention, Some(&project)).await {
                 tracing::error!("{e}");
             }
         });

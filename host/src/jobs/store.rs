@@ -14,7 +14,13 @@
 //! - **Retention is a write like any other.** Its deletes go through the
 //!   writer too: run from a second connection they held SQLite's write lock,
 //!   and the writer slept in the busy handler (up to tens of milliseconds).
-//!   Each pass walks only the `keep` newest rows and the rows it deletes.
+//! - **Retention is per project.** Counted globally, one tenant firing
+//!   cheap jobs deleted every other tenant's history. Each project keeps its
+//!   `keep` newest finished jobs within `max_bytes` (params, result, error
+//!   and log, kept in a `size` column as rows are written), so a tenant's
+//!   history only ever pushes out its own, and the file is bounded by
+//!   projects × `max_bytes`. A pass over a project walks only its newest
+//!   rows up to the bound, and the rows it deletes.
 //! - Reads and boot recovery use a second connection from blocking threads;
 //!   WAL lets reads run beside the writer.
 
@@ -75,8 +81,20 @@ enum Op {
     Insert(Job),
     Update(Job, Option<String>),
     SaveLog(String, String),
-    /// Retention: keep this many finished jobs, none older than this.
-    Prune(u64, Duration),
+    /// Retention, for one project or (`None`) every project.
+    Prune(Retention, Option<String>),
+}
+
+/// What the history keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Finished jobs kept per project, newest first.
+    pub keep: u64,
+    /// Bytes of finished jobs kept per project (the newest job is kept
+    /// whatever its size).
+    pub max_bytes: u64,
+    /// Finished jobs older than this go.
+    pub keep_for: Duration,
 }
 
 struct Write {
@@ -100,7 +118,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result        TEXT,
     error_kind    TEXT,
     error_message TEXT,
-    log           TEXT NOT NULL DEFAULT ''
+    log           TEXT NOT NULL DEFAULT '',
+    size          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs(project, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
@@ -123,6 +142,7 @@ impl Store {
         writer
             .execute_batch(SCHEMA)
             .context("creating the schema")?;
+        add_sizes(&writer).context("adding job sizes to an older jobs.db")?;
         // Checkpoints (the WAL's fsync) happen beside the writer, not in it:
         // inline, one job in a hundred waited several milliseconds for one.
         writer
@@ -299,11 +319,39 @@ impl Store {
         .await
     }
 
-    /// Delete finished jobs beyond the newest `keep`, and those older than
-    /// `keep_for`. Returns how many were deleted.
-    pub async fn prune(&self, keep: u64, keep_for: Duration) -> Result<usize, StoreError> {
-        self.write(Op::Prune(keep, keep_for)).await
+    /// Apply `retention` to `project`'s history, or to every project's.
+    /// Returns how many jobs were deleted.
+    pub async fn prune(
+        &self,
+        retention: Retention,
+        project: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        self.write(Op::Prune(retention, project.map(str::to_string)))
+            .await
     }
+}
+
+/// The bytes a row holds, as SQL over its columns.
+const SIZE: &str = "length(CAST(params AS BLOB)) + length(CAST(log AS BLOB)) \
+                    + coalesce(length(CAST(result AS BLOB)), 0) \
+                    + coalesce(length(CAST(error_message AS BLOB)), 0)";
+
+/// A `jobs.db` from before sizes were kept gets the column, filled in.
+fn add_sizes(conn: &Connection) -> anyhow::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'size'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!(
+            "BEGIN;
+             ALTER TABLE jobs ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+             UPDATE jobs SET size = {SIZE};
+             COMMIT;"
+        ))?;
+    }
+    Ok(())
 }
 
 fn connect(path: &Path) -> anyhow::Result<Connection> {
@@ -372,8 +420,8 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<usize> {
     Ok(match op {
         Op::Insert(job) => tx
             .prepare_cached(
-                "INSERT INTO jobs (id, project, action, params, requested_by, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO jobs (id, project, action, params, requested_by, state, created_at, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, length(CAST(?4 AS BLOB)))",
             )?
             .execute(params![
                 job.id,
@@ -392,7 +440,11 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<usize> {
             };
             tx.prepare_cached(
                 "UPDATE jobs SET state = ?2, started_at = ?3, finished_at = ?4, result = ?5,
-                        error_kind = ?6, error_message = ?7, log = COALESCE(?8, log)
+                        error_kind = ?6, error_message = ?7, log = COALESCE(?8, log),
+                        size = length(CAST(params AS BLOB))
+                             + coalesce(length(CAST(?5 AS BLOB)), 0)
+                             + coalesce(length(CAST(?7 AS BLOB)), 0)
+                             + length(CAST(COALESCE(?8, log) AS BLOB))
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -408,21 +460,30 @@ fn apply(tx: &Transaction<'_>, op: &Op) -> anyhow::Result<usize> {
             .context("updating a job")?
         }
         Op::SaveLog(id, log) => tx
-            .prepare_cached("UPDATE jobs SET log = ?2 WHERE id = ?1")?
+            .prepare_cached(
+                "UPDATE jobs SET log = ?2,
+                        size = length(CAST(params AS BLOB)) + length(CAST(?2 AS BLOB))
+                             + coalesce(length(CAST(result AS BLOB)), 0)
+                             + coalesce(length(CAST(error_message AS BLOB)), 0)
+                 WHERE id = ?1",
+            )?
             .execute(params![id, log])
             .context("saving a job log")?,
-        Op::Prune(keep, keep_for) => prune(tx, *keep, *keep_for).context("retention")?,
+        Op::Prune(retention, project) => {
+            prune(tx, retention, project.as_deref()).context("retention")?
+        }
     })
 }
 
-/// Delete finished jobs beyond the newest `keep` and those older than
-/// `keep_for`, visiting only the `keep` newest rows and the deleted ones:
-/// `seq` follows creation, so each bound is found by walking the primary
-/// key (newest first for the count, oldest first for the age) instead of
-/// scanning the table.
-fn prune(tx: &Transaction<'_>, keep: u64, keep_for: Duration) -> anyhow::Result<usize> {
-    const FINISHED: &str = "state NOT IN ('queued', 'running')";
-    let cutoff = now_ms().saturating_sub(u64::try_from(keep_for.as_millis())?);
+const FINISHED: &str = "state NOT IN ('queued', 'running')";
+
+/// Delete finished jobs older than `keep_for`, then, per project, those
+/// past its newest `keep` or past `max_bytes`. `seq` follows creation, so
+/// the age bound is found by walking the primary key oldest first, and a
+/// project's bounds by walking its index newest first, instead of scanning
+/// the table.
+fn prune(tx: &Transaction<'_>, r: &Retention, project: Option<&str>) -> anyhow::Result<usize> {
+    let cutoff = now_ms().saturating_sub(u64::try_from(r.keep_for.as_millis())?);
     // The oldest job young enough to keep: jobs before it are candidates
     // (each still checked by its own time, as clocks may step).
     let young: Option<i64> = tx
@@ -432,26 +493,47 @@ fn prune(tx: &Transaction<'_>, keep: u64, keep_for: Duration) -> anyhow::Result<
             |r| r.get(0),
         )
         .optional()?;
-    let old = tx.execute(
+    let mut deleted = tx.execute(
         &format!("DELETE FROM jobs WHERE seq < ?1 AND created_at < ?2 AND {FINISHED}"),
         params![young.unwrap_or(i64::MAX), cutoff as i64],
     )?;
-    // The newest finished job past the `keep` newest: it and older go.
-    let first_extra: Option<i64> = tx
-        .query_row(
-            &format!("SELECT seq FROM jobs WHERE {FINISHED} ORDER BY seq DESC LIMIT 1 OFFSET ?1"),
-            [keep as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let extra = match first_extra {
-        Some(seq) => tx.execute(
-            &format!("DELETE FROM jobs WHERE seq <= ?1 AND {FINISHED}"),
-            [seq],
-        )?,
-        None => 0,
+    let projects = match project {
+        Some(p) => vec![p.to_string()],
+        None => tx
+            .prepare("SELECT DISTINCT project FROM jobs")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?,
     };
-    Ok(old + extra)
+    for project in projects {
+        deleted += prune_project(tx, r, &project)?;
+    }
+    Ok(deleted)
+}
+
+/// Delete `project`'s finished jobs past its newest `keep`, or past
+/// `max_bytes` counted from the newest.
+fn prune_project(tx: &Transaction<'_>, r: &Retention, project: &str) -> anyhow::Result<usize> {
+    let mut newest = tx.prepare_cached(&format!(
+        "SELECT seq, size FROM jobs WHERE project = ?1 AND {FINISHED} ORDER BY seq DESC"
+    ))?;
+    let mut rows = newest.query([project])?;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut first_gone = None;
+    while let Some(row) = rows.next()? {
+        count += 1;
+        bytes = bytes.saturating_add(u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0));
+        if count > r.keep || (bytes > r.max_bytes && count > 1) {
+            first_gone = Some(row.get::<_, i64>(0)?);
+            break;
+        }
+    }
+    drop(rows);
+    let Some(seq) = first_gone else { return Ok(0) };
+    Ok(tx
+        .prepare_cached(&format!(
+            "DELETE FROM jobs WHERE project = ?1 AND seq <= ?2 AND {FINISHED}"
+        ))?
+        .execute(params![project, seq])?)
 }
 
 fn read_job(row: &Row<'_>) -> rusqlite::Result<Job> {
@@ -478,4 +560,30 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Job> {
             message: message.unwrap_or_default(),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_jobs_db_gets_its_sizes() {
+        let dir = tempfile::TempDir::new().expect("temp");
+        let old = Connection::open(dir.path().join("jobs.db")).expect("open");
+        old.execute_batch(&SCHEMA.replace(",\n    size          INTEGER NOT NULL DEFAULT 0", ""))
+            .expect("the schema before sizes");
+        old.execute(
+            "INSERT INTO jobs (id, project, action, params, requested_by, state, created_at, log)
+             VALUES ('j', 'p', 'a', '{}', 'k', 'succeeded', 0, 'héllo')",
+            [],
+        )
+        .expect("a job");
+        drop(old);
+        drop(Store::open(dir.path()).expect("opens"));
+        let conn = Connection::open(dir.path().join("jobs.db")).expect("open");
+        let size: i64 = conn
+            .query_row("SELECT size FROM jobs WHERE id = 'j'", [], |r| r.get(0))
+            .expect("a size");
+        assert_eq!(size, 2 + "héllo".len() as i64);
+    }
 }
