@@ -430,7 +430,11 @@ async fn retention_is_per_project_and_bounded_in_bytes() {
     b.stop().await;
     let b = Bosun::start_in(root.path()).await;
     assert_eq!(project_jobs(&b, "alpha").await, alpha[..3]);
-    assert_eq!(project_jobs(&b, "beta").await, beta, "beta's history was pruned");
+    assert_eq!(
+        project_jobs(&b, "beta").await,
+        beta,
+        "beta's history was pruned"
+    );
     b.stop().await;
 
     // Bytes: jobs with ~1 KiB logs, 4 KiB kept per project.
@@ -443,7 +447,11 @@ async fn retention_is_per_project_and_bounded_in_bytes() {
     let mut big = Vec::new();
     for _ in 0..6 {
         let (status, job) = b
-            .hostile("?wait=30s", json!({"mode": "slow", "count": 200, "ms": 0}), ADMIN)
+            .hostile(
+                "?wait=30s",
+                json!({"mode": "slow", "count": 200, "ms": 0}),
+                ADMIN,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{job}");
         big.insert(0, id(&job));

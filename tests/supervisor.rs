@@ -956,3 +956,38 @@ async fn entries_sharing_a_name_get_instances_of_their_own() {
     .await;
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_being_written_is_retried_on_the_schedule_not_made_fatal() {
+    let s = Setup::new(
+        "[[projects.app.processes]]\nname = \"web\"\ncommand = \"./server\"\nargs = [\"1000\"]\nrestart_at = [\"200ms\"]\n",
+    );
+    let program = s.app().join("server");
+    std::fs::copy("/bin/sleep", &program).expect("copy a binary");
+    // Held open for writing, as a deploy copying it in would: exec gives
+    // ETXTBSY, which passes.
+    let writing = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&program)
+        .expect("open for writing");
+    if let Err(e) = std::process::Command::new(&program).arg("0").status() {
+        assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY), "{e}");
+    } else {
+        eprintln!("this kernel runs a program open for writing; nothing to test");
+        return;
+    }
+    let (sup, app) = s.start().await;
+    eventually("a retry", || status(&app, 0).restarts >= 2).await;
+    let st = status(&app, 0);
+    assert_ne!(st.state, State::Fatal, "{st:?}");
+    assert!(
+        st.message.as_deref().is_some_and(|m| m.contains("busy")),
+        "{st:?}"
+    );
+    drop(writing);
+    eventually("running once written", || {
+        status(&app, 0).state == State::Running
+    })
+    .await;
+    sup.shutdown().await;
+}

@@ -174,8 +174,7 @@ impl Metrics {
         }
         let mut out = String::with_capacity(all.len());
         for line in all.split_inclusive('\n') {
-            let shown =
-                line.starts_with('#') || project_label(line).map_or(server_wide, &sees);
+            let shown = line.starts_with('#') || project_label(line).map_or(server_wide, &sees);
             if shown {
                 out.push_str(line);
             }
@@ -210,12 +209,21 @@ mod tests {
         m.restarts("beta", "web", 0, 1);
         m.request(200);
         let alpha = m.render_for(|p| p == "alpha", false);
-        assert!(alpha.contains("bosun_queue_depth{project=\"alpha\"} 1"), "{alpha}");
-        assert!(alpha.contains("bosun_process_restarts{project=\"alpha\""), "{alpha}");
+        assert!(
+            alpha.contains("bosun_queue_depth{project=\"alpha\"} 1"),
+            "{alpha}"
+        );
+        assert!(
+            alpha.contains("bosun_process_restarts{project=\"alpha\""),
+            "{alpha}"
+        );
         assert!(!alpha.contains("project=\"beta\""), "{alpha}");
         assert!(!alpha.contains("bosun_http_requests_total{"), "{alpha}");
         let all = m.render_for(|_| true, true);
-        assert!(all.contains("bosun_http_requests_total{status=\"200\"} 1"), "{all}");
+        assert!(
+            all.contains("bosun_http_requests_total{status=\"200\"} 1"),
+            "{all}"
+        );
         assert!(all.ends_with("# EOF\n"), "{all}");
     }
 }

@@ -188,10 +188,7 @@ impl JobsConfig {
             return Err(("jobs.max_log".into(), "must be at least 1KiB".into()));
         }
         if self.max_bytes < self.max_log {
-            return Err((
-                "jobs.max_bytes".into(),
-                "must be at least `max_log`".into(),
-            ));
+            return Err(("jobs.max_bytes".into(), "must be at least `max_log`".into()));
         }
         Ok(())
     }

@@ -47,6 +47,37 @@ pub enum SpawnError {
     },
 }
 
+impl SpawnError {
+    /// Whether trying again later may work: the host or the project is out
+    /// of something for now (descriptors, memory, processes: EMFILE,
+    /// ENFILE, ENOMEM, EAGAIN, which a full pids cgroup also answers) or
+    /// the program is being written (ETXTBSY, mid-deploy). A missing
+    /// program, a permission or a bad working dir will not fix itself.
+    pub fn is_transient(&self) -> bool {
+        let transient = |errno: i32| {
+            [
+                libc::EMFILE,
+                libc::ENFILE,
+                libc::ENOMEM,
+                libc::EAGAIN,
+                libc::ETXTBSY,
+                libc::EINTR,
+            ]
+            .contains(&errno)
+        };
+        match self {
+            Self::Dir(_) => false,
+            Self::Start { source, .. } => source.raw_os_error().is_some_and(transient),
+            Self::Prepare { source, .. } => source.chain().any(|e| {
+                e.downcast_ref::<io::Error>()
+                    .and_then(io::Error::raw_os_error)
+                    .or_else(|| e.downcast_ref::<nix::errno::Errno>().map(|n| *n as i32))
+                    .is_some_and(transient)
+            }),
+        }
+    }
+}
+
 fn start_message(program: &str, step: Option<&str>, source: &io::Error) -> String {
     match (step, source.kind()) {
         (Some(step), _) => format!("cannot start `{program}`: {step}: {source}"),

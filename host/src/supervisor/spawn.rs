@@ -5,7 +5,9 @@
 //!
 //! Failures are described in words a user can act on ("program `nodee` not
 //! found on PATH"), because a program that cannot start goes to `fatal`
-//! rather than into a restart loop.
+//! rather than into a restart loop, unless the failure is one that passes
+//! (out of descriptors, memory or processes; the program being written):
+//! those go through the restart schedule.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,12 +18,29 @@ use super::persist::MARKER_VAR;
 use super::spec::InstanceSpec;
 use crate::confine::Leaf;
 
-/// Spawn `spec` in `leaf`; the error is a message for the `fatal` status.
+/// Why an instance did not start.
+pub(crate) struct Failure {
+    /// For the status and the log.
+    pub message: String,
+    /// Whether trying again later may work.
+    pub transient: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            transient: false,
+        }
+    }
+}
+
+/// Spawn `spec` in `leaf`.
 pub(crate) fn spawn(
     spec: &InstanceSpec,
     marker: &str,
     leaf: Option<&Leaf>,
-) -> Result<Child, String> {
+) -> Result<Child, Failure> {
     let cfg = &spec.config;
     let mut cmd = spec.jail.command(program(spec));
     cmd.args(&cfg.args)
@@ -41,9 +60,10 @@ pub(crate) fn spawn(
         .env("BOSUN_PROCESS", &cfg.name)
         .env("BOSUN_INSTANCE", spec.instance.to_string())
         .env(MARKER_VAR, marker);
-    cmd.spawn()
-        .map(|jailed| jailed.child)
-        .map_err(|e| e.to_string())
+    cmd.spawn().map(|jailed| jailed.child).map_err(|e| Failure {
+        message: e.to_string(),
+        transient: e.is_transient(),
+    })
 }
 
 /// A bare name is looked up on PATH; anything with a `/` is a path, relative

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::logs::{LineSink, capture};
 use super::persist::Persist;
-use super::spawn::spawn;
+use super::spawn::{Failure, spawn};
 use super::spec::{InstanceSpec, Ready};
 use super::status::{State, Status};
 use crate::confine::Leaf;
@@ -97,7 +97,20 @@ impl Worker {
 
             let mut child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
                 Ok(child) => child,
-                Err(message) => {
+                Err(failure) if failure.transient && !self.spec.config.never_restarts() => {
+                    self.sink
+                        .note(format!("cannot start for now: {}", failure.message))
+                        .await;
+                    self.set(|s| s.message = Some(failure.message));
+                    if let Some(ack) = pending_ack.take() {
+                        let _ = ack.send(());
+                    }
+                    want_running = self
+                        .back_off(Duration::ZERO, &mut step, &mut pending_ack)
+                        .await;
+                    continue;
+                }
+                Err(Failure { message, .. }) => {
                     self.sink.note(format!("cannot start: {message}")).await;
                     self.set(|s| {
                         s.state = State::Fatal;
