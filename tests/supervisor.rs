@@ -991,3 +991,66 @@ async fn a_program_being_written_is_retried_on_the_schedule_not_made_fatal() {
     .await;
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_is_set_aside_and_bosun_starts() {
+    let s = Setup::new(
+        "[[projects.app.processes]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    let state = s.root.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    for broken in ["", "{\"desired\": {\"app/web-0\": tru"] {
+        std::fs::write(state.join("supervisor.json"), broken).expect("a broken state file");
+        let (sup, app) = s.start().await;
+        eventually("running", || status(&app, 0).state == State::Running).await;
+        sup.shutdown().await;
+    }
+    let aside: Vec<String> = std::fs::read_dir(&state)
+        .expect("state dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("supervisor.json.bad-"))
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("supervisor.json")).expect("state"))
+            .expect("a good state file again");
+    assert!(saved["desired"].is_object(), "{saved}");
+}
+
+/// A recorded group whose leader has exited: its id now belongs to an
+/// unrelated group (here one whose members all started later). The boot
+/// sweep must leave it alone: it carries no marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_boot_sweep_spares_a_group_that_reused_a_recorded_id() {
+    use std::os::unix::process::CommandExt as _;
+    let s = Setup::new("");
+    let pids = s.root.path().join("stranger");
+    let mut leader = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 1000 & echo $! > {}", pids.display()))
+        .process_group(0)
+        .spawn()
+        .expect("an unrelated group");
+    let pgid = leader.id() as i32;
+    leader.wait().expect("its leader exits");
+    let member: i32 = std::fs::read_to_string(&pids)
+        .expect("member pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let _guard = KillOnDrop(vec![member as u32]);
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let state = s.root.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let record = serde_json::json!({
+        "desired": {},
+        "groups": {"app/old-0": {"pgid": pgid, "start_time": 0, "boot_id": boot_id.trim()}},
+    });
+    std::fs::write(state.join("supervisor.json"), record.to_string()).expect("state file");
+    let (sup, _app) = s.start().await;
+    assert!(
+        alive(member as u32),
+        "the sweep killed an unrelated process"
+    );
+    sup.shutdown().await;
+}

@@ -6,17 +6,23 @@
 //!   config's `autostart` view of it.
 //! - **Group records.** Each running group is recorded as (pgid, start time,
 //!   boot id). If bosun is killed, its children live on; the next boot stops
-//!   exactly those groups. The start time is what makes this safe: a pid the
-//!   kernel has since reused for something else has a different start time.
-//!
-//! - **Marker.** A record is written just after a spawn, so a bosun killed in
-//!   that instant leaves a group with no record. Every process therefore also
-//!   carries `BOSUN_SUPERVISOR=<canonical state dir>` in its environment, and
-//!   the boot sweep stops every group holding a live process with this
-//!   bosun's marker. Another bosun (another state dir) is never touched.
+//!   the recorded groups whose leader is still the recorded process (same
+//!   start time): a pid the kernel has since reused has another.
+//! - **Marker.** Every process carries `BOSUN_SUPERVISOR=<canonical state
+//!   dir>` in its environment. A record is written just after a spawn, so a
+//!   bosun killed in that instant leaves a group with no record; and a group
+//!   whose leader has exited cannot be told by its id alone from a new
+//!   group that reused it. So beyond the verified groups, the boot sweep
+//!   stops only the live processes that carry this bosun's marker, one by
+//!   one, never a whole group it cannot vouch for. Another bosun (another
+//!   state dir) is never touched.
 //!
 //! The file is small and changes only on start and stop, so it is rewritten
-//! whole, atomically (temp file + rename), on each change.
+//! whole on each change: a temp file, fsynced, renamed over the old one,
+//! and the dir fsynced, so a power cut leaves the old file or the new one,
+//! never an empty one. A file that does not parse anyway (a disk fault, a
+//! hand edit) is moved aside with a loud log line and bosun starts with an
+//! empty state: the marker sweep still finds what was running.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -78,8 +84,10 @@ impl Persist {
         let marker = canonical.to_string_lossy().into_owned();
         let path = state_dir.join("supervisor.json");
         let data = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing {}", path.display()))?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(data) => data,
+                Err(e) => set_aside(&path, &e)?,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Data::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -145,40 +153,47 @@ impl Persist {
         }
     }
 
-    /// Stop every group still alive from a previous bosun of this state dir:
-    /// the recorded ones, and any holding a process with this bosun's marker.
-    /// Then forget the records. Returns how many groups were stopped.
+    /// Stop what a previous bosun of this state dir left running: the
+    /// recorded groups whose leader is still the recorded process, and
+    /// every other live process carrying this bosun's marker. Then forget
+    /// the records. Returns how many groups were stopped.
     pub(crate) async fn sweep_leftovers(&self, grace: Duration) -> usize {
         let records: Vec<(String, GroupRecord)> = std::mem::take(&mut self.lock().groups)
             .into_iter()
             .collect();
         let mut groups = BTreeSet::new();
         for (name, record) in records {
-            if record.boot_id == self.boot_id && is_leftover(&record) {
+            if record.boot_id == self.boot_id && leader_is_recorded(&record) {
                 tracing::warn!(process = %name, pgid = record.pgid, "stopping a process group left by a previous bosun");
                 groups.insert(record.pgid);
             }
         }
         let entry = format!("{MARKER_VAR}={}", self.marker);
         let own_group = nix::unistd::getpgrp().as_raw();
+        let mut marked: BTreeMap<i32, Vec<procfs::ProcStat>> = BTreeMap::new();
         for p in procfs::all() {
             if p.is_live()
                 && p.pgrp != own_group
                 && !groups.contains(&p.pgrp)
                 && procfs::environ_has(p.pid, &entry)
             {
-                tracing::warn!(
-                    pgid = p.pgrp,
-                    "stopping an unrecorded process group left by a previous bosun"
-                );
-                groups.insert(p.pgrp);
+                marked.entry(p.pgrp).or_default().push(p);
             }
+        }
+        for (pgid, members) in &marked {
+            tracing::warn!(
+                pgid,
+                processes = members.len(),
+                "stopping unrecorded processes left by a previous bosun"
+            );
         }
         for &pgid in &groups {
             stop_group(pgid, None, Signal::SIGTERM, grace).await;
         }
+        let marked_groups = marked.len();
+        stop_processes(marked.into_values().flatten().collect(), grace).await;
         self.update(|_| true);
-        groups.len()
+        groups.len() + marked_groups
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -211,15 +226,57 @@ fn is_leftover(record: &GroupRecord) -> bool {
     }
 }
 
+/// Whether a recorded group's leader is alive and is the recorded process.
+fn leader_is_recorded(record: &GroupRecord) -> bool {
+    procfs::stat(record.pgid).is_some_and(|leader| {
+        leader.is_live() && leader.start_time == record.start_time && leader.pgrp == record.pgid
+    })
+}
+
+/// Stop `processes` one by one: SIGTERM, up to `grace` for them to exit,
+/// then SIGKILL. Each is signalled only while it is still the process that
+/// was found (same start time), so a pid reused meanwhile is left alone.
+async fn stop_processes(processes: Vec<procfs::ProcStat>, grace: Duration) {
+    let still = |p: &procfs::ProcStat| {
+        procfs::stat(p.pid).is_some_and(|now| now.is_live() && now.start_time == p.start_time)
+    };
+    let signal = |signal: Signal| {
+        for p in processes.iter().filter(|p| still(p)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), signal);
+        }
+    };
+    signal(Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while processes.iter().any(still) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(Signal::SIGKILL);
+}
+
+/// Move an unreadable state file aside, loudly, for an empty state.
+fn set_aside(path: &Path, e: &serde_json::Error) -> anyhow::Result<Data> {
+    let aside = path.with_extension(format!("json.bad-{}", crate::jobs::now_ms()));
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("moving the unreadable {} aside", path.display()))?;
+    tracing::error!(
+        file = %path.display(),
+        moved_to = %aside.display(),
+        "the supervisor state does not parse ({e}); starting without it: processes start as \
+         the config says (autostart), and leftovers are found by their marker"
+    );
+    Ok(Data::default())
+}
+
 fn write_atomic(path: &Path, data: &Data) -> anyhow::Result<()> {
     let dir = path.parent().context("state file has a parent dir")?;
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     // One write: serde_json writes token by token, a syscall each on a File.
     tmp.write_all(&serde_json::to_vec_pretty(data)?)?;
-    // No fsync: the rename is atomic against a crash of bosun, and a power
-    // loss ends the recorded processes too. An fsync here cost ~2 ms per
-    // crash-restart.
+    // Durable before it replaces the old file, and the rename durable too:
+    // a power cut must not leave an empty file behind.
+    tmp.as_file().sync_all()?;
     tmp.persist(path)?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
