@@ -457,6 +457,8 @@ command = "./app.sh"
     std::fs::write(root.join("bosun.toml"), config).expect("config");
     let b = Bosun::start_in(root).await;
 
+    // Clones run in the background; a project's processes wait for its own.
+    b.settled_project("fresh", "running").await;
     let fresh = root.join("deploy/fresh");
     assert_eq!(git(&fresh, &["rev-parse", "--abbrev-ref", "HEAD"]), "next");
     assert_eq!(
@@ -487,7 +489,6 @@ command = "./app.sh"
         !root.join(".broken.bosun-clone").exists(),
         "nor a half-made one"
     );
-    b.settled_project("fresh", "running").await;
     b.stop().await;
 
     // A later start leaves an existing checkout alone, even if it is behind.
@@ -498,5 +499,78 @@ command = "./app.sh"
         "kept"
     );
     assert_eq!(git(&fresh, &["rev-parse", "--abbrev-ref", "HEAD"]), "next");
+    b.stop().await;
+}
+
+/// One tenant's remote that accepts and never answers: the server, the
+/// other projects and their jobs go on at once; that project's processes
+/// and jobs wait for its clone, which ends at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_clone_holds_back_only_its_own_project() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a silent remote");
+    let port = silent.local_addr().expect("addr").port();
+    let repos = Repos::new();
+    let root = repos.root.path();
+    std::fs::create_dir_all(root.join("other")).expect("mkdir");
+    let config = format!(
+        r#"state_dir = "state"
+[server]
+listen = "127.0.0.1:0"
+[[keys]]
+name = "admin"
+hash = "{admin}"
+projects = "*"
+role = "admin"
+
+[projects.slow]
+dir = "slow"
+actions = ["status"]
+[projects.slow.git]
+clone = "http://127.0.0.1:{port}/repo.git"
+timeout = "5s"
+[[projects.slow.processes]]
+name = "web"
+command = "./app.sh"
+
+[projects.other]
+dir = "other"
+actions = ["status"]
+[[projects.other.processes]]
+name = "web"
+command = "sleep"
+args = ["1000"]
+"#,
+        admin = hash(ADMIN)
+    );
+    std::fs::write(root.join("bosun.toml"), config).expect("config");
+    let b = Bosun::start_in(root).await;
+    b.settled_project("other", "running").await;
+    let other = act_in(&b, "other", "status", json!({})).await;
+    assert_eq!(other["state"], "succeeded", "{other}");
+    let slow = b.get_json("/v1/projects/slow", ADMIN).await;
+    assert_eq!(slow["processes"][0]["state"], "starting", "{slow}");
+    assert!(
+        slow["processes"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("checkout")),
+        "{slow}"
+    );
+    let (status, job) = b.run("slow", "status", "", json!({}), ADMIN).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(
+        job["state"], "queued",
+        "a job waits for the checkout: {job}"
+    );
+    // The clone times out; then the job runs and the process cannot start.
+    let web = b.settled_project("slow", "fatal").await;
+    assert!(
+        web["processes"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not usable")),
+        "{web}"
+    );
+    let job = b.finished(job["id"].as_str().expect("id")).await;
+    assert_ne!(job["state"], "queued", "{job}");
+    drop(silent);
     b.stop().await;
 }

@@ -70,8 +70,8 @@ impl Daemon {
         let registry = Arc::new(ActionRegistry::load(&engine, config).await);
         let store = Store::open(&config.state_dir)?;
         let confinement = Arc::new(Confinement::start(config, Role::Server).await?);
-        backends::clone_missing(config, &confinement).await;
-        let supervisor = Supervisor::start(config, confinement.clone()).await?;
+        let checkouts = backends::clone_missing(config, &confinement);
+        let supervisor = Supervisor::start_after(config, confinement.clone(), &checkouts).await?;
         let leftovers = supervisor.leftovers_stopped() + confinement.leftovers_stopped();
         if leftovers > 0 {
             tracing::warn!(
@@ -103,6 +103,7 @@ impl Daemon {
             scopes,
             config.jobs.clone(),
             metrics.clone(),
+            &checkouts,
         )
         .await;
         let (jobs, report) = match started {

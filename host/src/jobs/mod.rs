@@ -35,6 +35,7 @@ pub use store::{JobFilter, Retention, Store, StoreError};
 use crate::config::JobsConfig;
 use crate::metrics::Metrics;
 use crate::plugins::{ActionRegistry, Engine, ProjectScope};
+use crate::project::Checkout;
 
 /// The shortest time between two retention passes while jobs finish.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
@@ -114,6 +115,8 @@ pub enum LogFollow {
 
 struct ProjectQueue {
     scope: ProjectScope,
+    /// The project's first checkout: no job runs before it is done.
+    checkout: Option<Checkout>,
     /// Held only for a moment: the runner never waits on a submission.
     waiting: Mutex<VecDeque<Arc<ActiveJob>>>,
     /// Held across a submission's insert, so submissions of one project
@@ -170,6 +173,7 @@ impl Jobs {
         scopes: BTreeMap<String, ProjectScope>,
         cfg: JobsConfig,
         metrics: Metrics,
+        checkouts: &BTreeMap<String, Checkout>,
     ) -> Result<(Self, BootReport), StoreError> {
         let recovered = store.recover().await?;
         let pruned = store.prune(cfg.retention(), None).await?;
@@ -177,6 +181,7 @@ impl Jobs {
             .into_iter()
             .map(|(name, scope)| {
                 let queue = ProjectQueue {
+                    checkout: checkouts.get(&name).cloned(),
                     scope,
                     waiting: Mutex::new(VecDeque::new()),
                     submitting: tokio::sync::Mutex::new(()),

@@ -30,6 +30,13 @@ type Started = (
 /// A plugin never starts before its `running` mark is committed, so a crash
 /// can never run a job twice.
 pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
+    if let Some(mut checkout) = queue.checkout.clone() {
+        tokio::select! {
+            biased;
+            () = inner.stopping.cancelled() => return,
+            () = checkout.done() => {}
+        }
+    }
     let mut next: Option<Started> = None;
     loop {
         let (active, started) = match next.take() {

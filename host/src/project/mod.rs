@@ -14,7 +14,10 @@
 //!   the tenant's, but the error goes places the tenant can read.
 //! - a working directory given relative to it must stay inside it.
 
+mod checkout;
 mod dotenv;
+
+pub use checkout::{Checkout, CheckoutDone, pending as pending_checkout};
 
 use std::io::Read as _;
 use std::path::Path;

@@ -43,6 +43,7 @@ pub use status::{State, Status};
 
 use crate::config::Config;
 use crate::confine::Confinement;
+use crate::project::Checkout;
 use handle::Instance;
 use logs::{LineSink, ProcessLog, file_spec};
 use persist::Persist;
@@ -91,6 +92,16 @@ impl Supervisor {
     /// Every program runs in its project's jail of `confinement`; the
     /// supervisor removes the cgroups when it shuts down.
     pub async fn start(config: &Config, confinement: Arc<Confinement>) -> Result<Self, StartError> {
+        Self::start_after(config, confinement, &BTreeMap::new()).await
+    }
+
+    /// [`Supervisor::start`], with the processes of a project in
+    /// `checkouts` first waiting for its first checkout.
+    pub async fn start_after(
+        config: &Config,
+        confinement: Arc<Confinement>,
+        checkouts: &BTreeMap<String, Checkout>,
+    ) -> Result<Self, StartError> {
         let persist = Arc::new(Persist::load(&config.state_dir).map_err(StartError)?);
         let leftovers_stopped = persist.sweep_leftovers(LEFTOVER_GRACE).await;
         let mut projects = BTreeMap::new();
@@ -166,6 +177,7 @@ impl Supervisor {
                         persist: persist.clone(),
                         leaf,
                         start,
+                        checkout: checkouts.get(project).cloned(),
                     };
                     workers.push(tokio::spawn(worker.run()));
                     all_status.push(status.clone());

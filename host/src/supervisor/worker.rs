@@ -23,6 +23,7 @@ use super::spec::{InstanceSpec, Ready};
 use super::status::{State, Status};
 use crate::confine::Leaf;
 use crate::lines::Stream;
+use crate::project::Checkout;
 
 /// How often readiness by port is probed.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -51,6 +52,19 @@ pub(crate) struct Worker {
     pub leaf: Option<Leaf>,
     /// Whether to start at once.
     pub start: bool,
+    /// The project's first checkout, to wait for before the first start.
+    pub checkout: Option<Checkout>,
+}
+
+/// What a command that arrives while a worker waits (out a restart delay,
+/// for the first checkout) means.
+enum Interrupt {
+    /// Start now (or as soon as possible); answer this then.
+    Run(oneshot::Sender<()>),
+    /// Stay stopped.
+    Halt,
+    /// Answered; keep waiting.
+    Answered,
 }
 
 /// How one run of the process ended.
@@ -95,6 +109,12 @@ impl Worker {
                 continue;
             }
 
+            if let Some(mut checkout) = self.checkout.take().filter(|c| !c.is_done()) {
+                want_running = self
+                    .wait_for_checkout(&mut checkout, &mut pending_ack)
+                    .await;
+                continue;
+            }
             let mut child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
                 Ok(child) => child,
                 Err(failure) if failure.transient && !self.spec.config.never_restarts() => {
@@ -285,28 +305,74 @@ impl Worker {
         loop {
             tokio::select! {
                 () = &mut wake => return true,
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Start(ack) | Command::Restart(ack)) => {
+                cmd = self.commands.recv() => match self.while_waiting(cmd, "waiting to restart") {
+                    Interrupt::Run(ack) => {
                         *pending_ack = Some(ack);
                         return true;
                     }
-                    Some(Command::Stop(ack)) => {
-                        self.persist.set_desired(&self.spec, false);
-                        self.set(|s| s.state = State::Stopped);
-                        let _ = ack.send(());
-                        return false;
-                    }
-                    Some(Command::Shutdown(ack)) => {
-                        self.set(|s| s.state = State::Stopped);
-                        let _ = ack.send(());
-                        self.commands.close();
-                        return false;
-                    }
-                    None => return false,
-                    Some(Command::Signal(_, ack)) => {
-                        let _ = ack.send(Err(format!("`{}` is waiting to restart, not running", self.spec.label)));
-                    }
+                    Interrupt::Halt => return false,
+                    Interrupt::Answered => {}
                 },
+            }
+        }
+    }
+
+    /// Wait for the project's first checkout before the first start. A
+    /// start asked for meanwhile is answered at once (it happens once the
+    /// checkout is done); a stop or shutdown ends the wait. Returns whether
+    /// the process should then run.
+    async fn wait_for_checkout(
+        &mut self,
+        checkout: &mut Checkout,
+        pending_ack: &mut Option<oneshot::Sender<()>>,
+    ) -> bool {
+        self.set(|s| {
+            s.state = State::Starting;
+            s.message = Some("waiting for the project's first checkout (git clone)".into());
+        });
+        if let Some(ack) = pending_ack.take() {
+            let _ = ack.send(());
+        }
+        loop {
+            tokio::select! {
+                () = checkout.done() => {
+                    self.set(|s| s.message = None);
+                    return true;
+                }
+                cmd = self.commands.recv() => match self.while_waiting(cmd, "waiting for its checkout") {
+                    Interrupt::Run(ack) => {
+                        let _ = ack.send(());
+                    }
+                    Interrupt::Halt => return false,
+                    Interrupt::Answered => {}
+                },
+            }
+        }
+    }
+
+    /// Handle a command that arrived while waiting `doing`.
+    fn while_waiting(&mut self, cmd: Option<Command>, doing: &str) -> Interrupt {
+        match cmd {
+            Some(Command::Start(ack) | Command::Restart(ack)) => Interrupt::Run(ack),
+            Some(Command::Stop(ack)) => {
+                self.persist.set_desired(&self.spec, false);
+                self.set(|s| s.state = State::Stopped);
+                let _ = ack.send(());
+                Interrupt::Halt
+            }
+            Some(Command::Shutdown(ack)) => {
+                self.set(|s| s.state = State::Stopped);
+                let _ = ack.send(());
+                self.commands.close();
+                Interrupt::Halt
+            }
+            None => Interrupt::Halt,
+            Some(Command::Signal(_, ack)) => {
+                let _ = ack.send(Err(format!(
+                    "`{}` is {doing}, not running",
+                    self.spec.label
+                )));
+                Interrupt::Answered
             }
         }
     }

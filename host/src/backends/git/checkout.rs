@@ -2,9 +2,11 @@
 //! the repository into the project dir when that dir is missing or empty,
 //! the way `pm2 deploy <env> setup` does once per server.
 //!
-//! - It runs before the supervisor starts anything, so the processes find
-//!   their code on the very first boot; later boots find the dir and leave
-//!   it alone (from then on `update` and `deploy` move it).
+//! - It runs in the background: the API and every other project start at
+//!   once, and the project's processes and jobs wait for its checkout (see
+//!   [`Checkout`]), so they find their code on the very first boot. Later
+//!   boots find the dir and leave it alone (from then on `update` and
+//!   `deploy` move it).
 //! - The upstream is fetched into bosun's mirror (with the server's
 //!   credentials), and the work tree is made from the mirror by the
 //!   project's own confined git, so every file of the checkout belongs to
@@ -17,6 +19,7 @@
 //!   others. That project's processes then go `fatal` with "project dir is
 //!   not usable", and the next boot tries the clone again.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use super::{fetch_from_mirror, mirror_path, redact};
 use crate::config::Config;
 use crate::confine::{Confinement, Jail};
 use crate::plugins::bindings::CallError;
+use crate::project::{self, Checkout};
 
 /// Why a first clone failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +61,11 @@ impl From<CallError> for CloneError {
     }
 }
 
-/// Clone every project that has `git.clone` and no checkout yet, all at
-/// once. Failures are logged, never returned: see the module docs.
-pub async fn clone_missing(config: &Config, confinement: &Confinement) {
-    let mut clones = tokio::task::JoinSet::new();
+/// Start cloning every project that has `git.clone` and no checkout yet,
+/// all at once, in the background; returns those projects' checkouts to
+/// wait for. Failures are logged, never returned: see the module docs.
+pub fn clone_missing(config: &Config, confinement: &Confinement) -> BTreeMap<String, Checkout> {
+    let mut checkouts = BTreeMap::new();
     for (name, project) in &config.projects {
         let Some(url) = project.git.clone.clone() else {
             continue;
@@ -77,17 +82,20 @@ pub async fn clone_missing(config: &Config, confinement: &Confinement) {
             url.clone(),
             project.git.timeout,
         );
+        let (done, checkout) = project::pending_checkout();
+        checkouts.insert(name.clone(), checkout);
         let (name, dir) = (name.clone(), project.dir.clone());
         let (branch, timeout) = (project.git.branch.clone(), project.git.timeout);
-        clones.spawn(async move {
+        tokio::spawn(async move {
             tracing::info!(project = %name, url = %redact(&url), "cloning the project's repository");
             match clone_into(jail, &mirror, &url, branch, &dir, timeout).await {
                 Ok(()) => tracing::info!(project = %name, dir = %dir.display(), "cloned"),
                 Err(e) => tracing::error!(project = %name, "first checkout: {e}"),
             }
+            done.done();
         });
     }
-    while clones.join_next().await.is_some() {}
+    checkouts
 }
 
 fn is_missing_or_empty(dir: &Path) -> bool {
