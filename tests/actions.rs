@@ -367,6 +367,19 @@ async fn commands_run_only_allowed_programs_inside_the_project() {
         "output streams into the job log: {log}"
     );
 
+    // A build step that leaves a daemon holding its stdout is done when it
+    // exits (not at the commands timeout), and the daemon goes with it.
+    let daemon =
+        run(json!({"mode": "run", "program": "sh", "args": r#"["-c", "sleep 4242 & echo done"]"#}))
+            .await;
+    assert_eq!(daemon["state"], "succeeded", "{daemon}");
+    assert_eq!(daemon["result"]["status"], 0, "{daemon}");
+    assert_eq!(daemon["result"]["stdout_tail"], "done\n", "{daemon}");
+    common::tenants::eventually("the daemon it left is gone", || {
+        !common::tenants::running("sleep 4242")
+    })
+    .await;
+
     let denied =
         run(json!({"mode": "run", "program": "curl", "args": r#"["http://127.0.0.1"]"#})).await;
     assert_eq!(denied["state"], "failed");

@@ -333,3 +333,58 @@ async fn bosuns_own_files_are_its_own_whatever_the_umask() {
     assert_eq!(mode("state/logs/a/web-0.log"), 0o600);
     b.stop().await;
 }
+
+/// A git that times out is killed with its whole group: here the tenant's
+/// own `core.sshCommand` leaves a grandchild. An unprivileged bosun has no
+/// cgroup leaves to sweep it up, so only the group kill reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_that_times_out_goes_with_its_helpers() {
+    const UID: u32 = 1_899_999_989;
+    let t = Tenants::new();
+    let b = t.path("b");
+    let branch = common::git(&b, &["symbolic-ref", "--short", "HEAD"]);
+    common::git(
+        &b,
+        &["remote", "add", "origin", "ssh://nowhere.invalid/repo.git"],
+    );
+    common::git(
+        &b,
+        &["config", &format!("branch.{branch}.remote"), "origin"],
+    );
+    common::git(
+        &b,
+        &["config", "core.sshCommand", "sleep 4343 & sleep 4344 #"],
+    );
+    let extra = "[projects.b.actions.update]\n[projects.b.git]\ntimeout = \"3s\"\n";
+    std::fs::write(t.path("bosun.toml"), t.config_with(extra, "")).expect("config");
+    let bin = t.path("bosun-bin");
+    std::fs::copy(env!("CARGO_BIN_EXE_bosun"), &bin).expect("copy the binary");
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(t.root.path())
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let mut server = BosunProcess::start_as(t.root.path(), &bin, UID);
+    server.settled_project("b", "running").await;
+    let project = server.get_json("/v1/projects/b", ADMIN).await;
+    assert!(
+        project["confinement"]["cgroup"].is_null(),
+        "this bosun has no cgroups: {project}"
+    );
+    let (_, job) = server
+        .run("b", "update", "?wait=60s", json!({}), ADMIN)
+        .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than")),
+        "{job}"
+    );
+    eventually("the helper's grandchild is gone", || {
+        !common::tenants::running("sleep 4343")
+    })
+    .await;
+    assert!(server.terminate().success());
+}

@@ -226,6 +226,25 @@ pub fn alive(pid: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a live process runs exactly `cmdline` (its arguments joined by
+/// spaces).
+pub fn running(cmdline: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.filter_map(Result::ok).any(|p| {
+        let pid = p.file_name().to_string_lossy().parse::<u64>().ok();
+        let args = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = args
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        pid.is_some_and(alive) && args.join(" ") == cmdline
+    })
+}
+
+/// Wait until `cond` holds, polling; panic with `what` after a generous deadline.
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {

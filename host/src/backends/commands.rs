@@ -17,6 +17,9 @@
 //!   process group and cgroup leaf, and both are killed when it times out,
 //!   when the job is cancelled (the host call is dropped) or when it exits,
 //!   so no build step, nor anything it left running, outlives its job.
+//!   The run ends when the program exits, not when its output closes: a
+//!   build step that leaves a daemon holding stdout is done when it is, and
+//!   output still in flight is read for at most [`DRAIN`] after that.
 //! - **Streamed.** Output goes into the job log line by line as it happens;
 //!   the result keeps only the last lines of each stream.
 
@@ -27,12 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::CommandsConfig;
-use crate::confine::{self, Jail, SpawnError};
+use crate::confine::{self, GroupKill, Jail, SpawnError};
 use crate::lines::{LineAssembler, Stream, join, to_text};
 use crate::plugins::LogSink;
 use crate::plugins::bindings::{CallError, Command, Output};
@@ -41,6 +43,10 @@ use crate::project::{self, DirError};
 
 /// Lines of each stream kept for the result.
 const TAIL_LINES: usize = 20;
+/// How long output is still read once the program has exited and what it
+/// left running is killed: only a leftover that escaped both its group
+/// and its cgroup (a host without cgroups) holds a pipe open that long.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// The allow-listed programs of one project.
 pub struct Commands {
@@ -89,18 +95,6 @@ fn on_path(name: &str, path: &str) -> Option<PathBuf> {
         })
 }
 
-/// Kills the program's whole process group when dropped: on timeout, on
-/// cancellation, and after a normal exit (for what it left behind).
-struct GroupGuard(Option<Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-}
-
 #[async_trait]
 impl CommandRunner for Commands {
     async fn run(&self, cmd: Command, log: LogSink) -> Result<Output, CallError> {
@@ -128,10 +122,13 @@ impl CommandRunner for Commands {
             SpawnError::Dir(DirError::Outside(_)) => CallError::Denied(e.to_string()),
             e => CallError::Failed(e.to_string()),
         })?;
-        // Dropped last: the group, then the leaf with anything that left it.
-        let _leaf = jailed.leaf;
+        // Dropped last, on every way out (timeout, cancellation): the
+        // group, then the leaf with anything that left it, and the readers.
+        let leaf = jailed.leaf;
         let mut child = jailed.child;
-        let _group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+        let group = GroupKill::of(&child);
+        let stop_reading = CancellationToken::new();
+        let _stop_reading = stop_reading.clone().drop_guard();
         log(
             Stream::Host,
             &format!("[bosun] $ {} {}", cmd.program, cmd.args.join(" ")),
@@ -139,33 +136,40 @@ impl CommandRunner for Commands {
         let stdout = child
             .stdout
             .take()
-            .map(|s| pump(s, Stream::Stdout, log.clone()));
+            .map(|s| pump(s, Stream::Stdout, log.clone(), stop_reading.clone()));
         let stderr = child
             .stderr
             .take()
-            .map(|s| pump(s, Stream::Stderr, log.clone()));
-        let work = async {
-            let (out, err) = tokio::join!(
-                async {
-                    match stdout {
-                        Some(t) => t.await.unwrap_or_default(),
-                        None => VecDeque::new(),
-                    }
-                },
-                async {
-                    match stderr {
-                        Some(t) => t.await.unwrap_or_default(),
-                        None => VecDeque::new(),
-                    }
-                },
-            );
-            (child.wait().await, out, err)
+            .map(|s| pump(s, Stream::Stderr, log.clone(), stop_reading.clone()));
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .map_err(|_| {
+                CallError::Timeout(format!("`{}` ran longer than {timeout:?}", cmd.program))
+            })?
+            .map_err(|e| CallError::Failed(format!("waiting for `{}`: {e}", cmd.program)))?;
+        // It has exited: what it left running goes now, and with it their
+        // ends of its pipes.
+        drop(group);
+        if let Some(leaf) = &leaf {
+            leaf.kill();
+        }
+        let tails = async {
+            let tail = |pump: Option<tokio::task::JoinHandle<VecDeque<String>>>| async move {
+                match pump {
+                    Some(p) => p.await.unwrap_or_default(),
+                    None => VecDeque::new(),
+                }
+            };
+            tokio::join!(tail(stdout), tail(stderr))
         };
-        let (status, out, err) = tokio::time::timeout(timeout, work).await.map_err(|_| {
-            CallError::Timeout(format!("`{}` ran longer than {timeout:?}", cmd.program))
-        })?;
-        let status =
-            status.map_err(|e| CallError::Failed(format!("waiting for `{}`: {e}", cmd.program)))?;
+        tokio::pin!(tails);
+        let (out, err) = tokio::select! {
+            tails = &mut tails => tails,
+            () = tokio::time::sleep(DRAIN) => {
+                stop_reading.cancel();
+                tails.await
+            }
+        };
         use std::os::unix::process::ExitStatusExt as _;
         Ok(Output {
             status: status.code(),
@@ -176,11 +180,13 @@ impl CommandRunner for Commands {
     }
 }
 
-/// Read a pipe to its end, logging each whole line; return the last lines.
+/// Read a pipe to its end (or until `stop`), logging each whole line;
+/// return the last lines.
 fn pump(
     mut pipe: impl AsyncRead + Unpin + Send + 'static,
     stream: Stream,
     log: LogSink,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<VecDeque<String>> {
     tokio::spawn(async move {
         let mut tail = VecDeque::new();
@@ -195,7 +201,12 @@ fn pump(
             tail.push_back(text);
         };
         loop {
-            match pipe.read(&mut buf).await {
+            let read = tokio::select! {
+                biased;
+                read = pipe.read(&mut buf) => read,
+                () = stop.cancelled() => break,
+            };
+            match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => lines.push(&buf[..n], |l, s| emit(l, s, &mut tail)),
             }

@@ -91,6 +91,26 @@ fn start_message(program: &str, step: Option<&str>, source: &io::Error) -> Strin
     }
 }
 
+/// Kills a program's whole process group when dropped (every jailed
+/// program leads a group of its own: the hook starts a session). Take it
+/// while the program is unreaped, so its group id is still its own.
+pub struct GroupKill(Option<nix::unistd::Pid>);
+
+impl GroupKill {
+    /// The group `child` leads.
+    pub fn of(child: &Child) -> Self {
+        Self(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)))
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// A started program and its cgroup leaf (if it got a fresh one).
 pub struct Jailed {
     /// The process.

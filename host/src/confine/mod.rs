@@ -51,7 +51,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use sha2::{Digest, Sha256};
 
 pub use cgroup::Leaf;
-pub use command::{JailCommand, Jailed, SpawnError};
+pub use command::{GroupKill, JailCommand, Jailed, SpawnError};
 pub use identity::{Identity, IdentityError};
 pub use jail::Jail;
 pub use report::{IdentityReport, Report};

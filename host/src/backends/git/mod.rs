@@ -27,7 +27,7 @@ use async_trait::async_trait;
 
 pub use checkout::clone_missing;
 
-use crate::confine::{Jail, JailCommand};
+use crate::confine::{GroupKill, Jail, JailCommand};
 use crate::plugins::bindings::{CallError, RepoInfo, UpdateResult};
 use crate::plugins::git::GitControl;
 use mirror::Mirror;
@@ -158,8 +158,9 @@ async fn fetch_from_mirror(tree: &WorkTree, mirror: &Mirror) -> Result<(), CallE
 }
 
 /// Run `cmd` (a git) to its end within `timeout`: its output, or a
-/// `timeout` or `failed` naming `what`. Its cgroup leaf, with anything git
-/// left running (an ssh, a helper), goes when this returns.
+/// `timeout` or `failed` naming `what`. Past the timeout its whole process
+/// group is killed (an ssh, a credential helper, not only git), and its
+/// cgroup leaf, with anything that left the group, goes when this returns.
 async fn finish(
     cmd: JailCommand,
     timeout: Duration,
@@ -169,10 +170,14 @@ async fn finish(
         .spawn()
         .map_err(|e| CallError::Failed(format!("cannot run git: {e}")))?;
     let _leaf = jailed.leaf;
+    let group = GroupKill::of(&jailed.child);
     match tokio::time::timeout(timeout, jailed.child.wait_with_output()).await {
-        Err(_) => Err(CallError::Timeout(format!(
-            "{what} took longer than {timeout:?}"
-        ))),
+        Err(_) => {
+            drop(group);
+            Err(CallError::Timeout(format!(
+                "{what} took longer than {timeout:?}"
+            )))
+        }
         Ok(Err(e)) => Err(CallError::Failed(format!("waiting for git: {e}"))),
         Ok(Ok(output)) => Ok(output),
     }
