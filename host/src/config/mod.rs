@@ -287,9 +287,9 @@ impl Config {
             )
             .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
             for (i, process) in project.processes.iter().enumerate() {
-                process
-                    .validate()
-                    .map_err(|m| invalid(format!("projects.{name}.processes[{i}]"), m))?;
+                process.validate().map_err(|(key, m)| {
+                    invalid(format!("projects.{name}.processes[{i}].{key}"), m)
+                })?;
             }
             backends::validate(&project.commands, &project.git, &project.deploy)
                 .and_then(|()| project.confinement.validate())

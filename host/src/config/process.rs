@@ -176,15 +176,15 @@ impl ProcessConfig {
         self.restart_at.is_empty() || self.restart_at == [Duration::ZERO]
     }
 
-    pub(super) fn validate(&self) -> Result<(), String> {
-        super::check_name(&self.name)?;
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        super::check_name(&self.name).map_err(|m| ("name".into(), m))?;
         if self.command.trim().is_empty() {
-            return Err("`command` is empty".into());
+            return Err(("command".into(), "is empty".into()));
         }
         if self.instances == 0 || self.instances > 256 {
-            return Err(format!(
-                "`instances` must be 1 to 256, not {}",
-                self.instances
+            return Err((
+                "instances".into(),
+                format!("must be 1 to 256, not {}", self.instances),
             ));
         }
         if let Some(cwd) = &self.cwd
@@ -193,27 +193,38 @@ impl ProcessConfig {
                     .components()
                     .any(|c| matches!(c, std::path::Component::ParentDir)))
         {
-            return Err(format!(
-                "`cwd` {} must be a relative path inside the project dir",
-                cwd.display()
+            return Err((
+                "cwd".into(),
+                format!(
+                    "{} must be a relative path inside the project dir",
+                    cwd.display()
+                ),
             ));
         }
         if matches!(
             self.stop_signal,
             nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
         ) {
-            return Err("`stop_signal` cannot be SIGKILL or SIGSTOP: the process must get a chance to stop cleanly".into());
+            return Err((
+                "stop_signal".into(),
+                "cannot be SIGKILL or SIGSTOP: the process must get a chance to stop cleanly"
+                    .into(),
+            ));
         }
-        check_rotation(self.log_max_size, self.log_keep, "log")
-            .map_err(|(key, message)| format!("`{key}` {message}"))?;
+        check_rotation(self.log_max_size, self.log_keep, "log")?;
         if let Some(ready) = &self.ready {
             match (&ready.port, &ready.log) {
                 (Some(_), None) => {}
                 (None, Some(pattern)) => {
                     regex::Regex::new(pattern)
-                        .map_err(|e| format!("`ready.log` is not a valid regex: {e}"))?;
+                        .map_err(|e| ("ready.log".into(), format!("is not a valid regex: {e}")))?;
                 }
-                _ => return Err("`ready` needs exactly one of `port` or `log`".into()),
+                _ => {
+                    return Err((
+                        "ready".into(),
+                        "needs exactly one of `port` or `log`".into(),
+                    ));
+                }
             }
         }
         Ok(())
