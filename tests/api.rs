@@ -414,6 +414,32 @@ async fn the_openapi_document_matches_the_router() {
         }
     }
     assert_eq!(checked, 13, "every route is documented once");
+    let operations: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().expect("path item").values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let links: Vec<&Value> = paths
+        .values()
+        .flat_map(|item| item.as_object().expect("path item").values())
+        .filter_map(|op| op["responses"].as_object())
+        .flat_map(|responses| responses.values())
+        .filter_map(|response| response["links"].as_object())
+        .flat_map(|links| links.values())
+        .collect();
+    assert!(
+        links.len() >= 6,
+        "a job's answer links to its job, log and cancel"
+    );
+    for link in links {
+        let target = link["operationId"]
+            .as_str()
+            .expect("a link names its operationId");
+        assert!(
+            operations.contains(&target),
+            "a link to no operation: {link}"
+        );
+    }
     for required in [
         "/v1/projects/{project}/actions/{action}",
         "/v1/jobs/{id}/log",

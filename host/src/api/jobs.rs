@@ -18,6 +18,7 @@ use utoipa::IntoParams;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::params::{RunBody, check_params, read_body};
+use super::query::{flag, parse_wait, query};
 use super::views::{JobPage, JobView};
 use super::{AppState, stream};
 use crate::config::Role;
@@ -31,15 +32,18 @@ const PAGE_MAX: u32 = 500;
 
 /// Query of `POST …/actions/{action}` and `GET /v1/jobs/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {
-    /// Wait up to this long for the job to end (`30s`, `2m`, or seconds),
-    /// capped at the server's `max_wait`.
+    /// Wait up to this long for the job to end (`30s`, `2m`, `500ms`, or
+    /// seconds), capped at the server's `max_wait`.
+    #[param(schema_with = super::query::wait_schema)]
     wait: Option<String>,
 }
 
 /// Query of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this project's jobs.
@@ -47,50 +51,23 @@ pub struct ListQuery {
     /// Only this action's jobs.
     action: Option<String>,
     /// Only jobs in this state.
+    #[param(schema_with = super::query::job_state_schema)]
     state: Option<String>,
     /// Only jobs older than this job (the `next` of the previous page).
     before: Option<String>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
 /// Query of `GET /v1/jobs/{id}/log`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// `1` or `true`: stream lines as they come, until the job ends.
+    #[param(schema_with = super::query::flag_schema)]
     follow: Option<String>,
-}
-
-pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
-pub(super) fn flag(value: Option<&str>) -> Result<bool, ApiError> {
-    match value {
-        None | Some("0" | "false") => Ok(false),
-        Some("" | "1" | "true") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("expected 1, true, 0 or false, found `{other}`"),
-        )),
-    }
-}
-
-fn parse_wait(wait: Option<&str>, max: Duration) -> Result<Option<Duration>, ApiError> {
-    let Some(text) = wait else { return Ok(None) };
-    let parsed = match text.parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => humantime::parse_duration(text),
-    };
-    let wait = parsed.map_err(|_| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("`wait` must be a duration such as 30s or 2m, found `{text}`"),
-        )
-    })?;
-    Ok(Some(wait.min(max)))
 }
 
 fn job_response(status: StatusCode, job: &Job) -> Response {
@@ -108,16 +85,24 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
     params(("project" = String, Path), ("action" = String, Path), RunQuery),
     request_body(content = RunBody, description = "Optional; `{\"params\":{…}}`"),
     responses(
-        (status = 202, description = "Accepted: queued or still running", body = JobView),
-        (status = 200, description = "Finished within `wait`", body = JobView),
+        (status = 202, description = "Accepted: queued or still running", body = JobView, links(
+            ("job" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("log" = (operation_id = "job_log", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 200, description = "Finished within `wait`", body = JobView, links(
+            ("job" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("log" = (operation_id = "job_log", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "Malformed JSON or query", body = ErrorBody),
         (status = 401, description = "No key or a wrong key", body = ErrorBody),
         (status = 403, description = "Out of the key's scope", body = ErrorBody),
         (status = 404, description = "No such project or action", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Params do not fit the action", body = ErrorBody),
-        (status = 429, description = "The project's queue is full", body = ErrorBody),
-        (status = 503, description = "The action's plugin failed to load, or shutting down", body = ErrorBody),
+        (status = 429, description = "The project's queue is full, or the key holds its most waits", body = ErrorBody),
+        (status = 503, description = "The action's plugin failed to load, the server holds its most waits, or it is shutting down", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -219,7 +204,9 @@ async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job,
     get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, body = JobPage),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, description = "A malformed query", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such project", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -276,7 +263,12 @@ pub async fn list_jobs(
 /// One job; with `?wait=30s`, once it has ended (or the time is up).
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), RunQuery),
-    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, body = JobView), (status = 400, description = "A malformed query", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, description = "The key holds its most waits", body = ErrorBody),
+        (status = 503, description = "The server holds its most waits", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn get_job(
@@ -345,7 +337,10 @@ pub async fn cancel_job(
     get, path = "/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path), LogQuery),
     responses(
         (status = 200, description = "The log, one line per line", content_type = "text/plain"),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, description = "The key follows its most streams", body = ErrorBody),
+        (status = 503, description = "The server follows its most streams", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::jobs::{flag, query};
+use super::query::{flag, query};
 use super::views::{ActionView, ParamView, ProcessView, ProjectSummary, ProjectView};
 use super::{AppState, stream};
 use crate::supervisor::{ProjectHandle, RING_LINES, State as ProcessState, SupervisorError};
@@ -24,11 +24,14 @@ const DEFAULT_LINES: usize = 100;
 
 /// Query of `GET …/processes/{name}/logs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessLogQuery {
     /// Recent lines per instance, 0-1000 (default 100).
+    #[param(minimum = 0, maximum = 1000)]
     lines: Option<usize>,
     /// `1` or `true`: keep streaming new lines.
+    #[param(schema_with = super::query::flag_schema)]
     follow: Option<String>,
 }
 
@@ -57,7 +60,13 @@ fn visible_project<'a>(
 /// The projects the caller's key reaches.
 #[utoipa::path(
     get, path = "/v1/projects", tag = "projects",
-    responses((status = 200, body = [ProjectSummary]), (status = 401, body = ErrorBody)),
+    responses(
+        (status = 200, body = [ProjectSummary], links(
+            ("project" = (operation_id = "get_project", parameters(("project" = "$response.body#/0/name")))),
+            ("actions" = (operation_id = "list_actions", parameters(("project" = "$response.body#/0/name")))),
+        )),
+        (status = 401, body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn list_projects(
@@ -119,7 +128,12 @@ pub async fn get_project(
 #[utoipa::path(
     get, path = "/v1/projects/{project}/actions", tag = "projects", params(("project" = String, Path)),
     responses(
-        (status = 200, body = [ActionView]), (status = 401, body = ErrorBody),
+        (status = 200, body = [ActionView], links(
+            ("run" = (operation_id = "run_action", parameters(
+                ("project" = "$request.path.project"), ("action" = "$response.body#/0/name"),
+            ))),
+        )),
+        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -170,7 +184,10 @@ pub async fn list_actions(
     params(("project" = String, Path), ("name" = String, Path), ProcessLogQuery),
     responses(
         (status = 200, description = "Log lines", content_type = "text/plain"),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, description = "The key follows its most streams", body = ErrorBody),
+        (status = 503, description = "The server follows its most streams", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -191,7 +208,10 @@ pub async fn process_logs(
     params(("project" = String, Path), ProcessLogQuery),
     responses(
         (status = 200, description = "Log lines", content_type = "text/plain"),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, description = "The key follows its most streams", body = ErrorBody),
+        (status = 503, description = "The server follows its most streams", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -25,6 +25,7 @@ pub struct JobView {
     /// The name of the key that asked for it.
     pub requested_by: String,
     /// `queued`, `running`, `succeeded`, `failed`, `cancelled`, `timed_out` or `interrupted`.
+    #[schema(schema_with = super::query::job_state_schema)]
     pub state: String,
     /// When it was accepted (RFC 3339).
     pub created_at: String,
@@ -32,8 +33,9 @@ pub struct JobView {
     pub started_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
-    /// The action's result: JSON when the plugin returned JSON, else a string.
-    #[schema(value_type = Object)]
+    /// The action's result: JSON when the plugin returned JSON, else a
+    /// string; null until it ends.
+    #[schema(schema_with = any_json)]
     pub result: Option<Value>,
     /// Why it did not succeed.
     pub error: Option<JobErrorView>,
@@ -51,8 +53,18 @@ pub struct JobErrorView {
     pub message: String,
     /// The plugin's structured account, when its error message is a JSON
     /// object (the stock `deploy` says `{"rolled_back": true, "reason": …}`).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = any_json)]
     pub detail: Option<Value>,
+}
+
+/// Any JSON value, null included.
+pub(super) fn any_json() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType};
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .build(),
+    )
 }
 
 /// A page of jobs, newest first.
