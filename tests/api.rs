@@ -370,8 +370,63 @@ async fn load_past_the_concurrency_limit_is_shed_not_queued() {
         assert_eq!(status, StatusCode::OK, "{job}");
         assert_eq!(job["state"], "succeeded");
     }
-    let after = call(b.req(Method::GET, "/healthz", None)).await;
-    assert_eq!(after.0, StatusCode::OK, "capacity is back once they end");
+    // The server gives a place back as it answers; the client may read the
+    // answer first, so this waits for the place rather than racing it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while call(b.req(Method::GET, "/healthz", None)).await.0 != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "capacity is back once they end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_hangs_up_on_a_quiet_process_leaves_nothing_behind() {
+    const QUIET: &str = r#"
+[[projects.alpha.processes]]
+name = "quiet"
+command = "sleep"
+args = ["100000"]
+instances = 4
+"#;
+    let (_root, b) = Bosun::start("", QUIET).await;
+    b.settled_project("alpha", "running").await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let follow_and_hang_up = || async {
+        let resp = b
+            .req(
+                Method::GET,
+                "/v1/projects/alpha/processes/quiet/logs?follow=1",
+                Some(READ),
+            )
+            .send()
+            .await
+            .expect("follow");
+        assert_eq!(resp.status(), StatusCode::OK);
+    };
+    follow_and_hang_up().await;
+    let before = tasks();
+    // Each follow of 4 quiet instances started 4 forwarders; none may stay
+    // once its follower is gone, though no line ever comes.
+    for _ in 0..50 {
+        follow_and_hang_up().await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tasks() > before + 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks alive, {before} before 50 followers came and went",
+            tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     b.stop().await;
 }
 

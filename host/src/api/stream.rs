@@ -24,8 +24,9 @@ use super::views::JobView;
 use crate::jobs::{Job, LogFollow};
 use crate::supervisor::Follow;
 
-/// Items queued for a follower.
-const STREAM_BUFFER: usize = 256;
+/// Items queued for a follower: lines of up to 16 KiB a tenant chose, so
+/// few (a follower that falls behind skips ahead).
+const STREAM_BUFFER: usize = 64;
 
 /// One thing sent to a follower.
 pub enum Item {

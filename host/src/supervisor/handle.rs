@@ -192,9 +192,12 @@ impl ProjectHandle {
     }
 
     /// The last `n` lines of each selected process, then every new line as it
-    /// comes. A follower that falls far behind skips ahead.
+    /// comes. A follower that falls behind skips ahead: it holds at most
+    /// `FOLLOWER_LINES` lines (each up to 16 KiB) a tenant chose, however
+    /// slowly it reads.
     pub fn follow(&self, name: Option<&str>, n: usize) -> Result<Follow, SupervisorError> {
-        let (tx, rx) = mpsc::channel(1024);
+        const FOLLOWER_LINES: usize = 64;
+        let (tx, rx) = mpsc::channel(FOLLOWER_LINES);
         let mut recent = Vec::new();
         for inst in self.select(name)? {
             let (lines, mut sub) = inst.log.follow(n);
@@ -202,7 +205,13 @@ impl ProjectHandle {
             let tx = tx.clone();
             tokio::spawn(async move {
                 loop {
-                    match sub.recv().await {
+                    // A quiet process's forwarder ends when its follower
+                    // leaves, not at a next line that may never come.
+                    let next = tokio::select! {
+                        () = tx.closed() => return,
+                        next = sub.recv() => next,
+                    };
+                    match next {
                         Ok(line) => {
                             if tx.send(line).await.is_err() {
                                 return;
