@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::params::{RunBody, check_params, read_body};
-use super::query::{flag, parse_wait, query};
+use super::query::{ApiPath, flag, parse_wait, query};
 use super::views::{JobPage, JobView};
 use super::{AppState, stream};
 use crate::config::Role;
@@ -99,6 +99,7 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
         (status = 401, description = "No key or a wrong key", body = ErrorBody),
         (status = 403, description = "Out of the key's scope", body = ErrorBody),
         (status = 404, description = "No such project or action", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `read_timeout`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Params do not fit the action", body = ErrorBody),
         (status = 429, description = "The project's queue is full, or the key holds its most waits", body = ErrorBody),
@@ -109,7 +110,7 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
 pub async fn run_action(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, action)): Path<(String, String)>,
+    ApiPath((project, action)): ApiPath<(String, String)>,
     q: Result<Query<RunQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -147,6 +148,10 @@ pub async fn run_action(
         body,
         usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX),
         state.server.read_timeout,
+        || match held {
+            Some(_) => Ok(None),
+            None => state.long_requests.hold(&caller.name).map(Some),
+        },
     )
     .await?;
     let params = check_params(&action, loaded.plugin.meta(), &body.params)?;
@@ -274,7 +279,7 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     q: Result<Query<RunQuery>, QueryRejection>,
 ) -> Result<Json<JobView>, ApiError> {
     let wait = parse_wait(query(q)?.wait.as_deref(), state.server.max_wait)?;
@@ -302,7 +307,7 @@ pub async fn get_job(
 pub async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Run)?;
     let job = visible_job(&state, &caller, &id).await?;
@@ -347,19 +352,22 @@ pub async fn cancel_job(
 pub async fn job_log(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let follow = flag(query(q)?.follow.as_deref())?;
     let job = visible_job(&state, &caller, &id).await?;
+    // Held before the log is loaded: a follower over its share costs nothing.
+    let held = follow
+        .then(|| state.long_requests.hold(&caller.name))
+        .transpose()?;
     let log = state
         .jobs
         .follow(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
-    if follow {
-        let held = state.long_requests.hold(&caller.name)?;
+    if let Some(held) = held {
         return Ok(stream::respond(
             stream::wants_sse(&headers),
             stream::job_log(log, job),

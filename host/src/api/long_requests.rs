@@ -1,5 +1,6 @@
 //! Requests that stay open: a `?wait` that holds its answer back, a log
-//! followed with `follow`. Each holds a socket and a task for minutes, and
+//! followed with `follow`, a body still arriving. Each holds a socket and a
+//! task for minutes (a body up to `read_timeout`), and
 //! a streamed one no longer counts against `max_concurrent_requests` once
 //! its headers are out, so they have limits of their own: at most
 //! `max_long_requests` over every key, and `max_long_requests_per_key` per

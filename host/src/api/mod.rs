@@ -7,6 +7,7 @@
 
 mod auth;
 mod connections;
+mod document;
 mod error;
 mod idle;
 mod jobs;
@@ -108,43 +109,6 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .split_for_parts()
-}
-
-/// The OpenAPI document of the API, as served. utoipa 5 writes the fields of a Link
-/// object in snake case (`operation_id`); the specification and every
-/// client that follows links (schemathesis's stateful phase among them)
-/// read `operationId`, so they are renamed here.
-pub fn openapi_json() -> serde_json::Value {
-    let mut doc = serde_json::to_value(routes().1).unwrap_or_default();
-    let responses = doc
-        .get_mut("paths")
-        .and_then(serde_json::Value::as_object_mut)
-        .into_iter()
-        .flat_map(|paths| paths.values_mut())
-        .filter_map(serde_json::Value::as_object_mut)
-        .flat_map(|operations| operations.values_mut())
-        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
-        .flat_map(|responses| responses.values_mut());
-    for response in responses {
-        let links = response
-            .get_mut("links")
-            .and_then(serde_json::Value::as_object_mut);
-        for link in links.into_iter().flat_map(|l| l.values_mut()) {
-            let Some(link) = link.as_object_mut() else {
-                continue;
-            };
-            for (snake, camel) in [
-                ("operation_id", "operationId"),
-                ("operation_ref", "operationRef"),
-                ("request_body", "requestBody"),
-            ] {
-                if let Some(value) = link.remove(snake) {
-                    link.insert(camel.to_string(), value);
-                }
-            }
-        }
-    }
-    doc
 }
 
 /// The whole app. Past `max_concurrent_requests` in flight, requests are

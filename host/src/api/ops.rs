@@ -67,7 +67,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "The OpenAPI document")))]
 pub async fn openapi() -> Response {
     // Built once: the document is a function of the code, not of the config.
-    static DOC: LazyLock<String> = LazyLock::new(|| super::openapi_json().to_string());
+    static DOC: LazyLock<String> = LazyLock::new(|| super::document::openapi_json().to_string());
     ([(header::CONTENT_TYPE, "application/json")], DOC.as_str()).into_response()
 }
 

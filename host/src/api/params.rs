@@ -45,26 +45,46 @@ fn param_values() -> utoipa::openapi::schema::Schema {
     )
 }
 
+/// How long a body may take before it counts as a long request.
+const QUICK_BODY: Duration = Duration::from_millis(500);
+
 /// Read and parse the body: 413 past `limit` bytes, 408 past `timeout`,
-/// 400 for malformed JSON.
-pub async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<RunBody, ApiError> {
-    let bytes = match tokio::time::timeout(timeout, to_bytes(body, limit)).await {
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!("the request body did not arrive within {timeout:?}"),
-            ));
-        }
-        Ok(Err(_)) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is over the limit of {limit} bytes"),
-            ));
-        }
-        Ok(Ok(bytes)) => bytes,
+/// 400 for malformed JSON. A body still arriving after `QUICK_BODY` holds
+/// what `slow` gives (a place among its key's long requests) until it is
+/// in, or is refused with `slow`'s error: one key's trickled bodies cannot
+/// take every request slot of the server, and quick ones cost nothing.
+pub async fn read_body<H>(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    slow: impl FnOnce() -> Result<H, ApiError>,
+) -> Result<RunBody, ApiError> {
+    let too_slow = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {timeout:?}"),
+        )
     };
+    let read = to_bytes(body, limit);
+    tokio::pin!(read);
+    let started = tokio::time::Instant::now();
+    let read = match tokio::time::timeout(QUICK_BODY.min(timeout), &mut read).await {
+        Ok(read) => read,
+        Err(_) => {
+            let _held = slow()?;
+            tokio::time::timeout_at(started + timeout, read)
+                .await
+                .map_err(|_| too_slow())?
+        }
+    };
+    let bytes = read.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(RunBody::default());
     }
@@ -218,7 +238,7 @@ mod tests {
         /// Any bytes under the limit are a body or a 400; never a panic.
         #[test]
         fn any_bytes_are_a_body_or_a_400(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-            let got = block_on(read_body(Body::from(bytes), 1024, Duration::from_secs(60)));
+            let got = block_on(read_body(Body::from(bytes), 1024, Duration::from_secs(60), || Ok(())));
             if let Err(e) = got {
                 prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
             }
@@ -231,10 +251,10 @@ mod tests {
             let params: Map<String, Value> = params.into_iter().collect();
             let bytes = serde_json::to_vec(&serde_json::json!({ "params": params })).expect("JSON");
             let limit = bytes.len();
-            let body = block_on(read_body(Body::from(bytes.clone()), limit, Duration::from_secs(60)))
+            let body = block_on(read_body(Body::from(bytes.clone()), limit, Duration::from_secs(60), || Ok(())))
                 .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             prop_assert_eq!(body.params, params);
-            let refused = block_on(read_body(Body::from(bytes), limit - 1, Duration::from_secs(60)));
+            let refused = block_on(read_body(Body::from(bytes), limit - 1, Duration::from_secs(60), || Ok(())));
             prop_assert_eq!(refused.map(|_| ()).map_err(|e| e.status()), Err(StatusCode::PAYLOAD_TOO_LARGE));
         }
     }

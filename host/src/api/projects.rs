@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::query::{flag, query};
+use super::query::{ApiPath, flag, query};
 use super::views::{ActionView, ParamView, ProcessView, ProjectSummary, ProjectView};
 use super::{AppState, stream};
 use crate::supervisor::{ProjectHandle, RING_LINES, State as ProcessState, SupervisorError};
@@ -106,7 +106,7 @@ pub async fn list_projects(
 pub async fn get_project(
     State(state): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    ApiPath(project): ApiPath<String>,
 ) -> Result<Json<ProjectView>, ApiError> {
     let handle = visible_project(&state, &caller, &project)?;
     let queued_jobs = state
@@ -141,7 +141,7 @@ pub async fn get_project(
 pub async fn list_actions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    ApiPath(project): ApiPath<String>,
 ) -> Result<Json<Vec<ActionView>>, ApiError> {
     visible_project(&state, &caller, &project)?;
     let actions = state
@@ -194,7 +194,7 @@ pub async fn list_actions(
 pub async fn process_logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, name)): Path<(String, String)>,
+    ApiPath((project, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
     q: Result<Query<ProcessLogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -218,7 +218,7 @@ pub async fn process_logs(
 pub async fn project_logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    ApiPath(project): ApiPath<String>,
     headers: HeaderMap,
     q: Result<Query<ProcessLogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -1,12 +1,14 @@
-//! The query-string values the API takes, each decoded beside the schema
-//! that documents it, so `/openapi.json` and the server accept the same
-//! strings: anything the document allows is served, anything else is a 400
-//! naming the value.
+//! The values a request carries in its path and query string, each decoded
+//! beside the schema that documents it, so `/openapi.json` and the server
+//! accept the same strings: anything the document allows is served,
+//! anything else is a JSON 400 naming the value.
 
 use std::time::Duration;
 
-use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::error::ApiError;
@@ -16,6 +18,25 @@ use crate::jobs::JobState;
 const WAIT_PATTERN: &str = "^[0-9]+(ms|s|m|h)?$";
 /// What a flag such as `follow` takes; the empty string (`?follow`) is on.
 const FLAG_VALUES: [&str; 5] = ["", "1", "true", "0", "false"];
+
+/// Path parameters, refused as a JSON 400 like every other error (axum's
+/// own answer to, say, a `%FF` in a path is plain text).
+pub(super) struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
 
 /// The decoded query, or the 400 that says what is wrong with it.
 pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
