@@ -17,17 +17,22 @@
 //!   one, never a whole group it cannot vouch for. Another bosun (another
 //!   state dir) is never touched.
 //!
-//! The file is small and changes only on start and stop, so it is rewritten
-//! whole on each change: a temp file, fsynced, renamed over the old one,
-//! and the dir fsynced, so a power cut leaves the old file or the new one,
-//! never an empty one. A file that does not parse anyway (a disk fault, a
+//! The file is small, so it is rewritten whole: a temp file, fsynced,
+//! renamed over the old one, and the dir fsynced, so a power cut leaves the
+//! old file or the new one, never an empty one. A writer thread of its own
+//! does that, for the latest state, however many changes came meanwhile: a
+//! restart changes it twice, and a crash-looping tenant must not have its
+//! fsyncs run on (and stall) the threads that serve everyone. A change of
+//! what should run (a stop or start through bosun) waits for its write; a
+//! group record need not, as the marker finds what a lost record missed. A file that does not parse anyway (a disk fault, a
 //! hand edit) is moved aside with a loud log line and bosun starts with an
 //! empty state: the marker sweep still finds what was running.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,10 +68,27 @@ pub(crate) const MARKER_VAR: &str = "BOSUN_SUPERVISOR";
 
 /// The supervisor's persisted state.
 pub(crate) struct Persist {
-    path: PathBuf,
     marker: String,
     boot_id: String,
-    data: Mutex<Data>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// What the writer thread shares with everyone else.
+struct Shared {
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Rung on a change (for the writer) and on a write (for waiters).
+    rung: Condvar,
+}
+
+struct State {
+    data: Data,
+    /// Changes made, and the count written at the last write.
+    version: u64,
+    written: u64,
+    /// Set when the owner goes: write what is left, then end.
+    closing: bool,
 }
 
 fn key(spec: &InstanceSpec) -> String {
@@ -91,11 +113,28 @@ impl Persist {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Data::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Self {
+        let shared = Arc::new(Shared {
             path,
+            state: Mutex::new(State {
+                data,
+                version: 0,
+                written: 0,
+                closing: false,
+            }),
+            rung: Condvar::new(),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("bosun-state".into())
+                .spawn(move || write_loop(&shared))
+                .context("starting the state writer")?
+        };
+        Ok(Self {
             marker,
             boot_id: procfs::boot_id(),
-            data: Mutex::new(data),
+            shared,
+            writer: Some(writer),
         })
     }
 
@@ -106,11 +145,17 @@ impl Persist {
 
     /// Whether the instance was last meant to run; `None` if never recorded.
     pub(crate) fn desired(&self, spec: &InstanceSpec) -> Option<bool> {
-        self.lock().desired.get(&key(spec)).copied()
+        self.lock().data.desired.get(&key(spec)).copied()
     }
 
+    /// Record what should run, and wait until it is on disk: a bosun killed
+    /// right after a stop must not start the process again at its next boot.
     pub(crate) fn set_desired(&self, spec: &InstanceSpec, running: bool) {
-        self.update(|d| d.desired.insert(key(spec), running) != Some(running));
+        if let Some(version) =
+            self.update(|d| d.desired.insert(key(spec), running) != Some(running))
+        {
+            self.shared.wait_written(version);
+        }
     }
 
     pub(crate) fn record_group(&self, spec: &InstanceSpec, pgid: i32) {
@@ -144,9 +189,9 @@ impl Persist {
     /// kills its own group, which it could not if this read the statuses.
     /// The records stay on disk, for the next boot's sweep.
     pub(crate) fn kill_all(&self) {
-        let mut data = self.lock();
-        data.closed = true;
-        for record in data.groups.values() {
+        let mut state = self.lock();
+        state.data.closed = true;
+        for record in state.data.groups.values() {
             if is_leftover(record) {
                 let _ = signal_group(record.pgid, Signal::SIGKILL);
             }
@@ -158,7 +203,7 @@ impl Persist {
     /// every other live process carrying this bosun's marker. Then forget
     /// the records. Returns how many groups were stopped.
     pub(crate) async fn sweep_leftovers(&self, grace: Duration) -> usize {
-        let records: Vec<(String, GroupRecord)> = std::mem::take(&mut self.lock().groups)
+        let records: Vec<(String, GroupRecord)> = std::mem::take(&mut self.lock().data.groups)
             .into_iter()
             .collect();
         let mut groups = BTreeSet::new();
@@ -187,26 +232,92 @@ impl Persist {
                 "stopping unrecorded processes left by a previous bosun"
             );
         }
-        for &pgid in &groups {
-            stop_group(pgid, None, Signal::SIGTERM, grace).await;
-        }
+        // All at once: N groups that ignore SIGTERM cost one grace, not N.
         let marked_groups = marked.len();
-        stop_processes(marked.into_values().flatten().collect(), grace).await;
+        let groups_stopped = futures_util::future::join_all(
+            groups
+                .iter()
+                .map(|&pgid| stop_group(pgid, None, Signal::SIGTERM, grace)),
+        );
+        let marked_stopped = stop_processes(marked.into_values().flatten().collect(), grace);
+        tokio::join!(groups_stopped, marked_stopped);
         self.update(|_| true);
         groups.len() + marked_groups
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
-        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
     }
 
-    /// Apply `change`; write the file if it says something changed.
-    fn update(&self, change: impl FnOnce(&mut Data) -> bool) {
-        let mut data = self.lock();
-        if change(&mut data)
-            && let Err(e) = write_atomic(&self.path, &data)
-        {
-            tracing::error!(path = %self.path.display(), "saving supervisor state: {e:#}");
+    /// Apply `change`; if it says something changed, have it written, and
+    /// return the version to wait for.
+    fn update(&self, change: impl FnOnce(&mut Data) -> bool) -> Option<u64> {
+        let mut state = self.lock();
+        if !change(&mut state.data) {
+            return None;
+        }
+        state.version += 1;
+        self.shared.rung.notify_all();
+        Some(state.version)
+    }
+}
+
+/// The last changes are written before the supervisor's state goes.
+impl Drop for Persist {
+    fn drop(&mut self) {
+        self.lock().closing = true;
+        self.shared.rung.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until `version` (or a later one) is written, or the writer is
+    /// gone.
+    fn wait_written(&self, version: u64) {
+        let mut state = self.lock();
+        while state.written < version && !state.closing {
+            state = self
+                .rung
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// The writer thread: whenever the state has changed since the last write,
+/// write it as it is now; end once closing with nothing left to write. A
+/// failed write is logged and counted as written (the next change tries
+/// again), so no waiter hangs on a full disk.
+fn write_loop(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        if state.written < state.version {
+            let version = state.version;
+            let bytes = serde_json::to_vec_pretty(&state.data);
+            drop(state);
+            let written = bytes
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| write_atomic(&shared.path, &bytes));
+            if let Err(e) = written {
+                tracing::error!(path = %shared.path.display(), "saving supervisor state: {e:#}");
+            }
+            state = shared.lock();
+            state.written = version;
+            shared.rung.notify_all();
+        } else if state.closing {
+            return;
+        } else {
+            state = shared
+                .rung
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -267,12 +378,11 @@ fn set_aside(path: &Path, e: &serde_json::Error) -> anyhow::Result<Data> {
     Ok(Data::default())
 }
 
-fn write_atomic(path: &Path, data: &Data) -> anyhow::Result<()> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("state file has a parent dir")?;
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    // One write: serde_json writes token by token, a syscall each on a File.
-    tmp.write_all(&serde_json::to_vec_pretty(data)?)?;
+    tmp.write_all(bytes)?;
     // Durable before it replaces the old file, and the rename durable too:
     // a power cut must not leave an empty file behind.
     tmp.as_file().sync_all()?;

@@ -109,10 +109,15 @@ impl Worker {
                 continue;
             }
 
+            // Kept until the checkout is done: a stop while waiting, then a
+            // start, must wait for it again, not spawn into a missing dir.
             if let Some(mut checkout) = self.checkout.take().filter(|c| !c.is_done()) {
                 want_running = self
                     .wait_for_checkout(&mut checkout, &mut pending_ack)
                     .await;
+                if !checkout.is_done() {
+                    self.checkout = Some(checkout);
+                }
                 continue;
             }
             let mut child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
