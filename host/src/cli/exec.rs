@@ -16,9 +16,6 @@ pub async fn exec(
     action: &str,
     params: Vec<(String, String)>,
 ) -> ExitCode {
-    // What bosun writes (jobs, logs, state) is its own; confined programs
-    // get the usual 022 back.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = match super::load_config(path) {
         Ok(c) => c,
         Err(code) => return code,

@@ -74,11 +74,17 @@ fn report(job: &Value) {
         }
         return;
     }
+    // The message is the plugin's own words: a tenant's bytes.
+    let message = job["error"]["message"].as_str().unwrap_or("");
+    let message = if std::io::stderr().is_terminal() {
+        String::from_utf8_lossy(&for_terminal(message.as_bytes())).into_owned()
+    } else {
+        message.to_string()
+    };
     eprintln!(
-        "error: job {} {}: {}",
+        "error: job {} {}: {message}",
         job["id"].as_str().unwrap_or("?"),
         job["state"].as_str().unwrap_or("?"),
-        job["error"]["message"].as_str().unwrap_or("")
     );
 }
 

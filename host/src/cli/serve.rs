@@ -12,9 +12,6 @@ use crate::daemon::Daemon;
 
 /// Serve `path` until told to stop.
 pub async fn serve(path: &Path) -> ExitCode {
-    // What bosun writes (jobs, logs, state) is its own; confined programs
-    // get the usual 022 back.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = match super::load_config(path) {
         Ok(c) => c,
         Err(code) => return code,

@@ -141,7 +141,7 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
 fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
     let at = |step: Step| move |e: Errno| (step, e);
     setsid().map_err(at(Step::Session))?;
-    // bosun's own umask keeps its files to itself; a program gets the usual.
+    // A program gets the usual umask, whatever bosun was started with.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     if let Some(cwd) = &p.cwd {
         fchdir(cwd.as_fd()).map_err(at(Step::WorkDir))?;

@@ -24,7 +24,7 @@
 //! - Reads and boot recovery use a second connection from blocking threads;
 //!   WAL lets reads run beside the writer.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
@@ -134,11 +134,17 @@ impl Store {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let path = state_dir.join("jobs.db");
-        let writer = connect(&path)?;
         // Every tenant's job logs are in it: bosun's alone, whatever the
-        // umask (SQLite gives its -wal and -shm files the same mode).
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        // umask, before SQLite opens it (it gives its -wal and -shm files
+        // the database's mode).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
             .with_context(|| format!("making {} bosun's alone", path.display()))?;
+        let writer = connect(&path)?;
         writer
             .execute_batch(SCHEMA)
             .context("creating the schema")?;
