@@ -65,9 +65,51 @@ pub fn for_terminal(text: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A stream's bytes made fit for a terminal a whole line at a time, so an
+/// escape sequence or a UTF-8 character split across two reads is judged
+/// whole, not mangled into U+FFFD or half-kept.
+#[derive(Debug, Default)]
+pub struct TerminalLines {
+    partial: Vec<u8>,
+}
+
+impl TerminalLines {
+    /// The complete lines `chunk` ends, cleaned; the rest waits.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.partial.extend_from_slice(chunk);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(end + 1);
+        let lines = std::mem::replace(&mut self.partial, rest);
+        for_terminal(&lines)
+    }
+
+    /// What is left at the end of the stream, cleaned.
+    pub fn finish(&mut self) -> Vec<u8> {
+        for_terminal(&std::mem::take(&mut self.partial))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_or_an_escape_split_across_reads_is_judged_whole() {
+        let text = "caf\u{e9} \x1b]0;owned\x07ok\nnext \u{1f600}\n".as_bytes();
+        for cut in 0..text.len() {
+            let mut lines = TerminalLines::default();
+            let mut out = lines.push(&text[..cut]);
+            out.extend(lines.push(&text[cut..]));
+            out.extend(lines.finish());
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                "caf\u{e9} ok\nnext \u{1f600}\n",
+                "cut at {cut}"
+            );
+        }
+    }
 
     #[test]
     fn tables_align_and_durations_shorten() {

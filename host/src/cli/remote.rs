@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ExitCode;
 use super::client::{Client, ClientArgs, ClientError};
-use super::format::{bytes, duration_ms, for_terminal, table};
+use super::format::{TerminalLines, bytes, duration_ms, for_terminal, table};
 
 /// How long one `GET …?wait=` may block before the client asks again.
 const WAIT_SLICE: &str = "20s";
@@ -178,28 +178,35 @@ async fn stream(
         .send(client.request(Method::GET, path, project))
         .await?;
     let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else { break };
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let mut lines = TerminalLines::default();
+    let write = |bytes: &[u8]| {
         if to_stderr {
-            let mut err = std::io::stderr();
-            let chunk = if err.is_terminal() {
-                for_terminal(&chunk)
-            } else {
-                chunk.to_vec()
-            };
-            let _ = err.write_all(&chunk);
+            let _ = std::io::stderr().write_all(bytes);
+            true
         } else {
             let mut out = std::io::stdout();
-            let chunk = if out.is_terminal() {
-                for_terminal(&chunk)
-            } else {
-                chunk.to_vec()
-            };
-            if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
-                // The reader went away (`| head`): stop quietly.
-                break;
-            }
+            out.write_all(bytes).and_then(|()| out.flush()).is_ok()
         }
+    };
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else { break };
+        let chunk = if terminal {
+            lines.push(&chunk)
+        } else {
+            chunk.to_vec()
+        };
+        if !write(&chunk) {
+            // The reader went away (`| head`): stop quietly.
+            return Ok(());
+        }
+    }
+    if terminal {
+        write(&lines.finish());
     }
     Ok(())
 }
