@@ -380,6 +380,18 @@ async fn load_past_the_concurrency_limit_is_shed_not_queued() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let metrics = b
+        .req(Method::GET, "/metrics", Some(ADMIN))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("bosun_http_requests_total{status=\"503\"}"),
+        "shed requests are counted:\n{metrics}"
+    );
     b.stop().await;
 }
 

@@ -119,10 +119,6 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ops::count_requests,
-        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -138,5 +134,10 @@ pub fn router(state: AppState) -> Router {
                 // layer, and a plain concurrency limit would count per route.
                 .layer(GlobalConcurrencyLimitLayer::new(max)),
         )
+        // Outermost, so the answers of load shedding are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_requests,
+        ))
         .with_state(state)
 }
