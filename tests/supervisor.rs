@@ -628,6 +628,40 @@ async fn leftovers_without_a_group_record_are_found_by_their_marker() {
     killed_bosun_then_restart(true).await;
 }
 
+/// SIGHUP, which operators send to make daemons reload, must not end bosun
+/// and leave its processes unsupervised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_leaves_bosun_and_its_processes_running() {
+    let s = Setup::new("[[projects.app.processes]]\nname = \"web\"\ncommand = \"./web.sh\"\n");
+    s.script("web.sh", "echo $$ > pid\nexec sleep 1000");
+    let mut guard = KillOnDrop::default();
+    let mut bosun = std::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+        .args(["serve", "--config"])
+        .arg(s.root.path().join("bosun.toml"))
+        .spawn()
+        .expect("start bosun serve");
+    guard.0.push(bosun.id());
+    let pid_file = s.app().join("pid");
+    let pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    eventually("the process started", || pid().is_some()).await;
+    let web = pid().expect("pid");
+    guard.0.push(web);
+    let bosun_pid = nix::unistd::Pid::from_raw(i32::try_from(bosun.id()).expect("pid"));
+    nix::sys::signal::kill(bosun_pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    // Had the SIGHUP ended it, the exit would be by that signal, not the
+    // clean exit a SIGTERM gets.
+    nix::sys::signal::kill(bosun_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = bosun.wait().expect("wait");
+    assert!(status.success(), "bosun ended by {status}");
+    eventually("the process stopped with bosun", || !alive(web)).await;
+}
+
 async fn killed_bosun_then_restart(drop_group_records: bool) {
     let s =
         Setup::new("[[projects.app.processes]]\nname = \"parent\"\ncommand = \"./parent.sh\"\n");
@@ -652,6 +686,16 @@ async fn killed_bosun_then_restart(drop_group_records: bool) {
     eventually("the script and its grandchild", || read_pids().is_some()).await;
     let (script, grandchild) = read_pids().expect("pids");
     guard.0.extend([script, grandchild]);
+    // The group record is written by bosun's state thread soon after the
+    // spawn; the case of a record never written is the marker's test.
+    let state = s.root.path().join("state/supervisor.json");
+    eventually("the group recorded", || {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["groups"].as_object().is_some_and(|g| !g.is_empty()))
+    })
+    .await;
     bosun.kill().expect("SIGKILL bosun");
     bosun.wait().expect("reap bosun");
     assert!(
@@ -660,7 +704,6 @@ async fn killed_bosun_then_restart(drop_group_records: bool) {
     );
 
     if drop_group_records {
-        let state = s.root.path().join("state/supervisor.json");
         let mut saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&state).expect("state file")).expect("JSON");
         saved["groups"] = serde_json::json!({});

@@ -1,6 +1,6 @@
 //! `bosun serve`: supervise every project's processes and serve the HTTP
 //! API until SIGTERM or SIGINT, then stop in order (see `daemon`) and exit
-//! once every process is gone.
+//! once every process is gone. SIGHUP is logged, and changes nothing.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -26,9 +26,10 @@ pub async fn serve(path: &Path) -> ExitCode {
              limit for processes and jobs; raise the limit (LimitNOFILE=) or lower max_connections"
         );
     }
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         eprintln!("error: cannot install signal handlers");
         return ExitCode::HostError;
@@ -45,9 +46,17 @@ pub async fn serve(path: &Path) -> ExitCode {
     println!("bosun: serving {} on {}", path.display(), daemon.url());
     let _ = std::io::stdout().flush();
     tracing::info!(config = %path.display(), url = daemon.url(), "bosun is serving");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => break tracing::info!("SIGINT: stopping"),
+            // Operators send SIGHUP to make a daemon reload; its default
+            // action would end bosun and leave every process unsupervised.
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: bosun does not reload its config yet; it goes on with the config \
+                 it started with (restart it to apply changes)"
+            ),
+        }
     }
     daemon.stop().await;
     tracing::info!("every process stopped; exiting");
