@@ -226,6 +226,21 @@ fn the_binary_checks_configs_and_runs_actions() {
         "[projects.shop]\ndir = \"shop\"\n[projects.shop.actions.x]\npath = \"broken.wasm\"\n",
     )
     .expect("write");
+    // exec loads only the action it runs: another's broken plugin is not
+    // compiled, and not reported.
+    std::fs::write(
+        root.path().join("both.toml"),
+        "[projects.shop]\ndir = \"shop\"\n[projects.shop.actions.status]\n[projects.shop.actions.x]\npath = \"broken.wasm\"\n",
+    )
+    .expect("write");
+    let out = bosun(&["exec", "shop", "status"], &root.path().join("both.toml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("shop/x"),
+        "exec loaded another action: {stderr}"
+    );
+
     let out = bosun(&["check"], &path);
     assert_eq!(out.status.code(), Some(7), "an invalid plugin exits 7");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -24,10 +24,12 @@ pub async fn exec(
         eprintln!("error: no project `{project}` in {}", path.display());
         return ExitCode::Usage;
     };
-    let (engine, registry) = match super::load_actions(&config).await {
-        Ok(loaded) => loaded,
+    let engine = match super::start_engine(&config) {
+        Ok(engine) => engine,
         Err(code) => return code,
     };
+    let registry =
+        crate::plugins::ActionRegistry::load_one(&engine, &config, project, action).await;
     let loaded = match registry.get(project, action) {
         None => {
             eprintln!("error: project `{project}` has no action `{action}`");

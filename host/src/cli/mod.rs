@@ -40,12 +40,16 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 /// Start the plugin engine and load every action of `config`; a broken
 /// plugin is recorded in the registry, only an engine that cannot start fails.
 async fn load_actions(config: &Config) -> Result<(Engine, ActionRegistry), ExitCode> {
-    let engine = Engine::new(&EngineConfig::from_config(config)).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::HostError
-    })?;
+    let engine = start_engine(config)?;
     let registry = ActionRegistry::load(&engine, config).await;
     Ok((engine, registry))
+}
+
+fn start_engine(config: &Config) -> Result<Engine, ExitCode> {
+    Engine::new(&EngineConfig::from_config(config)).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::HostError
+    })
 }
 
 /// bosun: supervise deployed projects and run sandboxed actions on them.

@@ -35,10 +35,27 @@ pub struct ActionRegistry {
 impl ActionRegistry {
     /// Load every action of every project in `config`.
     pub async fn load(engine: &Engine, config: &Config) -> Self {
+        Self::load_where(engine, config, |_, _| true).await
+    }
+
+    /// Load only `project`'s `action` (what `bosun exec` runs): the other
+    /// plugins are neither compiled nor reported.
+    pub async fn load_one(engine: &Engine, config: &Config, project: &str, action: &str) -> Self {
+        Self::load_where(engine, config, |p, a| p == project && a == action).await
+    }
+
+    async fn load_where(
+        engine: &Engine,
+        config: &Config,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Self {
         let mut by_hash: HashMap<[u8; 32], Result<Plugin, String>> = HashMap::new();
         let mut actions = BTreeMap::new();
         for (project, pcfg) in &config.projects {
             for (action, acfg) in &pcfg.actions.0 {
+                if !wanted(project, action) {
+                    continue;
+                }
                 let loaded = match read_component(action, acfg, &pcfg.dir) {
                     Err(reason) => Err(reason),
                     Ok(bytes) => {
