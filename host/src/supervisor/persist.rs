@@ -89,6 +89,8 @@ struct State {
     written: u64,
     /// Set when the owner goes: write what is left, then end.
     closing: bool,
+    /// Set when the writer thread has ended, however it ended.
+    writer_gone: bool,
 }
 
 fn key(spec: &InstanceSpec) -> String {
@@ -120,6 +122,7 @@ impl Persist {
                 version: 0,
                 written: 0,
                 closing: false,
+                writer_gone: false,
             }),
             rung: Condvar::new(),
         });
@@ -282,7 +285,7 @@ impl Shared {
     /// gone.
     fn wait_written(&self, version: u64) {
         let mut state = self.lock();
-        while state.written < version && !state.closing {
+        while state.written < version && !state.writer_gone {
             state = self
                 .rung
                 .wait(state)
@@ -291,11 +294,31 @@ impl Shared {
     }
 }
 
+/// Marks the writer gone when its thread ends, a panic included, so no
+/// stop or start waits for a write that will never come.
+struct WriterGone<'a>(&'a Shared);
+
+impl Drop for WriterGone<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.writer_gone = true;
+        if state.written < state.version {
+            tracing::error!(
+                path = %self.0.path.display(),
+                "the supervisor state writer stopped with changes unwritten; the marker sweep \
+                 finds what the file misses"
+            );
+        }
+        self.0.rung.notify_all();
+    }
+}
+
 /// The writer thread: whenever the state has changed since the last write,
 /// write it as it is now; end once closing with nothing left to write. A
 /// failed write is logged and counted as written (the next change tries
 /// again), so no waiter hangs on a full disk.
 fn write_loop(shared: &Shared) {
+    let _gone = WriterGone(shared);
     let mut state = shared.lock();
     loop {
         if state.written < state.version {

@@ -109,13 +109,14 @@ impl Worker {
                 continue;
             }
 
-            // Kept until the checkout is done: a stop while waiting, then a
-            // start, must wait for it again, not spawn into a missing dir.
+            // Kept when a stop interrupted the wait: a start after it must
+            // wait for the checkout again, not spawn into a missing dir. Not
+            // kept once it is done or abandoned (its clone task gone).
             if let Some(mut checkout) = self.checkout.take().filter(|c| !c.is_done()) {
                 want_running = self
                     .wait_for_checkout(&mut checkout, &mut pending_ack)
                     .await;
-                if !checkout.is_done() {
+                if !want_running {
                     self.checkout = Some(checkout);
                 }
                 continue;
