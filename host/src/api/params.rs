@@ -71,6 +71,7 @@ pub async fn read_body<H>(
     let started = tokio::time::Instant::now();
     let read = match tokio::time::timeout(QUICK_BODY.min(timeout), &mut read).await {
         Ok(read) => read,
+        Err(_) if timeout <= QUICK_BODY => return Err(too_slow()),
         Err(_) => {
             let _held = slow()?;
             tokio::time::timeout_at(started + timeout, read)
