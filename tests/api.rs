@@ -404,7 +404,9 @@ command = "sleep"
 args = ["100000"]
 instances = 4
 "#;
-    let (_root, b) = Bosun::start("", QUIET).await;
+    // Room for followers the server has yet to see go, however slowly.
+    let room = "max_long_requests = 1000\nmax_long_requests_per_key = 1000";
+    let (_root, b) = Bosun::start(room, QUIET).await;
     b.settled_project("alpha", "running").await;
     let tasks = || {
         tokio::runtime::Handle::current()

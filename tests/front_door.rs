@@ -336,10 +336,14 @@ async fn a_keys_trickled_bodies_count_against_its_share_not_the_servers() {
     // waits are refused, while its quick runs and other keys are served.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, _) = b
+        let (status, answer) = b
             .run("alpha", "status", "?wait=30s", json!({}), RUN_ALPHA)
             .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(
+                answer["error"]["code"], "too_many_long_requests",
+                "{answer}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "slow bodies never counted");

@@ -654,8 +654,17 @@ async fn sighup_leaves_bosun_and_its_processes_running() {
     guard.0.push(web);
     let bosun_pid = nix::unistd::Pid::from_raw(i32::try_from(bosun.id()).expect("pid"));
     nix::sys::signal::kill(bosun_pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
-    // Had the SIGHUP ended it, the exit would be by that signal, not the
-    // clean exit a SIGTERM gets.
+    // Still there, and still supervising, a while after the SIGHUP.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            bosun.try_wait().expect("try_wait").is_none(),
+            "SIGHUP ended bosun"
+        );
+        assert!(alive(web), "the process went with the SIGHUP");
+    }
+    // Had the SIGHUP ended it meanwhile, the exit would be by that signal,
+    // not the clean exit a SIGTERM gets.
     nix::sys::signal::kill(bosun_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = bosun.wait().expect("wait");
     assert!(status.success(), "bosun ended by {status}");
