@@ -320,35 +320,48 @@ async fn a_keys_trickled_bodies_count_against_its_share_not_the_servers() {
         "",
     );
     let server = addr(&b);
-    // Three runs whose bodies never finish arriving.
+    // Four runs whose bodies never finish arriving, and nothing else of
+    // their key: once slow, three hold the key's share and the fourth is
+    // refused on its own connection.
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let mut trickles = Vec::new();
-    for _ in 0..3 {
-        let mut s = connect_from("127.0.0.2", server).await;
+    for _ in 0..4 {
+        let s = connect_from("127.0.0.2", server).await;
+        let (mut read, mut write) = s.into_split();
         let head = format!(
             "POST /v1/projects/alpha/actions/status HTTP/1.1\r\nhost: bosun\r\n\
              authorization: Bearer {RUN_ALPHA}\r\ncontent-type: application/json\r\n\
              content-length: 100\r\n\r\n{{\"params\":"
         );
-        s.write_all(head.as_bytes()).await.expect("send");
-        trickles.push(s);
+        write.write_all(head.as_bytes()).await.expect("send");
+        let answers_tx = answers_tx.clone();
+        trickles.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            if let Ok(n) = read.read(&mut buf).await {
+                let _ = answers_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            // Keep the writing half open until the test ends.
+            drop(write);
+        }));
     }
-    // Once they have been slow for a while, they hold the key's share: its
-    // waits are refused, while its quick runs and other keys are served.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, answer) = b
-            .run("alpha", "status", "?wait=30s", json!({}), RUN_ALPHA)
-            .await;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(
-                answer["error"]["code"], "too_many_long_requests",
-                "{answer}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "slow bodies never counted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = tokio::time::timeout(Duration::from_secs(50), answers.recv())
+        .await
+        .expect("a trickle over the share is refused")
+        .expect("an answer");
+    assert!(
+        refused.starts_with("HTTP/1.1 429") && refused.contains("too_many_long_requests"),
+        "{refused}"
+    );
+    // The three hold the key's share: its waits are refused, while its
+    // quick runs and other keys are served.
+    let (status, answer) = b
+        .run("alpha", "status", "?wait=30s", json!({}), RUN_ALPHA)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "too_many_long_requests",
+        "{answer}"
+    );
     let (status, _) = b.run("alpha", "status", "", json!({}), RUN_ALPHA).await;
     assert_eq!(
         status,
@@ -360,7 +373,9 @@ async fn a_keys_trickled_bodies_count_against_its_share_not_the_servers() {
         .await;
     assert_eq!(status, StatusCode::OK, "{job}");
     // The trickles go; the share comes back.
-    drop(trickles);
+    for trickle in trickles {
+        trickle.abort();
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _) = b
