@@ -19,7 +19,7 @@ use common::server::{
     ADMIN, BETA_PROJECT_KEY, BosunProcess, READ, RUN_ALPHA, RUN_BETA, TICKER, config_dir,
     config_text,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
@@ -243,14 +243,7 @@ args = ["-c", "while true; do echo beta; sleep 0.1; done"]
 "#;
 
 async fn job_count(b: &BosunProcess) -> usize {
-    let page: Value = b
-        .req(Method::GET, "/v1/jobs?project=alpha", Some(ADMIN))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("JSON");
+    let page = b.get_json("/v1/jobs?project=alpha", ADMIN).await;
     page["jobs"].as_array().map_or(0, Vec::len)
 }
 

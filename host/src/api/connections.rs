@@ -97,12 +97,7 @@ impl Drop for Slot {
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.source);
-            }
-        }
+        super::count_down(&mut open, &self.source);
     }
 }
 

@@ -85,12 +85,7 @@ impl Drop for Held {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         open.total -= 1;
-        if let Some(n) = open.per_key.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                open.per_key.remove(&self.key);
-            }
-        }
+        super::count_down(&mut open.per_key, &self.key);
     }
 }
 

@@ -111,6 +111,18 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// One fewer open under `key`; a key down to 0 is forgotten, so a map of
+/// open connections or requests holds only the sources and keys that have
+/// some.
+fn count_down<K: std::hash::Hash + Eq>(counts: &mut std::collections::HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 /// The whole app. Past `max_concurrent_requests` in flight, requests are
 /// refused at once with 503 rather than queued without bound.
 pub fn router(state: AppState) -> Router {
