@@ -12,4 +12,5 @@ pub mod lines;
 pub mod metrics;
 pub mod plugins;
 pub mod project;
+pub mod reload;
 pub mod supervisor;

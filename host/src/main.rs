@@ -76,6 +76,7 @@ async fn main() -> std::process::ExitCode {
         Command::Cancel { id, client } => {
             remote::remote(&client, |c| remote::cancel(c, &client, &id)).await
         }
+        Command::Reload { client } => remote::remote(&client, |c| remote::reload(c, &client)).await,
     };
     std::process::ExitCode::from(code as u8)
 }

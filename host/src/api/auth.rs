@@ -12,12 +12,17 @@
 //!   is refused with 429 until the window ends, which makes guessing keys
 //!   over the network pointless.
 //! - Keys are never logged or stored; jobs record the key's *name*.
+//! - A reload swaps the key table whole ([`Auth::replace`]): a request sees
+//!   the old table or the new, never a mix. A key removed or changed ends
+//!   the waits and streams it holds open through its `revoked` token; the
+//!   brake's memory outlives reloads, so a reload buys no fresh guesses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use arc_swap::ArcSwap;
 use hashlink::LruCache;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -25,11 +30,13 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::connections::source;
 use super::error::ApiError;
 use crate::config::{Config, KeyHash, Role, Scope};
+use crate::reload::KeyChanges;
 
 /// Sources remembered by the brake; past this, the one that failed least
 /// recently is forgotten. 10,000 entries are well under a megabyte.
@@ -37,10 +44,15 @@ const BRAKE_MAX_SOURCES: usize = 10_000;
 
 /// The configured keys and the failure brake.
 pub struct Auth {
+    table: ArcSwap<KeyTable>,
+    brake: Brake,
+}
+
+/// The keys and projects of one config.
+struct KeyTable {
     keys: Vec<Key>,
     projects: HashSet<String>,
     project_keys: HashMap<String, KeyHash>,
-    brake: Brake,
 }
 
 struct Key {
@@ -49,6 +61,18 @@ struct Key {
     projects: Scope,
     actions: Scope,
     role: Role,
+    /// Cancelled when a reload removes or changes the key.
+    revoked: CancellationToken,
+}
+
+impl Key {
+    fn same_grant(&self, other: &Key) -> bool {
+        self.name == other.name
+            && self.hash == other.hash
+            && self.projects == other.projects
+            && self.actions == other.actions
+            && self.role == other.role
+    }
 }
 
 /// An authenticated caller.
@@ -61,29 +85,14 @@ pub struct Caller {
     role: Role,
     ip: IpAddr,
     project_key: Option<[u8; 32]>,
+    revoked: CancellationToken,
 }
 
 impl Auth {
     /// The keys of `config`.
     pub fn new(config: &Config) -> Self {
         Self {
-            keys: config
-                .keys
-                .iter()
-                .map(|k| Key {
-                    name: k.name.clone(),
-                    hash: k.hash.0,
-                    projects: k.projects.clone(),
-                    actions: k.actions.clone(),
-                    role: k.role,
-                })
-                .collect(),
-            projects: config.projects.keys().cloned().collect(),
-            project_keys: config
-                .projects
-                .iter()
-                .filter_map(|(name, p)| p.key_hash.map(|h| (name.clone(), h)))
-                .collect(),
+            table: ArcSwap::from_pointee(KeyTable::new(config)),
             brake: Brake {
                 limit: config.server.auth_fail_limit,
                 window: config.server.auth_fail_window,
@@ -92,9 +101,44 @@ impl Auth {
         }
     }
 
+    /// Take the keys and projects of `config` from the next request on. A
+    /// key whose name, hash, scope and role are all unchanged keeps its
+    /// open waits and streams; every other old key is revoked.
+    pub fn replace(&self, config: &Config) -> KeyChanges {
+        let mut table = KeyTable::new(config);
+        let old = self.table.load_full();
+        let mut kept = HashSet::new();
+        for key in &mut table.keys {
+            if let Some(same) = old.keys.iter().find(|o| o.same_grant(key)) {
+                key.revoked = same.revoked.clone();
+                kept.insert(key.name.clone());
+            }
+        }
+        for key in &old.keys {
+            if !kept.contains(&key.name) {
+                key.revoked.cancel();
+            }
+        }
+        let names =
+            |t: &KeyTable| -> BTreeSet<String> { t.keys.iter().map(|k| k.name.clone()).collect() };
+        let (before, after) = (names(&old), names(&table));
+        let changes = KeyChanges {
+            added: after.difference(&before).cloned().collect(),
+            removed: before.difference(&after).cloned().collect(),
+            changed: after
+                .intersection(&before)
+                .filter(|n| !kept.contains(*n))
+                .cloned()
+                .collect(),
+        };
+        self.table.store(Arc::new(table));
+        changes
+    }
+
     /// Identify the caller of a request from `ip` with `headers`.
     pub fn authenticate(&self, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
         self.brake.check(ip)?;
+        let table = self.table.load();
         let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
                 "unauthorized",
@@ -109,7 +153,7 @@ impl Auth {
             .unwrap_or("");
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for key in &self.keys {
+        for key in &table.keys {
             if bool::from(key.hash.ct_eq(&digest)) {
                 found = Some(key);
             }
@@ -131,6 +175,7 @@ impl Auth {
             role: key.role,
             ip,
             project_key,
+            revoked: key.revoked.clone(),
         })
     }
 
@@ -147,8 +192,9 @@ impl Auth {
                 caller.name
             )));
         }
-        let known = self.projects.contains(project);
-        if known && self.project_key_matches(caller, project) {
+        let table = self.table.load();
+        let known = table.projects.contains(project);
+        if known && table.project_key_matches(caller, project) {
             return Ok(());
         }
         if caller.project_key.is_some() {
@@ -161,7 +207,32 @@ impl Auth {
 
     /// Whether `caller` may see `project` in a listing, silently.
     pub fn sees(&self, caller: &Caller, project: &str) -> bool {
-        caller.projects.allows(project) && self.project_key_matches(caller, project)
+        caller.projects.allows(project) && self.table.load().project_key_matches(caller, project)
+    }
+}
+
+impl KeyTable {
+    fn new(config: &Config) -> Self {
+        Self {
+            keys: config
+                .keys
+                .iter()
+                .map(|k| Key {
+                    name: k.name.clone(),
+                    hash: k.hash.0,
+                    projects: k.projects.clone(),
+                    actions: k.actions.clone(),
+                    role: k.role,
+                    revoked: CancellationToken::new(),
+                })
+                .collect(),
+            projects: config.projects.keys().cloned().collect(),
+            project_keys: config
+                .projects
+                .iter()
+                .filter_map(|(name, p)| p.key_hash.map(|h| (name.clone(), h)))
+                .collect(),
+        }
     }
 
     fn project_key_matches(&self, caller: &Caller, project: &str) -> bool {
@@ -207,6 +278,16 @@ impl Caller {
     /// The projects the caller's key reaches, when it is not every project.
     pub fn project_scope(&self) -> &Scope {
         &self.projects
+    }
+
+    /// Whether the caller's key reaches every project.
+    pub fn reaches_all(&self) -> bool {
+        self.projects == Scope::All
+    }
+
+    /// Cancelled once a reload removes or changes the caller's key.
+    pub fn revoked(&self) -> &CancellationToken {
+        &self.revoked
     }
 }
 

@@ -17,6 +17,7 @@ use utoipa::IntoParams;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::long_requests::Held;
 use super::params::{RunBody, check_params, read_body};
 use super::query::{ApiPath, flag, parse_wait, query};
 use super::views::{JobPage, JobView};
@@ -117,10 +118,11 @@ pub async fn run_action(
     caller.require(Role::Run)?;
     state.auth.project(&caller, &project)?;
     caller.action(&action)?;
-    if !state.projects.contains_key(&project) {
+    if !state.projects.load().contains_key(&project) {
         return Err(ApiError::not_found(format!("no project `{project}`")));
     }
-    let loaded = match state.registry.get(&project, &action) {
+    let registry = state.registry.load_full();
+    let loaded = match registry.get(&project, &action) {
         None => {
             return Err(ApiError::not_found(format!(
                 "project `{project}` has no action `{action}`"
@@ -142,7 +144,7 @@ pub async fn run_action(
     let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
     // Refused before the job exists: a caller over its share loses nothing.
     let held = wait
-        .map(|_| state.long_requests.hold(&caller.name))
+        .map(|_| state.long_requests.hold(&caller))
         .transpose()?;
     let body = read_body(
         body,
@@ -150,7 +152,7 @@ pub async fn run_action(
         state.server.read_timeout,
         || match held {
             Some(_) => Ok(None),
-            None => state.long_requests.hold(&caller.name).map(Some),
+            None => state.long_requests.hold(&caller).map(Some),
         },
     )
     .await?;
@@ -179,10 +181,13 @@ pub async fn run_action(
             SubmitError::Store(e) => ApiError::internal(e),
         })?;
     tracing::info!(job = %job.id, project = %job.project, action = %job.action, by = %job.requested_by, "job accepted");
-    let Some(wait) = wait else {
+    // A wait always holds a place: both or neither.
+    let (Some(wait), Some(held)) = (wait, held) else {
         return Ok(job_response(StatusCode::ACCEPTED, &job));
     };
-    let job = state.jobs.wait(&job.id, wait).await?.unwrap_or(job);
+    let job = wait_held(&state, &job.id, wait, &held)
+        .await?
+        .unwrap_or(job);
     drop(held);
     let status = if job.state.is_terminal() {
         StatusCode::OK
@@ -190,6 +195,23 @@ pub async fn run_action(
         StatusCode::ACCEPTED
     };
     Ok(job_response(status, &job))
+}
+
+/// Wait up to `wait` for job `id` to end, unless a reload revokes the key
+/// that holds the wait first.
+async fn wait_held(
+    state: &AppState,
+    id: &str,
+    wait: Duration,
+    held: &Held,
+) -> Result<Option<Job>, ApiError> {
+    tokio::select! {
+        job = state.jobs.wait(id, wait) => Ok(job?),
+        () = held.revoked() => Err(ApiError::unauthorized(
+            "key_revoked",
+            "the bearer key was revoked while waiting",
+        )),
+    }
 }
 
 /// The job `id`, if the caller may see it. Another tenant's job is a plain
@@ -228,6 +250,7 @@ pub async fn list_jobs(
         }
         None => state
             .projects
+            .load()
             .keys()
             .filter(|p| state.auth.sees(&caller, p))
             .cloned()
@@ -285,8 +308,8 @@ pub async fn get_job(
     let wait = parse_wait(query(q)?.wait.as_deref(), state.server.max_wait)?;
     let mut job = visible_job(&state, &caller, &id).await?;
     if let Some(wait) = wait {
-        let _held = state.long_requests.hold(&caller.name)?;
-        job = state.jobs.wait(&id, wait).await?.unwrap_or(job);
+        let held = state.long_requests.hold(&caller)?;
+        job = wait_held(&state, &id, wait, &held).await?.unwrap_or(job);
     }
     Ok(Json(JobView::from(&job)))
 }
@@ -360,7 +383,7 @@ pub async fn job_log(
     let job = visible_job(&state, &caller, &id).await?;
     // Held before the log is loaded: a follower over its share costs nothing.
     let held = follow
-        .then(|| state.long_requests.hold(&caller.name))
+        .then(|| state.long_requests.hold(&caller))
         .transpose()?;
     let log = state
         .jobs

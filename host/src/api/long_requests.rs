@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::StatusCode;
 
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::config::ServerConfig;
 
@@ -32,6 +35,15 @@ struct Open {
 pub struct Held {
     owner: Arc<LongRequests>,
     key: String,
+    revoked: CancellationToken,
+}
+
+impl Held {
+    /// Resolves once a reload revokes the key holding this place: a wait
+    /// or a stream then ends.
+    pub fn revoked(&self) -> WaitForCancellationFutureOwned {
+        self.revoked.clone().cancelled_owned()
+    }
 }
 
 impl LongRequests {
@@ -44,9 +56,13 @@ impl LongRequests {
         })
     }
 
-    /// A place for a long request of the key named `key`, or the reason
-    /// there is none.
-    pub fn hold(self: &Arc<Self>, key: &str) -> Result<Held, ApiError> {
+    /// A place for a long request of `caller`'s key, or the reason there
+    /// is none.
+    pub fn hold(self: &Arc<Self>, caller: &Caller) -> Result<Held, ApiError> {
+        self.hold_for(&caller.name, caller.revoked().clone())
+    }
+
+    fn hold_for(self: &Arc<Self>, key: &str, revoked: CancellationToken) -> Result<Held, ApiError> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let mine = open.per_key.get(key).copied().unwrap_or(0);
         if mine >= self.per_key {
@@ -73,6 +89,7 @@ impl LongRequests {
         Ok(Held {
             owner: self.clone(),
             key: key.to_string(),
+            revoked,
         })
     }
 }
@@ -100,18 +117,19 @@ mod tests {
             max_long_requests_per_key: 2,
             ..ServerConfig::default()
         });
-        let a1 = limits.hold("a").expect("a1");
-        let _a2 = limits.hold("a").expect("a2");
-        let Err(a3) = limits.hold("a") else {
+        let hold = |key: &str| limits.hold_for(key, CancellationToken::new());
+        let a1 = hold("a").expect("a1");
+        let _a2 = hold("a").expect("a2");
+        let Err(a3) = hold("a") else {
             panic!("a is at its share")
         };
         assert_eq!(a3.status(), StatusCode::TOO_MANY_REQUESTS);
-        let _b1 = limits.hold("b").expect("b is served");
-        let Err(b2) = limits.hold("b") else {
+        let _b1 = hold("b").expect("b is served");
+        let Err(b2) = hold("b") else {
             panic!("the server is full")
         };
         assert_eq!(b2.status(), StatusCode::SERVICE_UNAVAILABLE);
         drop(a1);
-        limits.hold("b").expect("a place was given back");
+        hold("b").expect("a place was given back");
     }
 }

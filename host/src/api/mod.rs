@@ -23,6 +23,7 @@ mod views;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
@@ -40,7 +41,8 @@ pub use long_requests::LongRequests;
 use crate::config::ServerConfig;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::plugins::ActionRegistry;
+use crate::plugins::Actions;
+use crate::reload::Reloader;
 use crate::supervisor::ProjectHandle;
 
 /// Everything a handler may use. Cheap to clone.
@@ -51,17 +53,19 @@ pub struct AppState {
     /// The job system.
     pub jobs: Jobs,
     /// Every project's actions.
-    pub registry: Arc<ActionRegistry>,
+    pub registry: Actions,
     /// Every project's processes.
-    pub projects: Arc<BTreeMap<String, ProjectHandle>>,
+    pub projects: Arc<ArcSwap<BTreeMap<String, ProjectHandle>>>,
     /// The metrics.
     pub metrics: Metrics,
     /// Limits of the HTTP server.
     pub server: Arc<ServerConfig>,
     /// What each project's confinement is.
-    pub confinement: Arc<BTreeMap<String, crate::confine::Report>>,
+    pub confinement: Arc<ArcSwap<BTreeMap<String, crate::confine::Report>>>,
     /// Waits and streams open, overall and per key.
     pub long_requests: Arc<LongRequests>,
+    /// Asks the daemon to reload its config.
+    pub reloader: Reloader,
 }
 
 #[derive(OpenApi)]
@@ -107,6 +111,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::job_log))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(ops::reload))
         .routes(routes!(ops::openapi))
         .split_for_parts()
 }

@@ -1,10 +1,10 @@
-//! Health, metrics and the API's own description.
+//! Health, metrics, reload and the API's own description.
 
 use std::sync::LazyLock;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use crate::config::{Role, Scope};
+use crate::reload::{ReloadError, ReloadReport};
 
 /// The answer of `/healthz`.
 #[derive(Serialize, ToSchema)]
@@ -26,6 +27,48 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
+}
+
+/// Re-read the config file and apply what changed: keys, projects,
+/// processes and plugins, touching nothing else. An invalid config changes
+/// nothing and the answer lists every problem. Needs an `admin` key that
+/// reaches every project.
+#[utoipa::path(
+    post, path = "/v1/reload", tag = "ops",
+    responses(
+        (status = 200, description = "Applied; what changed", body = ReloadReport),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, description = "The config or a plugin is not usable; nothing changed", body = ErrorBody),
+        (status = 503, description = "bosun is shutting down", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reload(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ReloadReport>, ApiError> {
+    caller.require(Role::Admin)?;
+    if !caller.reaches_all() {
+        return Err(ApiError::forbidden(format!(
+            "key `{}` reaches only some projects; a reload needs an admin key with `projects = \"*\"`",
+            caller.name
+        )));
+    }
+    tracing::info!(by = %caller.name, "reload requested over the API");
+    match state.reloader.reload().await {
+        Ok(report) => Ok(Json(report)),
+        Err(e @ ReloadError::Invalid(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            e.to_string(),
+        )),
+        Err(e @ ReloadError::ShuttingDown) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )
+        .retry_after(5)),
+    }
 }
 
 /// Prometheus metrics of the projects the key reaches (and, for a key
@@ -44,7 +87,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
         state.metrics.queue_depth(&project, depth);
     }
     let server_wide = matches!(caller.project_scope(), Scope::All);
-    for (project, handle) in state.projects.iter() {
+    for (project, handle) in state.projects.load().iter() {
         for s in handle.list() {
             state
                 .metrics

@@ -38,6 +38,7 @@ pub struct ProcessLogQuery {
 fn action_names(state: &AppState, project: &str) -> Vec<String> {
     state
         .registry
+        .load()
         .project(project)
         .map(|(name, _)| name.to_string())
         .collect()
@@ -45,15 +46,17 @@ fn action_names(state: &AppState, project: &str) -> Vec<String> {
 
 /// Check scope, then look the project up: the order keeps project names
 /// private from keys that may not see them.
-fn visible_project<'a>(
-    state: &'a AppState,
+fn visible_project(
+    state: &AppState,
     caller: &Caller,
     project: &str,
-) -> Result<&'a ProjectHandle, ApiError> {
+) -> Result<ProjectHandle, ApiError> {
     state.auth.project(caller, project)?;
     state
         .projects
+        .load()
         .get(project)
+        .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no project `{project}`")))
 }
 
@@ -75,6 +78,7 @@ pub async fn list_projects(
 ) -> Json<Vec<ProjectSummary>> {
     let projects = state
         .projects
+        .load()
         .iter()
         .filter(|(name, _)| state.auth.sees(&caller, name))
         .map(|(name, handle)| {
@@ -118,7 +122,7 @@ pub async fn get_project(
     Ok(Json(ProjectView {
         processes: handle.list().iter().map(ProcessView::from).collect(),
         actions: action_names(&state, &project),
-        confinement: state.confinement.get(&project).cloned(),
+        confinement: state.confinement.load().get(&project).cloned(),
         name: project,
         queued_jobs,
     }))
@@ -146,6 +150,7 @@ pub async fn list_actions(
     visible_project(&state, &caller, &project)?;
     let actions = state
         .registry
+        .load()
         .project(&project)
         .map(|(name, loaded)| match loaded {
             Ok(loaded) => {
@@ -248,7 +253,7 @@ fn logs(
         other => ApiError::internal(other),
     };
     if follow {
-        let held = state.long_requests.hold(&caller.name)?;
+        let held = state.long_requests.hold(caller)?;
         let follow = handle.follow(name, lines).map_err(not_found)?;
         return Ok(stream::respond(
             stream::wants_sse(headers),

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::long_requests::Held;
 use super::views::JobView;
@@ -53,11 +54,13 @@ pub fn plain<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Response {
         .into_response()
 }
 
-/// Stream what arrives on `rx` until it closes; the stream holds `held`
-/// until the client has it all or goes away.
+/// Stream what arrives on `rx` until it closes or a reload revokes the
+/// caller's key; the stream holds `held` until the client has it all or
+/// goes away.
 pub fn respond(sse: bool, rx: mpsc::Receiver<Item>, held: Held) -> Response {
     let items = Holding {
         items: ReceiverStream::new(rx),
+        revoked: Box::pin(held.revoked()),
         _held: held,
     };
     if sse {
@@ -88,9 +91,11 @@ pub fn respond(sse: bool, rx: mpsc::Receiver<Item>, held: Held) -> Response {
     response
 }
 
-/// A stream that keeps its long-request place until it is dropped.
+/// A stream that keeps its long-request place until it is dropped, and
+/// ends when its key is revoked.
 struct Holding<S> {
     items: S,
+    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     _held: Held,
 }
 
@@ -98,6 +103,9 @@ impl<S: Stream + Unpin> Stream for Holding<S> {
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.revoked.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
         Pin::new(&mut self.items).poll_next(cx)
     }
 }

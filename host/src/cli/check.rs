@@ -16,19 +16,11 @@ pub async fn check(path: &Path) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut errors = 0;
-    for e in registry.errors() {
-        let key = match e.plugin.split_once('/') {
-            Some((project, action)) => format!("projects.{project}.actions.{action}"),
-            None => e.plugin.clone(),
-        };
-        let line = crate::config::line_of(&text, &key)
-            .map(|l| format!(":{l}"))
-            .unwrap_or_default();
-        eprintln!("error: {}{line}: `{key}`: {}", path.display(), e.reason);
-        errors += 1;
+    let problems = registry.problems(path);
+    for problem in &problems {
+        eprintln!("error: {problem}");
     }
+    let errors = problems.len();
     let actions: usize = config.projects.values().map(|p| p.actions.0.len()).sum();
     if errors > 0 {
         eprintln!("{errors} of {actions} actions failed to load");

@@ -167,6 +167,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make a running server re-read its config and apply what changed;
+    /// print what changed, or every problem (nothing is applied then).
+    Reload {
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

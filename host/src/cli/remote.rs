@@ -1,4 +1,5 @@
-//! The remote subcommands: `run`, `ps`, `logs`, `jobs`, `job`, `cancel`.
+//! The remote subcommands: `run`, `ps`, `logs`, `jobs`, `job`, `cancel`,
+//! `reload`.
 //! Each talks to a running server over the HTTP API (see `client`), prints
 //! text for people or JSON with `--json`, and exits with a code scripts can
 //! branch on: a job's exit code says how it ended (see [`ExitCode`]).
@@ -408,6 +409,68 @@ pub async fn cancel(client: Client, args: &ClientArgs, id: &str) -> Result<ExitC
         print_json(&job);
     } else {
         println!("job {id}: {}", job["state"].as_str().unwrap_or("?"));
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `bosun reload`.
+pub async fn reload(client: Client, args: &ClientArgs) -> Result<ExitCode, ClientError> {
+    let report = client
+        .json(client.request(Method::POST, "/v1/reload", None))
+        .await?;
+    if args.json {
+        print_json(&report);
+        return Ok(ExitCode::Ok);
+    }
+    if report["changed"] != json!(true) {
+        println!("reloaded: nothing changed");
+        return Ok(ExitCode::Ok);
+    }
+    println!("reloaded");
+    let lists = [
+        ("projects", "added"),
+        ("projects", "removed"),
+        ("projects", "restarted"),
+        ("processes", "added"),
+        ("processes", "removed"),
+        ("processes", "restarted"),
+        ("plugins", "added"),
+        ("plugins", "removed"),
+        ("plugins", "replaced"),
+        ("keys", "added"),
+        ("keys", "removed"),
+        ("keys", "changed"),
+    ];
+    for (what, how) in lists {
+        let names: Vec<&str> = report[what][how]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !names.is_empty() {
+            println!("  {what} {how}: {}", names.join(", "));
+        }
+    }
+    for (what, key) in [
+        ("cancelled", "jobs_cancelled"),
+        ("interrupted", "jobs_interrupted"),
+    ] {
+        if let Some(n) = report[key].as_u64().filter(|n| *n > 0) {
+            println!("  jobs of removed projects {what}: {n}");
+        }
+    }
+    let fixed: Vec<&str> = report["restart_needed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !fixed.is_empty() {
+        println!(
+            "  needs a restart of bosun (kept as they were): {}",
+            fixed.join(", ")
+        );
     }
     Ok(ExitCode::Ok)
 }

@@ -1,6 +1,7 @@
 //! `bosun serve`: supervise every project's processes and serve the HTTP
 //! API until SIGTERM or SIGINT, then stop in order (see `daemon`) and exit
-//! once every process is gone. SIGHUP is logged, and changes nothing.
+//! once every process is gone. SIGHUP reloads the config, as `bosun
+//! reload` and `POST /v1/reload` do; its outcome goes to the log.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -50,12 +51,14 @@ pub async fn serve(path: &Path) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => break tracing::info!("SIGINT: stopping"),
-            // Operators send SIGHUP to make a daemon reload; its default
-            // action would end bosun and leave every process unsupervised.
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: bosun does not reload its config yet; it goes on with the config \
-                 it started with (restart it to apply changes)"
-            ),
+            // The reload logs what it changed, or every problem.
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // In its own task: a stop signal is not kept waiting by a
+                // reload's rolling restarts.
+                let reloader = daemon.reloader();
+                tokio::spawn(async move { reloader.reload().await });
+            }
         }
     }
     daemon.stop().await;

@@ -27,11 +27,11 @@ use super::PluginSettings;
 use crate::plugins::stock;
 
 /// A project's actions by name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Actions(pub BTreeMap<String, ActionConfig>);
 
 /// One action of a project.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
     /// A custom plugin's component file; absent means the stock plugin of the

@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// `[projects.<p>.commands]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
     /// Program names plugins may run, resolved on the PATH the program
@@ -56,7 +56,7 @@ impl Default for CommandsConfig {
 }
 
 /// `[projects.<p>.git]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitConfig {
     /// The repository to clone into the project dir when that dir is
@@ -87,7 +87,7 @@ impl Default for GitConfig {
 }
 
 /// `[projects.<p>.deploy]`: read by the stock `deploy` action.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeployConfig {
     /// Build steps, each a program and its arguments, run in order through

@@ -35,7 +35,7 @@ use serde::Deserialize;
 pub const DEFAULT_ID_RANGE: [u32; 2] = [1_900_000_000, 1_900_065_535];
 
 /// `[confinement]`: server-wide settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfinementSettings {
     /// The first and last id (inclusive) of the range project identities
@@ -76,7 +76,7 @@ impl ConfinementSettings {
 }
 
 /// `[projects.<p>.confinement]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectConfinement {
     /// Run as this existing user (a name or a numeric uid) instead of an
@@ -92,7 +92,7 @@ pub struct ProjectConfinement {
 }
 
 /// `[projects.<p>.limits]`: what the whole project may use at once.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Memory of all its processes together. Default: unlimited.

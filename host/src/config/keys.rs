@@ -101,7 +101,7 @@ impl<'de> Deserialize<'de> for Scope {
 }
 
 /// One API key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key's name, recorded as `requested_by` on its jobs.

@@ -68,7 +68,7 @@ pub enum ConfigError {
 }
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where bosun keeps its state: job history, compiled plugins, desired
@@ -103,7 +103,7 @@ fn default_state_dir() -> PathBuf {
 }
 
 /// Engine-wide plugin limits, and the defaults each action inherits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginSettings {
     /// How many plugin runs may execute at once, across all projects. Also sizes
@@ -138,7 +138,7 @@ impl Default for PluginSettings {
 }
 
 /// One managed project.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     /// The project's directory; its plugins see it as `/`.

@@ -26,7 +26,7 @@ pub const DEFAULT_RESTART_AT: [Duration; 8] = [
 ];
 
 /// One supervised program (and its `instances` copies).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessConfig {
     /// The name operations use; several entries may share one.
@@ -88,7 +88,7 @@ pub struct ProcessConfig {
 }
 
 /// A readiness check: a TCP port accepting connections, or a log line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadyConfig {
     /// Ready once 127.0.0.1:`port` accepts a connection.

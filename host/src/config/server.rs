@@ -12,7 +12,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 /// How bosun listens for HTTP requests.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// The address to listen on. Default `127.0.0.1:8750`; port 0 picks a
@@ -80,7 +80,7 @@ impl Default for ServerConfig {
 }
 
 /// A PEM certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain, leaf first.
@@ -90,7 +90,7 @@ pub struct TlsConfig {
 }
 
 /// The job queue and history.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {
     /// Jobs a project may have waiting (besides the one running); past it a

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context as _;
 use landlock::RulesetCreated;
@@ -36,7 +36,12 @@ pub struct Jail {
     pub(super) dir: PathBuf,
     pub(super) unconfined: bool,
     pub(super) identity: Option<Identity>,
-    pub(super) fs: Option<FsView>,
+    /// What its programs may see; a reload that adds a project hides that
+    /// project's files from programs started after it.
+    pub(super) fs: RwLock<Option<FsView>>,
+    /// Paths it sees beyond the system's view: its read-only extras, its
+    /// cgroup dirs, its `/proc`.
+    view_extra: Vec<PathBuf>,
     pub(super) private: Option<Private>,
     pub(super) tmpdir: PathBuf,
     pub(super) netns: bool,
@@ -145,12 +150,10 @@ impl Jail {
             .iter()
             .map(|p| p.canonicalize().unwrap_or_else(|_| lexical(p)))
             .collect();
-        let fs = confined.then(|| {
-            let mut extra = read_only.clone();
-            extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
-            extra.extend(private.as_ref().and_then(|p| p.proc.clone()));
-            system.with(&extra)
-        });
+        let mut view_extra = read_only.clone();
+        view_extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
+        view_extra.extend(private.as_ref().and_then(|p| p.proc.clone()));
+        let fs = confined.then(|| system.with(&view_extra));
         let layers = |c| tree.and_then(|t| t.layer(c));
         let report = Self::report(
             host,
@@ -172,7 +175,8 @@ impl Jail {
             drop_bounding: (confined && host.root).then_some(host.cap_last),
             netns: confined && host.root,
             identity,
-            fs,
+            fs: RwLock::new(fs),
+            view_extra,
             private,
             tmpdir,
             cgroup,
@@ -192,7 +196,8 @@ impl Jail {
             dir: lexical(&project.dir),
             unconfined: project.unconfined,
             identity: None,
-            fs: None,
+            fs: RwLock::new(None),
+            view_extra: Vec::new(),
             private: None,
             tmpdir: PathBuf::from("/tmp"),
             netns: false,
@@ -324,6 +329,20 @@ impl Jail {
         }
     }
 
+    /// See the system as `system` from the next program on (a reload
+    /// changed what is protected); programs already running keep the view
+    /// they started with.
+    pub(super) fn refresh_view(&self, system: &FsView) {
+        let mut fs = self.fs.write().unwrap_or_else(PoisonError::into_inner);
+        if fs.is_some() {
+            *fs = Some(system.with(&self.view_extra));
+            self.rulesets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
     /// Unmount what the jail mounted on the host.
     pub(super) fn release(&self, server: bool) {
         if let Some(private) = &self.private {
@@ -374,7 +393,8 @@ impl Jail {
         workdir: Option<&Path>,
         network: bool,
     ) -> anyhow::Result<Option<Arc<RulesetCreated>>> {
-        let Some(fs) = &self.fs else {
+        let fs = self.fs.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(fs) = fs.as_ref() else {
             return Ok(None);
         };
         let dir = workdir.unwrap_or(&self.dir);
@@ -410,7 +430,12 @@ impl Jail {
 impl Jail {
     /// The ruleset of a helper reading only `dir` (and the system).
     pub(super) fn helper_ruleset(&self, dir: &Path) -> anyhow::Result<Option<Arc<RulesetCreated>>> {
-        match &self.fs {
+        match self
+            .fs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             Some(fs) => Ok(Some(Arc::new(
                 fs.with(&[dir.to_path_buf()]).ruleset(&[], false)?,
             ))),

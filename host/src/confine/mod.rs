@@ -43,7 +43,7 @@ mod report;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -146,8 +146,11 @@ impl HostLayers {
 
 /// Every project's [`Jail`], and this bosun's cgroups.
 pub struct Confinement {
-    jails: BTreeMap<String, Arc<Jail>>,
+    /// Held only for a lookup, or a reload's insert or removal.
+    jails: RwLock<BTreeMap<String, Arc<Jail>>>,
     tree: Option<Arc<Tree>>,
+    host: HostLayers,
+    state_dir: PathBuf,
     leftovers_stopped: usize,
     owner: bool,
 }
@@ -242,11 +245,70 @@ impl Confinement {
             allocations.save()?;
         }
         Ok(Self {
-            jails,
+            jails: RwLock::new(jails),
             tree,
+            host,
+            state_dir,
             leftovers_stopped,
             owner,
         })
+    }
+
+    /// Set up the jail of `project`, new in `config` (a reload): its
+    /// identity is allocated and saved, its dir handed over, its cgroup
+    /// made. The other jails see `config`'s protected paths from their
+    /// next program on, so none of them reads the new project's files.
+    pub fn add(&self, config: &Config, project: &str) -> Result<(), ConfineError> {
+        let Some(pcfg) = config.projects.get(project) else {
+            return Ok(());
+        };
+        let mut allocations = Allocations::load(&self.state_dir)?;
+        let identity = identity_of(&self.host, project, pcfg, config, &mut allocations)?;
+        if self.owner {
+            allocations.save()?;
+        }
+        let system = FsView::new(&protected(config, &self.state_dir), &[]);
+        let shared = Shared {
+            host: &self.host,
+            tree: self.tree.as_deref(),
+            system: &system,
+            state_dir: &self.state_dir,
+            owner: self.owner,
+        };
+        let jail = Jail::setup(&shared, project, pcfg, identity).unwrap_or_else(|e| {
+            let why = format!("{e:#}");
+            tracing::error!(project, "setting up its confinement: {why}");
+            Jail::broken(project, pcfg, why)
+        });
+        log_report(project, &jail.report);
+        self.jails_mut().insert(project.to_string(), Arc::new(jail));
+        self.refresh(config);
+        Ok(())
+    }
+
+    /// Drop the jail of `project`, removed by a reload, once its programs
+    /// have stopped: its private mounts are undone.
+    pub fn remove(&self, project: &str) {
+        if let Some(jail) = self.jails_mut().remove(project) {
+            jail.release(self.owner);
+        }
+    }
+
+    /// Give every jail `config`'s view of what is protected, for its
+    /// programs started from now on.
+    pub fn refresh(&self, config: &Config) {
+        let system = FsView::new(&protected(config, &self.state_dir), &[]);
+        for jail in self.jails().values() {
+            jail.refresh_view(&system);
+        }
+    }
+
+    fn jails(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Jail>>> {
+        self.jails.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn jails_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Jail>>> {
+        self.jails.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What each project of `config` would get here, without changing
@@ -297,12 +359,12 @@ impl Confinement {
 
     /// The jail of `project`.
     pub fn jail(&self, project: &str) -> Option<Arc<Jail>> {
-        self.jails.get(project).cloned()
+        self.jails().get(project).cloned()
     }
 
     /// Every project's report.
     pub fn reports(&self) -> BTreeMap<String, Report> {
-        self.jails
+        self.jails()
             .iter()
             .map(|(name, jail)| (name.clone(), jail.report.clone()))
             .collect()
@@ -319,7 +381,7 @@ impl Confinement {
         if let Some(tree) = &self.tree {
             tree.remove();
         }
-        for jail in self.jails.values() {
+        for jail in self.jails().values() {
             jail.release(self.owner);
         }
     }

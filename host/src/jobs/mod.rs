@@ -16,25 +16,27 @@
 
 mod log;
 mod model;
+mod projects;
 mod runner;
 mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
 pub use log::JobLog;
 pub use model::{Job, JobError, JobState, now_ms};
+pub use projects::RemovedJobs;
 pub use store::{JobFilter, Retention, Store, StoreError};
 
 use crate::config::JobsConfig;
 use crate::metrics::Metrics;
-use crate::plugins::{ActionRegistry, Engine, ProjectScope};
+use crate::plugins::{Actions, Engine, ProjectScope};
 use crate::project::Checkout;
 
 /// The shortest time between two retention passes while jobs finish.
@@ -93,8 +95,9 @@ pub(crate) struct ActiveJob {
     job: watch::Sender<Job>,
     log: JobLog,
     cancel: CancellationToken,
-    /// Set when shutdown, not a caller, cancels the run.
-    interrupted: AtomicBool,
+    /// Why bosun, not a caller, cancelled the run: shutdown, or a reload
+    /// that removed the project.
+    interrupted: OnceLock<String>,
 }
 
 /// A live view of a job's log.
@@ -114,7 +117,11 @@ pub enum LogFollow {
 }
 
 struct ProjectQueue {
-    scope: ProjectScope,
+    /// What its jobs may touch; a reload may change it for the next job.
+    scope: ArcSwap<ProjectScope>,
+    /// Cancelled when bosun stops or a reload removes the project: the
+    /// runner takes no further job.
+    closing: CancellationToken,
     /// The project's first checkout: no job runs before it is done.
     checkout: Option<Checkout>,
     /// Held only for a moment: the runner never waits on a submission.
@@ -126,6 +133,17 @@ struct ProjectQueue {
 }
 
 impl ProjectQueue {
+    fn new(scope: ProjectScope, checkout: Option<Checkout>, stopping: &CancellationToken) -> Self {
+        Self {
+            scope: ArcSwap::from_pointee(scope),
+            closing: stopping.child_token(),
+            checkout,
+            waiting: Mutex::new(VecDeque::new()),
+            submitting: tokio::sync::Mutex::new(()),
+            notify: Notify::new(),
+        }
+    }
+
     fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<ActiveJob>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -134,13 +152,14 @@ impl ProjectQueue {
 pub(crate) struct Inner {
     store: Store,
     engine: Engine,
-    registry: Arc<ActionRegistry>,
-    queues: BTreeMap<String, Arc<ProjectQueue>>,
+    registry: Actions,
+    /// Held only for a lookup or a reload's insert or removal.
+    queues: RwLock<BTreeMap<String, Arc<ProjectQueue>>>,
     active: Mutex<HashMap<String, Arc<ActiveJob>>>,
     cfg: JobsConfig,
     metrics: Metrics,
     stopping: CancellationToken,
-    runners: Mutex<Vec<JoinHandle<()>>>,
+    runners: Mutex<BTreeMap<String, JoinHandle<()>>>,
     /// When retention last started.
     /// When each project's history was last pruned.
     pruned_at: Mutex<HashMap<String, Instant>>,
@@ -169,7 +188,7 @@ impl Jobs {
     pub async fn start(
         store: Store,
         engine: Engine,
-        registry: Arc<ActionRegistry>,
+        registry: Actions,
         scopes: BTreeMap<String, ProjectScope>,
         cfg: JobsConfig,
         metrics: Metrics,
@@ -177,16 +196,11 @@ impl Jobs {
     ) -> Result<(Self, BootReport), StoreError> {
         let recovered = store.recover().await?;
         let pruned = store.prune(cfg.retention(), None).await?;
+        let stopping = CancellationToken::new();
         let queues = scopes
             .into_iter()
             .map(|(name, scope)| {
-                let queue = ProjectQueue {
-                    checkout: checkouts.get(&name).cloned(),
-                    scope,
-                    waiting: Mutex::new(VecDeque::new()),
-                    submitting: tokio::sync::Mutex::new(()),
-                    notify: Notify::new(),
-                };
+                let queue = ProjectQueue::new(scope, checkouts.get(&name).cloned(), &stopping);
                 (name, Arc::new(queue))
             })
             .collect();
@@ -194,24 +208,26 @@ impl Jobs {
             store,
             engine,
             registry,
-            queues,
+            queues: RwLock::new(queues),
             active: Mutex::new(HashMap::new()),
             cfg,
             metrics,
-            stopping: CancellationToken::new(),
-            runners: Mutex::new(Vec::new()),
+            stopping,
+            runners: Mutex::new(BTreeMap::new()),
             pruned_at: Mutex::new(HashMap::new()),
         });
         let requeued = recovered.queued.len();
         for job in recovered.queued {
             inner.requeue(job).await;
         }
-        let runners = inner
-            .queues
-            .values()
-            .map(|q| tokio::spawn(runner::run_queue(inner.clone(), q.clone())))
+        let queues: Vec<_> = inner
+            .queues()
+            .iter()
+            .map(|(name, q)| (name.clone(), q.clone()))
             .collect();
-        *inner.runners.lock().unwrap_or_else(PoisonError::into_inner) = runners;
+        for (name, queue) in queues {
+            inner.start_runner(name, queue);
+        }
         let report = BootReport {
             interrupted: recovered.interrupted,
             requeued,
@@ -227,10 +243,17 @@ impl Jobs {
         }
         let queue = self
             .inner
-            .queues
-            .get(&new.project)
+            .queue(&new.project)
             .ok_or_else(|| SubmitError::UnknownProject(new.project.clone()))?;
         let _turn = queue.submitting.lock().await;
+        if queue.closing.is_cancelled() {
+            // Removed by a reload (or closed by a shutdown) while this waited.
+            return Err(if self.inner.stopping.is_cancelled() {
+                SubmitError::ShuttingDown
+            } else {
+                SubmitError::UnknownProject(new.project)
+            });
+        }
         if queue.waiting().len() >= self.inner.cfg.queue_depth {
             self.inner.metrics.job_refused(&new.project);
             return Err(SubmitError::QueueFull {
@@ -303,7 +326,7 @@ impl Jobs {
         if state.is_terminal() {
             return Err(CancelError::Finished(state));
         }
-        if let Some(queue) = self.inner.queues.get(&project) {
+        if let Some(queue) = self.inner.queue(&project) {
             let removed = {
                 let mut waiting = queue.waiting();
                 let pos = waiting.iter().position(|a| Arc::ptr_eq(a, &active));
@@ -332,7 +355,7 @@ impl Jobs {
     /// Jobs waiting per project (not counting the running one).
     pub fn queue_depths(&self) -> Vec<(String, usize)> {
         self.inner
-            .queues
+            .queues()
             .iter()
             .map(|(name, queue)| (name.clone(), queue.waiting().len()))
             .collect()
@@ -350,7 +373,7 @@ impl Jobs {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let mut all = futures_util::future::join_all(runners);
+        let mut all = futures_util::future::join_all(runners.into_values());
         if tokio::time::timeout(grace, &mut all).await.is_err() {
             let active: Vec<Arc<ActiveJob>> = self
                 .inner
@@ -361,15 +384,50 @@ impl Jobs {
                 .cloned()
                 .collect();
             for job in active {
-                job.interrupted.store(true, Ordering::SeqCst);
-                job.cancel.cancel();
+                job.interrupt("bosun shut down before the job finished");
             }
             all.await;
         }
     }
 }
 
+impl ActiveJob {
+    /// Cancel the run on bosun's behalf: it ends `interrupted`, saying `why`.
+    fn interrupt(&self, why: impl Into<String>) {
+        let _ = self.interrupted.set(why.into());
+        self.cancel.cancel();
+    }
+}
+
 impl Inner {
+    fn queues(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ProjectQueue>>> {
+        self.queues.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn queue(&self, project: &str) -> Option<Arc<ProjectQueue>> {
+        self.queues().get(project).cloned()
+    }
+
+    /// Start `queue`'s runner, known by the project's name.
+    fn start_runner(self: &Arc<Self>, name: String, queue: Arc<ProjectQueue>) {
+        let runner = tokio::spawn(runner::run_queue(self.clone(), queue));
+        self.runners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, runner);
+    }
+
+    /// The jobs of `project` that are queued or running.
+    fn active_of(&self, project: &str) -> Vec<Arc<ActiveJob>> {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|a| a.job.borrow().project == project)
+            .cloned()
+            .collect()
+    }
+
     fn active(&self, id: &str) -> Option<Arc<ActiveJob>> {
         self.active
             .lock()
@@ -384,7 +442,7 @@ impl Inner {
             job: watch::Sender::new(job),
             log: JobLog::new(usize::try_from(self.cfg.max_log.as_u64()).unwrap_or(usize::MAX)),
             cancel: CancellationToken::new(),
-            interrupted: AtomicBool::new(false),
+            interrupted: OnceLock::new(),
         });
         self.active
             .lock()
@@ -396,7 +454,7 @@ impl Inner {
     /// Queue a job recovered from the store; a job whose project is gone
     /// from the config fails, saying so.
     async fn requeue(&self, mut job: Job) {
-        match self.queues.get(&job.project) {
+        match self.queue(&job.project) {
             Some(queue) => {
                 let active = self.activate(job);
                 queue.waiting().push_back(active);

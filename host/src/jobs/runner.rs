@@ -2,7 +2,6 @@
 //! runs each plugin in the engine's sandbox.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -10,7 +9,7 @@ use tracing::Instrument as _;
 
 use super::model::{Job, JobError, JobState, failure_outcome, now_ms};
 use super::{ActiveJob, Inner, ProjectQueue};
-use crate::plugins::{LogSink, RunFailure, RunRequest};
+use crate::plugins::{LogSink, ProjectScope, RunFailure, RunRequest};
 
 /// How often a running job's log is saved, so a crash loses at most this
 /// much of it.
@@ -33,7 +32,7 @@ pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
     if let Some(mut checkout) = queue.checkout.clone() {
         tokio::select! {
             biased;
-            () = inner.stopping.cancelled() => return,
+            () = queue.closing.cancelled() => return,
             () = checkout.done() => {}
         }
     }
@@ -44,7 +43,7 @@ pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
             None => {
                 let active = tokio::select! {
                     biased;
-                    () = inner.stopping.cancelled() => return,
+                    () = queue.closing.cancelled() => return,
                     active = next_job(&queue) => active,
                 };
                 start(&inner, &active)
@@ -62,7 +61,7 @@ pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
             let job = run(&inner, &queue, &active).await;
             tracing::info!(state = %job.state, "finished");
             let stored = inner.store.update(&job, Some(active.log.text()));
-            if !inner.stopping.is_cancelled()
+            if !queue.closing.is_cancelled()
                 && let Some(following) = queue.waiting().pop_front()
             {
                 next = Some(start(&inner, &following));
@@ -100,12 +99,15 @@ fn start(inner: &Inner, active: &Arc<ActiveJob>) -> Started {
 /// Run the job's plugin; returns the job's finished record.
 async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Job {
     let mut job = active.job.borrow().clone();
-    let outcome = match inner.registry.get(&job.project, &job.action) {
+    // Taken once: a reload that swaps the registry now lets this job
+    // finish on the plugin it started with.
+    let registry = inner.registry.load_full();
+    let outcome = match registry.get(&job.project, &job.action) {
         Some(Ok(loaded)) => {
             let log = active.clone();
             let sink: LogSink = Arc::new(move |_stream, line| log.log.push(line));
             let request = RunRequest {
-                scope: queue.scope.clone(),
+                scope: ProjectScope::clone(&queue.scope.load()),
                 action: job.action.clone(),
                 job_id: job.id.clone(),
                 params: job.params.clone(),
@@ -139,10 +141,12 @@ async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Jo
         Ok(result) => (JobState::Succeeded, Ok(result)),
         Err(failure) => {
             let (state, error) = failure_outcome(failure);
-            if state == JobState::Cancelled && active.interrupted.load(Ordering::SeqCst) {
+            if state == JobState::Cancelled
+                && let Some(why) = active.interrupted.get()
+            {
                 let error = JobError {
                     kind: "interrupted".into(),
-                    message: "bosun shut down before the job finished".into(),
+                    message: why.clone(),
                 };
                 (JobState::Interrupted, Err(error))
             } else {

@@ -25,6 +25,6 @@ pub mod stock;
 pub use cache::Origin;
 pub use engine::{Allocation, Engine, EngineConfig, EngineError, LoadError, Plugin, TICK};
 pub use output::{LogSink, Stream};
-pub use registry::{ActionRegistry, LoadedAction};
+pub use registry::{ActionRegistry, Actions, LoadedAction, PluginChanges};
 pub use run::{FailureKind, RunFailure, RunLimits, RunRequest};
 pub use scope::ProjectScope;

@@ -5,11 +5,18 @@
 //! carries on; running that action reports the error. Identical components
 //! (the same stock plugin in ten projects) are compiled and linked once and
 //! share one `InstancePre`.
+//!
+//! A reload builds a new registry beside the one in use
+//! ([`ActionRegistry::reload`]), reusing every plugin whose bytes did not
+//! change, and swaps it in whole ([`Actions`]): a job takes the registry
+//! as it starts, so a running job finishes on the code it started with and
+//! the next one gets the new.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::engine::{Engine, LoadError, Plugin};
@@ -24,6 +31,8 @@ pub struct LoadedAction {
     pub plugin: Plugin,
     /// Its limits, from the action's config or the engine-wide defaults.
     pub limits: RunLimits,
+    /// The SHA-256 of its component's bytes.
+    pub hash: [u8; 32],
 }
 
 /// All actions of all projects, each loaded or with the reason it is not.
@@ -32,24 +41,54 @@ pub struct ActionRegistry {
     actions: BTreeMap<(String, String), Result<LoadedAction, Arc<LoadError>>>,
 }
 
+/// The registry in use, swapped whole by a reload. Cheap to clone.
+pub type Actions = Arc<ArcSwap<ActionRegistry>>;
+
+/// What a reload changes among the actions, as `project/action`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginChanges {
+    /// Actions new in the config.
+    pub added: Vec<String>,
+    /// Actions gone from the config.
+    pub removed: Vec<String>,
+    /// Actions whose component changed (or that load now, or no longer).
+    pub replaced: Vec<String>,
+}
+
 impl ActionRegistry {
     /// Load every action of every project in `config`.
     pub async fn load(engine: &Engine, config: &Config) -> Self {
-        Self::load_where(engine, config, |_, _| true).await
+        Self::load_where(engine, config, &HashMap::new(), |_, _| true).await
+    }
+
+    /// Load every action of `config`, reusing each plugin of `self` whose
+    /// component is byte for byte the same (no compile, no cache read).
+    pub async fn reload(&self, engine: &Engine, config: &Config) -> Self {
+        let known = self
+            .actions
+            .values()
+            .filter_map(|a| a.as_ref().ok())
+            .map(|a| (a.hash, Ok(a.plugin.clone())))
+            .collect();
+        Self::load_where(engine, config, &known, |_, _| true).await
     }
 
     /// Load only `project`'s `action` (what `bosun exec` runs): the other
     /// plugins are neither compiled nor reported.
     pub async fn load_one(engine: &Engine, config: &Config, project: &str, action: &str) -> Self {
-        Self::load_where(engine, config, |p, a| p == project && a == action).await
+        Self::load_where(engine, config, &HashMap::new(), |p, a| {
+            p == project && a == action
+        })
+        .await
     }
 
     async fn load_where(
         engine: &Engine,
         config: &Config,
+        known: &HashMap<[u8; 32], Result<Plugin, String>>,
         wanted: impl Fn(&str, &str) -> bool,
     ) -> Self {
-        let mut by_hash: HashMap<[u8; 32], Result<Plugin, String>> = HashMap::new();
+        let mut by_hash = known.clone();
         let mut actions = BTreeMap::new();
         for (project, pcfg) in &config.projects {
             for (action, acfg) in &pcfg.actions.0 {
@@ -60,7 +99,7 @@ impl ActionRegistry {
                     Err(reason) => Err(reason),
                     Ok(bytes) => {
                         let hash: [u8; 32] = Sha256::digest(&bytes).into();
-                        match by_hash.get(&hash) {
+                        let plugin = match by_hash.get(&hash) {
                             Some(done) => done.clone(),
                             None => {
                                 let result =
@@ -68,13 +107,15 @@ impl ActionRegistry {
                                 by_hash.insert(hash, result.clone());
                                 result
                             }
-                        }
+                        };
+                        plugin.map(|plugin| (plugin, hash))
                     }
                 };
                 let entry = loaded
-                    .map(|plugin| LoadedAction {
+                    .map(|(plugin, hash)| LoadedAction {
                         plugin,
                         limits: limits(acfg, &config.plugins),
+                        hash,
                     })
                     .map_err(|reason| {
                         let error = LoadError {
@@ -107,6 +148,49 @@ impl ActionRegistry {
             .iter()
             .filter(move |((p, _), _)| p == project)
             .map(|((_, a), r)| (a.as_str(), r.as_ref().map_err(|e| e.as_ref())))
+    }
+
+    /// What changes from `old` to `self`: actions added, removed, and
+    /// replaced (another component, or loading where it did not or the
+    /// other way round).
+    pub fn changes_from(&self, old: &ActionRegistry) -> PluginChanges {
+        let name = |(p, a): &(String, String)| format!("{p}/{a}");
+        let hash = |r: &Result<LoadedAction, Arc<LoadError>>| r.as_ref().ok().map(|a| a.hash);
+        let mut changes = PluginChanges::default();
+        for (key, new) in &self.actions {
+            match old.actions.get(key) {
+                None => changes.added.push(name(key)),
+                Some(before) if hash(before) != hash(new) => {
+                    changes.replaced.push(name(key));
+                }
+                Some(_) => {}
+            }
+        }
+        changes.removed = old
+            .actions
+            .keys()
+            .filter(|k| !self.actions.contains_key(*k))
+            .map(name)
+            .collect();
+        changes
+    }
+
+    /// Every load error as `bosun check` prints it: the config file, the
+    /// line and the key of the action, and the reason.
+    pub fn problems(&self, source: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(source).unwrap_or_default();
+        self.errors()
+            .map(|e| {
+                let key = match e.plugin.split_once('/') {
+                    Some((project, action)) => format!("projects.{project}.actions.{action}"),
+                    None => e.plugin.clone(),
+                };
+                let line = crate::config::line_of(&text, &key)
+                    .map(|l| format!(":{l}"))
+                    .unwrap_or_default();
+                format!("{}{line}: `{key}`: {}", source.display(), e.reason)
+            })
+            .collect()
     }
 
     /// Every load error, in project and action order.

@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::logs::{LogLine, ProcessLog};
+use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use super::worker::Command;
 use crate::plugins::bindings::{CallError, ProcessInfo, UnixSignal};
@@ -48,33 +50,46 @@ pub struct Follow {
     pub lines: mpsc::Receiver<Arc<LogLine>>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Instance {
     pub name: String,
+    /// What it runs; a reload compares it with the new config.
+    pub spec: Arc<InstanceSpec>,
     pub commands: mpsc::Sender<Command>,
     pub status: Arc<watch::Sender<Status>>,
     pub log: Arc<ProcessLog>,
 }
 
-/// One project's processes. Cheap to clone.
+/// One project's processes. Cheap to clone; every clone sees the instances
+/// a reload puts in place.
 #[derive(Clone)]
 pub struct ProjectHandle {
-    pub(crate) instances: Arc<Vec<Instance>>,
+    pub(crate) instances: Arc<ArcSwap<Vec<Instance>>>,
 }
 
 impl ProjectHandle {
+    pub(crate) fn new(instances: Vec<Instance>) -> Self {
+        Self {
+            instances: Arc::new(ArcSwap::from_pointee(instances)),
+        }
+    }
+
     /// Every instance's status, in config order.
     pub fn list(&self) -> Vec<Status> {
         self.instances
+            .load()
             .iter()
             .map(|i| i.status.borrow().clone())
             .collect()
     }
 
-    fn select(&self, name: Option<&str>) -> Result<Vec<&Instance>, SupervisorError> {
-        let selected: Vec<&Instance> = self
+    fn select(&self, name: Option<&str>) -> Result<Vec<Instance>, SupervisorError> {
+        let selected: Vec<Instance> = self
             .instances
+            .load()
             .iter()
             .filter(|i| name.is_none_or(|n| i.name == n))
+            .cloned()
             .collect();
         match name {
             Some(n) if selected.is_empty() => Err(SupervisorError::NotFound(n.to_string())),
@@ -87,29 +102,22 @@ impl ProjectHandle {
         &self,
         name: Option<&str>,
         make: impl Fn(oneshot::Sender<R>) -> Command,
-    ) -> Result<(Vec<&Instance>, Vec<R>), SupervisorError> {
+    ) -> Result<(Vec<Instance>, Vec<R>), SupervisorError> {
         let selected = self.select(name)?;
         let mut replies = Vec::new();
         for inst in &selected {
             let (tx, rx) = oneshot::channel();
-            inst.commands
-                .send(make(tx))
-                .await
-                .map_err(|_| SupervisorError::Failed("the supervisor is shutting down".into()))?;
+            inst.commands.send(make(tx)).await.map_err(|_| gone(inst))?;
             replies.push(rx);
         }
         let mut out = Vec::new();
-        for rx in replies {
-            out.push(
-                rx.await.map_err(|_| {
-                    SupervisorError::Failed("the supervisor is shutting down".into())
-                })?,
-            );
+        for (rx, inst) in replies.into_iter().zip(&selected) {
+            out.push(rx.await.map_err(|_| gone(inst))?);
         }
         Ok((selected, out))
     }
 
-    fn statuses(selected: &[&Instance]) -> Vec<Status> {
+    fn statuses(selected: &[Instance]) -> Vec<Status> {
         selected.iter().map(|i| i.status.borrow().clone()).collect()
     }
 
@@ -225,6 +233,15 @@ impl ProjectHandle {
         }
         Ok(Follow { recent, lines: rx })
     }
+}
+
+/// The error of a command to a worker that has ended: bosun is shutting
+/// down, or a reload replaced or removed the instance.
+fn gone(inst: &Instance) -> SupervisorError {
+    SupervisorError::Failed(format!(
+        "`{}` was stopped by a reload or bosun's shutdown",
+        inst.spec.label
+    ))
 }
 
 fn infos(r: Result<Vec<Status>, SupervisorError>) -> Result<Vec<ProcessInfo>, CallError> {

@@ -161,6 +161,14 @@ impl Persist {
         }
     }
 
+    /// Forget an instance a reload removed: a later one of the same name
+    /// starts per its own `autostart`, not as this one was left.
+    pub(crate) fn forget(&self, spec: &InstanceSpec) {
+        if let Some(version) = self.update(|d| d.desired.remove(&key(spec)).is_some()) {
+            self.shared.wait_written(version);
+        }
+    }
+
     pub(crate) fn record_group(&self, spec: &InstanceSpec, pgid: i32) {
         let stat = procfs::stat(pgid);
         self.update(|d| {

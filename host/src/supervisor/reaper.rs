@@ -8,17 +8,16 @@
 //! than tokio takes to reap its own on SIGCHLD.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::Statuses;
 use super::procfs;
-use super::status::Status;
 
 /// How long a zombie must stay unreaped before the reaper takes it.
 const GRACE: Duration = Duration::from_millis(500);
@@ -26,7 +25,7 @@ const GRACE: Duration = Duration::from_millis(500);
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Start the reaper if this process is PID 1.
-pub(crate) fn spawn_if_init(statuses: Vec<Arc<watch::Sender<Status>>>) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn_if_init(statuses: Statuses) -> Option<JoinHandle<()>> {
     if std::process::id() != 1 {
         return None;
     }
@@ -49,6 +48,8 @@ pub(crate) fn spawn_if_init(statuses: Vec<Arc<watch::Sender<Status>>>) -> Option
                 _ = tick.tick() => {}
             }
             let ours: HashSet<i32> = statuses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .iter()
                 .filter_map(|s| s.borrow().pid)
                 .map(|p| p as i32)

@@ -3,12 +3,12 @@
 //! happens in its children, and a number for the script alone would hide it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use nix::unistd::{SysconfVar, sysconf};
-use tokio::sync::watch;
 
+use super::Statuses;
 use super::procfs;
 use super::status::Status;
 
@@ -16,7 +16,7 @@ use super::status::Status;
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Sample forever (until the task is aborted) for `instances`.
-pub(crate) async fn sample(instances: Vec<Arc<watch::Sender<Status>>>) {
+pub(crate) async fn sample(statuses: Statuses) {
     let ticks_per_sec = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     let page = sysconf(SysconfVar::PAGE_SIZE)
         .ok()
@@ -34,6 +34,10 @@ pub(crate) async fn sample(instances: Vec<Arc<watch::Sender<Status>>>) {
         }
         let now = Instant::now();
         let mut seen = HashMap::new();
+        let instances = statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for status in &instances {
             // Read first: a let-else keeps the read guard alive in its else
             // block, where the write would deadlock.

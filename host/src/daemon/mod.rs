@@ -19,15 +19,24 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
 use crate::api::server::{Listener, ServeError};
 use crate::api::{AppState, Auth, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
-use crate::confine::{ConfineError, Confinement, Role};
+use crate::confine::{ConfineError, Confinement, Report, Role};
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
-use crate::plugins::{ActionRegistry, Engine, EngineConfig, EngineError};
-use crate::supervisor::{StartError, Supervisor};
+use crate::plugins::{ActionRegistry, Actions, Engine, EngineConfig, EngineError, ProjectScope};
+use crate::reload::{ReloadError, ReloadReport, Reloader};
+use crate::supervisor::{ProjectHandle, StartError, Supervisor};
+
+mod reload;
+
+/// Reload requests that may wait while one is applied; more wait to send.
+const RELOADS_WAITING: usize = 4;
 
 /// Why bosun could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +62,24 @@ pub enum DaemonError {
 pub struct Daemon {
     addr: SocketAddr,
     url: String,
+    reloader: Reloader,
     stop: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// Everything a reload changes, owned by the daemon's control task.
+struct Running {
+    /// The config as applied: the file's, but with the settings that need
+    /// a restart as bosun started with them.
+    config: Config,
+    engine: Engine,
+    registry: Actions,
+    auth: Arc<Auth>,
+    projects: Arc<ArcSwap<BTreeMap<String, ProjectHandle>>>,
+    reports: Arc<ArcSwap<BTreeMap<String, Report>>>,
+    confinement: Arc<Confinement>,
+    supervisor: Supervisor,
+    jobs: Jobs,
 }
 
 impl Daemon {
@@ -67,7 +92,9 @@ impl Daemon {
         })?;
         let url = listener.url();
         let engine = Engine::new(&EngineConfig::from_config(config))?;
-        let registry = Arc::new(ActionRegistry::load(&engine, config).await);
+        let registry: Actions = Arc::new(ArcSwap::from_pointee(
+            ActionRegistry::load(&engine, config).await,
+        ));
         let store = Store::open(&config.state_dir)?;
         let confinement = Arc::new(Confinement::start(config, Role::Server).await?);
         let checkouts = backends::clone_missing(config, &confinement);
@@ -86,19 +113,16 @@ impl Daemon {
             .collect();
         let scopes = config
             .projects
-            .iter()
-            .filter_map(|(name, p)| {
-                let handle = handles.get(name)?.clone();
-                let jail = confinement.jail(name)?;
-                let scope = backends::project_scope(name, p, jail, &config.state_dir)
-                    .with_processes(Arc::new(handle));
+            .keys()
+            .filter_map(|name| {
+                let scope = scope_of(config, name, &confinement, handles.get(name)?.clone())?;
                 Some((name.clone(), scope))
             })
             .collect();
         let metrics = Metrics::default();
         let started = Jobs::start(
             store,
-            engine,
+            engine.clone(),
             registry.clone(),
             scopes,
             config.jobs.clone(),
@@ -121,29 +145,54 @@ impl Daemon {
                 "job history recovered"
             );
         }
-        let state = AppState {
+        let (reload_tx, mut reloads) = mpsc::channel(RELOADS_WAITING);
+        let reloader = Reloader::new(reload_tx);
+        let mut running = Running {
+            config: config.clone(),
+            engine,
+            registry: registry.clone(),
             auth: Arc::new(Auth::new(config)),
+            projects: Arc::new(ArcSwap::from_pointee(handles)),
+            reports: Arc::new(ArcSwap::from_pointee(confinement.reports())),
+            confinement,
+            supervisor,
             jobs: jobs.clone(),
+        };
+        let state = AppState {
+            auth: running.auth.clone(),
+            jobs,
             registry,
-            projects: Arc::new(handles),
+            projects: running.projects.clone(),
             metrics,
             server: Arc::new(config.server.clone()),
-            confinement: Arc::new(confinement.reports()),
+            confinement: running.reports.clone(),
             long_requests: LongRequests::new(&config.server),
+            reloader: reloader.clone(),
         };
         let stop = CancellationToken::new();
         let grace = config.server.shutdown_grace;
         let http = tokio::spawn(listener.serve(router(state), stop.clone(), grace));
         let stopping = stop.clone();
+        // The control task: reloads one at a time, then the stop in order.
         let task = tokio::spawn(async move {
-            stopping.cancelled().await;
-            jobs.shutdown(grace).await;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = stopping.cancelled() => break,
+                    Some(reply) = reloads.recv() => {
+                        let _ = reply.send(running.reload().await);
+                    }
+                }
+            }
+            drop(reloads);
+            running.jobs.shutdown(grace).await;
             let _ = http.await;
-            supervisor.shutdown().await;
+            running.supervisor.shutdown().await;
         });
         Ok(Self {
             addr,
             url,
+            reloader,
             stop,
             task,
         })
@@ -159,9 +208,34 @@ impl Daemon {
         &self.url
     }
 
+    /// Re-read the config file and apply what changed (see `reload`).
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// A handle that asks this bosun to reload.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Stop everything, in order, and return once every process is gone.
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
     }
+}
+
+/// What `project`'s plugins may touch: its dir, git, commands and processes.
+fn scope_of(
+    config: &Config,
+    project: &str,
+    confinement: &Confinement,
+    handle: ProjectHandle,
+) -> Option<ProjectScope> {
+    let pcfg = config.projects.get(project)?;
+    let jail = confinement.jail(project)?;
+    Some(
+        backends::project_scope(project, pcfg, jail, &config.state_dir)
+            .with_processes(Arc::new(handle)),
+    )
 }

@@ -1,0 +1,247 @@
+//! Applying a reload: validate everything first, then change only what
+//! differs.
+//!
+//! Nothing is touched until the whole new config has parsed, every plugin
+//! it names has loaded (an unchanged one is reused, not recompiled) and
+//! every new project's identity can be had; otherwise the answer lists
+//! every problem and bosun goes on exactly as it was. Then, in this order:
+//!
+//! 1. projects removed, or whose dir, confinement, limits or merged log
+//!    changed, leave the API, their processes stop and their jails go; a
+//!    removed project's queued jobs are cancelled and its running job gets
+//!    `shutdown_grace`;
+//! 2. new projects (and the changed ones again) get a jail, a first
+//!    checkout if configured, their processes and a job queue;
+//! 3. the new actions, keys and project list are swapped in at once: a
+//!    request sees the old set or the new, a running job keeps the plugin
+//!    it started with;
+//! 4. in kept projects, only instances whose spec changed restart, one at
+//!    a time (see `supervisor::reload`).
+//!
+//! Settings bosun cannot change while serving (`state_dir`, `server.*`,
+//! `jobs.*`, the engine's limits, the global `confinement`) keep the values
+//! it started with, and the answer names them.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::{Running, scope_of};
+use crate::backends;
+use crate::config::{Config, ProjectConfig};
+use crate::confine::Confinement;
+use crate::reload::{ProjectChanges, ReloadError, ReloadReport};
+
+impl Running {
+    /// Re-read the config file and apply it; log and return what changed.
+    pub(super) async fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
+        let began = Instant::now();
+        let result = self.try_reload().await;
+        match &result {
+            Ok(report) if report.changed => tracing::info!(
+                ms = began.elapsed().as_millis() as u64,
+                "reloaded: {}",
+                serde_json::to_string(report).unwrap_or_default()
+            ),
+            Ok(_) => tracing::info!("reloaded: nothing changed"),
+            Err(e) => tracing::error!("reload refused: {e}"),
+        }
+        for key in result.iter().flat_map(|r| &r.restart_needed) {
+            tracing::warn!(
+                key,
+                "changed in the config file; only a restart of bosun applies it"
+            );
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<ReloadReport, ReloadError> {
+        let file = Config::load(&self.config.source)
+            .map_err(|e| ReloadError::Invalid(vec![e.to_string()]))?;
+        let (config, restart_needed) = keep_fixed(&self.config, file);
+        let registry = self.registry.load().reload(&self.engine, &config).await;
+        let mut problems = registry.problems(&config.source);
+        let old = &self.config;
+        let removed: BTreeSet<String> = names(old).difference(&names(&config)).cloned().collect();
+        let added: BTreeSet<String> = names(&config).difference(&names(old)).cloned().collect();
+        let rebuilt: BTreeSet<String> = config
+            .projects
+            .iter()
+            .filter(|(name, new)| {
+                old.projects
+                    .get(*name)
+                    .is_some_and(|o| needs_new_jail(o, new))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for (project, report) in Confinement::inspect(&config) {
+            if let Err(e) = report
+                && (added.contains(&project) || rebuilt.contains(&project))
+            {
+                problems.push(format!(
+                    "{}: `projects.{project}.confinement`: {e}",
+                    config.source.display()
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ReloadError::Invalid(problems));
+        }
+
+        let mut report = ReloadReport {
+            plugins: registry.changes_from(&self.registry.load()),
+            restart_needed,
+            projects: ProjectChanges {
+                added: added.iter().cloned().collect(),
+                removed: removed.iter().cloned().collect(),
+                restarted: rebuilt.iter().cloned().collect(),
+            },
+            ..ReloadReport::default()
+        };
+        let grace = self.config.server.shutdown_grace;
+        let mut handles = (**self.projects.load()).clone();
+        // 1. Out: removed projects, and changed ones before their new jail.
+        for project in removed.iter().chain(&rebuilt) {
+            handles.remove(project);
+            self.projects.store(handles.clone().into());
+            if removed.contains(project) {
+                let jobs = self.jobs.remove_project(project, grace).await;
+                report.jobs_cancelled += jobs.cancelled;
+                report.jobs_interrupted += jobs.interrupted;
+                report
+                    .processes
+                    .removed
+                    .extend(self.supervisor.remove_project(project).await);
+            } else {
+                self.supervisor.remove_project(project).await;
+            }
+            self.confinement.remove(project);
+        }
+        // 2. In: new projects, and changed ones in their new jail.
+        let mut incoming = config.clone();
+        incoming
+            .projects
+            .retain(|name, _| added.contains(name) || rebuilt.contains(name));
+        for project in incoming.projects.keys() {
+            if let Err(e) = self.confinement.add(&config, project) {
+                tracing::error!(project, "setting up its confinement: {e}");
+            }
+        }
+        let checkouts = backends::clone_missing(&incoming, &self.confinement);
+        for (project, pcfg) in &incoming.projects {
+            let checkout = checkouts.get(project).cloned();
+            let handle = match self.supervisor.add_project(project, pcfg, checkout.clone()) {
+                Ok(handle) => handle,
+                Err(e) => {
+                    tracing::error!(project, "starting its processes: {e:#}");
+                    continue;
+                }
+            };
+            if added.contains(project) {
+                report.processes.added.extend(
+                    handle
+                        .list()
+                        .iter()
+                        .map(|s| format!("{project}/{}-{}", s.name, s.instance)),
+                );
+            }
+            let Some(scope) = scope_of(&config, project, &self.confinement, handle.clone()) else {
+                continue;
+            };
+            if added.contains(project) {
+                self.jobs.add_project(project, scope, checkout);
+            } else {
+                self.jobs.set_scope(project, scope);
+            }
+            handles.insert(project.clone(), handle);
+        }
+        // 3. The new actions, keys and project list, all at once.
+        self.registry.store(registry.into());
+        report.keys = self.auth.replace(&config);
+        self.projects.store(handles.into());
+        self.confinement.refresh(&config);
+        self.reports.store(self.confinement.reports().into());
+        // 4. Kept projects: what their plugins may reach, and the processes
+        //    whose spec changed.
+        for (project, pcfg) in &config.projects {
+            let Some(before) = old.projects.get(project) else {
+                continue;
+            };
+            if incoming.projects.contains_key(project) || before == pcfg {
+                continue;
+            }
+            if let Some(handle) = self.supervisor.project(project)
+                && let Some(scope) = scope_of(&config, project, &self.confinement, handle)
+            {
+                self.jobs.set_scope(project, scope);
+            }
+            if before.processes != pcfg.processes {
+                match self.supervisor.update_project(project, pcfg).await {
+                    Ok(changes) => report.processes.extend(changes),
+                    Err(e) => tracing::error!(project, "applying its processes: {e:#}"),
+                }
+            }
+        }
+        report.changed = self.config != config || !report.restart_needed.is_empty();
+        self.config = config;
+        Ok(report)
+    }
+}
+
+fn names(config: &Config) -> BTreeSet<String> {
+    config.projects.keys().cloned().collect()
+}
+
+/// Whether a kept project's change reaches its jail or its log writer, so
+/// that it is set up anew and every process restarts.
+fn needs_new_jail(old: &ProjectConfig, new: &ProjectConfig) -> bool {
+    old.dir != new.dir
+        || old.confinement != new.confinement
+        || old.limits != new.limits
+        || old.unconfined != new.unconfined
+        || old.merged_log != new.merged_log
+        || old.merged_log_max_size != new.merged_log_max_size
+        || old.merged_log_keep != new.merged_log_keep
+}
+
+/// `file` with every setting that needs a restart as in `running`, and the
+/// keys of those that differ.
+fn keep_fixed(running: &Config, mut file: Config) -> (Config, Vec<String>) {
+    let mut fixed = Vec::new();
+    macro_rules! keep {
+        ($key:literal, $($field:ident).+) => {
+            if file.$($field).+ != running.$($field).+ {
+                fixed.push($key.to_string());
+                file.$($field).+ = running.$($field).+.clone();
+            }
+        };
+    }
+    keep!("state_dir", state_dir);
+    keep!("server.listen", server.listen);
+    keep!("server.tls", server.tls);
+    keep!("server.max_body", server.max_body);
+    keep!("server.read_timeout", server.read_timeout);
+    keep!("server.max_wait", server.max_wait);
+    keep!(
+        "server.max_concurrent_requests",
+        server.max_concurrent_requests
+    );
+    keep!("server.max_connections", server.max_connections);
+    keep!(
+        "server.max_connections_per_address",
+        server.max_connections_per_address
+    );
+    keep!("server.max_long_requests", server.max_long_requests);
+    keep!(
+        "server.max_long_requests_per_key",
+        server.max_long_requests_per_key
+    );
+    keep!("server.auth_fail_limit", server.auth_fail_limit);
+    keep!("server.auth_fail_window", server.auth_fail_window);
+    keep!("server.shutdown_grace", server.shutdown_grace);
+    keep!("jobs", jobs);
+    keep!("plugins.max_concurrent_runs", plugins.max_concurrent_runs);
+    keep!("plugins.max_memory", plugins.max_memory);
+    keep!("plugins.pooling", plugins.pooling);
+    keep!("confinement", confinement);
+    (file, fixed)
+}

@@ -1,0 +1,98 @@
+//! Reload: the request to apply the config file as it is now, and its
+//! answer. SIGHUP, `POST /v1/reload` and `bosun reload` all send the same
+//! request through a [`Reloader`] to the one task that owns the running
+//! state (see `daemon::reload`), so reloads never overlap and each answer
+//! says exactly what that reload changed.
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::plugins::PluginChanges;
+use crate::supervisor::ProcessChanges;
+
+/// Which keys a reload added, removed or changed, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct KeyChanges {
+    /// Keys new in the config.
+    pub added: Vec<String>,
+    /// Keys gone from the config; their next request gets 401 and their
+    /// open waits and streams end.
+    pub removed: Vec<String>,
+    /// Keys whose hash, scope or role changed; their open waits and
+    /// streams end.
+    pub changed: Vec<String>,
+}
+
+/// Which projects a reload added, removed or restarted whole.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ProjectChanges {
+    /// Projects new in the config: set up, cloned if configured, started.
+    pub added: Vec<String>,
+    /// Projects gone from the config: processes stopped, queued jobs
+    /// cancelled, the running job given `shutdown_grace`.
+    pub removed: Vec<String>,
+    /// Projects whose dir, confinement, limits or merged log changed:
+    /// every process restarted in a jail set up anew.
+    pub restarted: Vec<String>,
+}
+
+/// What one reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ReloadReport {
+    /// Whether anything changed at all.
+    pub changed: bool,
+    /// Projects added, removed and restarted whole.
+    pub projects: ProjectChanges,
+    /// Process instances added, removed and restarted, as
+    /// `project/<name>-<instance>`.
+    pub processes: ProcessChanges,
+    /// Actions added, removed and replaced, as `project/action`.
+    pub plugins: PluginChanges,
+    /// Keys added, removed and changed.
+    pub keys: KeyChanges,
+    /// Settings changed in the file that only a restart of bosun applies
+    /// (`state_dir`, `server.*`, `jobs.*`, the engine's limits, the global
+    /// `confinement`): they keep the values bosun started with.
+    pub restart_needed: Vec<String>,
+    /// Queued jobs of removed projects, cancelled.
+    pub jobs_cancelled: usize,
+    /// Running jobs of removed projects that outlasted `shutdown_grace`.
+    pub jobs_interrupted: usize,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    /// The config (or a plugin it names) is not usable; every problem
+    /// found, each naming its file, line and key where it can.
+    #[error("the config was not applied, nothing changed:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    /// bosun is stopping.
+    #[error("bosun is shutting down")]
+    ShuttingDown,
+}
+
+/// One reload request and where its answer goes.
+pub(crate) type Request = oneshot::Sender<Result<ReloadReport, ReloadError>>;
+
+/// Asks the running bosun to reload. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Reloader {
+    pub(crate) fn new(tx: mpsc::Sender<Request>) -> Self {
+        Self { tx }
+    }
+
+    /// Reload, and return what changed once it is all applied.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .await
+            .map_err(|_| ReloadError::ShuttingDown)?;
+        rx.await.map_err(|_| ReloadError::ShuttingDown)?
+    }
+}

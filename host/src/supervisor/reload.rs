@@ -1,0 +1,150 @@
+//! A reload, as the supervisor applies it: projects added and removed, and
+//! in a kept project only the instances whose spec changed restart.
+//!
+//! An instance is matched to its successor by label (`<name>-<instance>`,
+//! also its persisted key). Same label and same spec: the worker, the pid,
+//! the log and the restart count are untouched. Same label, another spec:
+//! the old worker stops by its own rules and a new one starts in its place,
+//! keeping its status and log (a follower sees one process that
+//! restarted). Several such instances restart one at a time, each waiting
+//! for the one before to be running (ready, when it has a check), so a
+//! process with two instances is never wholly down.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::handle::Instance;
+use super::spec::InstanceSpec;
+use super::status::State;
+use super::{Supervisor, numbered, stop_all};
+use crate::config::{ProcessConfig, ProjectConfig};
+
+/// How long past its readiness timeout a restarted instance may take to
+/// come up before the next one restarts anyway.
+const ROLL_GRACE: Duration = Duration::from_secs(5);
+
+/// What a reload did to processes, as `project/<name>-<instance>`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ProcessChanges {
+    /// Instances started because they are new in the config.
+    pub added: Vec<String>,
+    /// Instances stopped because they are gone from the config.
+    pub removed: Vec<String>,
+    /// Instances restarted because their spec changed.
+    pub restarted: Vec<String>,
+}
+
+impl ProcessChanges {
+    /// Add `other`'s changes to these.
+    pub fn extend(&mut self, other: ProcessChanges) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.restarted.extend(other.restarted);
+    }
+}
+
+impl Supervisor {
+    /// Stop every process of `project` by its own rules, forget what it
+    /// should run, and drop the project. Returns the instances stopped.
+    pub(crate) async fn remove_project(&mut self, project: &str) -> Vec<String> {
+        let Some(entry) = self.projects.remove(project) else {
+            return Vec::new();
+        };
+        let instances = entry.handle.instances.swap(Arc::new(Vec::new()));
+        self.retire(&instances).await;
+        self.workers.retain(|w| !w.is_finished());
+        instances.iter().map(label).collect()
+    }
+
+    /// Bring a kept project's processes in line with `pcfg`: start the new
+    /// instances, stop the removed, restart the changed one at a time.
+    pub(crate) async fn update_project(
+        &mut self,
+        project: &str,
+        pcfg: &ProjectConfig,
+    ) -> anyhow::Result<ProcessChanges> {
+        let jail = self
+            .confinement
+            .jail(project)
+            .ok_or_else(|| anyhow::anyhow!("project `{project}` has no jail"))?;
+        let Some(mut entry) = self.projects.remove(project) else {
+            anyhow::bail!("project `{project}` is not supervised");
+        };
+        let old = entry.handle.instances.load_full();
+        let mut changes = ProcessChanges::default();
+        let mut list = Vec::new();
+        let mut changed = Vec::new();
+        for (process, i) in numbered(pcfg) {
+            let spec = Arc::new(InstanceSpec::new(jail.clone(), process, i, &self.state_dir));
+            match old.iter().find(|o| o.spec.label == spec.label) {
+                Some(same) if same_spec(&same.spec, &spec) => list.push(same.clone()),
+                Some(before) => {
+                    changed.push((list.len(), spec));
+                    list.push(before.clone());
+                }
+                None => {
+                    let start = self.persist.desired(&spec).unwrap_or(process.autostart);
+                    let new = self.spawn_instance(&mut entry, pcfg, spec, start, None, None);
+                    changes.added.push(label(&new));
+                    list.push(new);
+                }
+            }
+        }
+        let gone: Vec<Instance> = old
+            .iter()
+            .filter(|o| !list.iter().any(|n| n.spec.label == o.spec.label))
+            .cloned()
+            .collect();
+        entry.handle.instances.store(Arc::new(list.clone()));
+        self.retire(&gone).await;
+        changes.removed = gone.iter().map(label).collect();
+        for (at, spec) in changed {
+            let before = list[at].clone();
+            stop_all(std::slice::from_ref(&before)).await;
+            let start = self.persist.desired(&spec).unwrap_or(spec.config.autostart);
+            let wait = spec.ready.as_ref().map_or(Duration::ZERO, |(_, t)| *t) + ROLL_GRACE;
+            let new = self.spawn_instance(&mut entry, pcfg, spec, start, Some(&before), None);
+            list[at] = new.clone();
+            entry.handle.instances.store(Arc::new(list.clone()));
+            changes.restarted.push(label(&new));
+            if start {
+                let mut rx = new.status.subscribe();
+                let up = rx.wait_for(|s| s.state != State::Starting);
+                let _ = tokio::time::timeout(wait, up).await;
+            }
+        }
+        self.projects.insert(project.to_string(), entry);
+        self.workers.retain(|w| !w.is_finished());
+        Ok(changes)
+    }
+
+    /// Stop `instances` for good: their processes, their desired state and
+    /// their place in the sampler's list.
+    async fn retire(&self, instances: &[Instance]) {
+        stop_all(instances).await;
+        for inst in instances {
+            self.persist.forget(&inst.spec);
+        }
+        self.statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|s| !instances.iter().any(|i| Arc::ptr_eq(s, &i.status)));
+    }
+}
+
+/// Whether an instance may keep running through a reload: the same
+/// settings (the instance count aside, which only adds or removes
+/// instances) and the same log file.
+fn same_spec(old: &InstanceSpec, new: &InstanceSpec) -> bool {
+    let bare = |c: &ProcessConfig| ProcessConfig {
+        instances: 0,
+        ..c.clone()
+    };
+    bare(&old.config) == bare(&new.config) && old.log_file == new.log_file
+}
+
+fn label(inst: &Instance) -> String {
+    format!("{}/{}", inst.spec.project, inst.spec.label)
+}

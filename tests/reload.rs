@@ -1,0 +1,436 @@
+//! Reload while serving: only what changed in the config changes. A real
+//! `bosun serve` with four projects: one kept as it is, one with a changed
+//! process env, one removed and one added; a key revoked and a plugin
+//! replaced on disk; then broken configs that must change nothing, and the
+//! three ways to ask (SIGHUP, `bosun reload`, the API) giving one result.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bosun::jobs::{JobState, Store};
+use common::guest_dir;
+use common::server::{ADMIN, BosunProcess, hash};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// A `run` key on project a that the second config no longer has.
+const OPS: &str = "bsk_test_ops";
+
+const SLEEPER: &str = r#"command = "sh"
+args = ["-c", "echo greeting=$GREETING; exec sleep 1000"]"#;
+
+/// The config: `b_greeting` is project b's env; `second` drops key `ops`
+/// and project c, and adds project d.
+fn config(b_greeting: &str, second: bool) -> String {
+    let hostile = guest_dir().join("fixture_hostile.wasm");
+    let mut text = format!(
+        r#"state_dir = "state"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "2s"
+
+[[keys]]
+name = "admin"
+hash = "{admin}"
+projects = "*"
+role = "admin"
+
+[projects.a]
+dir = "a"
+[projects.a.actions.probe]
+path = "probe.wasm"
+[[projects.a.processes]]
+name = "web"
+{SLEEPER}
+
+[projects.b]
+dir = "b"
+[[projects.b.processes]]
+name = "web"
+instances = 2
+{SLEEPER}
+env = {{ GREETING = "{b_greeting}" }}
+"#,
+        admin = hash(ADMIN),
+    );
+    if second {
+        text.push_str(&format!(
+            "\n[projects.d]\ndir = \"d\"\n[[projects.d.processes]]\nname = \"new\"\n{SLEEPER}\n"
+        ));
+    } else {
+        text.push_str(&format!(
+            r#"
+[[keys]]
+name = "ops"
+hash = "{ops}"
+projects = ["a"]
+role = "run"
+
+[projects.c]
+dir = "c"
+[projects.c.actions.hostile]
+path = "{hostile}"
+[[projects.c.processes]]
+name = "worker"
+{SLEEPER}
+"#,
+            ops = hash(OPS),
+            hostile = hostile.display(),
+        ));
+    }
+    text
+}
+
+fn setup(text: &str) -> TempDir {
+    let root = TempDir::new().expect("temp dir");
+    for project in ["a", "b", "c", "d"] {
+        std::fs::create_dir_all(root.path().join(project)).expect("project dir");
+    }
+    std::fs::copy(
+        guest_dir().join("fixture_hostile.wasm"),
+        root.path().join("probe.wasm"),
+    )
+    .expect("probe plugin");
+    std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    root
+}
+
+/// Replace the config file whole, as an editor's save does.
+fn write_config(root: &Path, text: &str) {
+    let tmp = root.join("bosun.toml.new");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(tmp, root.join("bosun.toml")).expect("swap config");
+}
+
+async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The processes of `project` once every one has a pid and is running.
+async fn running(bosun: &BosunProcess, project: &str) -> Vec<Value> {
+    until(&format!("{project}'s processes running"), async || {
+        let body = bosun
+            .get_json(&format!("/v1/projects/{project}"), ADMIN)
+            .await;
+        let procs = body["processes"].as_array()?.clone();
+        let all = !procs.is_empty()
+            && procs
+                .iter()
+                .all(|p| p["state"] == "running" && p["pid"].is_u64());
+        all.then_some(procs)
+    })
+    .await
+}
+
+fn pids(procs: &[Value]) -> Vec<u64> {
+    procs.iter().filter_map(|p| p["pid"].as_u64()).collect()
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !matches!(
+            s[s.rfind(')').map_or(0, |i| i + 2)..].chars().next(),
+            Some('Z' | 'X')
+        )
+    })
+}
+
+async fn reload(bosun: &BosunProcess) -> (StatusCode, Value) {
+    let resp = bosun.post("/v1/reload", ADMIN).await;
+    let status = resp.status();
+    (status, resp.json().await.expect("JSON"))
+}
+
+async fn submit(bosun: &BosunProcess, project: &str, action: &str, params: Value) -> String {
+    let (status, job) = bosun.run(project, action, "", params, ADMIN).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    job["id"].as_str().expect("job id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_only_what_the_config_changed() {
+    let root = setup(&config("one", false));
+    let bosun = BosunProcess::start(root.path());
+    let a = pids(&running(&bosun, "a").await);
+    let b = pids(&running(&bosun, "b").await);
+    let c = pids(&running(&bosun, "c").await);
+    // The key about to be revoked follows a log.
+    let stream = bosun
+        .req(
+            Method::GET,
+            "/v1/projects/a/processes/web/logs?follow=1",
+            Some(OPS),
+        )
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(stream.status(), StatusCode::OK);
+    // c: one job running past the grace, one queued behind it.
+    let long = submit(
+        &bosun,
+        "c",
+        "hostile",
+        json!({"mode": "slow", "count": "1200", "ms": "50"}),
+    )
+    .await;
+    bosun.until_running(&long).await;
+    let queued = submit(&bosun, "c", "hostile", json!({"mode": "noop"})).await;
+    // a: a job on the plugin about to be replaced.
+    let old_code = submit(
+        &bosun,
+        "a",
+        "probe",
+        json!({"mode": "slow", "count": "40", "ms": "50"}),
+    )
+    .await;
+    bosun.until_running(&old_code).await;
+
+    write_config(root.path(), &config("two", true));
+    std::fs::copy(
+        guest_dir().join("disk_usage.wasm"),
+        root.path().join("probe.wasm"),
+    )
+    .expect("replace the plugin");
+    let (status, report) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["changed"], true);
+    assert_eq!(
+        report["projects"],
+        json!({"added": ["d"], "removed": ["c"], "restarted": []})
+    );
+    assert_eq!(
+        report["processes"],
+        json!({"added": ["d/new-0"], "removed": ["c/worker-0"], "restarted": ["b/web-0", "b/web-1"]})
+    );
+    assert_eq!(
+        report["plugins"],
+        json!({"added": [], "removed": ["c/hostile"], "replaced": ["a/probe"]})
+    );
+    assert_eq!(
+        report["keys"],
+        json!({"added": [], "removed": ["ops"], "changed": []})
+    );
+    assert_eq!(report["restart_needed"], json!([]));
+    assert_eq!(report["jobs_cancelled"], 1);
+
+    // A: untouched.
+    let a_now = running(&bosun, "a").await;
+    assert_eq!(pids(&a_now), a);
+    assert_eq!(a_now[0]["restarts"], 0);
+    // B: both instances restarted, with the new env.
+    let b_now = running(&bosun, "b").await;
+    assert!(
+        pids(&b_now).iter().all(|p| !b.contains(p)),
+        "{b:?} → {b_now:?}"
+    );
+    assert!(b.iter().all(|p| !alive(*p)));
+    until("b's new env in its log", async || {
+        let log = bosun.get_text("/v1/projects/b/logs?lines=100", ADMIN).await;
+        (log.matches("greeting=two").count() == 2).then_some(())
+    })
+    .await;
+    // C: gone from the API, its process stopped, its jobs ended saying why.
+    let resp = bosun
+        .req(Method::GET, "/v1/projects/c", Some(ADMIN))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(c.iter().all(|p| !alive(*p)));
+    // Its history stays in the store (the API no longer shows a project
+    // that is not configured).
+    assert_eq!(report["jobs_interrupted"], 1);
+    let store = Store::open(&root.path().join("state")).expect("job store");
+    for (id, state) in [
+        (&queued, JobState::Cancelled),
+        (&long, JobState::Interrupted),
+    ] {
+        let job = store.get(id).await.expect("read").expect("stored");
+        assert_eq!(job.state, state, "{job:?}");
+        let why = job.error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            why.contains("project `c` was removed from the config"),
+            "{why}"
+        );
+    }
+    // D: running.
+    running(&bosun, "d").await;
+    // The job on the old plugin finished on it; a new one runs the new.
+    let old = bosun.finished(&old_code).await;
+    assert_eq!(old["state"], "succeeded", "{old}");
+    assert!(old["result"].to_string().contains("printed"), "{old}");
+    let (status, new) = bosun.run("a", "probe", "?wait=60s", json!({}), ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{new}");
+    assert_eq!(new["state"], "succeeded", "{new}");
+    assert!(!new["result"].to_string().contains("printed"), "{new}");
+    // The revoked key: its stream ended, its next request is refused.
+    let body = tokio::time::timeout(Duration::from_secs(30), stream.bytes()).await;
+    assert!(body.is_ok(), "the revoked key's stream is still open");
+    let resp = bosun
+        .req(Method::GET, "/v1/projects/a", Some(OPS))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // The same config again: nothing changes.
+    let (status, again) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(pids(&running(&bosun, "b").await), pids(&b_now));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_config_changes_nothing_and_names_every_problem() {
+    let good = config("one", false);
+    let root = setup(&good);
+    let bosun = BosunProcess::start(root.path());
+    let before = pids(&running(&bosun, "b").await);
+    let wrong = guest_dir().join("fixture_wrong_export.wasm");
+    let broken = [
+        (
+            good.replace("[projects.b]", "[projects.b"),
+            vec!["bosun.toml", "line"],
+        ),
+        (
+            good.replace("instances = 2", "instances = 2\nrestrat = true"),
+            vec!["bosun.toml", "restrat"],
+        ),
+        (
+            format!(
+                "{good}\n[projects.a.actions.wrong]\npath = \"{}\"\n[projects.a.actions.missing]\npath = \"nowhere.wasm\"\n",
+                wrong.display()
+            ),
+            vec![
+                "projects.a.actions.wrong",
+                "projects.a.actions.missing",
+                "bosun.toml:",
+            ],
+        ),
+    ];
+    for (text, wanted) in broken {
+        write_config(root.path(), &text.replace("\"one\"", "\"changed\""));
+        let (status, body) = reload(&bosun).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_config");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        for want in wanted {
+            assert!(message.contains(want), "`{want}` not in: {message}");
+        }
+        assert_eq!(pids(&running(&bosun, "b").await), before, "{message}");
+    }
+    // Out-of-scope and non-admin keys may not reload.
+    let resp = bosun.post("/v1/reload", OPS).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+/// Project b's log holds `greeting=<word>` from both instances.
+async fn greeted(bosun: &BosunProcess, word: &str) {
+    until(&format!("greeting={word}"), async || {
+        let log = bosun.get_text("/v1/projects/b/logs?lines=100", ADMIN).await;
+        (log.matches(&format!("greeting={word}")).count() == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_the_cli_and_the_api_reload_alike() {
+    let root = setup(&config("one", false));
+    let bosun = BosunProcess::start(root.path());
+    let a = pids(&running(&bosun, "a").await);
+    // SIGHUP.
+    write_config(root.path(), &config("hup", false));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(bosun.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    greeted(&bosun, "hup").await;
+    // The CLI.
+    write_config(root.path(), &config("cli", false));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+        .arg("reload")
+        .env("BOSUN_URL", &bosun.url)
+        .env("BOSUN_KEY", ADMIN)
+        .output()
+        .expect("bosun reload");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("processes restarted: b/web-0, b/web-1"),
+        "{text}"
+    );
+    greeted(&bosun, "cli").await;
+    // The API.
+    write_config(root.path(), &config("api", false));
+    let (status, report) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        report["processes"]["restarted"],
+        json!(["b/web-0", "b/web-1"])
+    );
+    greeted(&bosun, "api").await;
+    // Each restarted b, and none touched a.
+    let b = running(&bosun, "b").await;
+    assert!(b.iter().all(|p| p["restarts"] == 3), "{b:?}");
+    assert_eq!(pids(&running(&bosun, "a").await), a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_under_steady_load_all_succeed_through_reloads() {
+    let root = setup(&config("one", false));
+    let bosun = BosunProcess::start(root.path());
+    running(&bosun, "a").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let api = (*bosun).clone();
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.is_cancelled() {
+                let path = if i % 2 == 0 {
+                    "/v1/projects/a"
+                } else {
+                    "/v1/projects/b/logs?lines=5"
+                };
+                match api.req(Method::GET, path, Some(ADMIN)).send().await {
+                    Ok(r) if r.status().is_success() => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for round in 0..6 {
+        let second = round % 2 == 0;
+        write_config(root.path(), &config(&format!("g{round}"), second));
+        let (status, report) = reload(&bosun).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+    }
+    stop.cancel();
+    let mut total = 0;
+    for client in clients {
+        let (ok, failed) = client.await.expect("client");
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        total += ok;
+    }
+    assert!(total > 0);
+}
