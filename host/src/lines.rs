@@ -34,6 +34,17 @@ pub struct LineAssembler {
 }
 
 impl LineAssembler {
+    /// Carry on from `partial`, the unfinished line of another assembler
+    /// (the previous bosun image's, in an upgrade).
+    pub fn resume(partial: Vec<u8>) -> Self {
+        Self { partial }
+    }
+
+    /// The unfinished line, for another assembler to carry on from.
+    pub fn into_partial(self) -> Vec<u8> {
+        self.partial
+    }
+
     /// Feed `bytes`; `emit(line, split)` gets each completed line without its
     /// newline (and without a trailing `\r`); `split` is true for a piece of
     /// an overlong line.

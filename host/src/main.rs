@@ -77,6 +77,9 @@ async fn main() -> std::process::ExitCode {
             remote::remote(&client, |c| remote::cancel(c, &client, &id)).await
         }
         Command::Reload { client } => remote::remote(&client, |c| remote::reload(c, &client)).await,
+        Command::Upgrade { client } => {
+            remote::remote(&client, |c| remote::upgrade(c, &client)).await
+        }
     };
     std::process::ExitCode::from(code as u8)
 }

@@ -36,7 +36,7 @@ use super::AppState;
 use super::connections::source;
 use super::error::ApiError;
 use crate::config::{Config, KeyHash, Role, Scope};
-use crate::reload::KeyChanges;
+use crate::control::KeyChanges;
 
 /// Sources remembered by the brake; past this, the one that failed least
 /// recently is forgotten. 10,000 entries are well under a megabyte.

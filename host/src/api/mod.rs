@@ -42,7 +42,7 @@ use crate::config::ServerConfig;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::plugins::Actions;
-use crate::reload::Reloader;
+use crate::control::Control;
 use crate::supervisor::ProjectHandle;
 
 /// Everything a handler may use. Cheap to clone.
@@ -65,7 +65,7 @@ pub struct AppState {
     /// Waits and streams open, overall and per key.
     pub long_requests: Arc<LongRequests>,
     /// Asks the daemon to reload its config.
-    pub reloader: Reloader,
+    pub control: Control,
 }
 
 #[derive(OpenApi)]
@@ -112,6 +112,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::reload))
+        .routes(routes!(ops::upgrade))
         .routes(routes!(ops::openapi))
         .split_for_parts()
 }

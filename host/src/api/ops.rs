@@ -1,4 +1,4 @@
-//! Health, metrics, reload and the API's own description.
+//! Health, metrics, reload, upgrade and the API's own description.
 
 use std::sync::LazyLock;
 
@@ -14,7 +14,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use crate::config::{Role, Scope};
-use crate::reload::{ReloadError, ReloadReport};
+use crate::control::{ReloadError, ReloadReport, UpgradeError, UpgradeReport};
 
 /// The answer of `/healthz`.
 #[derive(Serialize, ToSchema)]
@@ -47,15 +47,9 @@ pub async fn reload(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<ReloadReport>, ApiError> {
-    caller.require(Role::Admin)?;
-    if !caller.reaches_all() {
-        return Err(ApiError::forbidden(format!(
-            "key `{}` reaches only some projects; a reload needs an admin key with `projects = \"*\"`",
-            caller.name
-        )));
-    }
+    require_server_admin(&caller, "a reload")?;
     tracing::info!(by = %caller.name, "reload requested over the API");
-    match state.reloader.reload().await {
+    match state.control.reload().await {
         Ok(report) => Ok(Json(report)),
         Err(e @ ReloadError::Invalid(_)) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,6 +63,51 @@ pub async fn reload(
         )
         .retry_after(5)),
     }
+}
+
+/// Upgrade in place: check the binary now at bosun's path against the
+/// config, then re-execute it in the same pid, keeping every process, the
+/// listening socket and the queued jobs. Answers once the check passed and
+/// the upgrade begins. Needs an `admin` key that reaches every project.
+#[utoipa::path(
+    post, path = "/v1/upgrade", tag = "ops",
+    responses(
+        (status = 202, description = "The new binary passed its check; the upgrade begins", body = UpgradeReport),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, description = "The new binary is missing or fails its check; nothing changed", body = ErrorBody),
+        (status = 503, description = "bosun is shutting down, or does not run as `bosun serve`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn upgrade(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    require_server_admin(&caller, "an upgrade")?;
+    tracing::info!(by = %caller.name, "upgrade requested over the API");
+    match state.control.upgrade().await {
+        Ok(report) => Ok((StatusCode::ACCEPTED, Json(report)).into_response()),
+        Err(e @ UpgradeError::Check(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "upgrade_refused",
+            e.to_string(),
+        )),
+        Err(e @ (UpgradeError::Unsupported | UpgradeError::ShuttingDown)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upgrade_unavailable",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Reloads and upgrades change every tenant's service: an `admin` key
+/// that reaches every project only.
+fn require_server_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    caller.require(Role::Admin)?;
+    if caller.reaches_all() {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "key `{}` reaches only some projects; {what} needs an admin key with `projects = \"*\"`",
+        caller.name
+    )))
 }
 
 /// Prometheus metrics of the projects the key reaches (and, for a key

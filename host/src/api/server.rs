@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -86,6 +87,28 @@ impl Listener {
         })
     }
 
+    /// Serve on `fd`, a listening socket the previous bosun image handed
+    /// over in an upgrade: the connections waiting on it are answered
+    /// here, none refused.
+    pub fn inherit(cfg: &ServerConfig, fd: std::os::fd::OwnedFd) -> Result<Self, ServeError> {
+        let tls = match &cfg.tls {
+            Some(tls) => Some(acceptor(tls).map_err(ServeError::Tls)?),
+            None => None,
+        };
+        let bind_error = |source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true).map_err(bind_error)?;
+        let tcp = TcpListener::from_std(std).map_err(bind_error)?;
+        Ok(Self {
+            tcp,
+            tls,
+            config: cfg.clone(),
+        })
+    }
+
     /// The bound address (the real port when the config said 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
@@ -101,8 +124,17 @@ impl Listener {
     }
 
     /// Serve `app` until `stop` fires, then let open requests finish for up
-    /// to `grace` and return.
-    pub async fn serve(self, app: Router, stop: CancellationToken, grace: Duration) {
+    /// to `grace` and return. The socket is closed at once, unless `keep`
+    /// is set by then (an upgrade): it is returned still listening, and the
+    /// connections that arrive meanwhile wait in its backlog for the next
+    /// image.
+    pub async fn serve(
+        self,
+        app: Router,
+        stop: CancellationToken,
+        grace: Duration,
+        keep: Arc<AtomicBool>,
+    ) -> Option<std::net::TcpListener> {
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -182,13 +214,18 @@ impl Listener {
                 }
             });
         }
-        drop(self.tcp);
+        let kept = keep.load(Ordering::SeqCst).then_some(self.tcp);
         if tokio::time::timeout(grace, slots.all_closed())
             .await
             .is_err()
         {
             tracing::warn!("some connections were still open after {grace:?}; closing them");
         }
+        kept.and_then(|tcp| {
+            tcp.into_std()
+                .inspect_err(|e| tracing::error!("keeping the listening socket: {e}"))
+                .ok()
+        })
     }
 }
 

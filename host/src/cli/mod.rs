@@ -174,6 +174,14 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make a running server upgrade in place to the binary now at its
+    /// path: checked first, then executed in the same pid, keeping every
+    /// process.
+    Upgrade {
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

@@ -1,5 +1,5 @@
 //! The remote subcommands: `run`, `ps`, `logs`, `jobs`, `job`, `cancel`,
-//! `reload`.
+//! `reload`, `upgrade`.
 //! Each talks to a running server over the HTTP API (see `client`), prints
 //! text for people or JSON with `--json`, and exits with a code scripts can
 //! branch on: a job's exit code says how it ended (see [`ExitCode`]).
@@ -470,6 +470,23 @@ pub async fn reload(client: Client, args: &ClientArgs) -> Result<ExitCode, Clien
         println!(
             "  needs a restart of bosun (kept as they were): {}",
             fixed.join(", ")
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `bosun upgrade`.
+pub async fn upgrade(client: Client, args: &ClientArgs) -> Result<ExitCode, ClientError> {
+    let report = client
+        .json(client.request(Method::POST, "/v1/upgrade", None))
+        .await?;
+    if args.json {
+        print_json(&report);
+    } else {
+        println!(
+            "upgrading to {} ({})",
+            report["version"].as_str().unwrap_or("?"),
+            report["binary"].as_str().unwrap_or("?")
         );
     }
     Ok(ExitCode::Ok)

@@ -1,15 +1,20 @@
 //! `bosun serve`: supervise every project's processes and serve the HTTP
 //! API until SIGTERM or SIGINT, then stop in order (see `daemon`) and exit
 //! once every process is gone. SIGHUP reloads the config, as `bosun
-//! reload` and `POST /v1/reload` do; its outcome goes to the log.
+//! reload` and `POST /v1/reload` do; SIGUSR2 upgrades in place, as `bosun
+//! upgrade` and `POST /v1/upgrade` do, and the exec that completes an
+//! upgrade happens here. Outcomes go to the log.
 
 use std::io::Write as _;
 use std::path::Path;
 
+use std::os::unix::process::CommandExt as _;
+
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::ExitCode;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Ended, Serving};
+use crate::handoff::Handoff;
 
 /// Serve `path` until told to stop.
 pub async fn serve(path: &Path) -> ExitCode {
@@ -17,7 +22,15 @@ pub async fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let nofile = crate::confine::raise_open_files();
+    let handoff = match Handoff::take() {
+        Ok(handoff) => handoff,
+        Err(e) => {
+            // The previous image's processes are swept, then started anew.
+            tracing::error!("the upgrade's handoff is unusable ({e:#}); starting afresh");
+            None
+        }
+    };
+    let nofile = crate::confine::raise_open_files(handoff.as_ref().map(|h| h.nofile_soft));
     // Connections are not the only descriptors: logs, pipes, the database.
     if (config.server.max_connections as u64).saturating_add(256) > nofile {
         tracing::warn!(
@@ -27,15 +40,24 @@ pub async fn serve(path: &Path) -> ExitCode {
              limit for processes and jobs; raise the limit (LimitNOFILE=) or lower max_connections"
         );
     }
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) else {
         eprintln!("error: cannot install signal handlers");
         return ExitCode::HostError;
     };
-    let daemon = match Daemon::start(&config).await {
+    let upgraded = handoff.is_some();
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(e) => {
+            eprintln!("error: cannot tell which binary runs: {e}");
+            return ExitCode::HostError;
+        }
+    };
+    let mut daemon = match Daemon::serve(&config, Serving { binary, handoff }).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -46,22 +68,52 @@ pub async fn serve(path: &Path) -> ExitCode {
     // the config says 0.
     println!("bosun: serving {} on {}", path.display(), daemon.url());
     let _ = std::io::stdout().flush();
-    tracing::info!(config = %path.display(), url = daemon.url(), "bosun is serving");
+    tracing::info!(config = %path.display(), url = daemon.url(), upgraded, "bosun is serving");
     loop {
         tokio::select! {
             _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => break tracing::info!("SIGINT: stopping"),
-            // The reload logs what it changed, or every problem.
+            // In their own tasks: a stop signal is not kept waiting by a
+            // reload's rolling restarts; each logs its outcome.
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                // In its own task: a stop signal is not kept waiting by a
-                // reload's rolling restarts.
-                let reloader = daemon.reloader();
-                tokio::spawn(async move { reloader.reload().await });
+                let control = daemon.control();
+                tokio::spawn(async move { control.reload().await });
             }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2: upgrading in place");
+                let control = daemon.control();
+                tokio::spawn(async move { control.upgrade().await });
+            }
+            ended = daemon.ended() => return finish(ended),
         }
     }
     daemon.stop().await;
     tracing::info!("every process stopped; exiting");
     ExitCode::Ok
+}
+
+/// After the daemon ended by itself: exit, or complete an upgrade by
+/// executing the new binary in this pid. Returns only if that fails.
+fn finish(ended: Ended) -> ExitCode {
+    let Ended::Upgrade(upgrade) = ended else {
+        return ExitCode::Ok;
+    };
+    let exec = |binary: &Path| {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.arg("serve").arg("--config").arg(&upgrade.config);
+        if let Some(handoff) = &upgrade.handoff {
+            cmd.env(crate::handoff::ENV, handoff);
+        }
+        cmd.exec()
+    };
+    let error = exec(&upgrade.binary);
+    tracing::error!(
+        "executing {}: {error}; going on with the running binary instead",
+        upgrade.binary.display()
+    );
+    // The image that runs now, even if its file was replaced since.
+    let error = exec(Path::new("/proc/self/exe"));
+    tracing::error!("executing the running binary again: {error}; the processes are left unsupervised");
+    ExitCode::HostError
 }

@@ -28,6 +28,9 @@ pub(super) struct Shared<'a> {
     pub(super) state_dir: &'a Path,
     /// Whether this is the server (see [`Role`]).
     pub(super) owner: bool,
+    /// Whether private tmp dirs start empty (not after an upgrade, whose
+    /// programs still use theirs).
+    pub(super) fresh: bool,
 }
 
 /// One project's confinement: what each program started for it gets.
@@ -86,6 +89,7 @@ impl Jail {
             system,
             state_dir,
             owner,
+            fresh,
         } = *shared;
         let dir = project
             .dir
@@ -131,7 +135,7 @@ impl Jail {
         let confined = !project.unconfined;
         let own = state_dir.join("projects").join(name);
         let private = if confined && host.root {
-            Some(Private::prepare(&own, owner)?)
+            Some(Private::prepare(&own, owner && fresh)?)
         } else {
             None
         };

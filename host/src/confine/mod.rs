@@ -43,6 +43,7 @@ mod report;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -110,11 +111,13 @@ static STARTED_NOFILE: OnceLock<u64> = OnceLock::new();
 /// clients exhaust. The programs bosun starts get the limit it was started
 /// with back, so a program that expects 1024 (`select`) sees 1024.
 /// Returns the limit now in force.
-pub fn raise_open_files() -> u64 {
+/// After an upgrade, `started` is the limit the first image was started
+/// with (the running one was raised by it).
+pub fn raise_open_files(started: Option<u64>) -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 0;
     };
-    let _ = STARTED_NOFILE.set(soft);
+    let _ = STARTED_NOFILE.set(started.unwrap_or(soft));
     match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => hard,
         Err(e) => {
@@ -122,6 +125,11 @@ pub fn raise_open_files() -> u64 {
             soft
         }
     }
+}
+
+/// The open-files limit bosun was started with, which its programs get.
+pub fn started_open_files() -> Option<u64> {
+    STARTED_NOFILE.get().copied()
 }
 
 impl HostLayers {
@@ -153,6 +161,9 @@ pub struct Confinement {
     state_dir: PathBuf,
     leftovers_stopped: usize,
     owner: bool,
+    /// Set when an upgrade hands the jails and cgroups to the next image:
+    /// nothing is removed or unmounted then.
+    kept: AtomicBool,
 }
 
 /// Who sets confinement up.
@@ -162,6 +173,10 @@ pub enum Role {
     /// stops what a killed predecessor left, empties the tmp dirs, and
     /// removes its cgroups when done.
     Server,
+    /// `bosun serve` started by an upgrade: the server's, but what the
+    /// previous image left (its running programs, their tmp dirs) is
+    /// adopted, not swept or emptied.
+    Successor,
     /// `bosun exec` beside a server that may be running: the same
     /// identities and private tmp dirs (left as they are), and cgroups of
     /// its own, removed when it is done.
@@ -185,7 +200,7 @@ impl Confinement {
         std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
             .context("making the state dir bosun's alone")?;
         let tag = match role {
-            Role::Server => tag(&state_dir),
+            Role::Server | Role::Successor => tag(&state_dir),
             Role::Guest => format!("{}-exec-{}", tag(&state_dir), std::process::id()),
         };
         if host.root
@@ -203,9 +218,9 @@ impl Confinement {
         for note in &notes {
             tracing::warn!("{note}");
         }
-        let owner = role == Role::Server;
+        let owner = role != Role::Guest;
         let leftovers_stopped = match &tree {
-            Some(tree) if owner => tree.sweep(LEFTOVER_GRACE).await,
+            Some(tree) if role == Role::Server => tree.sweep(LEFTOVER_GRACE).await,
             _ => 0,
         };
         let mut allocations = Allocations::load(&state_dir)?;
@@ -216,6 +231,7 @@ impl Confinement {
             system: &system,
             state_dir: &state_dir,
             owner,
+            fresh: role == Role::Server,
         };
         let mut jails = BTreeMap::new();
         let mut uids: BTreeMap<u32, String> = BTreeMap::new();
@@ -251,6 +267,7 @@ impl Confinement {
             state_dir,
             leftovers_stopped,
             owner,
+            kept: AtomicBool::new(false),
         })
     }
 
@@ -274,6 +291,7 @@ impl Confinement {
             system: &system,
             state_dir: &self.state_dir,
             owner: self.owner,
+            fresh: true,
         };
         let jail = Jail::setup(&shared, project, pcfg, identity).unwrap_or_else(|e| {
             let why = format!("{e:#}");
@@ -292,6 +310,12 @@ impl Confinement {
         if let Some(jail) = self.jails_mut().remove(project) {
             jail.release(self.owner);
         }
+    }
+
+    /// Leave the cgroups, mounts and tmp dirs as they are for the next
+    /// bosun image: an upgrade hands them over with the programs in them.
+    pub fn keep(&self) {
+        self.kept.store(true, Ordering::SeqCst);
     }
 
     /// Give every jail `config`'s view of what is protected, for its
@@ -378,6 +402,9 @@ impl Confinement {
     /// Remove this bosun's cgroups and private mounts; call once every
     /// program has stopped.
     pub fn close(&self) {
+        if self.kept.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(tree) = &self.tree {
             tree.remove();
         }

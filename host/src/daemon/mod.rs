@@ -14,7 +14,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,13 +32,16 @@ use crate::confine::{ConfineError, Confinement, Report, Role};
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::plugins::{ActionRegistry, Actions, Engine, EngineConfig, EngineError, ProjectScope};
-use crate::reload::{ReloadError, ReloadReport, Reloader};
+use crate::control::{Control, ReloadError, ReloadReport, Request};
+use crate::handoff::Handoff;
 use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
 mod reload;
+mod upgrade;
 
-/// Reload requests that may wait while one is applied; more wait to send.
-const RELOADS_WAITING: usize = 4;
+/// Reload and upgrade requests that may wait while one is applied; more
+/// wait to send.
+const REQUESTS_WAITING: usize = 4;
 
 /// Why bosun could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +67,39 @@ pub enum DaemonError {
 pub struct Daemon {
     addr: SocketAddr,
     url: String,
-    reloader: Reloader,
+    control: Control,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Ended>,
+}
+
+/// How `bosun serve` runs a daemon: the binary an upgrade re-executes, and
+/// what the previous image handed over when this one is an upgrade.
+pub struct Serving {
+    /// The path bosun was started from.
+    pub binary: PathBuf,
+    /// The handoff of the image this one replaces.
+    pub handoff: Option<Handoff>,
+}
+
+/// How a daemon's run ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Stopped in order: every process is gone.
+    Stopped,
+    /// An upgrade: everything is handed over; the caller executes this.
+    Upgrade(Upgrade),
+}
+
+/// The exec that completes an upgrade.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The binary to execute.
+    pub binary: PathBuf,
+    /// The config file it serves.
+    pub config: PathBuf,
+    /// The handoff file to give it; `None` when it could not be written
+    /// (the new image then starts afresh, sweeping what runs).
+    pub handoff: Option<PathBuf>,
 }
 
 /// Everything a reload changes, owned by the daemon's control task.
@@ -80,12 +115,39 @@ struct Running {
     confinement: Arc<Confinement>,
     supervisor: Supervisor,
     jobs: Jobs,
+    /// The binary an upgrade re-executes; `None` in-process.
+    binary: Option<PathBuf>,
 }
 
 impl Daemon {
-    /// Start serving `config`.
+    /// Start serving `config` in-process (tests, benchmarks): everything
+    /// but upgrades.
     pub async fn start(config: &Config) -> Result<Self, DaemonError> {
-        let listener = Listener::bind(&config.server).await?;
+        Self::start_with(config, None).await
+    }
+
+    /// Start serving `config` as `bosun serve`.
+    pub async fn serve(config: &Config, serving: Serving) -> Result<Self, DaemonError> {
+        Self::start_with(config, Some(serving)).await
+    }
+
+    async fn start_with(config: &Config, serving: Option<Serving>) -> Result<Self, DaemonError> {
+        let (binary, handoff) = match serving {
+            Some(s) => (Some(s.binary), s.handoff),
+            None => (None, None),
+        };
+        let inherited = handoff
+            .as_ref()
+            .and_then(|h| h.listener)
+            .map(|fd| crate::handoff::adopt_fd(fd).map_err(|source| ServeError::Bind {
+                addr: config.server.listen,
+                source,
+            }))
+            .transpose()?;
+        let listener = match inherited {
+            Some(fd) => Listener::inherit(&config.server, fd)?,
+            None => Listener::bind(&config.server).await?,
+        };
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.server.listen,
             source,
@@ -96,9 +158,15 @@ impl Daemon {
             ActionRegistry::load(&engine, config).await,
         ));
         let store = Store::open(&config.state_dir)?;
-        let confinement = Arc::new(Confinement::start(config, Role::Server).await?);
+        let role = match handoff {
+            Some(_) => Role::Successor,
+            None => Role::Server,
+        };
+        let confinement = Arc::new(Confinement::start(config, role).await?);
         let checkouts = backends::clone_missing(config, &confinement);
-        let supervisor = Supervisor::start_after(config, confinement.clone(), &checkouts).await?;
+        let handed = handoff.map(|h| h.instances).unwrap_or_default();
+        let supervisor =
+            Supervisor::start_adopting(config, confinement.clone(), &checkouts, handed).await?;
         let leftovers = supervisor.leftovers_stopped() + confinement.leftovers_stopped();
         if leftovers > 0 {
             tracing::warn!(
@@ -145,8 +213,8 @@ impl Daemon {
                 "job history recovered"
             );
         }
-        let (reload_tx, mut reloads) = mpsc::channel(RELOADS_WAITING);
-        let reloader = Reloader::new(reload_tx);
+        let (request_tx, mut requests) = mpsc::channel(REQUESTS_WAITING);
+        let control = Control::new(request_tx);
         let mut running = Running {
             config: config.clone(),
             engine,
@@ -157,6 +225,7 @@ impl Daemon {
             confinement,
             supervisor,
             jobs: jobs.clone(),
+            binary,
         };
         let state = AppState {
             auth: running.auth.clone(),
@@ -167,32 +236,65 @@ impl Daemon {
             server: Arc::new(config.server.clone()),
             confinement: running.reports.clone(),
             long_requests: LongRequests::new(&config.server),
-            reloader: reloader.clone(),
+            control: control.clone(),
         };
         let stop = CancellationToken::new();
         let grace = config.server.shutdown_grace;
-        let http = tokio::spawn(listener.serve(router(state), stop.clone(), grace));
+        let http_stop = CancellationToken::new();
+        let keep = Arc::new(AtomicBool::new(false));
+        let http = tokio::spawn(listener.serve(
+            router(state),
+            http_stop.clone(),
+            grace,
+            keep.clone(),
+        ));
         let stopping = stop.clone();
-        // The control task: reloads one at a time, then the stop in order.
+        // The control task: reloads one at a time, then the stop in order,
+        // or an upgrade's handover.
         let task = tokio::spawn(async move {
+            let mut upgrade = None;
             loop {
                 tokio::select! {
                     biased;
                     () = stopping.cancelled() => break,
-                    Some(reply) = reloads.recv() => {
-                        let _ = reply.send(running.reload().await);
+                    Some(request) = requests.recv() => match request {
+                        Request::Reload(reply) => {
+                            let _ = reply.send(running.reload().await);
+                        }
+                        Request::Upgrade(reply) => match running.check_upgrade().await {
+                            Ok((report, binary)) => {
+                                let _ = reply.send(Ok(report));
+                                upgrade = Some(binary);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::error!("upgrade refused: {e}");
+                                let _ = reply.send(Err(e));
+                            }
+                        },
                     }
                 }
             }
-            drop(reloads);
-            running.jobs.shutdown(grace).await;
-            let _ = http.await;
-            running.supervisor.shutdown().await;
+            drop(requests);
+            match upgrade {
+                Some(binary) => {
+                    keep.store(true, Ordering::SeqCst);
+                    http_stop.cancel();
+                    running.hand_over(binary, http, grace).await
+                }
+                None => {
+                    http_stop.cancel();
+                    running.jobs.shutdown(grace).await;
+                    let _ = http.await;
+                    running.supervisor.shutdown().await;
+                    Ended::Stopped
+                }
+            }
         });
         Ok(Self {
             addr,
             url,
-            reloader,
+            control,
             stop,
             task,
         })
@@ -210,18 +312,30 @@ impl Daemon {
 
     /// Re-read the config file and apply what changed (see `reload`).
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        self.reloader.reload().await
+        self.control.reload().await
     }
 
     /// A handle that asks this bosun to reload.
-    pub fn reloader(&self) -> Reloader {
-        self.reloader.clone()
+    pub fn control(&self) -> Control {
+        self.control.clone()
     }
 
     /// Stop everything, in order, and return once every process is gone.
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+
+    /// Wait until the daemon ends by itself: an upgrade has handed
+    /// everything over (or a stop, asked for elsewhere, completed).
+    pub async fn ended(&mut self) -> Ended {
+        match (&mut self.task).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::error!("the control task failed: {e}");
+                Ended::Stopped
+            }
+        }
     }
 }
 

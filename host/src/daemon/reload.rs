@@ -29,7 +29,7 @@ use super::{Running, scope_of};
 use crate::backends;
 use crate::config::{Config, ProjectConfig};
 use crate::confine::Confinement;
-use crate::reload::{ProjectChanges, ReloadError, ReloadReport};
+use crate::control::{ProjectChanges, ReloadError, ReloadReport};
 
 impl Running {
     /// Re-read the config file and apply it; log and return what changed.

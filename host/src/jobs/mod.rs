@@ -39,6 +39,9 @@ use crate::metrics::Metrics;
 use crate::plugins::{Actions, Engine, ProjectScope};
 use crate::project::Checkout;
 
+/// Why an upgrade stopped a job that runs again in the next image.
+const REQUEUED: &str = "bosun is upgrading; the job runs again from the start";
+
 /// The shortest time between two retention passes while jobs finish.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
@@ -365,6 +368,18 @@ impl Jobs {
     /// cancel the rest and mark them `interrupted`. Queued jobs stay queued
     /// in the store and run after the next start.
     pub async fn shutdown(&self, grace: Duration) {
+        self.stop(grace, "bosun shut down before the job finished")
+            .await;
+    }
+
+    /// [`Jobs::shutdown`] for an upgrade: a job still running after
+    /// `grace` is stopped and queued again, to run from the start in the
+    /// next image; none is lost.
+    pub async fn hand_over(&self, grace: Duration) {
+        self.stop(grace, REQUEUED).await;
+    }
+
+    async fn stop(&self, grace: Duration, why: &str) {
         self.inner.stopping.cancel();
         let runners = std::mem::take(
             &mut *self
@@ -384,7 +399,7 @@ impl Jobs {
                 .cloned()
                 .collect();
             for job in active {
-                job.interrupt("bosun shut down before the job finished");
+                job.interrupt(why);
             }
             all.await;
         }

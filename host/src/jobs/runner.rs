@@ -137,6 +137,14 @@ async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Jo
             message: format!("the project no longer has an action `{}`", job.action),
         }),
     };
+    if matches!(&outcome, Err(f) if f.kind == crate::plugins::FailureKind::Cancelled)
+        && active.interrupted.get().map(String::as_str) == Some(super::REQUEUED)
+    {
+        // Back in the queue, as it was before it started.
+        job.state = JobState::Queued;
+        job.started_at = None;
+        return job;
+    }
     let (state, outcome) = match outcome {
         Ok(result) => (JobState::Succeeded, Ok(result)),
         Err(failure) => {

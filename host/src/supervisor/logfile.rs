@@ -50,17 +50,18 @@ pub(crate) struct WriteMsg {
     pub line: Arc<LogLine>,
 }
 
-/// Start the writer thread of a project; it ends when every sender is gone.
+/// Start the writer thread of a project; it ends when every sender is
+/// gone, once it has written everything sent.
 pub(crate) fn spawn_writer(
     project: &str,
     merged: Option<Arc<FileSpec>>,
-) -> mpsc::Sender<Vec<WriteMsg>> {
+) -> (mpsc::Sender<Vec<WriteMsg>>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(CHANNEL);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("bosun-log-{project}"))
         .spawn(move || write_loop(rx, merged))
         .expect("spawning a log writer thread");
-    tx
+    (tx, thread)
 }
 
 fn write_loop(mut rx: mpsc::Receiver<Vec<WriteMsg>>, merged: Option<Arc<FileSpec>>) {

@@ -7,13 +7,17 @@
 //! writer (see `logfile`), so the merged file never interleaves two lines.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio_util::sync::CancellationToken;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::logfile::{FileSpec, WriteMsg};
@@ -195,13 +199,30 @@ fn strip(text: &str) -> String {
     String::from_utf8_lossy(&strip_ansi_escapes::strip(text)).into_owned()
 }
 
-/// Read `pipe` to its end, emitting whole lines.
-pub(crate) async fn capture(mut pipe: impl AsyncRead + Unpin, stream: Stream, sink: LineSink) {
-    let mut asm = LineAssembler::default();
+/// Read `pipe` to its end, emitting whole lines, starting with `partial`
+/// (what an earlier reader had of an unfinished line). When `handover`
+/// fires (an upgrade), stop between reads and give the pipe and the
+/// unfinished line back, so the next image reads on without losing or
+/// breaking a line.
+pub(crate) async fn capture(
+    mut pipe: pipe::Receiver,
+    stream: Stream,
+    sink: LineSink,
+    partial: Vec<u8>,
+    handover: CancellationToken,
+) -> Option<(OwnedFd, Vec<u8>)> {
+    let mut asm = LineAssembler::resume(partial);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut lines = Vec::new();
     loop {
-        let n = match pipe.read(&mut buf).await {
+        let read = tokio::select! {
+            biased;
+            () = handover.cancelled() => {
+                return pipe.into_blocking_fd().ok().map(|fd| (fd, asm.into_partial()));
+            }
+            read = pipe.read(&mut buf) => read,
+        };
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
@@ -217,6 +238,7 @@ pub(crate) async fn capture(mut pipe: impl AsyncRead + Unpin, stream: Stream, si
     }
     asm.finish(|line, split| lines.push(to_text(line, split)));
     sink.emit_all(stream, &mut lines).await;
+    None
 }
 
 /// A log file path with its rotation settings.

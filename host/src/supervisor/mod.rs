@@ -17,6 +17,7 @@
 //! Each instance is one worker task that owns its child; the rest of bosun
 //! reaches a project's instances only through its [`ProjectHandle`].
 
+mod adopt;
 mod group;
 mod handle;
 mod logfile;
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use handle::{Follow, ProjectHandle, SupervisorError};
 pub use logs::{LogLine, RING_LINES};
@@ -46,6 +48,7 @@ pub use status::{State, Status};
 
 use crate::config::{Config, ProcessConfig, ProjectConfig};
 use crate::confine::Confinement;
+use crate::handoff::HandedInstance;
 use crate::project::Checkout;
 use handle::Instance;
 use logfile::WriteMsg;
@@ -74,6 +77,11 @@ pub struct Supervisor {
     state_dir: PathBuf,
     leftovers_stopped: usize,
     confinement: Arc<Confinement>,
+    /// Running instances the previous image handed over, by
+    /// `project/label`, until their workers adopt them.
+    handed: BTreeMap<String, HandedInstance>,
+    /// Set once everything was handed over: the drop then kills nothing.
+    handed_over: bool,
 }
 
 /// The statuses of every instance, shared with the sampler and the reaper.
@@ -84,6 +92,8 @@ struct Project {
     handle: ProjectHandle,
     /// The project's log writer; started with its first process.
     writer: Option<mpsc::Sender<Vec<WriteMsg>>>,
+    /// Its thread, joined when an upgrade must know every line is written.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The safety net for a supervisor dropped without [`Supervisor::shutdown`]
@@ -91,6 +101,9 @@ struct Project {
 /// After a shutdown no group is recorded, and this does nothing.
 impl Drop for Supervisor {
     fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
         // Workers first, or one would restart what is killed below.
         for worker in &self.workers {
             worker.abort();
@@ -119,8 +132,24 @@ impl Supervisor {
         confinement: Arc<Confinement>,
         checkouts: &BTreeMap<String, Checkout>,
     ) -> Result<Self, StartError> {
+        Self::start_adopting(config, confinement, checkouts, Vec::new()).await
+    }
+
+    /// [`Supervisor::start_after`] in a new image after an upgrade: the
+    /// `handed` instances are adopted, running as they were, and nothing
+    /// is swept (the previous image left nothing behind but them).
+    pub async fn start_adopting(
+        config: &Config,
+        confinement: Arc<Confinement>,
+        checkouts: &BTreeMap<String, Checkout>,
+        handed: Vec<HandedInstance>,
+    ) -> Result<Self, StartError> {
         let persist = Arc::new(Persist::load(&config.state_dir).map_err(StartError)?);
-        let leftovers_stopped = persist.sweep_leftovers(LEFTOVER_GRACE).await;
+        let leftovers_stopped = if handed.is_empty() {
+            persist.sweep_leftovers(LEFTOVER_GRACE).await
+        } else {
+            0
+        };
         let statuses = Statuses::default();
         let mut supervisor = Self {
             projects: BTreeMap::new(),
@@ -132,11 +161,17 @@ impl Supervisor {
             state_dir: config.state_dir.clone(),
             leftovers_stopped,
             confinement,
+            handed: handed.into_iter().map(|h| (h.key.clone(), h)).collect(),
+            handed_over: false,
         };
         for (project, pcfg) in &config.projects {
             supervisor
                 .add_project(project, pcfg, checkouts.get(project).cloned())
                 .map_err(StartError)?;
+        }
+        for (key, gone) in std::mem::take(&mut supervisor.handed) {
+            tracing::warn!(process = %key, pid = gone.pid, "handed over, but the config no longer has it; stopping it");
+            tokio::spawn(stop_unclaimed(gone));
         }
         Ok(supervisor)
     }
@@ -156,12 +191,15 @@ impl Supervisor {
         let mut entry = Project {
             handle: ProjectHandle::new(Vec::new()),
             writer: None,
+            writer_thread: None,
         };
         let instances = numbered(pcfg)
             .map(|(process, i)| {
                 let spec = Arc::new(InstanceSpec::new(jail.clone(), process, i, &self.state_dir));
-                let start = self.persist.desired(&spec).unwrap_or(process.autostart);
-                self.spawn_instance(&mut entry, pcfg, spec, start, None, checkout.clone())
+                let adopt = self.handed.remove(&format!("{project}/{}", spec.label));
+                let start = adopt.is_some()
+                    || self.persist.desired(&spec).unwrap_or(process.autostart);
+                self.spawn_instance(&mut entry, pcfg, spec, start, None, checkout.clone(), adopt)
             })
             .collect();
         entry.handle.instances.store(Arc::new(instances));
@@ -181,6 +219,7 @@ impl Supervisor {
         start: bool,
         replaces: Option<&Instance>,
         checkout: Option<Checkout>,
+        adopt: Option<HandedInstance>,
     ) -> Instance {
         let process = &spec.config;
         let leaf = spec
@@ -212,9 +251,9 @@ impl Supervisor {
                 (status, Arc::new(ProcessLog::new()))
             }
         };
-        let writer = entry
-            .writer
-            .get_or_insert_with(|| {
+        let writer = match &entry.writer {
+            Some(writer) => writer.clone(),
+            None => {
                 let merged = pcfg.merged_log.clone().map(|p| {
                     file_spec(
                         p,
@@ -223,9 +262,12 @@ impl Supervisor {
                         &pcfg.dir,
                     )
                 });
-                logfile::spawn_writer(&spec.project, merged)
-            })
-            .clone();
+                let (writer, thread) = logfile::spawn_writer(&spec.project, merged);
+                entry.writer = Some(writer.clone());
+                entry.writer_thread = Some(thread);
+                writer
+            }
+        };
         let (tx, rx) = mpsc::channel(16);
         let sink = LineSink {
             label: spec.label.as_str().into(),
@@ -255,6 +297,9 @@ impl Supervisor {
             leaf,
             start,
             checkout,
+            adopt,
+            captures: Vec::new(),
+            handing: CancellationToken::new(),
         };
         self.workers.push(tokio::spawn(worker.run()));
         Instance {
@@ -274,6 +319,53 @@ impl Supervisor {
     /// How many process groups of a previous bosun were stopped at start.
     pub fn leftovers_stopped(&self) -> usize {
         self.leftovers_stopped
+    }
+
+    /// Leave every running process running for the next bosun image (an
+    /// upgrade): stop reading their pipes, write every line read so far,
+    /// keep their cgroups and jails, and return what the next image needs.
+    pub async fn hand_over(mut self) -> Vec<HandedInstance> {
+        let all: Vec<Instance> = self
+            .projects
+            .values()
+            .flat_map(|p| p.handle.instances.load().iter().cloned().collect::<Vec<_>>())
+            .collect();
+        let mut replies = Vec::new();
+        for inst in &all {
+            let (tx, rx) = oneshot::channel();
+            if inst.commands.send(Command::Handover(tx)).await.is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut handed = Vec::new();
+        for reply in replies {
+            if let Ok(Some(instance)) = reply.await {
+                handed.push(instance);
+            }
+        }
+        drop(all);
+        for worker in std::mem::take(&mut self.workers) {
+            let _ = worker.await;
+        }
+        self.sampler.abort();
+        if let Some(reaper) = &self.reaper {
+            reaper.abort();
+        }
+        // Every sink is gone with its worker; the writers end once they
+        // have written what was sent.
+        let threads: Vec<_> = std::mem::take(&mut self.projects)
+            .into_values()
+            .filter_map(|p| p.writer_thread)
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        self.confinement.keep();
+        self.handed_over = true;
+        handed
     }
 
     /// Stop every process by its own rules (all at once), keeping the desired
@@ -327,4 +419,25 @@ async fn stop_all(instances: &[Instance]) {
     for ack in acks {
         let _ = ack.await;
     }
+}
+
+/// Stop a process the previous image handed over that the config no
+/// longer has: its pipes closed, its group stopped, its leader reaped.
+async fn stop_unclaimed(gone: HandedInstance) {
+    for pipe in [gone.stdout, gone.stderr].into_iter().flatten() {
+        drop(crate::handoff::adopt_fd(pipe.fd));
+    }
+    let mut leader = adopt::Proc::Adopted(adopt::Adopted::new(gone.pid));
+    let exited = async {
+        let _ = leader.wait().await;
+    };
+    group::stop_group_after(
+        gone.pid as i32,
+        None,
+        nix::sys::signal::Signal::SIGTERM,
+        LEFTOVER_GRACE,
+        exited,
+    )
+    .await;
+    let _ = leader.wait().await;
 }

@@ -86,7 +86,7 @@ impl Supervisor {
                 }
                 None => {
                     let start = self.persist.desired(&spec).unwrap_or(process.autostart);
-                    let new = self.spawn_instance(&mut entry, pcfg, spec, start, None, None);
+                    let new = self.spawn_instance(&mut entry, pcfg, spec, start, None, None, None);
                     changes.added.push(label(&new));
                     list.push(new);
                 }
@@ -105,7 +105,7 @@ impl Supervisor {
             stop_all(std::slice::from_ref(&before)).await;
             let start = self.persist.desired(&spec).unwrap_or(spec.config.autostart);
             let wait = spec.ready.as_ref().map_or(Duration::ZERO, |(_, t)| *t) + ROLL_GRACE;
-            let new = self.spawn_instance(&mut entry, pcfg, spec, start, Some(&before), None);
+            let new = self.spawn_instance(&mut entry, pcfg, spec, start, Some(&before), None, None);
             list[at] = new.clone();
             entry.handle.instances.store(Arc::new(list.clone()));
             changes.restarted.push(label(&new));

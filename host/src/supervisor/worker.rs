@@ -12,9 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::process::Child;
-use tokio::sync::{mpsc, oneshot, watch};
+use std::os::fd::OwnedFd;
 
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::adopt::{Adopted, Proc};
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::logs::{LineSink, capture};
 use super::persist::Persist;
@@ -22,6 +27,7 @@ use super::spawn::{Failure, spawn};
 use super::spec::{InstanceSpec, Ready};
 use super::status::{State, Status};
 use crate::confine::Leaf;
+use crate::handoff::{HandedInstance, HandedPipe};
 use crate::lines::Stream;
 use crate::project::Checkout;
 
@@ -39,6 +45,10 @@ pub(crate) enum Command {
     Signal(Signal, oneshot::Sender<Result<(), String>>),
     /// Stop for bosun's own shutdown: the desired state is kept.
     Shutdown(oneshot::Sender<()>),
+    /// Leave the process running and hand it over to the next bosun image
+    /// (an upgrade): its pipes and what it had half written. `None` when
+    /// nothing runs.
+    Handover(oneshot::Sender<Option<HandedInstance>>),
 }
 
 pub(crate) struct Worker {
@@ -54,6 +64,13 @@ pub(crate) struct Worker {
     pub start: bool,
     /// The project's first checkout, to wait for before the first start.
     pub checkout: Option<Checkout>,
+    /// The running process the previous image handed over, adopted
+    /// instead of a first spawn.
+    pub adopt: Option<HandedInstance>,
+    /// The readers of the current run's pipes, and the signal that makes
+    /// them give the pipes back.
+    pub captures: Vec<(Stream, JoinHandle<Option<(OwnedFd, Vec<u8>)>>)>,
+    pub handing: CancellationToken,
 }
 
 /// What a command that arrives while a worker waits (out a restart delay,
@@ -67,6 +84,12 @@ enum Interrupt {
     Answered,
 }
 
+/// A handed-over process, adopted.
+struct AdoptedRun {
+    proc: Proc,
+    pgid: i32,
+}
+
 /// How one run of the process ended.
 enum RunEnd {
     Exited(ExitStatus),
@@ -74,6 +97,7 @@ enum RunEnd {
     Stop(oneshot::Sender<()>),
     Restart(oneshot::Sender<()>),
     Shutdown(Option<oneshot::Sender<()>>),
+    Handover(oneshot::Sender<Option<HandedInstance>>),
 }
 
 impl Worker {
@@ -101,6 +125,11 @@ impl Worker {
                         let _ = ack.send(());
                         return;
                     }
+                    Some(Command::Handover(ack)) => {
+                        self.keep_leaf();
+                        let _ = ack.send(None);
+                        return;
+                    }
                     Some(Command::Signal(_, ack)) => {
                         let _ = ack.send(Err(format!("`{}` is not running", self.spec.label)));
                     }
@@ -121,7 +150,19 @@ impl Worker {
                 }
                 continue;
             }
-            let mut child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
+            if let Some(handed) = self.adopt.take() {
+                let mut child = self.adopted(handed).await;
+                if let Some(ack) = pending_ack.take() {
+                    let _ = ack.send(());
+                }
+                let pgid = child.pgid;
+                match self.run_to_end(&mut child.proc, pgid, &mut step, &mut pending_ack).await {
+                    Some(next) => want_running = next,
+                    None => return,
+                }
+                continue;
+            }
+            let child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
                 Ok(child) => child,
                 Err(failure) if failure.transient && !self.spec.config.never_restarts() => {
                     self.sink
@@ -153,6 +194,7 @@ impl Worker {
             };
             let pid = child.id().expect("a just-spawned child has a pid");
             let pgid = pid as i32;
+            let mut child = Proc::Spawned(child);
             self.persist.record_group(&self.spec, pgid);
             self.take_output(&mut child);
             let initial = if self.spec.ready.is_some() {
@@ -170,52 +212,74 @@ impl Worker {
             if let Some(ack) = pending_ack.take() {
                 let _ = ack.send(());
             }
+            match self.run_to_end(&mut child, pgid, &mut step, &mut pending_ack).await {
+                Some(next) => want_running = next,
+                None => return,
+            }
+        }
+    }
 
-            let end = self.supervise(&mut child, pgid).await;
-            let uptime = self.status.borrow().uptime();
-            match end {
-                RunEnd::Stop(ack) => {
-                    self.stop(&mut child, pgid).await;
-                    self.persist.set_desired(&self.spec, false);
-                    self.set(|s| s.state = State::Stopped);
-                    want_running = false;
+    /// Supervise the run of `child` to its end and act on how it ended.
+    /// Returns whether the process should run again, or `None` when the
+    /// worker is done (a shutdown or a handover).
+    async fn run_to_end(
+        &mut self,
+        child: &mut Proc,
+        pgid: i32,
+        step: &mut usize,
+        pending_ack: &mut Option<oneshot::Sender<()>>,
+    ) -> Option<bool> {
+        let end = self.supervise(child, pgid).await;
+        let uptime = self.status.borrow().uptime();
+        match end {
+            RunEnd::Stop(ack) => {
+                self.stop(child, pgid).await;
+                self.persist.set_desired(&self.spec, false);
+                self.set(|s| s.state = State::Stopped);
+                let _ = ack.send(());
+                Some(false)
+            }
+            RunEnd::Shutdown(ack) => {
+                self.stop(child, pgid).await;
+                self.set(|s| s.state = State::Stopped);
+                if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
-                RunEnd::Shutdown(ack) => {
-                    self.stop(&mut child, pgid).await;
-                    self.set(|s| s.state = State::Stopped);
-                    if let Some(ack) = ack {
-                        let _ = ack.send(());
-                    }
-                    return;
-                }
-                RunEnd::Restart(ack) => {
-                    self.stop(&mut child, pgid).await;
-                    self.set(|s| s.restarts += 1);
-                    step = 0;
-                    pending_ack = Some(ack);
-                }
-                RunEnd::Exited(status) => {
-                    self.sink.note(describe_exit(status)).await;
-                    self.set(|s| {
-                        s.exit_code = status.code();
-                        s.exit_signal = status.signal();
-                    });
-                    // The leader is gone; leave none of its group behind.
-                    self.stop_remains(pgid).await;
-                    want_running = self.back_off(uptime, &mut step, &mut pending_ack).await;
-                }
-                RunEnd::FailedCheck(why) => {
-                    self.sink.note(why).await;
-                    self.stop(&mut child, pgid).await;
-                    want_running = self.back_off(uptime, &mut step, &mut pending_ack).await;
-                }
+                None
+            }
+            RunEnd::Handover(ack) => {
+                let handed = self.hand_over(pgid).await;
+                child.leave();
+                let _ = ack.send(Some(handed));
+                None
+            }
+            RunEnd::Restart(ack) => {
+                self.stop(child, pgid).await;
+                self.set(|s| s.restarts += 1);
+                *step = 0;
+                *pending_ack = Some(ack);
+                Some(true)
+            }
+            RunEnd::Exited(status) => {
+                self.sink.note(describe_exit(status)).await;
+                self.set(|s| {
+                    s.exit_code = status.code();
+                    s.exit_signal = status.signal();
+                });
+                // The leader is gone; leave none of its group behind.
+                self.stop_remains(pgid).await;
+                Some(self.back_off(uptime, step, pending_ack).await)
+            }
+            RunEnd::FailedCheck(why) => {
+                self.sink.note(why).await;
+                self.stop(child, pgid).await;
+                Some(self.back_off(uptime, step, pending_ack).await)
             }
         }
     }
 
     /// Wait for the run to end, handling commands and checks meanwhile.
-    async fn supervise(&mut self, child: &mut Child, pgid: i32) -> RunEnd {
+    async fn supervise(&mut self, child: &mut Proc, pgid: i32) -> RunEnd {
         let started = Instant::now();
         let mut ready_rx = self.sink.ready.as_ref().map(|(_, flag)| flag.subscribe());
         if ready_rx.as_mut().is_some_and(|rx| *rx.borrow_and_update()) {
@@ -237,6 +301,7 @@ impl Worker {
                     Some(Command::Stop(ack)) => return RunEnd::Stop(ack),
                     Some(Command::Restart(ack)) => return RunEnd::Restart(ack),
                     Some(Command::Shutdown(ack)) => return RunEnd::Shutdown(Some(ack)),
+                    Some(Command::Handover(ack)) => return RunEnd::Handover(ack),
                     None => return RunEnd::Shutdown(None),
                     Some(Command::Start(ack)) => { let _ = ack.send(()); }
                     Some(Command::Signal(sig, ack)) => {
@@ -372,6 +437,13 @@ impl Worker {
                 self.commands.close();
                 Interrupt::Halt
             }
+            // Nothing runs to hand over; the next image starts it anew.
+            Some(Command::Handover(ack)) => {
+                self.keep_leaf();
+                let _ = ack.send(None);
+                self.commands.close();
+                Interrupt::Halt
+            }
             None => Interrupt::Halt,
             Some(Command::Signal(_, ack)) => {
                 let _ = ack.send(Err(format!(
@@ -384,7 +456,7 @@ impl Worker {
     }
 
     /// Stop the whole group by the config's rules and reap the leader.
-    async fn stop(&self, child: &mut Child, pgid: i32) {
+    async fn stop(&self, child: &mut Proc, pgid: i32) {
         self.set(|s| s.state = State::Stopping);
         let cfg = &self.spec.config;
         let leader_exit = async {
@@ -430,15 +502,99 @@ impl Worker {
         self.persist.clear_group(&self.spec);
     }
 
-    fn take_output(&self, child: &mut Child) {
+    fn take_output(&mut self, child: &mut Proc) {
         if let Some((_, flag)) = &self.sink.ready {
             flag.send_replace(false);
         }
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(capture(out, Stream::Stdout, self.sink.clone()));
+        let Proc::Spawned(child) = child else { return };
+        let pipes = [
+            (Stream::Stdout, child.stdout.take().map(|p| p.into_owned_fd())),
+            (Stream::Stderr, child.stderr.take().map(|p| p.into_owned_fd())),
+        ];
+        for (stream, fd) in pipes {
+            if let Some(fd) = fd {
+                self.read_from(stream, fd, Vec::new());
+            }
         }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(capture(err, Stream::Stderr, self.sink.clone()));
+    }
+
+    /// Read the run's `stream` from `fd`, carrying on from `partial`.
+    fn read_from(&mut self, stream: Stream, fd: std::io::Result<OwnedFd>, partial: Vec<u8>) {
+        match fd.and_then(pipe::Receiver::from_owned_fd) {
+            Ok(pipe) => {
+                let reader = capture(pipe, stream, self.sink.clone(), partial, self.handing.clone());
+                self.captures.retain(|(_, c)| !c.is_finished());
+                self.captures.push((stream, tokio::spawn(reader)));
+            }
+            Err(e) => tracing::error!(process = %self.spec.label, "reading its {stream:?}: {e}"),
+        }
+    }
+
+    /// Adopt the running process the previous image handed over: its
+    /// status and its pipes carry on where they were.
+    async fn adopted(&mut self, handed: HandedInstance) -> AdoptedRun {
+        let pid = handed.pid;
+        if let Some((_, flag)) = &self.sink.ready {
+            flag.send_replace(handed.ready);
+        }
+        for (stream, pipe) in [(Stream::Stdout, handed.stdout), (Stream::Stderr, handed.stderr)] {
+            if let Some(pipe) = pipe {
+                self.read_from(stream, crate::handoff::adopt_fd(pipe.fd), pipe.partial);
+            }
+        }
+        let started = Instant::now()
+            .checked_sub(Duration::from_millis(handed.uptime_ms))
+            .unwrap_or_else(Instant::now);
+        let ready = handed.ready || self.spec.ready.is_none();
+        self.set(|s| {
+            s.state = if ready { State::Running } else { State::Starting };
+            s.pid = Some(pid);
+            s.restarts = handed.restarts;
+            s.started_at = Some(started);
+            s.message = None;
+        });
+        self.sink.note(format!("adopted from the previous bosun (pid {pid})")).await;
+        AdoptedRun {
+            proc: Proc::Adopted(Adopted::new(pid)),
+            pgid: pid as i32,
+        }
+    }
+
+    /// Stop reading the run's pipes and hand them over with the process.
+    async fn hand_over(&mut self, pgid: i32) -> HandedInstance {
+        self.handing.cancel();
+        let mut pipes: [Option<HandedPipe>; 2] = [None, None];
+        for (stream, reader) in std::mem::take(&mut self.captures) {
+            let Ok(Some((fd, partial))) = reader.await else { continue };
+            if let Err(e) = crate::handoff::keep_across_exec(&fd) {
+                tracing::error!(process = %self.spec.label, "keeping its {stream:?} open: {e}");
+                continue;
+            }
+            let slot = usize::from(stream != Stream::Stdout);
+            pipes[slot] = Some(HandedPipe {
+                fd: std::os::fd::IntoRawFd::into_raw_fd(fd),
+                partial,
+            });
+        }
+        self.keep_leaf();
+        let [stdout, stderr] = pipes;
+        let status = self.status.borrow();
+        HandedInstance {
+            key: format!("{}/{}", self.spec.project, self.spec.label),
+            pid: pgid as u32,
+            stdout,
+            stderr,
+            restarts: status.restarts,
+            ready: status.state == State::Running,
+            uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Keep the cgroup leaf and what runs in it for the next image: its
+    /// drop would kill them.
+    fn keep_leaf(&mut self) {
+        if let Some(leaf) = self.leaf.take() {
+            leaf.keep();
         }
     }
 

@@ -21,6 +21,12 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// Keep the leaf and what runs in it: an upgrade hands them to the
+    /// next bosun image, which opens the leaf again by name.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+
     /// The fd a child writes "0" to, to join.
     pub(crate) fn procs(&self) -> Arc<OwnedFd> {
         self.procs.clone()

@@ -1,8 +1,10 @@
-//! Reload: the request to apply the config file as it is now, and its
-//! answer. SIGHUP, `POST /v1/reload` and `bosun reload` all send the same
-//! request through a [`Reloader`] to the one task that owns the running
-//! state (see `daemon::reload`), so reloads never overlap and each answer
-//! says exactly what that reload changed.
+//! Changing a running bosun: a reload applies the config file as it is
+//! now; an upgrade re-executes the binary now at bosun's path in the same
+//! pid, keeping every process. SIGHUP, `POST /v1/reload` and `bosun
+//! reload` (SIGUSR2, `POST /v1/upgrade` and `bosun upgrade`) all send the
+//! same request through a [`Control`] handle to the one task that owns the
+//! running state (see `daemon`), so they never overlap each other or a
+//! stop, and each answer says what that request did.
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -72,16 +74,44 @@ pub enum ReloadError {
     ShuttingDown,
 }
 
-/// One reload request and where its answer goes.
-pub(crate) type Request = oneshot::Sender<Result<ReloadReport, ReloadError>>;
+/// What an upgrade is about to do, answered before it does it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UpgradeReport {
+    /// The binary bosun re-executes.
+    pub binary: String,
+    /// Its `--version`.
+    pub version: String,
+}
 
-/// Asks the running bosun to reload. Cheap to clone.
+/// Why an upgrade did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpgradeError {
+    /// The binary at bosun's path is missing or fails `bosun check` on
+    /// the config; what it printed.
+    #[error("the new binary cannot take over, nothing changed:\n{0}")]
+    Check(String),
+    /// This bosun does not run as `bosun serve` (it runs inside a test or
+    /// another program), so there is no image to replace.
+    #[error("only `bosun serve` can upgrade in place")]
+    Unsupported,
+    /// bosun is stopping.
+    #[error("bosun is shutting down")]
+    ShuttingDown,
+}
+
+/// A request to the control task and where its answer goes.
+pub(crate) enum Request {
+    Reload(oneshot::Sender<Result<ReloadReport, ReloadError>>),
+    Upgrade(oneshot::Sender<Result<UpgradeReport, UpgradeError>>),
+}
+
+/// Asks the running bosun to reload or upgrade. Cheap to clone.
 #[derive(Clone)]
-pub struct Reloader {
+pub struct Control {
     tx: mpsc::Sender<Request>,
 }
 
-impl Reloader {
+impl Control {
     pub(crate) fn new(tx: mpsc::Sender<Request>) -> Self {
         Self { tx }
     }
@@ -90,9 +120,21 @@ impl Reloader {
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(tx)
+            .send(Request::Reload(tx))
             .await
             .map_err(|_| ReloadError::ShuttingDown)?;
         rx.await.map_err(|_| ReloadError::ShuttingDown)?
+    }
+
+    /// Check the binary now at bosun's path and, if it passes, upgrade to
+    /// it. Returns once the upgrade has begun (the answer comes from the
+    /// image that is about to be replaced).
+    pub async fn upgrade(&self) -> Result<UpgradeReport, UpgradeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Upgrade(tx))
+            .await
+            .map_err(|_| UpgradeError::ShuttingDown)?;
+        rx.await.map_err(|_| UpgradeError::ShuttingDown)?
     }
 }

@@ -1,0 +1,132 @@
+//! Upgrade in place: what one bosun image hands the next across `execve`.
+//!
+//! The listening socket, every running child's stdout and stderr pipes and
+//! the children themselves survive the exec (the children stay children of
+//! this pid; the pipes and the socket are kept open by clearing their
+//! close-on-exec flag). What the new image cannot learn from those
+//! descriptors is written here, to `state_dir/handoff.json`, and named in
+//! [`ENV`]: which descriptor is which instance's, the bytes of a line a
+//! process had half written, and each instance's restart count and uptime.
+//! The new image reads the file once, removes it, and adopts the children
+//! instead of spawning them (see `supervisor::adopt`).
+
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use serde::{Deserialize, Serialize};
+
+/// The environment variable naming the handoff file of an upgrade.
+pub const ENV: &str = "BOSUN_HANDOFF";
+
+/// Everything the next image needs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The listening socket; `None` when it could not be kept (the next
+    /// image binds anew).
+    pub listener: Option<RawFd>,
+    /// The soft open-files limit bosun was first started with; its
+    /// programs get it back.
+    pub nofile_soft: u64,
+    /// Every instance that was running.
+    pub instances: Vec<HandedInstance>,
+}
+
+/// One running instance, handed over.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandedInstance {
+    /// `project/<name>-<instance>`.
+    pub key: String,
+    /// Its leader, also its process group.
+    pub pid: u32,
+    /// Its output pipes, each with the part of a line read but not yet
+    /// ended; `None` once the process closed the stream.
+    pub stdout: Option<HandedPipe>,
+    /// See `stdout`.
+    pub stderr: Option<HandedPipe>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Whether it had passed its readiness check.
+    pub ready: bool,
+    /// How long it had been running.
+    pub uptime_ms: u64,
+}
+
+/// A pipe the next image reads on from.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandedPipe {
+    /// The descriptor.
+    pub fd: RawFd,
+    /// Bytes of an unfinished line.
+    pub partial: Vec<u8>,
+}
+
+impl Handoff {
+    /// Where the handoff of the bosun with `state_dir` is written.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("handoff.json")
+    }
+
+    /// Write the handoff (mode 0600: it names bosun's descriptors) and
+    /// return its path.
+    pub fn write(&self, state_dir: &Path) -> anyhow::Result<PathBuf> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = Self::path(state_dir);
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(&serde_json::to_vec(self)?)?;
+        file.sync_all()?;
+        Ok(path)
+    }
+
+    /// Read and remove the handoff named in [`ENV`], if bosun was started
+    /// by an upgrade. (Programs bosun starts never see the variable: their
+    /// environment is built from scratch.)
+    pub fn take() -> anyhow::Result<Option<Self>> {
+        let Some(path) = std::env::var_os(ENV) else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(path);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let _ = std::fs::remove_file(&path);
+        let handoff = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Some(handoff))
+    }
+}
+
+/// Keep `fd` open across the exec to come.
+pub fn keep_across_exec(fd: impl AsFd) -> std::io::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    Ok(())
+}
+
+/// Take ownership of descriptor `fd`, inherited from the previous image,
+/// after checking it is open; it is made close-on-exec again.
+pub fn adopt_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(std::io::Error::other(format!("descriptor {fd} is not a handed-over one")));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` was named in the handoff as handed to this image, each
+    // descriptor once; F_GETFD below proves it open before anything uses it.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match fcntl(&owned, FcntlArg::F_GETFD) {
+        Ok(_) => {
+            fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+            Ok(owned)
+        }
+        Err(e) => {
+            // Not ours to close: it was never open.
+            std::mem::forget(owned);
+            Err(e.into())
+        }
+    }
+}
