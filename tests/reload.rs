@@ -210,7 +210,7 @@ async fn a_reload_changes_only_what_the_config_changed() {
     );
     assert_eq!(
         report["processes"],
-        json!({"added": ["d/new-0"], "removed": ["c/worker-0"], "restarted": ["b/web-0", "b/web-1"]})
+        json!({"added": ["d/new-0"], "removed": ["c/worker-0"], "restarted": ["b/web-0", "b/web-1"], "failed": []})
     );
     assert_eq!(
         report["plugins"],
@@ -218,9 +218,11 @@ async fn a_reload_changes_only_what_the_config_changed() {
     );
     assert_eq!(
         report["keys"],
-        json!({"added": [], "removed": ["ops"], "changed": []})
+        json!({"added": [], "removed": ["ops"], "changed": [], "project_keys": []})
     );
     assert_eq!(report["restart_needed"], json!([]));
+    assert_eq!(report["failed"], json!([]));
+    assert_eq!(report["warnings"], json!([]));
     assert_eq!(report["jobs_cancelled"], 1);
 
     // A: untouched.

@@ -23,6 +23,9 @@ pub struct KeyChanges {
     /// Keys whose hash, scope or role changed; their open waits and
     /// streams end.
     pub changed: Vec<String>,
+    /// Projects whose project key (`key_hash`) changed; what was opened
+    /// on them ends.
+    pub project_keys: Vec<String>,
 }
 
 /// Which projects a reload added, removed or restarted whole.
@@ -34,7 +37,8 @@ pub struct ProjectChanges {
     /// cancelled, the running job given `shutdown_grace`.
     pub removed: Vec<String>,
     /// Projects whose dir, confinement, limits or merged log changed:
-    /// every process restarted in a jail set up anew.
+    /// every process restarted in a jail set up anew, queued jobs
+    /// cancelled.
     pub restarted: Vec<String>,
 }
 
@@ -60,6 +64,11 @@ pub struct ReloadReport {
     pub jobs_cancelled: usize,
     /// Running jobs of removed projects that outlasted `shutdown_grace`.
     pub jobs_interrupted: usize,
+    /// Plugins in a project's own dir that do not load: their actions are
+    /// unavailable until they do.
+    pub warnings: Vec<String>,
+    /// What could not be applied, and why; the next reload tries again.
+    pub failed: Vec<String>,
 }
 
 /// Why a reload changed nothing.

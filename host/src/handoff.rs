@@ -45,6 +45,8 @@ pub struct HandedInstance {
     pub stdout: Option<HandedPipe>,
     /// See `stdout`.
     pub stderr: Option<HandedPipe>,
+    /// Its cgroup leaf's name, to open again.
+    pub leaf: Option<String>,
     /// Restarts so far.
     pub restarts: u32,
     /// Whether it had passed its readiness check.
@@ -112,7 +114,9 @@ pub fn keep_across_exec(fd: impl AsFd) -> std::io::Result<()> {
 /// after checking it is open; it is made close-on-exec again.
 pub fn adopt_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
     if fd < 3 {
-        return Err(std::io::Error::other(format!("descriptor {fd} is not a handed-over one")));
+        return Err(std::io::Error::other(format!(
+            "descriptor {fd} is not a handed-over one"
+        )));
     }
     #[allow(unsafe_code)]
     // SAFETY: `fd` was named in the handoff as handed to this image, each

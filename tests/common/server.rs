@@ -334,6 +334,12 @@ impl BosunProcess {
         Self::spawn(Command::new(env!("CARGO_BIN_EXE_bosun")), root)
     }
 
+    /// The same with the binary at `bin` (a link to bosun, say), which an
+    /// upgrade executes again.
+    pub fn start_bin(root: &Path, bin: &Path) -> Self {
+        Self::spawn(Command::new(bin), root)
+    }
+
     /// The same with the binary `bin`, run as `uid` (its gid the same).
     pub fn start_as(root: &Path, bin: &Path, uid: u32) -> Self {
         use std::os::unix::process::CommandExt as _;

@@ -53,6 +53,9 @@ struct KeyTable {
     keys: Vec<Key>,
     projects: HashSet<String>,
     project_keys: HashMap<String, KeyHash>,
+    /// Per project, cancelled when a reload removes it or changes its
+    /// project key: what was opened on it with the old key ends.
+    project_tokens: HashMap<String, CancellationToken>,
 }
 
 struct Key {
@@ -119,6 +122,20 @@ impl Auth {
                 key.revoked.cancel();
             }
         }
+        let mut project_keys = Vec::new();
+        for (project, token) in &old.project_tokens {
+            let same = table.projects.contains(project)
+                && old.project_keys.get(project) == table.project_keys.get(project);
+            if same {
+                table.project_tokens.insert(project.clone(), token.clone());
+            } else {
+                token.cancel();
+                if table.projects.contains(project) {
+                    project_keys.push(project.clone());
+                }
+            }
+        }
+        project_keys.sort();
         let names =
             |t: &KeyTable| -> BTreeSet<String> { t.keys.iter().map(|k| k.name.clone()).collect() };
         let (before, after) = (names(&old), names(&table));
@@ -130,9 +147,16 @@ impl Auth {
                 .filter(|n| !kept.contains(*n))
                 .cloned()
                 .collect(),
+            project_keys,
         };
         self.table.store(Arc::new(table));
         changes
+    }
+
+    /// Cancelled when a reload removes `project` or changes its project
+    /// key.
+    pub fn project_revoked(&self, project: &str) -> Option<CancellationToken> {
+        self.table.load().project_tokens.get(project).cloned()
     }
 
     /// Identify the caller of a request from `ip` with `headers`.
@@ -231,6 +255,11 @@ impl KeyTable {
                 .projects
                 .iter()
                 .filter_map(|(name, p)| p.key_hash.map(|h| (name.clone(), h)))
+                .collect(),
+            project_tokens: config
+                .projects
+                .keys()
+                .map(|name| (name.clone(), CancellationToken::new()))
                 .collect(),
         }
     }

@@ -24,6 +24,8 @@ use tokio::time::Instant;
 struct Load {
     in_flight: usize,
     idle_since: Instant,
+    /// Requests begun so far.
+    seen: u64,
 }
 
 /// The busy side: counts requests in and out.
@@ -38,6 +40,7 @@ pub fn track() -> (Activity, Idle) {
     let (tx, rx) = watch::channel(Load {
         in_flight: 0,
         idle_since: Instant::now(),
+        seen: 0,
     });
     (Activity(Arc::new(tx)), Idle(rx))
 }
@@ -45,7 +48,10 @@ pub fn track() -> (Activity, Idle) {
 impl Activity {
     /// A request arrived; it is in flight until the guard drops.
     pub fn begin(&self) -> Busy {
-        self.0.send_modify(|l| l.in_flight += 1);
+        self.0.send_modify(|l| {
+            l.in_flight += 1;
+            l.seen += 1;
+        });
         Busy(self.0.clone())
     }
 }
@@ -65,6 +71,14 @@ impl Drop for Busy {
 }
 
 impl Idle {
+    /// Resolves once the connection's first request has begun (at once if
+    /// it has); never once every [`Activity`] is gone.
+    pub async fn first_request(&mut self) {
+        if self.0.wait_for(|l| l.seen > 0).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Resolves once the connection has had no request in flight for
     /// `limit`. Never resolves once every [`Activity`] is gone (the
     /// connection is ending anyway).

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::StatusCode;
 
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -36,13 +36,28 @@ pub struct Held {
     owner: Arc<LongRequests>,
     key: String,
     revoked: CancellationToken,
+    project: Option<CancellationToken>,
 }
 
 impl Held {
-    /// Resolves once a reload revokes the key holding this place: a wait
-    /// or a stream then ends.
-    pub fn revoked(&self) -> WaitForCancellationFutureOwned {
-        self.revoked.clone().cancelled_owned()
+    /// On `project`: it also ends when a reload removes the project or
+    /// changes its project key.
+    pub fn on(mut self, project: Option<CancellationToken>) -> Self {
+        self.project = project;
+        self
+    }
+
+    /// Resolves once a reload revokes the key holding this place, or the
+    /// project it is on: a wait or a stream then ends.
+    pub fn revoked(&self) -> impl Future<Output = ()> + Send + 'static {
+        let key = self.revoked.clone();
+        let project = self.project.clone().unwrap_or_default();
+        async move {
+            tokio::select! {
+                () = key.cancelled() => {}
+                () = project.cancelled() => {}
+            }
+        }
     }
 }
 
@@ -90,6 +105,7 @@ impl LongRequests {
             owner: self.clone(),
             key: key.to_string(),
             revoked,
+            project: None,
         })
     }
 }

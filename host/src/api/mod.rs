@@ -39,10 +39,10 @@ pub use error::ApiError;
 pub use long_requests::LongRequests;
 
 use crate::config::ServerConfig;
+use crate::control::Control;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::plugins::Actions;
-use crate::control::Control;
 use crate::supervisor::ProjectHandle;
 
 /// Everything a handler may use. Cheap to clone.

@@ -64,6 +64,9 @@ const H2_STREAMS: u32 = 64;
 /// How often an HTTP/2 connection is pinged; a peer that does not answer
 /// within `read_timeout` is dropped.
 const H2_PING: Duration = Duration::from_secs(30);
+/// How long a connection accepted just before a stop may take to send its
+/// first request, which is then answered before the connection closes.
+const FIRST_REQUEST: Duration = Duration::from_secs(1);
 /// Idle time before TCP keepalive probes start.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -288,6 +291,17 @@ impl Connection {
             () = stop.cancelled() => true,
             () = idle.for_longer_than(read_timeout) => false,
         };
+        if stopping {
+            // A client that has just connected is sending its first
+            // request: a close now would reset it (a stop, or an upgrade
+            // whose socket stays open, must drop no request). Serve that
+            // one first.
+            tokio::select! {
+                ended = conn.as_mut() => return log_end(peer, ended),
+                () = idle.first_request() => {}
+                () = tokio::time::sleep(FIRST_REQUEST.min(read_timeout)) => {}
+            }
+        }
         conn.as_mut().graceful_shutdown();
         if stopping {
             // The listener bounds this with the shutdown grace.

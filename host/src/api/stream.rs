@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::long_requests::Held;
 use super::views::JobView;
@@ -95,7 +94,7 @@ pub fn respond(sse: bool, rx: mpsc::Receiver<Item>, held: Held) -> Response {
 /// ends when its key is revoked.
 struct Holding<S> {
     items: S,
-    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    revoked: Pin<Box<dyn Future<Output = ()> + Send>>,
     _held: Held,
 }
 

@@ -6,7 +6,7 @@
 //! upgrade happens here. Outcomes go to the log.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::os::unix::process::CommandExt as _;
 
@@ -50,12 +50,9 @@ pub async fn serve(path: &Path) -> ExitCode {
         return ExitCode::HostError;
     };
     let upgraded = handoff.is_some();
-    let binary = match std::env::current_exe() {
-        Ok(binary) => binary,
-        Err(e) => {
-            eprintln!("error: cannot tell which binary runs: {e}");
-            return ExitCode::HostError;
-        }
+    let Some(binary) = started_as() else {
+        eprintln!("error: cannot tell which binary runs");
+        return ExitCode::HostError;
     };
     let mut daemon = match Daemon::serve(&config, Serving { binary, handoff }).await {
         Ok(d) => d,
@@ -65,9 +62,16 @@ pub async fn serve(path: &Path) -> ExitCode {
         }
     };
     // One line on stdout, so scripts (and tests) learn the real port when
-    // the config says 0.
-    println!("bosun: serving {} on {}", path.display(), daemon.url());
-    let _ = std::io::stdout().flush();
+    // the config says 0. Not `println!`: after an upgrade, whoever read the
+    // first image's line may be gone, and a closed pipe must not end bosun.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "bosun: serving {} on {}",
+        path.display(),
+        daemon.url()
+    );
+    let _ = stdout.flush();
     tracing::info!(config = %path.display(), url = daemon.url(), upgraded, "bosun is serving");
     loop {
         tokio::select! {
@@ -93,6 +97,23 @@ pub async fn serve(path: &Path) -> ExitCode {
     ExitCode::Ok
 }
 
+/// The path bosun was started as, which an upgrade executes again: not
+/// the file it resolves to, so switching a link (`/usr/local/bin/bosun` →
+/// a release dir) upgrades to what the link now names. A bare name is
+/// looked up on PATH, as the shell did.
+fn started_as() -> Option<PathBuf> {
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    if argv0.components().count() > 1 {
+        return std::path::absolute(&argv0).ok();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(&argv0))
+        .find(|candidate| candidate.is_file())
+        .or_else(|| std::env::current_exe().ok())
+}
+
 /// After the daemon ended by itself: exit, or complete an upgrade by
 /// executing the new binary in this pid. Returns only if that fails.
 fn finish(ended: Ended) -> ExitCode {
@@ -114,6 +135,8 @@ fn finish(ended: Ended) -> ExitCode {
     );
     // The image that runs now, even if its file was replaced since.
     let error = exec(Path::new("/proc/self/exe"));
-    tracing::error!("executing the running binary again: {error}; the processes are left unsupervised");
+    tracing::error!(
+        "executing the running binary again: {error}; the processes are left unsupervised"
+    );
     ExitCode::HostError
 }

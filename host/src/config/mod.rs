@@ -248,6 +248,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Validate again after a change made in memory (a reload keeps some
+    /// running settings in place of the file's): the mix must hold too.
+    pub fn validate_again(&self) -> Result<(), ConfigError> {
+        self.validate(&self.source)
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),

@@ -338,6 +338,11 @@ impl JailCommand {
                 "its confinement could not be set up: {why}"
             )));
         }
+        if jail.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(prepare(anyhow::anyhow!(
+                "a reload removed the project or replaced its confinement"
+            )));
+        }
         let cwd = match &self.kind {
             Kind::Host => None,
             Kind::Helper(dir) => Some(project::open(dir)?),

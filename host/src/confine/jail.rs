@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context as _;
@@ -55,6 +55,9 @@ pub struct Jail {
     pub(super) report: Report,
     /// Why its setup failed, if it did: nothing starts for it.
     pub(super) broken: Option<String>,
+    /// Set when a reload removed the project or set its jail up anew:
+    /// nothing starts in this one any more.
+    pub(super) retired: AtomicBool,
     rulesets: Mutex<Vec<CachedRuleset>>,
     leaves: AtomicU64,
 }
@@ -187,6 +190,7 @@ impl Jail {
             read_only,
             report,
             broken: None,
+            retired: AtomicBool::new(false),
             rulesets: Mutex::new(Vec::new()),
             leaves: AtomicU64::new(0),
         })
@@ -223,6 +227,7 @@ impl Jail {
                 )],
             },
             broken: Some(why),
+            retired: AtomicBool::new(false),
             rulesets: Mutex::new(Vec::new()),
             leaves: AtomicU64::new(0),
         }

@@ -308,6 +308,7 @@ impl Confinement {
     /// have stopped: its private mounts are undone.
     pub fn remove(&self, project: &str) {
         if let Some(jail) = self.jails_mut().remove(project) {
+            jail.retired.store(true, Ordering::SeqCst);
             jail.release(self.owner);
         }
     }

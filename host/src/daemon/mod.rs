@@ -29,11 +29,11 @@ use crate::api::{AppState, Auth, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Report, Role};
+use crate::control::{Control, ReloadError, ReloadReport, Request};
+use crate::handoff::Handoff;
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::plugins::{ActionRegistry, Actions, Engine, EngineConfig, EngineError, ProjectScope};
-use crate::control::{Control, ReloadError, ReloadReport, Request};
-use crate::handoff::Handoff;
 use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
 mod reload;
@@ -117,6 +117,8 @@ struct Running {
     jobs: Jobs,
     /// The binary an upgrade re-executes; `None` in-process.
     binary: Option<PathBuf>,
+    /// Cancelled when bosun stops: a reload's waits end early.
+    stop: CancellationToken,
 }
 
 impl Daemon {
@@ -139,10 +141,12 @@ impl Daemon {
         let inherited = handoff
             .as_ref()
             .and_then(|h| h.listener)
-            .map(|fd| crate::handoff::adopt_fd(fd).map_err(|source| ServeError::Bind {
-                addr: config.server.listen,
-                source,
-            }))
+            .map(|fd| {
+                crate::handoff::adopt_fd(fd).map_err(|source| ServeError::Bind {
+                    addr: config.server.listen,
+                    source,
+                })
+            })
             .transpose()?;
         let listener = match inherited {
             Some(fd) => Listener::inherit(&config.server, fd)?,
@@ -215,6 +219,7 @@ impl Daemon {
         }
         let (request_tx, mut requests) = mpsc::channel(REQUESTS_WAITING);
         let control = Control::new(request_tx);
+        let stop = CancellationToken::new();
         let mut running = Running {
             config: config.clone(),
             engine,
@@ -226,6 +231,7 @@ impl Daemon {
             supervisor,
             jobs: jobs.clone(),
             binary,
+            stop: stop.clone(),
         };
         let state = AppState {
             auth: running.auth.clone(),
@@ -238,16 +244,11 @@ impl Daemon {
             long_requests: LongRequests::new(&config.server),
             control: control.clone(),
         };
-        let stop = CancellationToken::new();
         let grace = config.server.shutdown_grace;
         let http_stop = CancellationToken::new();
         let keep = Arc::new(AtomicBool::new(false));
-        let http = tokio::spawn(listener.serve(
-            router(state),
-            http_stop.clone(),
-            grace,
-            keep.clone(),
-        ));
+        let http =
+            tokio::spawn(listener.serve(router(state), http_stop.clone(), grace, keep.clone()));
         let stopping = stop.clone();
         // The control task: reloads one at a time, then the stop in order,
         // or an upgrade's handover.

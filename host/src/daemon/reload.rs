@@ -1,22 +1,33 @@
 //! Applying a reload: validate everything first, then change only what
 //! differs.
 //!
-//! Nothing is touched until the whole new config has parsed, every plugin
-//! it names has loaded (an unchanged one is reused, not recompiled) and
-//! every new project's identity can be had; otherwise the answer lists
-//! every problem and bosun goes on exactly as it was. Then, in this order:
+//! Nothing is touched until the whole new config has parsed and validated
+//! (with the settings that need a restart put back), every plugin it names
+//! has loaded (an unchanged one is reused, not recompiled) and every new
+//! project's identity can be had; otherwise the answer lists every problem
+//! and bosun goes on exactly as it was. The one exception is a plugin file
+//! inside a project's own dir: the tenant can break it at will, so it is
+//! reported as a warning and its action is unavailable, as at startup,
+//! rather than letting a tenant block every reload (and so every key
+//! revocation). Then, in this order:
 //!
+//! 0. the keys: a revoked key fails its next request, and its open waits
+//!    and streams end (as do those on a project whose project key changed);
 //! 1. projects removed, or whose dir, confinement, limits or merged log
-//!    changed, leave the API, their processes stop and their jails go; a
-//!    removed project's queued jobs are cancelled and its running job gets
-//!    `shutdown_grace`;
+//!    changed, leave the API: their queued jobs are cancelled, their
+//!    running job gets `shutdown_grace`, their processes stop and their
+//!    jails are retired (nothing starts in one again);
 //! 2. new projects (and the changed ones again) get a jail, a first
 //!    checkout if configured, their processes and a job queue;
-//! 3. the new actions, keys and project list are swapped in at once: a
-//!    request sees the old set or the new, a running job keeps the plugin
-//!    it started with;
+//! 3. the new actions and project list are swapped in at once: a request
+//!    sees the old set or the new, a running job keeps the plugin it
+//!    started with;
 //! 4. in kept projects, only instances whose spec changed restart, one at
-//!    a time (see `supervisor::reload`).
+//!    a time (see `supervisor::reload`); one that does not come up stops
+//!    the roll.
+//!
+//! What fails while applying is in the answer's `failed` and is not
+//! recorded as applied, so the next reload of the same file tries again.
 //!
 //! Settings bosun cannot change while serving (`state_dir`, `server.*`,
 //! `jobs.*`, the engine's limits, the global `confinement`) keep the values
@@ -30,6 +41,7 @@ use crate::backends;
 use crate::config::{Config, ProjectConfig};
 use crate::confine::Confinement;
 use crate::control::{ProjectChanges, ReloadError, ReloadReport};
+use crate::supervisor::ProcessChanges;
 
 impl Running {
     /// Re-read the config file and apply it; log and return what changed.
@@ -58,19 +70,27 @@ impl Running {
         let file = Config::load(&self.config.source)
             .map_err(|e| ReloadError::Invalid(vec![e.to_string()]))?;
         let (config, restart_needed) = keep_fixed(&self.config, file);
+        // The mix of the file and the settings kept must hold as well (a
+        // project dir may not overlap the state dir bosun keeps using).
+        config
+            .validate_again()
+            .map_err(|e| ReloadError::Invalid(vec![e.to_string()]))?;
         let registry = self.registry.load().reload(&self.engine, &config).await;
-        let mut problems = registry.problems(&config.source);
-        let old = &self.config;
-        let removed: BTreeSet<String> = names(old).difference(&names(&config)).cloned().collect();
-        let added: BTreeSet<String> = names(&config).difference(&names(old)).cloned().collect();
+        // A plugin file in a project's own dir is the tenant's to break: it
+        // must not keep the operator from reloading (a revocation, say).
+        // Its action is unavailable, as at startup; any other is refused.
+        let (warnings, problems): (Vec<_>, Vec<_>) = registry
+            .problems_by_file(&config)
+            .into_iter()
+            .partition(|(tenant_file, _)| *tenant_file);
+        let mut problems: Vec<String> = problems.into_iter().map(|(_, p)| p).collect();
+        let old = self.config.clone();
+        let removed: BTreeSet<String> = names(&old).difference(&names(&config)).cloned().collect();
+        let added: BTreeSet<String> = names(&config).difference(&names(&old)).cloned().collect();
         let rebuilt: BTreeSet<String> = config
             .projects
             .iter()
-            .filter(|(name, new)| {
-                old.projects
-                    .get(*name)
-                    .is_some_and(|o| needs_new_jail(o, new))
-            })
+            .filter(|(name, new)| old.projects.get(*name).is_some_and(|o| needs_new_jail(o, new)))
             .map(|(name, _)| name.clone())
             .collect();
         for (project, report) in Confinement::inspect(&config) {
@@ -87,9 +107,13 @@ impl Running {
             return Err(ReloadError::Invalid(problems));
         }
 
+        // Keys first: a revocation must not wait for the steps below.
+        let keys = self.auth.replace(&config);
         let mut report = ReloadReport {
             plugins: registry.changes_from(&self.registry.load()),
+            keys,
             restart_needed,
+            warnings: warnings.into_iter().map(|(_, w)| w).collect(),
             projects: ProjectChanges {
                 added: added.iter().cloned().collect(),
                 removed: removed.iter().cloned().collect(),
@@ -97,22 +121,30 @@ impl Running {
             },
             ..ReloadReport::default()
         };
+        // What is recorded as applied; a part that fails keeps the old.
+        let mut applied = config.clone();
         let grace = self.config.server.shutdown_grace;
         let mut handles = (**self.projects.load()).clone();
-        // 1. Out: removed projects, and changed ones before their new jail.
+        // 1. Out: removed projects, and changed ones before their new jail;
+        //    the jobs of either may not run on in the old jail.
         for project in removed.iter().chain(&rebuilt) {
             handles.remove(project);
             self.projects.store(handles.clone().into());
-            if removed.contains(project) {
-                let jobs = self.jobs.remove_project(project, grace).await;
-                report.jobs_cancelled += jobs.cancelled;
-                report.jobs_interrupted += jobs.interrupted;
-                report
-                    .processes
-                    .removed
-                    .extend(self.supervisor.remove_project(project).await);
+            let gone = removed.contains(project);
+            let why = if gone {
+                "was removed from the config"
             } else {
-                self.supervisor.remove_project(project).await;
+                "had its confinement set up anew by a reload"
+            };
+            let jobs = self
+                .jobs
+                .remove_project(project, why, grace, &self.stop)
+                .await;
+            report.jobs_cancelled += jobs.cancelled;
+            report.jobs_interrupted += jobs.interrupted;
+            let stopped = self.supervisor.remove_project(project, gone).await;
+            if gone {
+                report.processes.removed.extend(stopped);
             }
             self.confinement.remove(project);
         }
@@ -122,17 +154,30 @@ impl Running {
             .projects
             .retain(|name, _| added.contains(name) || rebuilt.contains(name));
         for project in incoming.projects.keys() {
-            if let Err(e) = self.confinement.add(&config, project) {
-                tracing::error!(project, "setting up its confinement: {e}");
+            // Handing the dir over walks it: off the async threads.
+            let set_up = tokio::task::block_in_place(|| self.confinement.add(&config, project));
+            if let Err(e) = set_up {
+                report.failed.push(format!("{project}: setting up its confinement: {e}"));
             }
         }
         let checkouts = backends::clone_missing(&incoming, &self.confinement);
         for (project, pcfg) in &incoming.projects {
             let checkout = checkouts.get(project).cloned();
-            let handle = match self.supervisor.add_project(project, pcfg, checkout.clone()) {
-                Ok(handle) => handle,
+            let started = self
+                .supervisor
+                .add_project(project, pcfg, checkout.clone())
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|handle| {
+                    let scope = scope_of(&config, project, &self.confinement, handle.clone())
+                        .ok_or_else(|| "it has no jail".to_string())?;
+                    Ok((handle, scope))
+                });
+            let (handle, scope) = match started {
+                Ok(started) => started,
                 Err(e) => {
-                    tracing::error!(project, "starting its processes: {e:#}");
+                    report.failed.push(format!("{project}: starting it: {e}"));
+                    // Not recorded: the next reload tries again.
+                    applied.projects.remove(project);
                     continue;
                 }
             };
@@ -144,19 +189,11 @@ impl Running {
                         .map(|s| format!("{project}/{}-{}", s.name, s.instance)),
                 );
             }
-            let Some(scope) = scope_of(&config, project, &self.confinement, handle.clone()) else {
-                continue;
-            };
-            if added.contains(project) {
-                self.jobs.add_project(project, scope, checkout);
-            } else {
-                self.jobs.set_scope(project, scope);
-            }
+            self.jobs.add_project(project, scope, checkout);
             handles.insert(project.clone(), handle);
         }
-        // 3. The new actions, keys and project list, all at once.
+        // 3. The new actions and project list, at once.
         self.registry.store(registry.into());
-        report.keys = self.auth.replace(&config);
         self.projects.store(handles.into());
         self.confinement.refresh(&config);
         self.reports.store(self.confinement.reports().into());
@@ -174,15 +211,28 @@ impl Running {
             {
                 self.jobs.set_scope(project, scope);
             }
-            if before.processes != pcfg.processes {
-                match self.supervisor.update_project(project, pcfg).await {
-                    Ok(changes) => report.processes.extend(changes),
-                    Err(e) => tracing::error!(project, "applying its processes: {e:#}"),
-                }
+            if before.processes == pcfg.processes {
+                continue;
             }
+            let changes = self
+                .supervisor
+                .update_project(project, pcfg, &self.stop)
+                .await
+                .unwrap_or_else(|e| ProcessChanges {
+                    failed: vec![format!("{project}: {e:#}")],
+                    ..ProcessChanges::default()
+                });
+            if !changes.failed.is_empty()
+                && let Some(recorded) = applied.projects.get_mut(project)
+            {
+                // The next reload with the same file finishes the roll.
+                recorded.processes.clone_from(&before.processes);
+            }
+            report.processes.extend(changes);
         }
-        report.changed = self.config != config || !report.restart_needed.is_empty();
-        self.config = config;
+        report.failed.append(&mut report.processes.failed);
+        report.changed = self.config != config;
+        self.config = applied;
         Ok(report)
     }
 }

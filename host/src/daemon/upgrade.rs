@@ -87,11 +87,16 @@ impl Running {
 /// Run `binary` with `args`; its stdout, or its output as the error.
 async fn run(binary: &PathBuf, args: &[String]) -> Result<String, UpgradeError> {
     let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
+    cmd.args(args)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
     let output = match tokio::time::timeout(CHECK_TIMEOUT, cmd.output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => {
-            return Err(UpgradeError::Check(format!("cannot run {}: {e}", binary.display())));
+            return Err(UpgradeError::Check(format!(
+                "cannot run {}: {e}",
+                binary.display()
+            )));
         }
         Err(_) => {
             return Err(UpgradeError::Check(format!(

@@ -9,6 +9,8 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::model::{JobError, JobState};
 use super::{Jobs, ProjectQueue};
 use crate::plugins::ProjectScope;
@@ -43,8 +45,15 @@ impl Jobs {
     }
 
     /// Take no more jobs for `project`: cancel its queued ones, let its
-    /// running one finish within `grace`, then interrupt it.
-    pub async fn remove_project(&self, project: &str, grace: Duration) -> RemovedJobs {
+    /// running one finish within `grace` (cut short by `stop`), then
+    /// interrupt it. `why` completes "project `p` …" in their errors.
+    pub async fn remove_project(
+        &self,
+        project: &str,
+        why: &str,
+        grace: Duration,
+        stop: &CancellationToken,
+    ) -> RemovedJobs {
         let removed = self
             .inner
             .queues
@@ -65,9 +74,7 @@ impl Jobs {
             job.finish(
                 Err(JobError {
                     kind: "cancelled".into(),
-                    message: format!(
-                        "project `{project}` was removed from the config before the job started"
-                    ),
+                    message: format!("project `{project}` {why} before the job started"),
                 }),
                 JobState::Cancelled,
             );
@@ -80,16 +87,18 @@ impl Jobs {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(project);
         let mut interrupted = 0;
-        if let Some(mut runner) = runner
-            && tokio::time::timeout(grace, &mut runner).await.is_err()
-        {
-            for active in self.inner.active_of(project) {
-                active.interrupt(format!(
-                    "project `{project}` was removed from the config before the job finished"
-                ));
-                interrupted += 1;
+        if let Some(mut runner) = runner {
+            let finished = tokio::select! {
+                done = tokio::time::timeout(grace, &mut runner) => done.is_ok(),
+                () = stop.cancelled() => false,
+            };
+            if !finished {
+                for active in self.inner.active_of(project) {
+                    active.interrupt(format!("project `{project}` {why} before the job finished"));
+                    interrupted += 1;
+                }
+                let _ = runner.await;
             }
-            let _ = runner.await;
         }
         RemovedJobs {
             cancelled: waiting.len(),

@@ -179,16 +179,26 @@ impl ActionRegistry {
     /// line and the key of the action, and the reason.
     pub fn problems(&self, source: &Path) -> Vec<String> {
         let text = std::fs::read_to_string(source).unwrap_or_default();
+        self.errors().map(|e| problem(e, source, &text)).collect()
+    }
+
+    /// [`ActionRegistry::problems`] of the registry loaded from `config`,
+    /// each marked true when the component's file lies in its project's
+    /// own dir (which the tenant can write).
+    pub fn problems_by_file(&self, config: &Config) -> Vec<(bool, String)> {
+        let text = std::fs::read_to_string(&config.source).unwrap_or_default();
         self.errors()
             .map(|e| {
-                let key = match e.plugin.split_once('/') {
-                    Some((project, action)) => format!("projects.{project}.actions.{action}"),
-                    None => e.plugin.clone(),
-                };
-                let line = crate::config::line_of(&text, &key)
-                    .map(|l| format!(":{l}"))
-                    .unwrap_or_default();
-                format!("{}{line}: `{key}`: {}", source.display(), e.reason)
+                let tenant = e
+                    .plugin
+                    .split_once('/')
+                    .and_then(|(project, action)| {
+                        let pcfg = config.projects.get(project)?;
+                        let path = pcfg.actions.0.get(action)?.path.as_deref()?;
+                        Some(resolved(path).starts_with(resolved(&pcfg.dir)))
+                    })
+                    .unwrap_or(false);
+                (tenant, problem(e, &config.source, &text))
             })
             .collect()
     }
@@ -199,6 +209,18 @@ impl ActionRegistry {
             .values()
             .filter_map(|r| r.as_ref().err().map(|e| e.as_ref()))
     }
+}
+
+/// A load error as `path:line: `key`: reason`.
+fn problem(e: &LoadError, source: &Path, text: &str) -> String {
+    let key = match e.plugin.split_once('/') {
+        Some((project, action)) => format!("projects.{project}.actions.{action}"),
+        None => e.plugin.clone(),
+    };
+    let line = crate::config::line_of(text, &key)
+        .map(|l| format!(":{l}"))
+        .unwrap_or_default();
+    format!("{}{line}: `{key}`: {}", source.display(), e.reason)
 }
 
 /// The largest component file read (a Python component is ~18 MB).

@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio_util::sync::CancellationToken;
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::logfile::{FileSpec, WriteMsg};
 use crate::config::resolved;
@@ -199,6 +199,10 @@ fn strip(text: &str) -> String {
     String::from_utf8_lossy(&strip_ansi_escapes::strip(text)).into_owned()
 }
 
+/// What a pipe's reader gives back when an upgrade stops it: the pipe and
+/// the unfinished line; `None` when the pipe had ended.
+pub(crate) type Handback = Option<(OwnedFd, Vec<u8>)>;
+
 /// Read `pipe` to its end, emitting whole lines, starting with `partial`
 /// (what an earlier reader had of an unfinished line). When `handover`
 /// fires (an upgrade), stop between reads and give the pipe and the
@@ -210,7 +214,7 @@ pub(crate) async fn capture(
     sink: LineSink,
     partial: Vec<u8>,
     handover: CancellationToken,
-) -> Option<(OwnedFd, Vec<u8>)> {
+) -> Handback {
     let mut asm = LineAssembler::resume(partial);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut lines = Vec::new();

@@ -87,6 +87,20 @@ pub struct Supervisor {
 /// The statuses of every instance, shared with the sampler and the reaper.
 pub(crate) type Statuses = Arc<Mutex<Vec<Arc<watch::Sender<Status>>>>>;
 
+/// How an instance's worker begins.
+#[derive(Default)]
+struct Begin<'a> {
+    /// Whether it starts at once.
+    start: bool,
+    /// The instance it takes over from: its status and log carry on, so
+    /// watchers and followers see one process that restarted.
+    replaces: Option<&'a Instance>,
+    /// The project's first checkout, to wait for.
+    checkout: Option<Checkout>,
+    /// The running process it adopts (an upgrade).
+    adopt: Option<HandedInstance>,
+}
+
 /// One project as the supervisor keeps it.
 struct Project {
     handle: ProjectHandle,
@@ -197,9 +211,15 @@ impl Supervisor {
             .map(|(process, i)| {
                 let spec = Arc::new(InstanceSpec::new(jail.clone(), process, i, &self.state_dir));
                 let adopt = self.handed.remove(&format!("{project}/{}", spec.label));
-                let start = adopt.is_some()
-                    || self.persist.desired(&spec).unwrap_or(process.autostart);
-                self.spawn_instance(&mut entry, pcfg, spec, start, None, checkout.clone(), adopt)
+                let start =
+                    adopt.is_some() || self.persist.desired(&spec).unwrap_or(process.autostart);
+                let begin = Begin {
+                    start,
+                    checkout: checkout.clone(),
+                    adopt,
+                    ..Begin::default()
+                };
+                self.spawn_instance(&mut entry, pcfg, spec, begin)
             })
             .collect();
         entry.handle.instances.store(Arc::new(instances));
@@ -208,23 +228,31 @@ impl Supervisor {
         Ok(handle)
     }
 
-    /// Start the worker of one instance. `replaces` is the instance it
-    /// takes over from: its status and log carry on, so watchers and
-    /// followers see one process that restarted.
+    /// Start the worker of one instance, as `begin` says.
     fn spawn_instance(
         &mut self,
         entry: &mut Project,
         pcfg: &ProjectConfig,
         spec: Arc<InstanceSpec>,
-        start: bool,
-        replaces: Option<&Instance>,
-        checkout: Option<Checkout>,
-        adopt: Option<HandedInstance>,
+        begin: Begin<'_>,
     ) -> Instance {
+        let Begin {
+            start,
+            replaces,
+            checkout,
+            adopt,
+        } = begin;
         let process = &spec.config;
+        // A replacement gets a leaf of its own: the one it replaces is
+        // removed by its worker as it ends, which may be after this starts.
+        let leaf_name = match (adopt.as_ref().and_then(|h| h.leaf.clone()), replaces) {
+            (Some(handed), _) => handed,
+            (None, Some(_)) => format!("proc.{}.{}", spec.label, uuid::Uuid::now_v7().simple()),
+            (None, None) => format!("proc.{}", spec.label),
+        };
         let leaf = spec
             .jail
-            .leaf(&format!("proc.{}", spec.label))
+            .leaf(&leaf_name)
             .unwrap_or_else(|e| {
                 tracing::error!(project = %spec.project, process = %spec.label, "creating its cgroup: {e}");
                 None
@@ -328,7 +356,14 @@ impl Supervisor {
         let all: Vec<Instance> = self
             .projects
             .values()
-            .flat_map(|p| p.handle.instances.load().iter().cloned().collect::<Vec<_>>())
+            .flat_map(|p| {
+                p.handle
+                    .instances
+                    .load()
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let mut replies = Vec::new();
         for inst in &all {

@@ -14,11 +14,12 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::handle::Instance;
 use super::spec::InstanceSpec;
 use super::status::State;
-use super::{Supervisor, numbered, stop_all};
+use super::{Begin, Supervisor, numbered, stop_all};
 use crate::config::{ProcessConfig, ProjectConfig};
 
 /// How long past its readiness timeout a restarted instance may take to
@@ -34,6 +35,8 @@ pub struct ProcessChanges {
     pub removed: Vec<String>,
     /// Instances restarted because their spec changed.
     pub restarted: Vec<String>,
+    /// What could not be done, and why.
+    pub failed: Vec<String>,
 }
 
 impl ProcessChanges {
@@ -42,28 +45,34 @@ impl ProcessChanges {
         self.added.extend(other.added);
         self.removed.extend(other.removed);
         self.restarted.extend(other.restarted);
+        self.failed.extend(other.failed);
     }
 }
 
 impl Supervisor {
-    /// Stop every process of `project` by its own rules, forget what it
-    /// should run, and drop the project. Returns the instances stopped.
-    pub(crate) async fn remove_project(&mut self, project: &str) -> Vec<String> {
+    /// Stop every process of `project` by its own rules and drop the
+    /// project; with `forget`, also what it should run (a project removed,
+    /// not one set up anew). Returns the instances stopped.
+    pub(crate) async fn remove_project(&mut self, project: &str, forget: bool) -> Vec<String> {
         let Some(entry) = self.projects.remove(project) else {
             return Vec::new();
         };
         let instances = entry.handle.instances.swap(Arc::new(Vec::new()));
-        self.retire(&instances).await;
+        self.retire(&instances, forget).await;
         self.workers.retain(|w| !w.is_finished());
         instances.iter().map(label).collect()
     }
 
     /// Bring a kept project's processes in line with `pcfg`: start the new
-    /// instances, stop the removed, restart the changed one at a time.
+    /// instances, stop the removed, restart the changed one at a time. A
+    /// restarted instance that does not come up stops the roll: the
+    /// instances not yet restarted keep running as they were, and the
+    /// changes say which failed. `stop` (bosun stopping) cuts the waits.
     pub(crate) async fn update_project(
         &mut self,
         project: &str,
         pcfg: &ProjectConfig,
+        stop: &CancellationToken,
     ) -> anyhow::Result<ProcessChanges> {
         let jail = self
             .confinement
@@ -86,7 +95,11 @@ impl Supervisor {
                 }
                 None => {
                     let start = self.persist.desired(&spec).unwrap_or(process.autostart);
-                    let new = self.spawn_instance(&mut entry, pcfg, spec, start, None, None, None);
+                    let begin = Begin {
+                        start,
+                        ..Begin::default()
+                    };
+                    let new = self.spawn_instance(&mut entry, pcfg, spec, begin);
                     changes.added.push(label(&new));
                     list.push(new);
                 }
@@ -98,21 +111,41 @@ impl Supervisor {
             .cloned()
             .collect();
         entry.handle.instances.store(Arc::new(list.clone()));
-        self.retire(&gone).await;
+        self.retire(&gone, true).await;
         changes.removed = gone.iter().map(label).collect();
         for (at, spec) in changed {
+            if !changes.failed.is_empty() || stop.is_cancelled() {
+                break;
+            }
             let before = list[at].clone();
             stop_all(std::slice::from_ref(&before)).await;
             let start = self.persist.desired(&spec).unwrap_or(spec.config.autostart);
             let wait = spec.ready.as_ref().map_or(Duration::ZERO, |(_, t)| *t) + ROLL_GRACE;
-            let new = self.spawn_instance(&mut entry, pcfg, spec, start, Some(&before), None, None);
+            let begin = Begin {
+                start,
+                replaces: Some(&before),
+                ..Begin::default()
+            };
+            let new = self.spawn_instance(&mut entry, pcfg, spec, begin);
             list[at] = new.clone();
             entry.handle.instances.store(Arc::new(list.clone()));
             changes.restarted.push(label(&new));
             if start {
                 let mut rx = new.status.subscribe();
                 let up = rx.wait_for(|s| s.state != State::Starting);
-                let _ = tokio::time::timeout(wait, up).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, up) => {}
+                    () = stop.cancelled() => {}
+                }
+                let status = new.status.borrow().clone();
+                if status.state != State::Running {
+                    let why = status.message.unwrap_or_else(|| format!("{:?}", status.state));
+                    changes.failed.push(format!(
+                        "{}: did not come up after its restart ({why}); the instances not yet \
+                         restarted keep their old settings",
+                        label(&new)
+                    ));
+                }
             }
         }
         self.projects.insert(project.to_string(), entry);
@@ -120,11 +153,11 @@ impl Supervisor {
         Ok(changes)
     }
 
-    /// Stop `instances` for good: their processes, their desired state and
-    /// their place in the sampler's list.
-    async fn retire(&self, instances: &[Instance]) {
+    /// Stop `instances` for good: their processes, their place in the
+    /// sampler's list and, with `forget`, their desired state.
+    async fn retire(&self, instances: &[Instance], forget: bool) {
         stop_all(instances).await;
-        for inst in instances {
+        for inst in instances.iter().filter(|_| forget) {
             self.persist.forget(&inst.spec);
         }
         self.statuses

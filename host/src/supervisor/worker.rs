@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::adopt::{Adopted, Proc};
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
-use super::logs::{LineSink, capture};
+use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
 use super::spawn::{Failure, spawn};
 use super::spec::{InstanceSpec, Ready};
@@ -69,7 +69,7 @@ pub(crate) struct Worker {
     pub adopt: Option<HandedInstance>,
     /// The readers of the current run's pipes, and the signal that makes
     /// them give the pipes back.
-    pub captures: Vec<(Stream, JoinHandle<Option<(OwnedFd, Vec<u8>)>>)>,
+    pub captures: Vec<(Stream, JoinHandle<Handback>)>,
     pub handing: CancellationToken,
 }
 
@@ -156,7 +156,10 @@ impl Worker {
                     let _ = ack.send(());
                 }
                 let pgid = child.pgid;
-                match self.run_to_end(&mut child.proc, pgid, &mut step, &mut pending_ack).await {
+                match self
+                    .run_to_end(&mut child.proc, pgid, &mut step, &mut pending_ack)
+                    .await
+                {
                     Some(next) => want_running = next,
                     None => return,
                 }
@@ -212,7 +215,10 @@ impl Worker {
             if let Some(ack) = pending_ack.take() {
                 let _ = ack.send(());
             }
-            match self.run_to_end(&mut child, pgid, &mut step, &mut pending_ack).await {
+            match self
+                .run_to_end(&mut child, pgid, &mut step, &mut pending_ack)
+                .await
+            {
                 Some(next) => want_running = next,
                 None => return,
             }
@@ -508,8 +514,14 @@ impl Worker {
         }
         let Proc::Spawned(child) = child else { return };
         let pipes = [
-            (Stream::Stdout, child.stdout.take().map(|p| p.into_owned_fd())),
-            (Stream::Stderr, child.stderr.take().map(|p| p.into_owned_fd())),
+            (
+                Stream::Stdout,
+                child.stdout.take().map(|p| p.into_owned_fd()),
+            ),
+            (
+                Stream::Stderr,
+                child.stderr.take().map(|p| p.into_owned_fd()),
+            ),
         ];
         for (stream, fd) in pipes {
             if let Some(fd) = fd {
@@ -522,7 +534,13 @@ impl Worker {
     fn read_from(&mut self, stream: Stream, fd: std::io::Result<OwnedFd>, partial: Vec<u8>) {
         match fd.and_then(pipe::Receiver::from_owned_fd) {
             Ok(pipe) => {
-                let reader = capture(pipe, stream, self.sink.clone(), partial, self.handing.clone());
+                let reader = capture(
+                    pipe,
+                    stream,
+                    self.sink.clone(),
+                    partial,
+                    self.handing.clone(),
+                );
                 self.captures.retain(|(_, c)| !c.is_finished());
                 self.captures.push((stream, tokio::spawn(reader)));
             }
@@ -537,7 +555,10 @@ impl Worker {
         if let Some((_, flag)) = &self.sink.ready {
             flag.send_replace(handed.ready);
         }
-        for (stream, pipe) in [(Stream::Stdout, handed.stdout), (Stream::Stderr, handed.stderr)] {
+        for (stream, pipe) in [
+            (Stream::Stdout, handed.stdout),
+            (Stream::Stderr, handed.stderr),
+        ] {
             if let Some(pipe) = pipe {
                 self.read_from(stream, crate::handoff::adopt_fd(pipe.fd), pipe.partial);
             }
@@ -547,13 +568,19 @@ impl Worker {
             .unwrap_or_else(Instant::now);
         let ready = handed.ready || self.spec.ready.is_none();
         self.set(|s| {
-            s.state = if ready { State::Running } else { State::Starting };
+            s.state = if ready {
+                State::Running
+            } else {
+                State::Starting
+            };
             s.pid = Some(pid);
             s.restarts = handed.restarts;
             s.started_at = Some(started);
             s.message = None;
         });
-        self.sink.note(format!("adopted from the previous bosun (pid {pid})")).await;
+        self.sink
+            .note(format!("adopted from the previous bosun (pid {pid})"))
+            .await;
         AdoptedRun {
             proc: Proc::Adopted(Adopted::new(pid)),
             pgid: pid as i32,
@@ -565,7 +592,9 @@ impl Worker {
         self.handing.cancel();
         let mut pipes: [Option<HandedPipe>; 2] = [None, None];
         for (stream, reader) in std::mem::take(&mut self.captures) {
-            let Ok(Some((fd, partial))) = reader.await else { continue };
+            let Ok(Some((fd, partial))) = reader.await else {
+                continue;
+            };
             if let Err(e) = crate::handoff::keep_across_exec(&fd) {
                 tracing::error!(process = %self.spec.label, "keeping its {stream:?} open: {e}");
                 continue;
@@ -576,6 +605,7 @@ impl Worker {
                 partial,
             });
         }
+        let leaf = self.leaf.as_ref().and_then(Leaf::name);
         self.keep_leaf();
         let [stdout, stderr] = pipes;
         let status = self.status.borrow();
@@ -584,6 +614,7 @@ impl Worker {
             pid: pgid as u32,
             stdout,
             stderr,
+            leaf,
             restarts: status.restarts,
             ready: status.state == State::Running,
             uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),

@@ -27,6 +27,11 @@ impl Leaf {
         std::mem::forget(self);
     }
 
+    /// Its name in its project's cgroup, which an upgrade hands over.
+    pub fn name(&self) -> Option<String> {
+        Some(self.dir.file_name()?.to_string_lossy().into_owned())
+    }
+
     /// The fd a child writes "0" to, to join.
     pub(crate) fn procs(&self) -> Arc<OwnedFd> {
         self.procs.clone()
