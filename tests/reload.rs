@@ -436,3 +436,103 @@ async fn requests_under_steady_load_all_succeed_through_reloads() {
     }
     assert!(total > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_block_a_reload_with_a_broken_plugin_in_its_dir() {
+    let root = setup(&config("one", false));
+    std::fs::write(root.path().join("a/own.wasm"), "not a component").expect("junk");
+    let bosun = BosunProcess::start(root.path());
+    running(&bosun, "b").await;
+    let mut text = config("two", true);
+    text.push_str("\n[projects.a.actions.own]\npath = \"a/own.wasm\"\n");
+    write_config(root.path(), &text);
+    let (status, report) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("projects.a.actions.own"), "{report}");
+    assert_eq!(report["keys"]["removed"], json!(["ops"]), "{report}");
+    let resp = bosun
+        .req(Method::GET, "/v1/projects/a", Some(OPS))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = bosun.run("a", "own", "", json!({}), ADMIN).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_project_key_ends_what_was_opened_with_the_old_one() {
+    let with_key = |key: &str| {
+        config("one", false).replace(
+            "[projects.a]\ndir = \"a\"",
+            &format!("[projects.a]\ndir = \"a\"\nkey_hash = \"{}\"", hash(key)),
+        )
+    };
+    let root = setup(&with_key("old-project-key"));
+    let bosun = BosunProcess::start(root.path());
+    let stream = bosun
+        .req(
+            Method::GET,
+            "/v1/projects/a/processes/web/logs?follow=1",
+            Some(ADMIN),
+        )
+        .header("X-Project-Key", "old-project-key")
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(stream.status(), StatusCode::OK);
+    write_config(root.path(), &with_key("new-project-key"));
+    let (status, report) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["keys"]["project_keys"], json!(["a"]), "{report}");
+    let body = tokio::time::timeout(Duration::from_secs(30), stream.bytes()).await;
+    assert!(
+        body.is_ok(),
+        "the stream opened with the old project key is still open"
+    );
+    let old = bosun
+        .req(Method::GET, "/v1/projects/a", Some(ADMIN))
+        .header("X-Project-Key", "old-project-key")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(old.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_fails_stops_the_roll_and_the_next_reload_finishes_it() {
+    let root = setup(&config("one", false));
+    let bosun = BosunProcess::start(root.path());
+    let before = pids(&running(&bosun, "b").await);
+    let broken = config("two", false).replace(
+        "instances = 2\ncommand = \"sh\"",
+        "instances = 2\nrestart_at = []\ncommand = \"./missing-program\"",
+    );
+    write_config(root.path(), &broken);
+    let (status, report) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["processes"]["restarted"],
+        json!(["b/web-0"]),
+        "{report}"
+    );
+    assert!(report["failed"].to_string().contains("b/web-0"), "{report}");
+    // The second instance was left running as it was.
+    let now = bosun.get_json("/v1/projects/b", ADMIN).await;
+    assert_eq!(
+        now["processes"][1]["pid"].as_u64(),
+        Some(before[1]),
+        "{now}"
+    );
+    // The file fixed, the same reload finishes the job.
+    write_config(root.path(), &config("three", false));
+    let (status, report) = reload(&bosun).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["processes"]["restarted"],
+        json!(["b/web-0", "b/web-1"]),
+        "{report}"
+    );
+    greeted(&bosun, "three").await;
+}

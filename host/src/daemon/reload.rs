@@ -90,7 +90,11 @@ impl Running {
         let rebuilt: BTreeSet<String> = config
             .projects
             .iter()
-            .filter(|(name, new)| old.projects.get(*name).is_some_and(|o| needs_new_jail(o, new)))
+            .filter(|(name, new)| {
+                old.projects
+                    .get(*name)
+                    .is_some_and(|o| needs_new_jail(o, new))
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for (project, report) in Confinement::inspect(&config) {
@@ -157,7 +161,9 @@ impl Running {
             // Handing the dir over walks it: off the async threads.
             let set_up = tokio::task::block_in_place(|| self.confinement.add(&config, project));
             if let Err(e) = set_up {
-                report.failed.push(format!("{project}: setting up its confinement: {e}"));
+                report
+                    .failed
+                    .push(format!("{project}: setting up its confinement: {e}"));
             }
         }
         let checkouts = backends::clone_missing(&incoming, &self.confinement);

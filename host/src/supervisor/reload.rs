@@ -139,7 +139,9 @@ impl Supervisor {
                 }
                 let status = new.status.borrow().clone();
                 if status.state != State::Running {
-                    let why = status.message.unwrap_or_else(|| format!("{:?}", status.state));
+                    let why = status
+                        .message
+                        .unwrap_or_else(|| format!("{:?}", status.state));
                     changes.failed.push(format!(
                         "{}: did not come up after its restart ({why}); the instances not yet \
                          restarted keep their old settings",
