@@ -260,6 +260,25 @@ async fn a_binary_that_fails_its_check_changes_nothing() {
     let (root, link) = setup();
     let bosun = BosunProcess::start_bin(root.path(), &link);
     let before = pids_and_restarts(&running(&bosun).await);
+    // A config file with process changes no reload has applied: the new
+    // image would adopt the old processes under it.
+    let config = root.path().join("bosun.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("args = [\"1000\"]", "args = [\"2000\"]"),
+    )
+    .expect("edit");
+    let (status, body) = upgrade(&bosun).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reload"),
+        "{body}"
+    );
+    std::fs::write(&config, text).expect("restore");
     // A binary that cannot check the config.
     std::fs::remove_file(&link).expect("unlink");
     std::fs::write(&link, "#!/bin/sh\necho \"bosun 9.9.9\"\n[ \"$1\" = check ] && { echo 'error: broken build' >&2; exit 2; }\nexit 0\n")

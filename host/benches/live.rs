@@ -172,7 +172,12 @@ async fn reload(http: &reqwest::Client, url: &str) -> Duration {
         .send()
         .await
         .expect("reload");
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
     began.elapsed()
 }
 
@@ -193,11 +198,20 @@ impl Load {
                         .pool_max_idle_per_host(0)
                         .build()
                         .expect("client");
-                    let path = if i % 2 == 0 { "/healthz" } else { "/v1/projects/p1" };
+                    let path = if i % 2 == 0 {
+                        "/healthz"
+                    } else {
+                        "/v1/projects/p1"
+                    };
                     let (mut ok, mut failed, mut slowest) = (0, 0, Duration::ZERO);
                     while !stop.load(Ordering::Relaxed) {
                         let began = Instant::now();
-                        match http.get(format!("{url}{path}")).bearer_auth(KEY).send().await {
+                        match http
+                            .get(format!("{url}{path}"))
+                            .bearer_auth(KEY)
+                            .send()
+                            .await
+                        {
                             Ok(r) if r.status().is_success() => ok += 1,
                             _ => failed += 1,
                         }
@@ -223,6 +237,8 @@ impl Load {
 
 fn ms(v: &mut [Duration], pct: usize) -> String {
     v.sort();
-    let i = ((v.len() * pct).div_ceil(100)).saturating_sub(1).min(v.len() - 1);
+    let i = ((v.len() * pct).div_ceil(100))
+        .saturating_sub(1)
+        .min(v.len() - 1);
     format!("{:.1} ms", v[i].as_secs_f64() * 1e3)
 }

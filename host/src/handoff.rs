@@ -10,7 +10,7 @@
 //! The new image reads the file once, removes it, and adopts the children
 //! instead of spawning them (see `supervisor::adopt`).
 
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -104,9 +104,15 @@ impl Handoff {
     }
 }
 
-/// Keep `fd` open across the exec to come.
-pub fn keep_across_exec(fd: impl AsFd) -> std::io::Result<()> {
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+/// Keep `fds` open across the exec to come: close-on-exec cleared, and
+/// never closed by this image.
+pub fn keep_across_exec(fds: Vec<OwnedFd>) -> std::io::Result<()> {
+    for fd in &fds {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    }
+    for fd in fds {
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    }
     Ok(())
 }
 

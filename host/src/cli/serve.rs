@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::process::CommandExt as _;
 
+use std::sync::Arc;
+
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 
 use super::ExitCode;
 use crate::daemon::{Daemon, Ended, Serving};
@@ -73,21 +76,37 @@ pub async fn serve(path: &Path) -> ExitCode {
     );
     let _ = stdout.flush();
     tracing::info!(config = %path.display(), url = daemon.url(), upgraded, "bosun is serving");
+    let (reloads, upgrades) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let control = daemon.control();
+    let asked = reloads.clone();
+    tokio::spawn(async move {
+        loop {
+            asked.notified().await;
+            let _ = control.reload().await;
+        }
+    });
+    let control = daemon.control();
+    let asked = upgrades.clone();
+    tokio::spawn(async move {
+        loop {
+            asked.notified().await;
+            let _ = control.upgrade().await;
+        }
+    });
     loop {
         tokio::select! {
             _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => break tracing::info!("SIGINT: stopping"),
-            // In their own tasks: a stop signal is not kept waiting by a
-            // reload's rolling restarts; each logs its outcome.
+            // Done by their own tasks, so a stop signal is not kept waiting
+            // by a reload's rolling restarts; signals that come while one
+            // runs fold into one more. Each logs its outcome.
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                let control = daemon.control();
-                tokio::spawn(async move { control.reload().await });
+                reloads.notify_one();
             }
             _ = usr2.recv() => {
                 tracing::info!("SIGUSR2: upgrading in place");
-                let control = daemon.control();
-                tokio::spawn(async move { control.upgrade().await });
+                upgrades.notify_one();
             }
             ended = daemon.ended() => return finish(ended),
         }

@@ -261,7 +261,7 @@ fn needs_new_jail(old: &ProjectConfig, new: &ProjectConfig) -> bool {
 
 /// `file` with every setting that needs a restart as in `running`, and the
 /// keys of those that differ.
-fn keep_fixed(running: &Config, mut file: Config) -> (Config, Vec<String>) {
+pub(super) fn keep_fixed(running: &Config, mut file: Config) -> (Config, Vec<String>) {
     let mut fixed = Vec::new();
     macro_rules! keep {
         ($key:literal, $($field:ident).+) => {

@@ -13,12 +13,14 @@
 //! 5. `bosun serve` executes the new binary in the same pid (see
 //!    `cli::serve`), which adopts all of it.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::{Ended, Running, Upgrade};
+use crate::config::Config;
 use crate::control::{UpgradeError, UpgradeReport};
 use crate::handoff::{Handoff, keep_across_exec};
 
@@ -32,6 +34,18 @@ impl Running {
     /// Check the binary at bosun's path against the config file.
     pub(super) async fn check_upgrade(&self) -> Result<(UpgradeReport, PathBuf), UpgradeError> {
         let binary = self.binary.clone().ok_or(UpgradeError::Unsupported)?;
+        // The new image adopts each process as it runs, by name: with
+        // process changes in the file not yet applied, it would run old
+        // processes under a config that says otherwise.
+        let file =
+            Config::load(&self.config.source).map_err(|e| UpgradeError::Check(e.to_string()))?;
+        if super::reload::keep_fixed(&self.config, file).0 != self.config {
+            return Err(UpgradeError::Check(
+                "the config file has changes that are not applied yet: `bosun reload` first, \
+                 then upgrade"
+                    .into(),
+            ));
+        }
         let version = run(&binary, &["--version".into()]).await?;
         let config = self.config.source.display().to_string();
         run(&binary, &["check".into(), "--config".into(), config]).await?;
@@ -50,25 +64,23 @@ impl Running {
         http: JoinHandle<Option<std::net::TcpListener>>,
         grace: Duration,
     ) -> Ended {
-        let listener = http.await.ok().flatten();
+        let listener = http.await.ok().flatten().map(OwnedFd::from);
         self.jobs.hand_over(grace).await;
-        let instances = self.supervisor.hand_over().await;
-        let listener = listener.and_then(|l| match keep_across_exec(&l) {
-            Ok(()) => Some(std::os::fd::IntoRawFd::into_raw_fd(l)),
-            Err(e) => {
-                tracing::error!("keeping the listening socket: {e}");
-                None
-            }
-        });
+        let (instances, mut fds) = self.supervisor.hand_over().await;
         let handoff = Handoff {
-            listener,
+            listener: listener.as_ref().map(AsRawFd::as_raw_fd),
             nofile_soft: crate::confine::started_open_files().unwrap_or(1024),
             instances,
         };
+        fds.extend(listener);
+        // Only a handoff on disk makes the descriptors worth keeping: without
+        // one the new image starts afresh (binding the port, sweeping what
+        // runs), and must find none of them open.
         let path = handoff
             .write(&self.config.state_dir)
+            .and_then(|path| Ok(keep_across_exec(fds).map(|()| path)?))
             .inspect_err(|e| {
-                tracing::error!("writing the handoff ({e:#}); the new image will start afresh")
+                tracing::error!("handing over ({e:#}); the new image will start afresh")
             })
             .ok();
         tracing::info!(

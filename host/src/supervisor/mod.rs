@@ -33,6 +33,7 @@ mod status;
 mod worker;
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -352,7 +353,7 @@ impl Supervisor {
     /// Leave every running process running for the next bosun image (an
     /// upgrade): stop reading their pipes, write every line read so far,
     /// keep their cgroups and jails, and return what the next image needs.
-    pub async fn hand_over(mut self) -> Vec<HandedInstance> {
+    pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<OwnedFd>) {
         let all: Vec<Instance> = self
             .projects
             .values()
@@ -372,10 +373,11 @@ impl Supervisor {
                 replies.push(rx);
             }
         }
-        let mut handed = Vec::new();
+        let (mut handed, mut fds) = (Vec::new(), Vec::new());
         for reply in replies {
-            if let Ok(Some(instance)) = reply.await {
+            if let Ok(Some((instance, pipes))) = reply.await {
                 handed.push(instance);
+                fds.extend(pipes);
             }
         }
         drop(all);
@@ -400,7 +402,7 @@ impl Supervisor {
         .await;
         self.confinement.keep();
         self.handed_over = true;
-        handed
+        (handed, fds)
     }
 
     /// Stop every process by its own rules (all at once), keeping the desired

@@ -48,8 +48,11 @@ pub(crate) enum Command {
     /// Leave the process running and hand it over to the next bosun image
     /// (an upgrade): its pipes and what it had half written. `None` when
     /// nothing runs.
-    Handover(oneshot::Sender<Option<HandedInstance>>),
+    Handover(oneshot::Sender<Option<Handed>>),
 }
+
+/// A running instance handed over, and the descriptors its handoff names.
+pub(crate) type Handed = (HandedInstance, Vec<OwnedFd>);
 
 pub(crate) struct Worker {
     pub spec: Arc<InstanceSpec>,
@@ -97,7 +100,7 @@ enum RunEnd {
     Stop(oneshot::Sender<()>),
     Restart(oneshot::Sender<()>),
     Shutdown(Option<oneshot::Sender<()>>),
-    Handover(oneshot::Sender<Option<HandedInstance>>),
+    Handover(oneshot::Sender<Option<Handed>>),
 }
 
 impl Worker {
@@ -587,29 +590,29 @@ impl Worker {
         }
     }
 
-    /// Stop reading the run's pipes and hand them over with the process.
-    async fn hand_over(&mut self, pgid: i32) -> HandedInstance {
+    /// Stop reading the run's pipes and hand them over with the process:
+    /// the descriptors stay owned (and close-on-exec) until the handoff
+    /// naming them is written.
+    async fn hand_over(&mut self, pgid: i32) -> Handed {
         self.handing.cancel();
+        let mut fds = Vec::new();
         let mut pipes: [Option<HandedPipe>; 2] = [None, None];
         for (stream, reader) in std::mem::take(&mut self.captures) {
             let Ok(Some((fd, partial))) = reader.await else {
                 continue;
             };
-            if let Err(e) = crate::handoff::keep_across_exec(&fd) {
-                tracing::error!(process = %self.spec.label, "keeping its {stream:?} open: {e}");
-                continue;
-            }
             let slot = usize::from(stream != Stream::Stdout);
             pipes[slot] = Some(HandedPipe {
-                fd: std::os::fd::IntoRawFd::into_raw_fd(fd),
+                fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
                 partial,
             });
+            fds.push(fd);
         }
         let leaf = self.leaf.as_ref().and_then(Leaf::name);
         self.keep_leaf();
         let [stdout, stderr] = pipes;
         let status = self.status.borrow();
-        HandedInstance {
+        let instance = HandedInstance {
             key: format!("{}/{}", self.spec.project, self.spec.label),
             pid: pgid as u32,
             stdout,
@@ -618,7 +621,8 @@ impl Worker {
             restarts: status.restarts,
             ready: status.state == State::Running,
             uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),
-        }
+        };
+        (instance, fds)
     }
 
     /// Keep the cgroup leaf and what runs in it for the next image: its
