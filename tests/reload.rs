@@ -7,11 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bosun::jobs::{JobState, Store};
-use common::guest_dir;
 use common::server::{ADMIN, BosunProcess, hash};
+use common::{guest_dir, until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -103,17 +103,6 @@ fn write_config(root: &Path, text: &str) {
     let tmp = root.join("bosun.toml.new");
     std::fs::write(&tmp, text).expect("write config");
     std::fs::rename(tmp, root.join("bosun.toml")).expect("swap config");
-}
-
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The processes of `project` once every one has a pid and is running.

@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::guest_dir;
 use common::server::{ADMIN, BosunProcess, hash};
+use common::{guest_dir, until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -59,17 +59,6 @@ args = ["1000"]
     let link = root.path().join("bin/bosun");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_bosun"), &link).expect("link");
     (root, link)
-}
-
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The project's processes once all run.

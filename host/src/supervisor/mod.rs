@@ -350,12 +350,9 @@ impl Supervisor {
         self.leftovers_stopped
     }
 
-    /// Leave every running process running for the next bosun image (an
-    /// upgrade): stop reading their pipes, write every line read so far,
-    /// keep their cgroups and jails, and return what the next image needs.
-    pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<OwnedFd>) {
-        let all: Vec<Instance> = self
-            .projects
+    /// Every instance of every project.
+    fn instances(&self) -> Vec<Instance> {
+        self.projects
             .values()
             .flat_map(|p| {
                 p.handle
@@ -365,7 +362,14 @@ impl Supervisor {
                     .cloned()
                     .collect::<Vec<_>>()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Leave every running process running for the next bosun image (an
+    /// upgrade): stop reading their pipes, write every line read so far,
+    /// keep their cgroups and jails, and return what the next image needs.
+    pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<OwnedFd>) {
+        let all = self.instances();
         let mut replies = Vec::new();
         for inst in &all {
             let (tx, rx) = oneshot::channel();
@@ -408,18 +412,7 @@ impl Supervisor {
     /// Stop every process by its own rules (all at once), keeping the desired
     /// state, and return once all are gone.
     pub async fn shutdown(mut self) {
-        let all: Vec<Instance> = self
-            .projects
-            .values()
-            .flat_map(|p| {
-                p.handle
-                    .instances
-                    .load()
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let all = self.instances();
         stop_all(&all).await;
         self.projects.clear();
         for worker in std::mem::take(&mut self.workers) {
