@@ -61,11 +61,16 @@ args = ["1000"]
     (root, link)
 }
 
-/// The project's processes once all run.
+/// The project's processes once all run (but `once`, which runs once).
 async fn running(bosun: &BosunProcess) -> Vec<Value> {
     until("every process running", async || {
         let body = bosun.get_json("/v1/projects/app", ADMIN).await;
-        let procs = body["processes"].as_array()?.clone();
+        let procs: Vec<Value> = body["processes"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["name"] != "once")
+            .cloned()
+            .collect();
         procs
             .iter()
             .all(|p| p["state"] == "running" && p["pid"].is_u64())
@@ -220,6 +225,19 @@ async fn an_upgrade_keeps_every_process_every_line_every_job_and_every_request()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_and_the_cli_upgrade_alike() {
     let (root, link) = setup();
+    // A one-shot that has run and exited stays so through upgrades.
+    let config = root.path().join("bosun.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(
+        "\n[[projects.app.processes]]\nname = \"once\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo ran-once\"]\nrestart_at = []\n",
+    );
+    // A tenant's broken plugin in its own dir vetoes no upgrade.
+    text = text.replace(
+        "[projects.app.actions.hostile]",
+        "[projects.app.actions.own]\npath = \"app/own.wasm\"\n[projects.app.actions.hostile]",
+    );
+    std::fs::write(root.path().join("app/own.wasm"), "not a component").expect("junk");
+    std::fs::write(&config, text).expect("config");
     let bosun = BosunProcess::start_bin(root.path(), &link);
     let before = pids_and_restarts(&running(&bosun).await);
     let pid = nix::unistd::Pid::from_raw(bosun.pid() as i32);
@@ -241,7 +259,20 @@ async fn sigusr2_and_the_cli_upgrade_alike() {
     assert!(text.starts_with("upgrading to bosun"), "{text}");
     adopted(root.path(), 2).await;
     assert_eq!(pids_and_restarts(&running(&bosun).await), before);
+    // SIGUSR2 again: the new image took the signal over.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).expect("SIGUSR2");
+    adopted(root.path(), 3).await;
+    assert_eq!(pids_and_restarts(&running(&bosun).await), before);
     check_writer_log(root.path());
+    let once =
+        std::fs::read_to_string(root.path().join("state/logs/app/once-0.log")).expect("once's log");
+    assert_eq!(once.matches("ran-once").count(), 1, "{once}");
+    let body = bosun.get_json("/v1/projects/app", ADMIN).await;
+    let state = body["processes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "once"))
+        .map(|p| p["state"].clone());
+    assert_eq!(state, Some(json!("exited")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,12 +17,22 @@ use anyhow::Context as _;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use serde::{Deserialize, Serialize};
 
+use crate::supervisor::State;
+
 /// The environment variable naming the handoff file of an upgrade.
 pub const ENV: &str = "BOSUN_HANDOFF";
+/// Set when a stop was asked for while the upgrade handed over: the new
+/// image adopts everything, then stops in order.
+pub const STOP_ENV: &str = "BOSUN_HANDOFF_STOP";
+
+/// The handoff format's version: an image refuses one it does not know.
+pub const VERSION: u32 = 1;
 
 /// Everything the next image needs.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Handoff {
+    /// [`VERSION`], as written.
+    pub version: u32,
     /// The listening socket; `None` when it could not be kept (the next
     /// image binds anew).
     pub listener: Option<RawFd>,
@@ -33,13 +43,22 @@ pub struct Handoff {
     pub instances: Vec<HandedInstance>,
 }
 
-/// One running instance, handed over.
+/// One instance, handed over: a running one with its process, or one that
+/// is not running (stopped, exited, fatal), which stays as it is.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HandedInstance {
     /// `project/<name>-<instance>`.
     pub key: String,
-    /// Its leader, also its process group.
-    pub pid: u32,
+    /// Its leader, also its process group; `None` when it is not running.
+    pub pid: Option<u32>,
+    /// Its state.
+    pub state: State,
+    /// How its last run ended, and the last notable event.
+    pub exit_code: Option<i32>,
+    /// See `exit_code`.
+    pub exit_signal: Option<i32>,
+    /// See `exit_code`.
+    pub message: Option<String>,
     /// Its output pipes, each with the part of a line read but not yet
     /// ended; `None` once the process closed the stream.
     pub stdout: Option<HandedPipe>,
@@ -98,8 +117,14 @@ impl Handoff {
         let path = PathBuf::from(path);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let _ = std::fs::remove_file(&path);
-        let handoff = serde_json::from_slice(&bytes)
+        let handoff: Self = serde_json::from_slice(&bytes)
             .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            handoff.version == VERSION,
+            "{} is of handoff version {}; this bosun reads version {VERSION}",
+            path.display(),
+            handoff.version
+        );
         Ok(Some(handoff))
     }
 }
@@ -114,6 +139,20 @@ pub fn keep_across_exec(fds: Vec<OwnedFd>) -> std::io::Result<()> {
         let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
     }
     Ok(())
+}
+
+/// Ignore SIGHUP and SIGUSR2 across the exec to come: the new image
+/// installs its own handlers a moment after it starts, and until then
+/// their default action (the end of the process) would orphan every child.
+/// One that comes in between is lost, not fatal.
+pub fn ignore_reload_signals() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    for sig in [Signal::SIGHUP, Signal::SIGUSR2] {
+        #[allow(unsafe_code)]
+        // SAFETY: SIG_IGN runs no code in this process; nothing here relies
+        // on the handlers it replaces, as the exec follows.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
 }
 
 /// Take ownership of descriptor `fd`, inherited from the previous image,

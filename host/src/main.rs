@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let code: ExitCode = match Cli::parse().command {
         Command::Serve { config } => serve(&config).await,
-        Command::Check { config } => check(&config).await,
+        Command::Check { config, upgrade } => check(&config, upgrade).await,
         Command::Exec {
             config,
             project,

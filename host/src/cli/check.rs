@@ -7,7 +7,7 @@ use std::path::Path;
 use super::ExitCode;
 
 /// Check `path`; print each problem to stderr and a summary to stdout.
-pub async fn check(path: &Path) -> ExitCode {
+pub async fn check(path: &Path, upgrade: bool) -> ExitCode {
     let config = match super::load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -16,11 +16,15 @@ pub async fn check(path: &Path) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let problems = registry.problems(path);
-    for problem in &problems {
-        eprintln!("error: {problem}");
+    let mut errors = 0;
+    for (tenant_file, problem) in registry.problems_by_file(&config) {
+        if upgrade && tenant_file {
+            eprintln!("warning: {problem}");
+        } else {
+            eprintln!("error: {problem}");
+            errors += 1;
+        }
     }
-    let errors = problems.len();
     let actions: usize = config.projects.values().map(|p| p.actions.0.len()).sum();
     if errors > 0 {
         eprintln!("{errors} of {actions} actions failed to load");

@@ -76,6 +76,11 @@ pub enum Command {
         /// The config file.
         #[arg(long, short, default_value = "config/bosun.toml", env = "BOSUN_CONFIG")]
         config: PathBuf,
+        /// As an upgrade checks its new binary: a plugin in a project's own
+        /// dir that does not load is a warning, not a failure (the tenant
+        /// can break it; its action is unavailable, as at startup).
+        #[arg(long, hide = true)]
+        upgrade: bool,
     },
     /// Run one action of one project in this process, printing its log and result.
     Exec {

@@ -76,6 +76,10 @@ pub async fn serve(path: &Path) -> ExitCode {
     );
     let _ = stdout.flush();
     tracing::info!(config = %path.display(), url = daemon.url(), upgraded, "bosun is serving");
+    if upgraded && std::env::var_os(crate::handoff::STOP_ENV).is_some() {
+        tracing::info!("a stop was asked for during the upgrade: stopping");
+        return stop(daemon).await;
+    }
     let (reloads, upgrades) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let control = daemon.control();
     let asked = reloads.clone();
@@ -108,12 +112,22 @@ pub async fn serve(path: &Path) -> ExitCode {
                 tracing::info!("SIGUSR2: upgrading in place");
                 upgrades.notify_one();
             }
-            ended = daemon.ended() => return finish(ended),
+            ended = daemon.ended() => return finish(ended, false),
         }
     }
-    daemon.stop().await;
-    tracing::info!("every process stopped; exiting");
-    ExitCode::Ok
+    stop(daemon).await
+}
+
+/// Stop in order. A stop that comes while an upgrade hands over finishes
+/// the upgrade, and the new image stops: nothing is left unsupervised.
+async fn stop(daemon: Daemon) -> ExitCode {
+    match daemon.stop().await {
+        Ended::Stopped => {
+            tracing::info!("every process stopped; exiting");
+            ExitCode::Ok
+        }
+        upgrade @ Ended::Upgrade(_) => finish(upgrade, true),
+    }
 }
 
 /// The path bosun was started as, which an upgrade executes again: not
@@ -134,17 +148,29 @@ fn started_as() -> Option<PathBuf> {
 }
 
 /// After the daemon ended by itself: exit, or complete an upgrade by
-/// executing the new binary in this pid. Returns only if that fails.
-fn finish(ended: Ended) -> ExitCode {
+/// executing the new binary in this pid, which then stops at once if
+/// `then_stop`. Returns only if that fails.
+fn finish(ended: Ended, then_stop: bool) -> ExitCode {
     let Ended::Upgrade(upgrade) = ended else {
         return ExitCode::Ok;
     };
+    crate::handoff::ignore_reload_signals();
     let exec = |binary: &Path| {
         let mut cmd = std::process::Command::new(binary);
-        cmd.arg("serve").arg("--config").arg(&upgrade.config);
-        if let Some(handoff) = &upgrade.handoff {
-            cmd.env(crate::handoff::ENV, handoff);
-        }
+        // argv[0] is the path it was started as, also after the fallback
+        // below, so the next upgrade looks at that path again.
+        cmd.arg0(&upgrade.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&upgrade.config);
+        match &upgrade.handoff {
+            Some(handoff) => cmd.env(crate::handoff::ENV, handoff),
+            None => cmd.env_remove(crate::handoff::ENV),
+        };
+        match then_stop {
+            true => cmd.env(crate::handoff::STOP_ENV, "1"),
+            false => cmd.env_remove(crate::handoff::STOP_ENV),
+        };
         cmd.exec()
     };
     let error = exec(&upgrade.binary);

@@ -192,7 +192,7 @@ impl Jail {
             broken: None,
             retired: AtomicBool::new(false),
             rulesets: Mutex::new(Vec::new()),
-            leaves: AtomicU64::new(0),
+            leaves: AtomicU64::new(first_leaf()),
         })
     }
 
@@ -229,7 +229,7 @@ impl Jail {
             broken: Some(why),
             retired: AtomicBool::new(false),
             rulesets: Mutex::new(Vec::new()),
-            leaves: AtomicU64::new(0),
+            leaves: AtomicU64::new(first_leaf()),
         }
     }
 
@@ -451,6 +451,15 @@ impl Jail {
             None => Ok(None),
         }
     }
+}
+
+/// The first number of a jail's run leaves (`cmd.<pid>.<n>`): from the
+/// clock, so an image that an upgrade started in the same pid never takes
+/// a name its predecessor's leftovers may still hold.
+fn first_leaf() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The rlimits a project's programs get: `nofile` always (the project's,

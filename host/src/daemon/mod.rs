@@ -29,11 +29,12 @@ use crate::api::{AppState, Auth, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Report, Role};
-use crate::control::{Control, ReloadError, ReloadReport, Request};
+use crate::control::{Control, ReloadError, ReloadReport, Request, UpgradeError};
 use crate::handoff::Handoff;
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::plugins::{ActionRegistry, Actions, Engine, EngineConfig, EngineError, ProjectScope};
+use crate::project::Checkout;
 use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
 mod reload;
@@ -119,6 +120,10 @@ struct Running {
     binary: Option<PathBuf>,
     /// Cancelled when bosun stops: a reload's waits end early.
     stop: CancellationToken,
+    /// First checkouts (`git.clone`) started, at boot or by reloads, by
+    /// project; an
+    /// upgrade waits for none, so it is refused while one runs.
+    checkouts: BTreeMap<String, Checkout>,
 }
 
 impl Daemon {
@@ -168,6 +173,7 @@ impl Daemon {
         };
         let confinement = Arc::new(Confinement::start(config, role).await?);
         let checkouts = backends::clone_missing(config, &confinement);
+        let pending_checkouts = checkouts.clone();
         let handed = handoff.map(|h| h.instances).unwrap_or_default();
         let supervisor =
             Supervisor::start_adopting(config, confinement.clone(), &checkouts, handed).await?;
@@ -232,6 +238,7 @@ impl Daemon {
             jobs: jobs.clone(),
             binary,
             stop: stop.clone(),
+            checkouts: pending_checkouts,
         };
         let state = AppState {
             auth: running.auth.clone(),
@@ -263,6 +270,11 @@ impl Daemon {
                             let _ = reply.send(running.reload().await);
                         }
                         Request::Upgrade(reply) => match running.check_upgrade().await {
+                            // A stop asked for during the check wins.
+                            Ok(_) if stopping.is_cancelled() => {
+                                let _ = reply.send(Err(UpgradeError::ShuttingDown));
+                                break;
+                            }
                             Ok((report, binary)) => {
                                 let _ = reply.send(Ok(report));
                                 upgrade = Some(binary);
@@ -279,6 +291,8 @@ impl Daemon {
             drop(requests);
             match upgrade {
                 Some(binary) => {
+                    // Jobs taken from now on wait for the next image.
+                    running.jobs.hold_starts();
                     keep.store(true, Ordering::SeqCst);
                     http_stop.cancel();
                     running.hand_over(binary, http, grace).await
@@ -321,10 +335,13 @@ impl Daemon {
         self.control.clone()
     }
 
-    /// Stop everything, in order, and return once every process is gone.
-    pub async fn stop(self) {
+    /// Stop everything, in order, and return once every process is gone:
+    /// [`Ended::Stopped`]. If an upgrade was already handing over, it is
+    /// finished instead ([`Ended::Upgrade`]): the caller executes it, and
+    /// the new image then stops.
+    pub async fn stop(self) -> Ended {
         self.stop.cancel();
-        let _ = self.task.await;
+        self.task.await.unwrap_or(Ended::Stopped)
     }
 
     /// Wait until the daemon ends by itself: an upgrade has handed

@@ -167,6 +167,8 @@ impl Running {
             }
         }
         let checkouts = backends::clone_missing(&incoming, &self.confinement);
+        self.checkouts.retain(|_, c| !c.is_done());
+        self.checkouts.extend(checkouts.clone());
         for (project, pcfg) in &incoming.projects {
             let checkout = checkouts.get(project).cloned();
             let started = self

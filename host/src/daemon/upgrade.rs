@@ -39,16 +39,48 @@ impl Running {
         // processes under a config that says otherwise.
         let file =
             Config::load(&self.config.source).map_err(|e| UpgradeError::Check(e.to_string()))?;
-        if super::reload::keep_fixed(&self.config, file).0 != self.config {
+        let (file, fixed) = super::reload::keep_fixed(&self.config, file);
+        if file != self.config {
             return Err(UpgradeError::Check(
                 "the config file has changes that are not applied yet: `bosun reload` first, \
                  then upgrade"
                     .into(),
             ));
         }
+        // The state dir, the job store and the projects' users and cgroups
+        // are where the running processes live: only a full restart moves
+        // them.
+        let moved: Vec<&str> = fixed
+            .iter()
+            .map(String::as_str)
+            .filter(|k| ["state_dir", "jobs", "confinement"].contains(k))
+            .collect();
+        if !moved.is_empty() {
+            return Err(UpgradeError::Check(format!(
+                "{} changed in the config file: an upgrade cannot move running processes; \
+                 restart bosun, or put them back",
+                moved.join(", ")
+            )));
+        }
+        // A clone's git would outlive the exec unwaited, and the new image
+        // would clone into the same dir again.
+        if let Some((project, _)) = self.checkouts.iter().find(|(_, c)| !c.is_done()) {
+            return Err(UpgradeError::Check(format!(
+                "the first checkout (git clone) of project `{project}` is still running; \
+                 upgrade once it is done"
+            )));
+        }
         let version = run(&binary, &["--version".into()]).await?;
         let config = self.config.source.display().to_string();
-        run(&binary, &["check".into(), "--config".into(), config]).await?;
+        // `--upgrade`: a plugin file in a project's own dir that does not
+        // load is the tenant's doing, and must not veto the upgrade.
+        let args = [
+            "check".into(),
+            "--upgrade".into(),
+            "--config".into(),
+            config,
+        ];
+        run(&binary, &args).await?;
         let report = UpgradeReport {
             binary: binary.display().to_string(),
             version: version.trim().to_string(),
@@ -68,6 +100,7 @@ impl Running {
         self.jobs.hand_over(grace).await;
         let (instances, mut fds) = self.supervisor.hand_over().await;
         let handoff = Handoff {
+            version: crate::handoff::VERSION,
             listener: listener.as_ref().map(AsRawFd::as_raw_fd),
             nofile_soft: crate::confine::started_open_files().unwrap_or(1024),
             instances,

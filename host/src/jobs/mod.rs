@@ -21,6 +21,7 @@ mod runner;
 mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -122,9 +123,11 @@ pub enum LogFollow {
 struct ProjectQueue {
     /// What its jobs may touch; a reload may change it for the next job.
     scope: ArcSwap<ProjectScope>,
-    /// Cancelled when bosun stops or a reload removes the project: the
-    /// runner takes no further job.
+    /// Cancelled when bosun stops, an upgrade begins, or a reload removes
+    /// the project: the runner takes no further job.
     closing: CancellationToken,
+    /// Set when a reload removed the project: it takes no job either.
+    removed: AtomicBool,
     /// The project's first checkout: no job runs before it is done.
     checkout: Option<Checkout>,
     /// Held only for a moment: the runner never waits on a submission.
@@ -136,10 +139,11 @@ struct ProjectQueue {
 }
 
 impl ProjectQueue {
-    fn new(scope: ProjectScope, checkout: Option<Checkout>, stopping: &CancellationToken) -> Self {
+    fn new(scope: ProjectScope, checkout: Option<Checkout>, starting: &CancellationToken) -> Self {
         Self {
             scope: ArcSwap::from_pointee(scope),
-            closing: stopping.child_token(),
+            closing: starting.child_token(),
+            removed: AtomicBool::new(false),
             checkout,
             waiting: Mutex::new(VecDeque::new()),
             submitting: tokio::sync::Mutex::new(()),
@@ -162,6 +166,8 @@ pub(crate) struct Inner {
     cfg: JobsConfig,
     metrics: Metrics,
     stopping: CancellationToken,
+    /// A child of `stopping`, and the parent of every queue's `closing`.
+    starting: CancellationToken,
     runners: Mutex<BTreeMap<String, JoinHandle<()>>>,
     /// When retention last started.
     /// When each project's history was last pruned.
@@ -200,10 +206,11 @@ impl Jobs {
         let recovered = store.recover().await?;
         let pruned = store.prune(cfg.retention(), None).await?;
         let stopping = CancellationToken::new();
+        let starting = stopping.child_token();
         let queues = scopes
             .into_iter()
             .map(|(name, scope)| {
-                let queue = ProjectQueue::new(scope, checkouts.get(&name).cloned(), &stopping);
+                let queue = ProjectQueue::new(scope, checkouts.get(&name).cloned(), &starting);
                 (name, Arc::new(queue))
             })
             .collect();
@@ -216,6 +223,7 @@ impl Jobs {
             cfg,
             metrics,
             stopping,
+            starting,
             runners: Mutex::new(BTreeMap::new()),
             pruned_at: Mutex::new(HashMap::new()),
         });
@@ -249,13 +257,12 @@ impl Jobs {
             .queue(&new.project)
             .ok_or_else(|| SubmitError::UnknownProject(new.project.clone()))?;
         let _turn = queue.submitting.lock().await;
-        if queue.closing.is_cancelled() {
-            // Removed by a reload (or closed by a shutdown) while this waited.
-            return Err(if self.inner.stopping.is_cancelled() {
-                SubmitError::ShuttingDown
-            } else {
-                SubmitError::UnknownProject(new.project)
-            });
+        if self.inner.stopping.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if queue.removed.load(Ordering::SeqCst) {
+            // Removed by a reload while this waited.
+            return Err(SubmitError::UnknownProject(new.project));
         }
         if queue.waiting().len() >= self.inner.cfg.queue_depth {
             self.inner.metrics.job_refused(&new.project);
@@ -372,6 +379,12 @@ impl Jobs {
             .await;
     }
 
+    /// Start no further job (an upgrade begins): new jobs are still taken
+    /// and stored, and run in the next image.
+    pub fn hold_starts(&self) {
+        self.inner.starting.cancel();
+    }
+
     /// [`Jobs::shutdown`] for an upgrade: a job still running after
     /// `grace` is stopped and queued again, to run from the start in the
     /// next image; none is lost.
@@ -409,7 +422,11 @@ impl Jobs {
 impl ActiveJob {
     /// Cancel the run on bosun's behalf: it ends `interrupted`, saying `why`.
     fn interrupt(&self, why: impl Into<String>) {
-        let _ = self.interrupted.set(why.into());
+        // A job its caller cancelled already stays cancelled (and is not
+        // queued again by an upgrade).
+        if !self.cancel.is_cancelled() {
+            let _ = self.interrupted.set(why.into());
+        }
         self.cancel.cancel();
     }
 }

@@ -28,7 +28,7 @@ pub struct RemovedJobs {
 impl Jobs {
     /// Take jobs for `project` from now on, after `checkout` when given.
     pub fn add_project(&self, project: &str, scope: ProjectScope, checkout: Option<Checkout>) {
-        let queue = Arc::new(ProjectQueue::new(scope, checkout, &self.inner.stopping));
+        let queue = Arc::new(ProjectQueue::new(scope, checkout, &self.inner.starting));
         self.inner
             .queues
             .write()
@@ -66,6 +66,9 @@ impl Jobs {
         // A submission that found the queue before it was removed is stored
         // and queued before this goes on, and is cancelled with the rest.
         let turn = queue.submitting.lock().await;
+        queue
+            .removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         queue.closing.cancel();
         drop(turn);
         let waiting: Vec<_> = queue.waiting().drain(..).collect();

@@ -175,16 +175,10 @@ impl ActionRegistry {
         changes
     }
 
-    /// Every load error as `bosun check` prints it: the config file, the
-    /// line and the key of the action, and the reason.
-    pub fn problems(&self, source: &Path) -> Vec<String> {
-        let text = std::fs::read_to_string(source).unwrap_or_default();
-        self.errors().map(|e| problem(e, source, &text)).collect()
-    }
-
-    /// [`ActionRegistry::problems`] of the registry loaded from `config`,
-    /// each marked true when the component's file lies in its project's
-    /// own dir (which the tenant can write).
+    /// Every load error of the registry loaded from `config` as `bosun
+    /// check` prints it (the config file, the line and the key of the
+    /// action, and the reason), each marked true when the component's file
+    /// lies in its project's own dir (which the tenant can write).
     pub fn problems_by_file(&self, config: &Config) -> Vec<(bool, String)> {
         let text = std::fs::read_to_string(&config.source).unwrap_or_default();
         self.errors()

@@ -223,15 +223,29 @@ impl RotatingFile {
 }
 
 /// Open (creating it and its dirs) `rel` for appending, beneath `root`.
+/// Only a regular file: the tenant owns the dir, and a FIFO put in the
+/// log's place would otherwise block the project's writer thread in
+/// `open` for good (and with it every line of the project, and an upgrade
+/// that waits for the writer to finish).
 fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<File> {
+    use cap_std::fs::OpenOptionsExt as _;
     let dir = Dir::open_ambient_dir(root, ambient_authority())?;
     if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
         dir.create_dir_all(parent)?;
     }
     let mut options = cap_std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    dir.open_with(rel, &options)
-        .map(cap_std::fs::File::into_std)
+    options
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = dir.open_with(rel, &options)?.into_std();
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(file)
 }
 
 fn numbered(path: &Path, n: u32) -> PathBuf {

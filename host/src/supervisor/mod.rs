@@ -58,6 +58,8 @@ use persist::Persist;
 use spec::{InstanceSpec, Ready};
 use worker::{Command, Worker};
 
+/// How long an upgrade waits for each worker and for the log writers.
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 /// Grace given to leftovers of a previous bosun at boot.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 
@@ -185,8 +187,10 @@ impl Supervisor {
                 .map_err(StartError)?;
         }
         for (key, gone) in std::mem::take(&mut supervisor.handed) {
-            tracing::warn!(process = %key, pid = gone.pid, "handed over, but the config no longer has it; stopping it");
-            tokio::spawn(stop_unclaimed(gone));
+            if let Some(pid) = gone.pid {
+                tracing::warn!(process = %key, pid, "handed over, but the config no longer has it; stopping it");
+                tokio::spawn(stop_unclaimed(gone, pid));
+            }
         }
         Ok(supervisor)
     }
@@ -211,16 +215,39 @@ impl Supervisor {
         let instances = numbered(pcfg)
             .map(|(process, i)| {
                 let spec = Arc::new(InstanceSpec::new(jail.clone(), process, i, &self.state_dir));
-                let adopt = self.handed.remove(&format!("{project}/{}", spec.label));
-                let start =
-                    adopt.is_some() || self.persist.desired(&spec).unwrap_or(process.autostart);
-                let begin = Begin {
-                    start,
-                    checkout: checkout.clone(),
-                    adopt,
-                    ..Begin::default()
+                let handed = self.handed.remove(&format!("{project}/{}", spec.label));
+                let (begin, idle) = match handed {
+                    // Running: adopted, and no checkout to wait for (it runs).
+                    Some(running) if running.pid.is_some() => {
+                        let begin = Begin {
+                            start: true,
+                            adopt: Some(running),
+                            ..Begin::default()
+                        };
+                        (begin, None)
+                    }
+                    // Not running: it stays as it was.
+                    Some(idle) => (Begin::default(), Some(idle)),
+                    None => {
+                        let begin = Begin {
+                            start: self.persist.desired(&spec).unwrap_or(process.autostart),
+                            checkout: checkout.clone(),
+                            ..Begin::default()
+                        };
+                        (begin, None)
+                    }
                 };
-                self.spawn_instance(&mut entry, pcfg, spec, begin)
+                let instance = self.spawn_instance(&mut entry, pcfg, spec, begin);
+                if let Some(idle) = idle {
+                    instance.status.send_modify(|s| {
+                        s.state = idle.state;
+                        s.restarts = idle.restarts;
+                        s.exit_code = idle.exit_code;
+                        s.exit_signal = idle.exit_signal;
+                        s.message = idle.message;
+                    });
+                }
+                instance
             })
             .collect();
         entry.handle.instances.store(Arc::new(instances));
@@ -379,7 +406,11 @@ impl Supervisor {
         }
         let (mut handed, mut fds) = (Vec::new(), Vec::new());
         for reply in replies {
-            if let Ok(Some((instance, pipes))) = reply.await {
+            // A worker that does not answer keeps its process; it is then
+            // orphaned by the exec, and the next start sweeps it.
+            if let Ok(Ok(Some((instance, pipes)))) =
+                tokio::time::timeout(HANDOVER_WAIT, reply).await
+            {
                 handed.push(instance);
                 fds.extend(pipes);
             }
@@ -398,12 +429,16 @@ impl Supervisor {
             .into_values()
             .filter_map(|p| p.writer_thread)
             .collect();
-        let _ = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
             }
-        })
-        .await;
+        });
+        if tokio::time::timeout(HANDOVER_WAIT, joined).await.is_err() {
+            tracing::warn!(
+                "a project's log writer did not finish in time; its last lines may be lost"
+            );
+        }
         self.confinement.keep();
         self.handed_over = true;
         (handed, fds)
@@ -453,16 +488,16 @@ async fn stop_all(instances: &[Instance]) {
 
 /// Stop a process the previous image handed over that the config no
 /// longer has: its pipes closed, its group stopped, its leader reaped.
-async fn stop_unclaimed(gone: HandedInstance) {
+async fn stop_unclaimed(gone: HandedInstance, pid: u32) {
     for pipe in [gone.stdout, gone.stderr].into_iter().flatten() {
         drop(crate::handoff::adopt_fd(pipe.fd));
     }
-    let mut leader = adopt::Proc::Adopted(adopt::Adopted::new(gone.pid));
+    let mut leader = adopt::Proc::Adopted(adopt::Adopted::new(pid));
     let exited = async {
         let _ = leader.wait().await;
     };
     group::stop_group_after(
-        gone.pid as i32,
+        pid as i32,
         None,
         nix::sys::signal::Signal::SIGTERM,
         LEFTOVER_GRACE,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::plugins::bindings::{ProcessInfo, ProcessState};
 
 /// Where a process instance is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not running, and not meant to be.

@@ -31,6 +31,8 @@ use crate::handoff::{HandedInstance, HandedPipe};
 use crate::lines::Stream;
 use crate::project::Checkout;
 
+/// How long an upgrade waits for a pipe's reader to stop.
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 /// How often readiness by port is probed.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Consecutive memory samples (one per `stats::SAMPLE_EVERY`) over
@@ -128,9 +130,11 @@ impl Worker {
                         let _ = ack.send(());
                         return;
                     }
+                    // Not running: handed over as it is (an exited one-shot
+                    // must not run again in the next image). Its leaf is
+                    // empty and goes.
                     Some(Command::Handover(ack)) => {
-                        self.keep_leaf();
-                        let _ = ack.send(None);
+                        let _ = ack.send(Some((self.handed(None), Vec::new())));
                         return;
                     }
                     Some(Command::Signal(_, ack)) => {
@@ -448,7 +452,6 @@ impl Worker {
             }
             // Nothing runs to hand over; the next image starts it anew.
             Some(Command::Handover(ack)) => {
-                self.keep_leaf();
                 let _ = ack.send(None);
                 self.commands.close();
                 Interrupt::Halt
@@ -554,7 +557,7 @@ impl Worker {
     /// Adopt the running process the previous image handed over: its
     /// status and its pipes carry on where they were.
     async fn adopted(&mut self, handed: HandedInstance) -> AdoptedRun {
-        let pid = handed.pid;
+        let pid = handed.pid.unwrap_or_default();
         if let Some((_, flag)) = &self.sink.ready {
             flag.send_replace(handed.ready);
         }
@@ -597,32 +600,49 @@ impl Worker {
         self.handing.cancel();
         let mut fds = Vec::new();
         let mut pipes: [Option<HandedPipe>; 2] = [None, None];
-        for (stream, reader) in std::mem::take(&mut self.captures) {
-            let Ok(Some((fd, partial))) = reader.await else {
+        let mut kept: [Option<OwnedFd>; 2] = [None, None];
+        for (stream, mut reader) in std::mem::take(&mut self.captures) {
+            // A reader stuck on a full writer gives up its pipe: the process
+            // is still handed over, its output from then on is lost.
+            let handed = tokio::time::timeout(HANDOVER_WAIT, &mut reader).await;
+            let Ok(Ok(Some((fd, partial)))) = handed else {
+                reader.abort();
                 continue;
             };
+            // The newest run's pipe per stream; an older run's (kept open
+            // by a process that inherited it) is closed here.
             let slot = usize::from(stream != Stream::Stdout);
             pipes[slot] = Some(HandedPipe {
                 fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
                 partial,
             });
-            fds.push(fd);
+            kept[slot] = Some(fd);
         }
-        let leaf = self.leaf.as_ref().and_then(Leaf::name);
+        fds.extend(kept.into_iter().flatten());
+        let mut instance = self.handed(Some(pgid as u32));
+        [instance.stdout, instance.stderr] = pipes;
+        instance.leaf = self.leaf.as_ref().and_then(Leaf::name);
         self.keep_leaf();
-        let [stdout, stderr] = pipes;
+        (instance, fds)
+    }
+
+    /// The instance as the next image takes it over.
+    fn handed(&self, pid: Option<u32>) -> HandedInstance {
         let status = self.status.borrow();
-        let instance = HandedInstance {
+        HandedInstance {
             key: format!("{}/{}", self.spec.project, self.spec.label),
-            pid: pgid as u32,
-            stdout,
-            stderr,
-            leaf,
+            pid,
+            state: status.state,
+            exit_code: status.exit_code,
+            exit_signal: status.exit_signal,
+            message: status.message.clone(),
+            stdout: None,
+            stderr: None,
+            leaf: None,
             restarts: status.restarts,
             ready: status.state == State::Running,
             uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),
-        };
-        (instance, fds)
+        }
     }
 
     /// Keep the cgroup leaf and what runs in it for the next image: its
