@@ -1,5 +1,6 @@
 //! The process a worker runs: one it spawned, or one a previous bosun image
-//! spawned and handed over in an upgrade.
+//! spawned and handed over in an upgrade; and the worker's side of a
+//! handover, both ways.
 //!
 //! A handed-over child is still this pid's child after the `execve`, but
 //! tokio never spawned it and cannot wait for it. It is waited for by pid:
@@ -7,15 +8,22 @@
 //! signals coalesce). Nothing here waits for any other pid, so tokio's
 //! own children keep their exit statuses.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::status::State;
+use super::worker::{Handed, Worker};
+use crate::confine::Leaf;
+use crate::handoff::{HandedInstance, HandedPipe};
+use crate::lines::Stream;
 
 /// How often an adopted child is checked when no SIGCHLD comes.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -96,6 +104,116 @@ impl Adopted {
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+/// How long an upgrade waits for a pipe's reader to stop.
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A handed-over process, adopted.
+pub(super) struct AdoptedRun {
+    pub(super) proc: Proc,
+    pub(super) pgid: i32,
+}
+
+impl Worker {
+    /// Adopt the running process the previous image handed over: its
+    /// status and its pipes carry on where they were.
+    pub(super) async fn adopted(&mut self, handed: HandedInstance) -> AdoptedRun {
+        let pid = handed.pid.unwrap_or_default();
+        if let Some((_, flag)) = &self.sink.ready {
+            flag.send_replace(handed.ready);
+        }
+        for (stream, pipe) in [
+            (Stream::Stdout, handed.stdout),
+            (Stream::Stderr, handed.stderr),
+        ] {
+            if let Some(pipe) = pipe {
+                self.read_from(stream, crate::handoff::adopt_fd(pipe.fd), pipe.partial);
+            }
+        }
+        let started = Instant::now()
+            .checked_sub(Duration::from_millis(handed.uptime_ms))
+            .unwrap_or_else(Instant::now);
+        let ready = handed.ready || self.spec.ready.is_none();
+        self.set(|s| {
+            s.state = if ready {
+                State::Running
+            } else {
+                State::Starting
+            };
+            s.pid = Some(pid);
+            s.restarts = handed.restarts;
+            s.started_at = Some(started);
+            s.message = None;
+        });
+        self.sink
+            .note(format!("adopted from the previous bosun (pid {pid})"))
+            .await;
+        AdoptedRun {
+            proc: Proc::Adopted(Adopted::new(pid)),
+            pgid: pid as i32,
+        }
+    }
+
+    /// Stop reading the run's pipes and hand them over with the process:
+    /// the descriptors stay owned (and close-on-exec) until the handoff
+    /// naming them is written.
+    pub(super) async fn hand_over(&mut self, pgid: i32) -> Handed {
+        self.handing.cancel();
+        let mut fds = Vec::new();
+        let mut pipes: [Option<HandedPipe>; 2] = [None, None];
+        let mut kept: [Option<OwnedFd>; 2] = [None, None];
+        for (stream, mut reader) in std::mem::take(&mut self.captures) {
+            // A reader stuck on a full writer gives up its pipe: the process
+            // is still handed over, its output from then on is lost.
+            let handed = tokio::time::timeout(HANDOVER_WAIT, &mut reader).await;
+            let Ok(Ok(Some((fd, partial)))) = handed else {
+                reader.abort();
+                continue;
+            };
+            // The newest run's pipe per stream; an older run's (kept open
+            // by a process that inherited it) is closed here.
+            let slot = usize::from(stream != Stream::Stdout);
+            pipes[slot] = Some(HandedPipe {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+                partial,
+            });
+            kept[slot] = Some(fd);
+        }
+        fds.extend(kept.into_iter().flatten());
+        let mut instance = self.handed(Some(pgid as u32));
+        [instance.stdout, instance.stderr] = pipes;
+        instance.leaf = self.leaf.as_ref().and_then(Leaf::name);
+        self.keep_leaf();
+        (instance, fds)
+    }
+
+    /// The instance as the next image takes it over.
+    pub(super) fn handed(&self, pid: Option<u32>) -> HandedInstance {
+        let status = self.status.borrow();
+        HandedInstance {
+            key: format!("{}/{}", self.spec.project, self.spec.label),
+            pid,
+            state: status.state,
+            exit_code: status.exit_code,
+            exit_signal: status.exit_signal,
+            message: status.message.clone(),
+            stdout: None,
+            stderr: None,
+            leaf: None,
+            restarts: status.restarts,
+            ready: status.state == State::Running,
+            uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Keep the cgroup leaf and what runs in it for the next image: its
+    /// drop would kill them.
+    pub(super) fn keep_leaf(&mut self) {
+        if let Some(leaf) = self.leaf.take() {
+            leaf.keep();
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::adopt::{Adopted, Proc};
+use super::adopt::Proc;
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
@@ -27,12 +27,10 @@ use super::spawn::{Failure, spawn};
 use super::spec::{InstanceSpec, Ready};
 use super::status::{State, Status};
 use crate::confine::Leaf;
-use crate::handoff::{HandedInstance, HandedPipe};
+use crate::handoff::HandedInstance;
 use crate::lines::Stream;
 use crate::project::Checkout;
 
-/// How long an upgrade waits for a pipe's reader to stop.
-const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 /// How often readiness by port is probed.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Consecutive memory samples (one per `stats::SAMPLE_EVERY`) over
@@ -87,12 +85,6 @@ enum Interrupt {
     Halt,
     /// Answered; keep waiting.
     Answered,
-}
-
-/// A handed-over process, adopted.
-struct AdoptedRun {
-    proc: Proc,
-    pgid: i32,
 }
 
 /// How one run of the process ended.
@@ -537,7 +529,12 @@ impl Worker {
     }
 
     /// Read the run's `stream` from `fd`, carrying on from `partial`.
-    fn read_from(&mut self, stream: Stream, fd: std::io::Result<OwnedFd>, partial: Vec<u8>) {
+    pub(super) fn read_from(
+        &mut self,
+        stream: Stream,
+        fd: std::io::Result<OwnedFd>,
+        partial: Vec<u8>,
+    ) {
         match fd.and_then(pipe::Receiver::from_owned_fd) {
             Ok(pipe) => {
                 let reader = capture(
@@ -554,106 +551,7 @@ impl Worker {
         }
     }
 
-    /// Adopt the running process the previous image handed over: its
-    /// status and its pipes carry on where they were.
-    async fn adopted(&mut self, handed: HandedInstance) -> AdoptedRun {
-        let pid = handed.pid.unwrap_or_default();
-        if let Some((_, flag)) = &self.sink.ready {
-            flag.send_replace(handed.ready);
-        }
-        for (stream, pipe) in [
-            (Stream::Stdout, handed.stdout),
-            (Stream::Stderr, handed.stderr),
-        ] {
-            if let Some(pipe) = pipe {
-                self.read_from(stream, crate::handoff::adopt_fd(pipe.fd), pipe.partial);
-            }
-        }
-        let started = Instant::now()
-            .checked_sub(Duration::from_millis(handed.uptime_ms))
-            .unwrap_or_else(Instant::now);
-        let ready = handed.ready || self.spec.ready.is_none();
-        self.set(|s| {
-            s.state = if ready {
-                State::Running
-            } else {
-                State::Starting
-            };
-            s.pid = Some(pid);
-            s.restarts = handed.restarts;
-            s.started_at = Some(started);
-            s.message = None;
-        });
-        self.sink
-            .note(format!("adopted from the previous bosun (pid {pid})"))
-            .await;
-        AdoptedRun {
-            proc: Proc::Adopted(Adopted::new(pid)),
-            pgid: pid as i32,
-        }
-    }
-
-    /// Stop reading the run's pipes and hand them over with the process:
-    /// the descriptors stay owned (and close-on-exec) until the handoff
-    /// naming them is written.
-    async fn hand_over(&mut self, pgid: i32) -> Handed {
-        self.handing.cancel();
-        let mut fds = Vec::new();
-        let mut pipes: [Option<HandedPipe>; 2] = [None, None];
-        let mut kept: [Option<OwnedFd>; 2] = [None, None];
-        for (stream, mut reader) in std::mem::take(&mut self.captures) {
-            // A reader stuck on a full writer gives up its pipe: the process
-            // is still handed over, its output from then on is lost.
-            let handed = tokio::time::timeout(HANDOVER_WAIT, &mut reader).await;
-            let Ok(Ok(Some((fd, partial)))) = handed else {
-                reader.abort();
-                continue;
-            };
-            // The newest run's pipe per stream; an older run's (kept open
-            // by a process that inherited it) is closed here.
-            let slot = usize::from(stream != Stream::Stdout);
-            pipes[slot] = Some(HandedPipe {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
-                partial,
-            });
-            kept[slot] = Some(fd);
-        }
-        fds.extend(kept.into_iter().flatten());
-        let mut instance = self.handed(Some(pgid as u32));
-        [instance.stdout, instance.stderr] = pipes;
-        instance.leaf = self.leaf.as_ref().and_then(Leaf::name);
-        self.keep_leaf();
-        (instance, fds)
-    }
-
-    /// The instance as the next image takes it over.
-    fn handed(&self, pid: Option<u32>) -> HandedInstance {
-        let status = self.status.borrow();
-        HandedInstance {
-            key: format!("{}/{}", self.spec.project, self.spec.label),
-            pid,
-            state: status.state,
-            exit_code: status.exit_code,
-            exit_signal: status.exit_signal,
-            message: status.message.clone(),
-            stdout: None,
-            stderr: None,
-            leaf: None,
-            restarts: status.restarts,
-            ready: status.state == State::Running,
-            uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),
-        }
-    }
-
-    /// Keep the cgroup leaf and what runs in it for the next image: its
-    /// drop would kill them.
-    fn keep_leaf(&mut self) {
-        if let Some(leaf) = self.leaf.take() {
-            leaf.keep();
-        }
-    }
-
-    fn set(&self, f: impl FnOnce(&mut Status)) {
+    pub(super) fn set(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(f);
     }
 }
