@@ -11,6 +11,12 @@
 //! `shutdown_grace` to finish (then are interrupted), open requests end,
 //! and the supervisor stops every process last, so a running deploy never
 //! loses the processes under it; then the cgroups are removed.
+//!
+//! One control task owns what a reload changes (the supervisor, the job
+//! queues, the jails, the config as applied); reloads and upgrades reach it
+//! through a channel, so they never overlap each other or the stop. An
+//! image started by an upgrade starts the same way, but on the socket and
+//! with the processes the previous image handed over (see `handoff`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,11 +24,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::server::{Listener, ServeError};
 use crate::api::{AppState, Auth, LongRequests, router};
@@ -120,9 +125,8 @@ struct Running {
     binary: Option<PathBuf>,
     /// Cancelled when bosun stops: a reload's waits end early.
     stop: CancellationToken,
-    /// First checkouts (`git.clone`) started, at boot or by reloads, by
-    /// project; an
-    /// upgrade waits for none, so it is refused while one runs.
+    /// First checkouts (`git.clone`) started at boot or by reloads, by
+    /// project: an upgrade waits for none, so it is refused while one runs.
     checkouts: BTreeMap<String, Checkout>,
 }
 
