@@ -75,7 +75,8 @@ dir = "c"
 path = "{hostile}"
 [[projects.c.processes]]
 name = "worker"
-{SLEEPER}
+command = "sh"
+args = ["-c", "echo left > /tmp/left-behind; exec sleep 1000"]
 "#,
             ops = hash(OPS),
             hostile = hostile.display(),
@@ -153,6 +154,15 @@ async fn a_reload_changes_only_what_the_config_changed() {
     let a = pids(&running(&bosun, "a").await);
     let b = pids(&running(&bosun, "b").await);
     let c = pids(&running(&bosun, "c").await);
+    let c_cgroup = bosun.get_json("/v1/projects/c", ADMIN).await["confinement"]["cgroup"]
+        .as_str()
+        .map(std::path::PathBuf::from);
+    assert!(c_cgroup.as_ref().is_none_or(|d| d.exists()));
+    let left_behind = root.path().join("state/projects/c/tmp/left-behind");
+    until("c wrote into its private tmp", async || {
+        left_behind.exists().then_some(())
+    })
+    .await;
     // The key about to be revoked follows a log.
     let stream = bosun
         .req(
@@ -238,6 +248,15 @@ async fn a_reload_changes_only_what_the_config_changed() {
         .expect("GET");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(c.iter().all(|p| !alive(*p)));
+    // Nothing of it left behind: its cgroup, its private tmp's files.
+    if let Some(dir) = c_cgroup {
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+    let tmp = root.path().join("state/projects/c/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
     // Its history stays in the store (the API no longer shows a project
     // that is not configured).
     assert_eq!(report["jobs_interrupted"], 1);

@@ -359,6 +359,29 @@ impl Jail {
         }
     }
 
+    /// Leave nothing of the project behind once a reload removed it and
+    /// its programs have stopped: its cgroups, and what it left in its
+    /// private tmp (another project may one day get its name).
+    pub(super) fn purge(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove();
+        }
+        let tmp = self
+            .private
+            .iter()
+            .flat_map(|p| [Some(&p.tmp), p.shm.as_ref()]);
+        for dir in tmp
+            .flatten()
+            .chain((self.private.is_none()).then_some(&self.tmpdir))
+        {
+            if dir.exists()
+                && let Err(e) = super::dirs::empty(dir)
+            {
+                tracing::warn!(project = %self.project, "emptying {}: {e:#}", dir.display());
+            }
+        }
+    }
+
     /// The project's name.
     pub fn project(&self) -> &str {
         &self.project

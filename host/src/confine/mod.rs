@@ -304,12 +304,17 @@ impl Confinement {
         Ok(())
     }
 
-    /// Drop the jail of `project`, removed by a reload, once its programs
-    /// have stopped: its private mounts are undone.
+    /// Drop the jail of `project`, removed by a reload (or about to be set
+    /// up anew), once its programs have stopped: nothing starts in it any
+    /// more, its private mounts are undone, and its cgroups and tmp files
+    /// go.
     pub fn remove(&self, project: &str) {
         if let Some(jail) = self.jails_mut().remove(project) {
             jail.retired.store(true, Ordering::SeqCst);
             jail.release(self.owner);
+            if self.owner {
+                jail.purge();
+            }
         }
     }
 

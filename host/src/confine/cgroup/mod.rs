@@ -426,4 +426,17 @@ impl ProjectCgroup {
     pub(crate) fn v2_dir(&self) -> Option<&Path> {
         self.v2.as_deref()
     }
+
+    /// Remove the project's cgroups (a reload removed the project), after
+    /// its programs have stopped: anything still in one is killed first.
+    pub(crate) fn remove(&self) {
+        for base in self.dirs() {
+            let mut dirs = Vec::new();
+            collect_dirs(&base, &mut dirs);
+            for dir in dirs.iter().rev().chain([&base]) {
+                drain(dir, Duration::from_secs(1));
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
 }
