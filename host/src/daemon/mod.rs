@@ -34,7 +34,7 @@ use crate::api::{AppState, Auth, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Report, Role};
-use crate::control::{Control, ReloadError, ReloadReport, Request, UpgradeError};
+use crate::control::{Control, Request, UpgradeError};
 use crate::handoff::Handoff;
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
@@ -327,11 +327,6 @@ impl Daemon {
     /// The API's base URL, e.g. `http://127.0.0.1:8750`.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// Re-read the config file and apply what changed (see `reload`).
-    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        self.control.reload().await
     }
 
     /// A handle that asks this bosun to reload.
