@@ -39,7 +39,8 @@ pub struct Handoff {
     /// The soft open-files limit bosun was first started with; its
     /// programs get it back.
     pub nofile_soft: u64,
-    /// Every instance that was running.
+    /// Every instance: the running ones with their processes and pipes,
+    /// the others with how they ended.
     pub instances: Vec<HandedInstance>,
 }
 
