@@ -304,11 +304,6 @@ impl Caller {
         self.role >= Role::Admin
     }
 
-    /// The projects the caller's key reaches, when it is not every project.
-    pub fn project_scope(&self) -> &Scope {
-        &self.projects
-    }
-
     /// Whether the caller's key reaches every project.
     pub fn reaches_all(&self) -> bool {
         self.projects == Scope::All

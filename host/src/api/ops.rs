@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use crate::config::{Role, Scope};
+use crate::config::Role;
 use crate::control::{ReloadError, ReloadReport, UpgradeError, UpgradeReport};
 
 /// The answer of `/healthz`.
@@ -125,7 +125,7 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
     for (project, depth) in state.jobs.queue_depths() {
         state.metrics.queue_depth(&project, depth);
     }
-    let server_wide = matches!(caller.project_scope(), Scope::All);
+    let server_wide = caller.reaches_all();
     for (project, handle) in state.projects.load().iter() {
         for s in handle.list() {
             state

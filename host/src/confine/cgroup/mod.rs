@@ -245,13 +245,7 @@ impl Tree {
     /// in one is killed first).
     pub(crate) fn remove(&self) {
         for base in self.bases() {
-            let mut dirs = Vec::new();
-            collect_dirs(base, &mut dirs);
-            for dir in dirs.iter().rev() {
-                drain(dir, Duration::from_secs(1));
-                let _ = std::fs::remove_dir(dir);
-            }
-            let _ = std::fs::remove_dir(base);
+            remove_tree(base);
         }
     }
 }
@@ -281,6 +275,17 @@ fn dead_guests(base: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Remove the cgroup `base` and every cgroup beneath it, children first,
+/// each emptied (its processes killed) before it goes.
+fn remove_tree(base: &Path) {
+    let mut dirs = Vec::new();
+    collect_dirs(base, &mut dirs);
+    for dir in dirs.iter().map(PathBuf::as_path).rev().chain([base]) {
+        drain(dir, Duration::from_secs(1));
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Sub-cgroups of `dir`, parents before children.
@@ -431,12 +436,7 @@ impl ProjectCgroup {
     /// its programs have stopped: anything still in one is killed first.
     pub(crate) fn remove(&self) {
         for base in self.dirs() {
-            let mut dirs = Vec::new();
-            collect_dirs(&base, &mut dirs);
-            for dir in dirs.iter().rev().chain([&base]) {
-                drain(dir, Duration::from_secs(1));
-                let _ = std::fs::remove_dir(dir);
-            }
+            remove_tree(&base);
         }
     }
 }
