@@ -343,15 +343,10 @@ impl Jobs {
                 pos.and_then(|p| waiting.remove(p))
             };
             if removed.is_some() {
-                let mut job = active.job.borrow().clone();
-                job.finish(
-                    Err(JobError {
-                        kind: "cancelled".into(),
-                        message: "cancelled before it started".into(),
-                    }),
-                    JobState::Cancelled,
-                );
-                self.inner.complete(&active, job.clone()).await;
+                let job = self
+                    .inner
+                    .cancel_queued(&active, "cancelled before it started".into())
+                    .await;
                 return Ok(job);
             }
         }
@@ -506,6 +501,21 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// End a job taken off its queue before it started: `cancelled`,
+    /// saying `why`. Returns its final record.
+    async fn cancel_queued(&self, active: &ActiveJob, why: String) -> Job {
+        let mut job = active.job.borrow().clone();
+        job.finish(
+            Err(JobError {
+                kind: "cancelled".into(),
+                message: why,
+            }),
+            JobState::Cancelled,
+        );
+        self.complete(active, job.clone()).await;
+        job
     }
 
     /// Record a job's end: store, publish, forget, count.

@@ -6,12 +6,12 @@
 //! grace the caller gives (the server's `shutdown_grace`), after which it
 //! is interrupted. Its history stays in the store.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::model::{JobError, JobState};
 use super::{Jobs, ProjectQueue};
 use crate::plugins::ProjectScope;
 use crate::project::Checkout;
@@ -66,22 +66,13 @@ impl Jobs {
         // A submission that found the queue before it was removed is stored
         // and queued before this goes on, and is cancelled with the rest.
         let turn = queue.submitting.lock().await;
-        queue
-            .removed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        queue.removed.store(true, Ordering::SeqCst);
         queue.closing.cancel();
         drop(turn);
         let waiting: Vec<_> = queue.waiting().drain(..).collect();
         for active in &waiting {
-            let mut job = active.job.borrow().clone();
-            job.finish(
-                Err(JobError {
-                    kind: "cancelled".into(),
-                    message: format!("project `{project}` {why} before the job started"),
-                }),
-                JobState::Cancelled,
-            );
-            self.inner.complete(active, job).await;
+            let why = format!("project `{project}` {why} before the job started");
+            self.inner.cancel_queued(active, why).await;
         }
         let runner = self
             .inner
