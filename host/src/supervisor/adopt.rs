@@ -21,7 +21,6 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::status::State;
 use super::worker::{Handed, Worker};
-use crate::confine::Leaf;
 use crate::handoff::{HandedInstance, HandedPipe};
 use crate::lines::Stream;
 
@@ -111,8 +110,8 @@ impl Adopted {
 /// How long an upgrade waits for a pipe's reader to stop.
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// A handed-over process, adopted.
-pub(super) struct AdoptedRun {
+/// One run of a worker's process: spawned, or adopted.
+pub(super) struct Run {
     pub(super) proc: Proc,
     pub(super) pgid: i32,
 }
@@ -120,7 +119,7 @@ pub(super) struct AdoptedRun {
 impl Worker {
     /// Adopt the running process the previous image handed over: its
     /// status and its pipes carry on where they were.
-    pub(super) async fn adopted(&mut self, handed: HandedInstance) -> AdoptedRun {
+    pub(super) async fn adopted(&mut self, handed: HandedInstance) -> Run {
         let pid = handed.pid.unwrap_or_default();
         if let Some((_, flag)) = &self.sink.ready {
             flag.send_replace(handed.ready);
@@ -133,25 +132,15 @@ impl Worker {
                 self.read_from(stream, crate::handoff::adopt_fd(pipe.fd), pipe.partial);
             }
         }
-        let started = Instant::now()
+        let since = Instant::now()
             .checked_sub(Duration::from_millis(handed.uptime_ms))
             .unwrap_or_else(Instant::now);
-        let ready = handed.ready || self.spec.ready.is_none();
-        self.set(|s| {
-            s.state = if ready {
-                State::Running
-            } else {
-                State::Starting
-            };
-            s.pid = Some(pid);
-            s.restarts = handed.restarts;
-            s.started_at = Some(started);
-            s.message = None;
-        });
+        self.set(|s| s.restarts = handed.restarts);
+        self.now_running(pid, since, handed.ready || self.spec.ready.is_none());
         self.sink
             .note(format!("adopted from the previous bosun (pid {pid})"))
             .await;
-        AdoptedRun {
+        Run {
             proc: Proc::Adopted(Adopted::new(pid)),
             pgid: pid as i32,
         }
@@ -162,7 +151,6 @@ impl Worker {
     /// naming them is written.
     pub(super) async fn hand_over(&mut self, pgid: i32) -> Handed {
         self.handing.cancel();
-        let mut fds = Vec::new();
         let mut pipes: [Option<HandedPipe>; 2] = [None, None];
         let mut kept: [Option<OwnedFd>; 2] = [None, None];
         for (stream, mut reader) in std::mem::take(&mut self.captures) {
@@ -182,12 +170,15 @@ impl Worker {
             });
             kept[slot] = Some(fd);
         }
-        fds.extend(kept.into_iter().flatten());
         let mut instance = self.handed(Some(pgid as u32));
         [instance.stdout, instance.stderr] = pipes;
-        instance.leaf = self.leaf.as_ref().and_then(Leaf::name);
-        self.keep_leaf();
-        (instance, fds)
+        // Kept, with what runs in it, for the next image: its drop would
+        // kill them.
+        if let Some(leaf) = self.leaf.take() {
+            instance.leaf = leaf.name();
+            leaf.keep();
+        }
+        (instance, kept.into_iter().flatten().collect())
     }
 
     /// The instance as the next image takes it over.
@@ -206,14 +197,6 @@ impl Worker {
             restarts: status.restarts,
             ready: status.state == State::Running,
             uptime_ms: u64::try_from(status.uptime().as_millis()).unwrap_or(u64::MAX),
-        }
-    }
-
-    /// Keep the cgroup leaf and what runs in it for the next image: its
-    /// drop would kill them.
-    pub(super) fn keep_leaf(&mut self) {
-        if let Some(leaf) = self.leaf.take() {
-            leaf.keep();
         }
     }
 }

@@ -15,11 +15,12 @@ use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
 
 use tokio::net::unix::pipe;
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::adopt::Proc;
+use super::adopt::{Proc, Run};
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
@@ -149,23 +150,15 @@ impl Worker {
                 }
                 continue;
             }
-            if let Some(handed) = self.adopt.take() {
-                let mut child = self.adopted(handed).await;
-                if let Some(ack) = pending_ack.take() {
-                    let _ = ack.send(());
-                }
-                let pgid = child.pgid;
-                match self
-                    .run_to_end(&mut child.proc, pgid, &mut step, &mut pending_ack)
-                    .await
-                {
-                    Some(next) => want_running = next,
-                    None => return,
-                }
-                continue;
-            }
-            let child = match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
-                Ok(child) => child,
+            let spawned = match self.adopt.take() {
+                Some(handed) => Ok(self.adopted(handed).await),
+                None => match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
+                    Ok(child) => Ok(self.started(child).await),
+                    Err(failure) => Err(failure),
+                },
+            };
+            let mut run = match spawned {
+                Ok(run) => run,
                 Err(failure) if failure.transient && !self.spec.config.never_restarts() => {
                     self.sink
                         .note(format!("cannot start for now: {}", failure.message))
@@ -194,34 +187,47 @@ impl Worker {
                     continue;
                 }
             };
-            let pid = child.id().expect("a just-spawned child has a pid");
-            let pgid = pid as i32;
-            let mut child = Proc::Spawned(child);
-            self.persist.record_group(&self.spec, pgid);
-            self.take_output(&mut child);
-            let initial = if self.spec.ready.is_some() {
-                State::Starting
-            } else {
-                State::Running
-            };
-            self.set(|s| {
-                s.state = initial;
-                s.pid = Some(pid);
-                s.started_at = Some(Instant::now());
-                s.message = None;
-            });
-            self.sink.note(format!("started (pid {pid})")).await;
             if let Some(ack) = pending_ack.take() {
                 let _ = ack.send(());
             }
             match self
-                .run_to_end(&mut child, pgid, &mut step, &mut pending_ack)
+                .run_to_end(&mut run.proc, run.pgid, &mut step, &mut pending_ack)
                 .await
             {
                 Some(next) => want_running = next,
                 None => return,
             }
         }
+    }
+
+    /// A process just spawned: its group recorded, its output read, its
+    /// status running (or starting, until its readiness check passes).
+    async fn started(&mut self, child: Child) -> Run {
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let mut proc = Proc::Spawned(child);
+        self.persist.record_group(&self.spec, pid as i32);
+        self.take_output(&mut proc);
+        self.now_running(pid, Instant::now(), self.spec.ready.is_none());
+        self.sink.note(format!("started (pid {pid})")).await;
+        Run {
+            proc,
+            pgid: pid as i32,
+        }
+    }
+
+    /// The status of a run of `pid` begun at `since`: running when
+    /// `ready`, else starting.
+    pub(super) fn now_running(&self, pid: u32, since: Instant, ready: bool) {
+        self.set(|s| {
+            s.state = if ready {
+                State::Running
+            } else {
+                State::Starting
+            };
+            s.pid = Some(pid);
+            s.started_at = Some(since);
+            s.message = None;
+        });
     }
 
     /// Supervise the run of `child` to its end and act on how it ended.
