@@ -442,12 +442,7 @@ pub async fn reload(client: Client, args: &ClientArgs) -> Result<ExitCode, Clien
         ("keys", "changed"),
     ];
     for (what, how) in lists {
-        let names: Vec<&str> = report[what][how]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let names = strings(&report[what][how]);
         if !names.is_empty() {
             println!("  {what} {how}: {}", names.join(", "));
         }
@@ -460,12 +455,7 @@ pub async fn reload(client: Client, args: &ClientArgs) -> Result<ExitCode, Clien
             println!("  jobs of removed projects {what}: {n}");
         }
     }
-    let fixed: Vec<&str> = report["restart_needed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let fixed = strings(&report["restart_needed"]);
     if !fixed.is_empty() {
         println!(
             "  needs a restart of bosun (kept as they were): {}",
@@ -473,6 +463,15 @@ pub async fn reload(client: Client, args: &ClientArgs) -> Result<ExitCode, Clien
         );
     }
     Ok(ExitCode::Ok)
+}
+
+/// The strings of a JSON list (none when it is not one).
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 /// `bosun upgrade`.

@@ -6,10 +6,8 @@
 //! upgrade happens here. Outcomes go to the log.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-
 use std::os::unix::process::CommandExt as _;
-
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -80,20 +78,17 @@ pub async fn serve(path: &Path) -> ExitCode {
         tracing::info!("a stop was asked for during the upgrade: stopping");
         return stop(daemon).await;
     }
-    let (reloads, upgrades) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let control = daemon.control();
-    let asked = reloads.clone();
-    tokio::spawn(async move {
-        loop {
-            asked.notified().await;
+    let reloads = folding(move || {
+        let control = control.clone();
+        async move {
             let _ = control.reload().await;
         }
     });
     let control = daemon.control();
-    let asked = upgrades.clone();
-    tokio::spawn(async move {
-        loop {
-            asked.notified().await;
+    let upgrades = folding(move || {
+        let control = control.clone();
+        async move {
             let _ = control.upgrade().await;
         }
     });
@@ -116,6 +111,24 @@ pub async fn serve(path: &Path) -> ExitCode {
         }
     }
     stop(daemon).await
+}
+
+/// A task that does `what` once per notification; notifications that come
+/// while it runs fold into one more run.
+fn folding<F, Fut>(what: F) -> Arc<Notify>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let asked = Arc::new(Notify::new());
+    let notified = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            notified.notified().await;
+            what().await;
+        }
+    });
+    asked
 }
 
 /// Stop in order. A stop that comes while an upgrade hands over finishes
