@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::git;
-use common::server::{ADMIN, Bosun, hash};
+use common::server::{ADMIN, Bosun, admin_config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -74,15 +74,7 @@ impl Repos {
         std::fs::create_dir_all(self.root.path().join("other")).expect("mkdir");
         std::fs::create_dir_all(self.dev().join("nested")).expect("mkdir");
         format!(
-            r#"state_dir = "state"
-[server]
-listen = "127.0.0.1:0"
-[[keys]]
-name = "admin"
-hash = "{admin}"
-projects = "*"
-role = "admin"
-
+            r#"{head}
 [projects.app]
 dir = "app"
 actions = ["status", "start", "stop", "restart", "update", "deploy"]
@@ -112,7 +104,7 @@ allow = ["sh"]
 [projects.other.actions.hostile]
 path = {hostile:?}
 "#,
-            admin = hash(ADMIN)
+            head = admin_config("")
         )
     }
 
@@ -432,15 +424,7 @@ async fn first_start_clones_missing_projects_and_a_failed_clone_spares_the_other
     let root = repos.root.path();
     std::fs::create_dir_all(root.join("empty")).expect("mkdir");
     let config = format!(
-        r#"state_dir = "state"
-[server]
-listen = "127.0.0.1:0"
-[[keys]]
-name = "admin"
-hash = "{admin}"
-projects = "*"
-role = "admin"
-
+        r#"{head}
 [projects.fresh]
 dir = "deploy/fresh"
 actions = ["status"]
@@ -465,7 +449,7 @@ clone = "./no-such-repo.git"
 name = "web"
 command = "./app.sh"
 "#,
-        admin = hash(ADMIN)
+        head = admin_config("")
     );
     std::fs::write(root.join("bosun.toml"), config).expect("config");
     let b = Bosun::start_in(root).await;
@@ -526,15 +510,7 @@ async fn a_slow_first_clone_holds_back_only_its_own_project() {
     let root = repos.root.path();
     std::fs::create_dir_all(root.join("other")).expect("mkdir");
     let config = format!(
-        r#"state_dir = "state"
-[server]
-listen = "127.0.0.1:0"
-[[keys]]
-name = "admin"
-hash = "{admin}"
-projects = "*"
-role = "admin"
-
+        r#"{head}
 [projects.slow]
 dir = "slow"
 actions = ["status"]
@@ -553,7 +529,7 @@ name = "web"
 command = "sleep"
 args = ["1000"]
 "#,
-        admin = hash(ADMIN)
+        head = admin_config("")
     );
     std::fs::write(root.join("bosun.toml"), config).expect("config");
     let b = Bosun::start_in(root).await;

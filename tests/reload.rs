@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bosun::jobs::{JobState, Store};
-use common::server::{ADMIN, BosunProcess, hash};
+use common::server::{ADMIN, BosunProcess, admin_config, hash};
 use common::{guest_dir, until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -27,17 +27,7 @@ args = ["-c", "echo greeting=$GREETING; exec sleep 1000"]"#;
 fn config(b_greeting: &str, second: bool) -> String {
     let hostile = guest_dir().join("fixture_hostile.wasm");
     let mut text = format!(
-        r#"state_dir = "state"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "2s"
-
-[[keys]]
-name = "admin"
-hash = "{admin}"
-projects = "*"
-role = "admin"
-
+        r#"{head}
 [projects.a]
 dir = "a"
 [projects.a.actions.probe]
@@ -54,7 +44,7 @@ instances = 2
 {SLEEPER}
 env = {{ GREETING = "{b_greeting}" }}
 "#,
-        admin = hash(ADMIN),
+        head = admin_config(r#"shutdown_grace = "2s""#),
     );
     if second {
         text.push_str(&format!(

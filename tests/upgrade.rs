@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::server::{ADMIN, BosunProcess, hash};
+use common::server::{ADMIN, BosunProcess, admin_config};
 use common::{guest_dir, until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -26,17 +26,7 @@ fn setup() -> (TempDir, PathBuf) {
     std::fs::create_dir_all(root.path().join("app")).expect("project dir");
     std::fs::create_dir_all(root.path().join("bin")).expect("bin dir");
     let text = format!(
-        r#"state_dir = "state"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "2s"
-
-[[keys]]
-name = "admin"
-hash = "{admin}"
-projects = "*"
-role = "admin"
-
+        r#"{head}
 [projects.app]
 dir = "app"
 [projects.app.actions.hostile]
@@ -52,7 +42,7 @@ instances = 2
 command = "sleep"
 args = ["1000"]
 "#,
-        admin = hash(ADMIN),
+        head = admin_config(r#"shutdown_grace = "2s""#),
         hostile = guest_dir().join("fixture_hostile.wasm").display(),
     );
     std::fs::write(root.path().join("bosun.toml"), text).expect("config");

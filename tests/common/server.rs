@@ -35,6 +35,17 @@ pub fn hash(key: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
 }
 
+/// The head of a test config: the state dir, the API on a free port with
+/// `server` as the rest of `[server]`, and the key [`ADMIN`] for every
+/// project.
+pub fn admin_config(server: &str) -> String {
+    format!(
+        "state_dir = \"state\"\n[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\
+         [[keys]]\nname = \"admin\"\nhash = \"{}\"\nprojects = \"*\"\nrole = \"admin\"\n",
+        hash(ADMIN)
+    )
+}
+
 /// The test config. `server` and `jobs` are extra lines for those tables.
 /// Project alpha's `quick` is the hostile fixture with a 1 s timeout.
 pub fn config_text(server: &str, jobs: &str) -> String {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::git;
-use super::server::{ADMIN, Bosun, hash};
+use super::server::{ADMIN, Bosun, admin_config};
 
 pub const SECRET: &str = "b-secret-7f3a";
 
@@ -97,16 +97,7 @@ impl Tenants {
     /// The config, with `plugin` as the lines of project a's own action.
     pub fn config_with(&self, extra: &str, plugin: &str) -> String {
         format!(
-            r#"state_dir = "state"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "1s"
-[[keys]]
-name = "admin"
-hash = "{admin}"
-projects = "*"
-role = "admin"
-
+            r#"{head}
 [projects.a]
 dir = "a"
 [projects.a.actions.stop]
@@ -130,7 +121,7 @@ name = "db"
 command = "sleep"
 args = ["1000"]
 {extra}"#,
-            admin = hash(ADMIN)
+            head = admin_config(r#"shutdown_grace = "1s""#)
         )
     }
 
