@@ -3,6 +3,7 @@
 //! log collector.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod load;
 pub mod server;
 pub mod tenants;
 
