@@ -366,14 +366,11 @@ impl Jail {
         if let Some(cgroup) = &self.cgroup {
             cgroup.remove();
         }
-        let tmp = self
-            .private
-            .iter()
-            .flat_map(|p| [Some(&p.tmp), p.shm.as_ref()]);
-        for dir in tmp
-            .flatten()
-            .chain((self.private.is_none()).then_some(&self.tmpdir))
-        {
+        let tmp = match &self.private {
+            Some(p) => [Some(&p.tmp), p.shm.as_ref()],
+            None => [Some(&self.tmpdir), None],
+        };
+        for dir in tmp.into_iter().flatten() {
             if dir.exists()
                 && let Err(e) = super::dirs::empty(dir)
             {

@@ -299,7 +299,7 @@ impl Daemon {
                     running.jobs.hold_starts();
                     keep.store(true, Ordering::SeqCst);
                     http_stop.cancel();
-                    running.hand_over(binary, http, grace).await
+                    running.hand_over(binary, http).await
                 }
                 None => {
                     http_stop.cancel();

@@ -94,10 +94,9 @@ impl Running {
         self,
         binary: PathBuf,
         http: JoinHandle<Option<std::net::TcpListener>>,
-        grace: Duration,
     ) -> Ended {
         let listener = http.await.ok().flatten().map(OwnedFd::from);
-        self.jobs.hand_over(grace).await;
+        self.jobs.hand_over(self.config.server.shutdown_grace).await;
         let (instances, mut fds) = self.supervisor.hand_over().await;
         let handoff = Handoff {
             version: crate::handoff::VERSION,

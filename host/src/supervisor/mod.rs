@@ -107,10 +107,9 @@ struct Begin<'a> {
 /// One project as the supervisor keeps it.
 struct Project {
     handle: ProjectHandle,
-    /// The project's log writer; started with its first process.
-    writer: Option<mpsc::Sender<Vec<WriteMsg>>>,
-    /// Its thread, joined when an upgrade must know every line is written.
-    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// The project's log writer, started with its first process, and its
+    /// thread (joined when an upgrade must know every line is written).
+    writer: Option<(mpsc::Sender<Vec<WriteMsg>>, std::thread::JoinHandle<()>)>,
 }
 
 /// The safety net for a supervisor dropped without [`Supervisor::shutdown`]
@@ -210,7 +209,6 @@ impl Supervisor {
         let mut entry = Project {
             handle: ProjectHandle::new(Vec::new()),
             writer: None,
-            writer_thread: None,
         };
         let instances = numbered(pcfg)
             .map(|(process, i)| {
@@ -307,23 +305,18 @@ impl Supervisor {
                 (status, Arc::new(ProcessLog::new()))
             }
         };
-        let writer = match &entry.writer {
-            Some(writer) => writer.clone(),
-            None => {
-                let merged = pcfg.merged_log.clone().map(|p| {
-                    file_spec(
-                        p,
-                        pcfg.merged_log_max_size.as_u64(),
-                        pcfg.merged_log_keep,
-                        &pcfg.dir,
-                    )
-                });
-                let (writer, thread) = logfile::spawn_writer(&spec.project, merged);
-                entry.writer = Some(writer.clone());
-                entry.writer_thread = Some(thread);
-                writer
-            }
-        };
+        let (writer, _) = entry.writer.get_or_insert_with(|| {
+            let merged = pcfg.merged_log.clone().map(|p| {
+                file_spec(
+                    p,
+                    pcfg.merged_log_max_size.as_u64(),
+                    pcfg.merged_log_keep,
+                    &pcfg.dir,
+                )
+            });
+            logfile::spawn_writer(&spec.project, merged)
+        });
+        let writer = writer.clone();
         let (tx, rx) = mpsc::channel(16);
         let sink = LineSink {
             label: spec.label.as_str().into(),
@@ -427,7 +420,7 @@ impl Supervisor {
         // have written what was sent.
         let threads: Vec<_> = std::mem::take(&mut self.projects)
             .into_values()
-            .filter_map(|p| p.writer_thread)
+            .filter_map(|p| p.writer.map(|(_, thread)| thread))
             .collect();
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
