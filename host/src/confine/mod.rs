@@ -273,8 +273,8 @@ impl Confinement {
 
     /// Set up the jail of `project`, new in `config` (a reload): its
     /// identity is allocated and saved, its dir handed over, its cgroup
-    /// made. The other jails see `config`'s protected paths from their
-    /// next program on, so none of them reads the new project's files.
+    /// made. The caller then [`Confinement::refresh`]es the other jails, so
+    /// none of them reads the new project's files.
     pub fn add(&self, config: &Config, project: &str) -> Result<(), ConfineError> {
         let Some(pcfg) = config.projects.get(project) else {
             return Ok(());
@@ -300,7 +300,6 @@ impl Confinement {
         });
         log_report(project, &jail.report);
         self.jails_mut().insert(project.to_string(), Arc::new(jail));
-        self.refresh(config);
         Ok(())
     }
 

@@ -97,10 +97,13 @@ impl Running {
             })
             .map(|(name, _)| name.clone())
             .collect();
-        for (project, report) in Confinement::inspect(&config) {
-            if let Err(e) = report
-                && (added.contains(&project) || rebuilt.contains(&project))
-            {
+        // The projects that get a jail: new ones, and changed ones anew.
+        let mut incoming = config.clone();
+        incoming
+            .projects
+            .retain(|name, _| added.contains(name) || rebuilt.contains(name));
+        for (project, report) in Confinement::inspect(&incoming) {
+            if let Err(e) = report {
                 problems.push(format!(
                     "{}: `projects.{project}.confinement`: {e}",
                     config.source.display()
@@ -153,10 +156,6 @@ impl Running {
             self.confinement.remove(project);
         }
         // 2. In: new projects, and changed ones in their new jail.
-        let mut incoming = config.clone();
-        incoming
-            .projects
-            .retain(|name, _| added.contains(name) || rebuilt.contains(name));
         for project in incoming.projects.keys() {
             // Handing the dir over walks it: off the async threads.
             let set_up = tokio::task::block_in_place(|| self.confinement.add(&config, project));
@@ -166,6 +165,9 @@ impl Running {
                     .push(format!("{project}: setting up its confinement: {e}"));
             }
         }
+        // Every jail sees what the new config protects (a new project's
+        // dir among it) from its next program on, before anything starts.
+        self.confinement.refresh(&config);
         let checkouts = backends::clone_missing(&incoming, &self.confinement);
         self.checkouts.retain(|_, c| !c.is_done());
         self.checkouts.extend(checkouts.clone());
@@ -203,7 +205,6 @@ impl Running {
         // 3. The new actions and project list, at once.
         self.registry.store(registry.into());
         self.projects.store(handles.into());
-        self.confinement.refresh(&config);
         self.reports.store(self.confinement.reports().into());
         // 4. Kept projects: what their plugins may reach, and the processes
         //    whose spec changed.
