@@ -143,11 +143,8 @@ pub async fn run_action(
     let q = query(q)?;
     let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
     // Refused before the job exists: a caller over its share loses nothing.
-    let revoked = state.auth.project_revoked(&project);
-    let held = wait
-        .map(|_| state.long_requests.hold(&caller))
-        .transpose()?
-        .map(|held| held.on(revoked.clone()));
+    let project_revoked = state.auth.project_revoked(&project);
+    let held = wait.map(|_| state.hold_on(&caller, &project)).transpose()?;
     let body = read_body(
         body,
         usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX),
@@ -160,7 +157,7 @@ pub async fn run_action(
     .await?;
     let params = check_params(&action, loaded.plugin.meta(), &body.params)?;
     // A reload may have revoked the key while the body was arriving.
-    if caller.revoked().is_cancelled() || revoked.is_some_and(|r| r.is_cancelled()) {
+    if caller.revoked().is_cancelled() || project_revoked.is_some_and(|r| r.is_cancelled()) {
         return Err(ApiError::unauthorized(
             "key_revoked",
             "the bearer key (or the project key) was revoked while the request arrived",
@@ -317,10 +314,7 @@ pub async fn get_job(
     let wait = parse_wait(query(q)?.wait.as_deref(), state.server.max_wait)?;
     let mut job = visible_job(&state, &caller, &id).await?;
     if let Some(wait) = wait {
-        let held = state
-            .long_requests
-            .hold(&caller)?
-            .on(state.auth.project_revoked(&job.project));
+        let held = state.hold_on(&caller, &job.project)?;
         job = wait_held(&state, &id, wait, &held).await?.unwrap_or(job);
     }
     Ok(Json(JobView::from(&job)))
@@ -395,9 +389,8 @@ pub async fn job_log(
     let job = visible_job(&state, &caller, &id).await?;
     // Held before the log is loaded: a follower over its share costs nothing.
     let held = follow
-        .then(|| state.long_requests.hold(&caller))
-        .transpose()?
-        .map(|held| held.on(state.auth.project_revoked(&job.project)));
+        .then(|| state.hold_on(&caller, &job.project))
+        .transpose()?;
     let log = state
         .jobs
         .follow(&id)

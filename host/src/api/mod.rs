@@ -117,6 +117,18 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+impl AppState {
+    /// A long-request place for `caller` on `project`: it ends when a
+    /// reload revokes the caller's key, removes the project or changes its
+    /// project key.
+    fn hold_on(&self, caller: &Caller, project: &str) -> Result<long_requests::Held, ApiError> {
+        Ok(self
+            .long_requests
+            .hold(caller)?
+            .on(self.auth.project_revoked(project)))
+    }
+}
+
 /// One fewer open under `key`; a key down to 0 is forgotten, so a map of
 /// open connections or requests holds only the sources and keys that have
 /// some.

@@ -253,10 +253,7 @@ fn logs(
         other => ApiError::internal(other),
     };
     if follow {
-        let held = state
-            .long_requests
-            .hold(caller)?
-            .on(state.auth.project_revoked(project));
+        let held = state.hold_on(caller, project)?;
         let follow = handle.follow(name, lines).map_err(not_found)?;
         return Ok(stream::respond(
             stream::wants_sse(headers),
