@@ -10,6 +10,7 @@
 //! The new image reads the file once, removes it, and adopts the children
 //! instead of spawning them (see `supervisor::adopt`).
 
+use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,18 @@ pub struct Handoff {
     /// Every instance: the running ones with their processes and pipes,
     /// the others with how they ended.
     pub instances: Vec<HandedInstance>,
+    /// The listening sockets bosun holds for processes (`sockets`).
+    #[serde(default)]
+    pub sockets: Vec<HandedSocket>,
+}
+
+/// A listening socket bosun holds for a process, handed over.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandedSocket {
+    /// The address it listens on.
+    pub address: SocketAddr,
+    /// The descriptor.
+    pub fd: RawFd,
 }
 
 /// One instance, handed over: a running one with its process, or one that

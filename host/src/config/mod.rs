@@ -30,7 +30,7 @@ pub use confine::{
 pub use keys::{KeyConfig, KeyHash, Role, Scope};
 pub use lines::line_of;
 pub use places::{lexical, resolved};
-pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig};
+pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
 
 /// Why a config could not be used. Each message names the file, and the key
@@ -283,6 +283,7 @@ impl Config {
             .and_then(|()| self.confinement.validate())
             .and_then(|()| self.validate_keys())
             .and_then(|()| self.validate_places())
+            .and_then(|()| self.validate_sockets())
             .map_err(|(key, message)| invalid(key, message))?;
         for (name, project) in &self.projects {
             check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
@@ -312,6 +313,26 @@ impl Config {
 }
 
 impl Config {
+    /// A socket belongs to one process of one project, and is not bosun's own.
+    fn validate_sockets(&self) -> Result<(), (String, String)> {
+        let mut seen: BTreeMap<std::net::SocketAddr, String> = BTreeMap::new();
+        for (name, project) in &self.projects {
+            for (i, process) in project.processes.iter().enumerate() {
+                for (j, addr) in process.sockets.iter().enumerate() {
+                    let key = format!("projects.{name}.processes[{i}].sockets[{j}]");
+                    if same_port(*addr, self.server.listen) {
+                        return Err((key, format!("{addr} is bosun's own `server.listen`")));
+                    }
+                    if let Some((other, _)) = seen.iter().find(|(a, _)| same_port(**a, *addr)) {
+                        return Err((key, format!("{addr} is already {}'s", seen[other])));
+                    }
+                    seen.insert(*addr, format!("projects.{name}.processes[{i}]"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_keys(&self) -> Result<(), (String, String)> {
         for (i, key) in self.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
@@ -358,4 +379,10 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
             "`{name}` is not a valid name: use 1-64 of a-z, 0-9, `-` and `_`, starting with a letter or digit"
         ))
     }
+}
+
+/// Whether binding both would clash: the same port on the same address, or
+/// on an unspecified address (`0.0.0.0`, `::`) and any other.
+fn same_port(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

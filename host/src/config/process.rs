@@ -6,6 +6,7 @@
 //! after a burst (PM2 stops after 16 starts in 0.24 s, supervisord after 4).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,6 +80,18 @@ pub struct ProcessConfig {
     pub log_keep: u32,
     /// How to tell that the process is ready.
     pub ready: Option<ReadyConfig>,
+    /// TCP sockets bosun binds and keeps, and passes to every instance by
+    /// the systemd socket-activation protocol (fds from 3, `LISTEN_FDS`,
+    /// `LISTEN_PID`, `LISTEN_FDNAMES`). All instances share one accept
+    /// queue, which outlives any of them: a restart starts the new process
+    /// before it stops the old one, and drops no connection.
+    #[serde(default)]
+    pub sockets: Vec<SocketAddr>,
+    /// How a restart of several instances goes: `rolling` (the default)
+    /// restarts one at a time, each once the one before is ready again;
+    /// `all-at-once` restarts them together.
+    #[serde(default)]
+    pub restart_order: RestartOrder,
     /// Restart the process when its RSS (whole process group) stays above this.
     pub max_memory: Option<ByteSize>,
     /// Whether it may use the network. Default true; false runs it with no
@@ -87,12 +100,28 @@ pub struct ProcessConfig {
     pub network: bool,
 }
 
-/// A readiness check: a TCP port accepting connections, or a log line.
+/// How several instances of a process restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartOrder {
+    /// One at a time, each once the one before is ready.
+    #[default]
+    Rolling,
+    /// All together.
+    AllAtOnce,
+}
+
+/// A readiness check: a TCP port accepting connections, an HTTP answer,
+/// or a log line.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadyConfig {
-    /// Ready once 127.0.0.1:`port` accepts a connection.
+    /// Ready once 127.0.0.1:`port` accepts a connection; with `http`, the
+    /// port asked.
     pub port: Option<u16>,
+    /// Ready once `GET <http>` answers 2xx or 3xx: on `port`, or on the
+    /// process's first socket.
+    pub http: Option<String>,
     /// Ready once a log line matches this regex.
     pub log: Option<String>,
     /// Not ready within this is a failed start, restarted on the schedule.
@@ -213,20 +242,54 @@ impl ProcessConfig {
         }
         check_rotation(self.log_max_size, self.log_keep, "log")?;
         if let Some(ready) = &self.ready {
-            match (&ready.port, &ready.log) {
-                (Some(_), None) => {}
-                (None, Some(pattern)) => {
-                    regex::Regex::new(pattern)
-                        .map_err(|e| ("ready.log".into(), format!("is not a valid regex: {e}")))?;
-                }
-                _ => {
-                    return Err((
-                        "ready".into(),
-                        "needs exactly one of `port` or `log`".into(),
-                    ));
-                }
+            self.validate_ready(ready)?;
+        }
+        if self.sockets.len() > 16 {
+            return Err(("sockets".into(), "at most 16 may be given".into()));
+        }
+        for (i, addr) in self.sockets.iter().enumerate() {
+            if addr.port() == 0 {
+                return Err((
+                    format!("sockets[{i}]"),
+                    format!("{addr} needs a port: the program's clients must know it"),
+                ));
+            }
+            if self.sockets[..i].contains(addr) {
+                return Err((format!("sockets[{i}]"), format!("{addr} is listed twice")));
             }
         }
         Ok(())
+    }
+
+    fn validate_ready(&self, ready: &ReadyConfig) -> Result<(), (String, String)> {
+        match (&ready.port, &ready.http, &ready.log) {
+            (Some(_), None, None) if !self.sockets.is_empty() => Err((
+                "ready.port".into(),
+                "passes at once for a process with `sockets` (bosun holds them open): \
+                 use `http` or `log`"
+                    .into(),
+            )),
+            (Some(_), None, None) => Ok(()),
+            (_, Some(path), None)
+                if !path.starts_with('/') || path.contains(char::is_whitespace) =>
+            {
+                Err((
+                    "ready.http".into(),
+                    format!("`{path}` must be a path starting with `/`, without spaces"),
+                ))
+            }
+            (None, Some(_), None) if self.sockets.is_empty() => Err((
+                "ready.http".into(),
+                "needs `port`, or `sockets` to ask on".into(),
+            )),
+            (_, Some(_), None) => Ok(()),
+            (None, None, Some(pattern)) => regex::Regex::new(pattern)
+                .map(|_| ())
+                .map_err(|e| ("ready.log".into(), format!("is not a valid regex: {e}"))),
+            _ => Err((
+                "ready".into(),
+                "needs one of `port`, `http` (with `port` or `sockets`) or `log`".into(),
+            )),
+        }
     }
 }

@@ -15,8 +15,12 @@
 //! 6. **identity**: supplementary groups cleared, then gid, then uid (all
 //!    three of each), which also clears every capability;
 //! 7. **no_new_privs**, then **Landlock**;
-//! 8. **descriptors**: every fd above 2 close-on-exec, except the one fd
-//!    a caller passes as 3.
+//! 8. **descriptors**: every fd above 2 close-on-exec, except the fds a
+//!    caller passes from 3 on;
+//! 9. **exec**, when the program's environment names its own pid
+//!    (`LISTEN_PID` of socket activation, which only the child knows): the
+//!    hook writes the pid into an environment prepared for it and calls
+//!    `execve` itself. Otherwise std's own exec follows the hook.
 //!
 //! Each step needs the privileges the steps after it drop, which fixes the
 //! order. std would switch the uid before any hook ran (`Command::uid`),
@@ -27,7 +31,7 @@
 //! can say which step failed, not only the errno.
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -63,8 +67,10 @@ pub(crate) struct Prepared {
     pub no_new_privs: bool,
     /// Restrict with this Landlock ruleset.
     pub ruleset: Option<Arc<RulesetCreated>>,
-    /// An fd to hand over as fd 3.
-    pub pass_fd: Option<OwnedFd>,
+    /// Fds to hand over as 3, 4, … (at most [`MAX_PASSED`]).
+    pub pass_fds: Vec<OwnedFd>,
+    /// The exec to make at the end, with the child's pid in its environment.
+    pub exec: Option<Exec>,
     /// Where a failing step writes its number.
     pub report: OwnedFd,
     /// The highest fd to mark close-on-exec one by one, where the kernel
@@ -130,12 +136,101 @@ impl Step {
     }
 }
 
+/// How many fds a program may be handed.
+pub(crate) const MAX_PASSED: usize = 16;
+
+/// An `execve` prepared before the fork, whose environment gets
+/// `LISTEN_PID=<the child's pid>` in the child.
+pub(crate) struct Exec {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` and room for the digits and the NUL.
+    pid_entry: Box<[u8; 32]>,
+}
+
+// SAFETY: the raw pointers point into the CStrings and the box this struct
+// owns, which it never changes in the parent; only the forked child (one
+// thread, its own copy of the memory) writes the pid into `pid_entry`.
+#[allow(unsafe_code)]
+unsafe impl Send for Exec {}
+// SAFETY: as for Send.
+#[allow(unsafe_code)]
+unsafe impl Sync for Exec {}
+
+impl Exec {
+    const PID_KEY: &'static [u8] = b"LISTEN_PID=";
+
+    /// `path` with `argv` and `env` (every entry `KEY=value`, without
+    /// `LISTEN_PID`, which this adds).
+    pub(crate) fn new(path: CString, argv: Vec<CString>, env: Vec<CString>) -> Self {
+        let mut pid_entry = Box::new([0u8; 32]);
+        pid_entry[..Self::PID_KEY.len()].copy_from_slice(Self::PID_KEY);
+        let null = std::iter::once(std::ptr::null());
+        let argv_ptrs = argv.iter().map(|a| a.as_ptr()).chain(null).collect();
+        let env_ptrs = env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(pid_entry.as_ptr().cast()))
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Self {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            env_ptrs,
+            pid_entry,
+        }
+    }
+
+    /// In the child: the pid into the environment, then the exec. Returns
+    /// only when the exec failed.
+    fn run(&self) -> Errno {
+        // SAFETY: getpid cannot fail. The digits go into the child's own
+        // copy of `pid_entry` (the parent's never changes), through a
+        // pointer into that box; the box has room for any pid and the NUL,
+        // which is there already (zeroed). execve reads NUL-terminated
+        // strings and arrays that live as long as `self`.
+        unsafe {
+            let mut pid = libc::getpid() as u32;
+            let mut digits = [0u8; 10];
+            let mut n = 0;
+            loop {
+                digits[n] = b'0' + (pid % 10) as u8;
+                n += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            let at = self.pid_entry.as_ptr().cast_mut().add(Self::PID_KEY.len());
+            for i in 0..n {
+                *at.add(i) = digits[n - 1 - i];
+            }
+            libc::execve(
+                self.path.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.env_ptrs.as_ptr(),
+            );
+        }
+        Errno::last()
+    }
+}
+
 /// The hook: run every step; on failure report which and return its errno.
+/// A failed exec of its own is reported as std's is, by its errno alone.
 pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
     steps(p).map_err(|(step, errno)| {
         let _ = write(p.report.as_fd(), &[step as u8]);
         io::Error::from_raw_os_error(errno as i32)
-    })
+    })?;
+    match &p.exec {
+        Some(exec) => Err(io::Error::from_raw_os_error(exec.run() as i32)),
+        None => Ok(()),
+    }
 }
 
 fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
@@ -196,7 +291,7 @@ fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
             .and_then(|r| r.restrict_self().ok())
             .ok_or_else(|| (Step::Landlock, Errno::last()))?;
     }
-    descriptors(p.pass_fd.as_ref(), p.fd_ceiling).map_err(at(Step::Descriptors))
+    descriptors(&p.pass_fds, p.fd_ceiling).map_err(at(Step::Descriptors))
 }
 
 fn mount_all(plan: &Plan) -> Result<(), Errno> {
@@ -273,10 +368,14 @@ fn loopback_up() -> Result<(), Errno> {
 }
 
 /// Mark every fd above 2 close-on-exec (an fd bosun opened without the
-/// flag must not reach a tenant), then hand `pass` over as fd 3.
-fn descriptors(pass: Option<&OwnedFd>, ceiling: Option<i32>) -> Result<(), Errno> {
+/// flag must not reach a tenant), then hand `pass` over as fds 3, 4, ….
+fn descriptors(pass: &[OwnedFd], ceiling: Option<i32>) -> Result<(), Errno> {
+    if pass.len() > MAX_PASSED {
+        return Err(Errno::EMFILE);
+    }
     // SAFETY: close_range with CLOEXEC and fcntl(F_SETFD) only set a flag
-    // on fds; dup2 acts on descriptor numbers this process owns.
+    // on fds; F_DUPFD_CLOEXEC and dup2 act on descriptor numbers this
+    // process owns.
     unsafe {
         match ceiling {
             None => {
@@ -290,14 +389,19 @@ fn descriptors(pass: Option<&OwnedFd>, ceiling: Option<i32>) -> Result<(), Errno
                 }
             }
         }
-        if let Some(fd) = pass {
-            let raw = fd.as_raw_fd();
-            let result = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if result < 0 {
+        // Each first moved above the range it goes to, so that placing one
+        // never overwrites another not yet placed. The copies are
+        // close-on-exec; dup2's are not.
+        let above = 3 + pass.len() as i32;
+        let mut moved = [0i32; MAX_PASSED];
+        for (slot, fd) in moved.iter_mut().zip(pass) {
+            *slot = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, above);
+            if *slot < 0 {
+                return Err(Errno::last());
+            }
+        }
+        for (i, fd) in moved[..pass.len()].iter().enumerate() {
+            if libc::dup2(*fd, 3 + i as i32) < 0 {
                 return Err(Errno::last());
             }
         }

@@ -151,7 +151,9 @@ pub struct JailCommand {
     cwd: Option<PathBuf>,
     network: bool,
     leaf: LeafChoice,
-    pass_fd: Option<OwnedFd>,
+    pass_fds: Vec<OwnedFd>,
+    /// Whether `LISTEN_PID` must name the program (socket activation).
+    listen_pid: bool,
     workdir: Option<PathBuf>,
 }
 
@@ -212,7 +214,8 @@ impl Jail {
             cwd: None,
             network: true,
             leaf: LeafChoice::None,
-            pass_fd: None,
+            pass_fds: Vec::new(),
+            listen_pid: false,
             workdir: None,
         }
     }
@@ -311,7 +314,20 @@ impl JailCommand {
 
     /// Give it `fd` as its fd 3.
     pub fn pass_fd(&mut self, fd: OwnedFd) -> &mut Self {
-        self.pass_fd = Some(fd);
+        self.pass_fds = vec![fd];
+        self
+    }
+
+    /// Give it `sockets` by the systemd socket-activation protocol: as fds
+    /// 3, 4, …, with `LISTEN_FDS`, `LISTEN_FDNAMES` (`name` for each) and
+    /// `LISTEN_PID` set to its own pid.
+    pub fn listen_fds(&mut self, sockets: Vec<OwnedFd>, name: &str) -> &mut Self {
+        let names = vec![name; sockets.len()].join(":");
+        self.cmd
+            .env("LISTEN_FDS", sockets.len().to_string())
+            .env("LISTEN_FDNAMES", names);
+        self.pass_fds = sockets;
+        self.listen_pid = true;
         self
     }
 
@@ -398,7 +414,17 @@ impl JailCommand {
                 .map(|id| (id.uid, id.gid)),
             no_new_privs: confined,
             ruleset,
-            pass_fd: self.pass_fd.take(),
+            pass_fds: std::mem::take(&mut self.pass_fds),
+            exec: match self.listen_pid {
+                true => Some(
+                    own_exec(self.cmd.as_std()).map_err(|source| SpawnError::Start {
+                        program: program.clone(),
+                        step: None,
+                        source,
+                    })?,
+                ),
+                false => None,
+            },
             report: report_tx,
             fd_ceiling: (!child::close_range_works()).then(child::fd_ceiling),
         };
@@ -427,4 +453,46 @@ impl JailCommand {
             }
         }
     }
+}
+
+/// The exec std would make for `cmd`, made by the hook instead (see
+/// `child::Exec`): the program looked up on the PATH of its own
+/// environment, as `execvp` would.
+fn own_exec(cmd: &std::process::Command) -> io::Result<child::Exec> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |bytes: &[u8]| {
+        std::ffi::CString::new(bytes).map_err(|_| io::Error::from(ErrorKind::InvalidInput))
+    };
+    let program = cmd.get_program();
+    let mut env = Vec::new();
+    let mut path_var = None;
+    for (key, value) in cmd.get_envs() {
+        let Some(value) = value else { continue };
+        if key == "LISTEN_PID" {
+            continue;
+        }
+        if key == "PATH" {
+            path_var = Some(value);
+        }
+        env.push(c(&[key.as_bytes(), b"=", value.as_bytes()].concat())?);
+    }
+    let path = if program.as_bytes().contains(&b'/') {
+        PathBuf::from(program)
+    } else {
+        let dirs = path_var.map(std::env::split_paths).into_iter().flatten();
+        dirs.map(|dir| dir.join(program))
+            .find(|candidate| is_executable(candidate))
+            .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?
+    };
+    let argv = std::iter::once(program)
+        .chain(cmd.get_args())
+        .map(|a| c(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    Ok(child::Exec::new(c(path.as_os_str().as_bytes())?, argv, env))
+}
+
+/// A regular file with an execute bit: what `execvp` would try.
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -178,9 +178,12 @@ impl Daemon {
         let confinement = Arc::new(Confinement::start(config, role).await?);
         let checkouts = backends::clone_missing(config, &confinement);
         let pending_checkouts = checkouts.clone();
-        let handed = handoff.map(|h| h.instances).unwrap_or_default();
+        let (handed, sockets) = handoff
+            .map(|h| (h.instances, h.sockets))
+            .unwrap_or_default();
         let supervisor =
-            Supervisor::start_adopting(config, confinement.clone(), &checkouts, handed).await?;
+            Supervisor::start_adopting(config, confinement.clone(), &checkouts, handed, sockets)
+                .await?;
         let leftovers = supervisor.leftovers_stopped() + confinement.leftovers_stopped();
         if leftovers > 0 {
             tracing::warn!(

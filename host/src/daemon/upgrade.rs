@@ -97,12 +97,13 @@ impl Running {
     ) -> Ended {
         let listener = http.await.ok().flatten().map(OwnedFd::from);
         self.jobs.hand_over(self.config.server.shutdown_grace).await;
-        let (instances, mut fds) = self.supervisor.hand_over().await;
+        let (instances, sockets, mut fds) = self.supervisor.hand_over().await;
         let handoff = Handoff {
             version: crate::handoff::VERSION,
             listener: listener.as_ref().map(AsRawFd::as_raw_fd),
             nofile_soft: crate::confine::started_open_files().unwrap_or(1024),
             instances,
+            sockets,
         };
         fds.extend(listener);
         // Only a handoff on disk makes the descriptors worth keeping: without

@@ -15,6 +15,7 @@ use super::logs::{LogLine, ProcessLog};
 use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use super::worker::Command;
+use crate::config::RestartOrder;
 use crate::plugins::bindings::{CallError, ProcessInfo, UnixSignal};
 use crate::plugins::processes::ProcessControl;
 
@@ -134,9 +135,52 @@ impl ProjectHandle {
         Ok(Self::statuses(&selected))
     }
 
-    /// Stop, then start, the selected processes.
+    /// Stop, then start, the selected processes, one process name after
+    /// another. A process's instances restart one at a time, each once the
+    /// one before is running (ready, with a check) again
+    /// (`restart_order = "rolling"`, the default), or all together
+    /// (`"all-at-once"`). An instance with `sockets` starts its
+    /// replacement before it stops. An instance that does not come back
+    /// fails the restart, and the ones after it keep running as they were.
     pub async fn restart(&self, name: Option<&str>) -> Result<Vec<Status>, SupervisorError> {
-        let (selected, _) = self.each(name, Command::Restart).await?;
+        let selected = self.select(name)?;
+        let mut names: Vec<&str> = Vec::new();
+        for inst in &selected {
+            if !names.contains(&inst.name.as_str()) {
+                names.push(&inst.name);
+            }
+        }
+        for name in names {
+            let group: Vec<&Instance> = selected.iter().filter(|i| i.name == name).collect();
+            match group[0].spec.config.restart_order {
+                RestartOrder::AllAtOnce => {
+                    let mut replies = Vec::new();
+                    for inst in &group {
+                        replies.push(restart_one(inst).await?);
+                    }
+                    for (reply, inst) in replies.into_iter().zip(&group) {
+                        answered(inst, reply.await)?;
+                    }
+                }
+                RestartOrder::Rolling => {
+                    for (i, inst) in group.iter().enumerate() {
+                        let up = match answered(inst, restart_one(inst).await?.await) {
+                            Ok(()) => until_up(inst).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = up {
+                            let rest = group.len() - i - 1;
+                            return Err(match rest {
+                                0 => e,
+                                _ => SupervisorError::Failed(format!(
+                                    "{e}; the {rest} instance(s) after it were not restarted"
+                                )),
+                            });
+                        }
+                    }
+                }
+            }
+        }
         Ok(Self::statuses(&selected))
     }
 
@@ -232,6 +276,56 @@ impl ProjectHandle {
             });
         }
         Ok(Follow { recent, lines: rx })
+    }
+}
+
+/// Ask `inst` to restart; the reply comes once it has (or could not).
+async fn restart_one(
+    inst: &Instance,
+) -> Result<oneshot::Receiver<Result<(), String>>, SupervisorError> {
+    let (tx, rx) = oneshot::channel();
+    inst.commands
+        .send(Command::Restart(tx))
+        .await
+        .map_err(|_| gone(inst))?;
+    Ok(rx)
+}
+
+/// A worker's answer to a restart, as the handle's error.
+fn answered(
+    inst: &Instance,
+    reply: Result<Result<(), String>, oneshot::error::RecvError>,
+) -> Result<(), SupervisorError> {
+    match reply {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(SupervisorError::Failed(format!(
+            "`{}`: {why}",
+            inst.spec.label
+        ))),
+        Err(_) => Err(gone(inst)),
+    }
+}
+
+/// How long past its readiness timeout a restarted instance may take to
+/// come up before it counts as failed.
+pub(super) const UP_GRACE: Duration = Duration::from_secs(5);
+
+/// Wait until a just-(re)started `inst` is running (ready, with a check):
+/// an error says what it is instead. A stopped instance stays stopped.
+pub(super) async fn until_up(inst: &Instance) -> Result<(), SupervisorError> {
+    let wait = inst.spec.ready.as_ref().map_or(Duration::ZERO, |(_, t)| *t) + UP_GRACE;
+    let mut rx = inst.status.subscribe();
+    let _ = tokio::time::timeout(wait, rx.wait_for(|s| s.state != State::Starting)).await;
+    let status = inst.status.borrow().clone();
+    match status.state {
+        State::Running | State::Stopped => Ok(()),
+        other => {
+            let why = status.message.unwrap_or_else(|| format!("{other:?}"));
+            Err(SupervisorError::Failed(format!(
+                "`{}` did not come up after its restart: {why}",
+                inst.spec.label
+            )))
+        }
     }
 }
 

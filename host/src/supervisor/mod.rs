@@ -23,9 +23,12 @@ mod handle;
 mod logfile;
 mod logs;
 mod persist;
+mod probe;
 mod procfs;
 mod reaper;
 mod reload;
+mod replace;
+mod sockets;
 mod spawn;
 mod spec;
 mod stats;
@@ -49,12 +52,13 @@ pub use status::{State, Status};
 
 use crate::config::{Config, ProcessConfig, ProjectConfig};
 use crate::confine::Confinement;
-use crate::handoff::HandedInstance;
+use crate::handoff::{HandedInstance, HandedSocket};
 use crate::project::Checkout;
 use handle::Instance;
 use logfile::WriteMsg;
 use logs::{LineSink, ProcessLog, file_spec};
 use persist::Persist;
+use sockets::Sockets;
 use spec::{InstanceSpec, Ready};
 use worker::{Command, Worker};
 
@@ -85,6 +89,8 @@ pub struct Supervisor {
     handed: BTreeMap<String, HandedInstance>,
     /// Set once everything was handed over: the drop then kills nothing.
     handed_over: bool,
+    /// The listening sockets bound for processes.
+    sockets: Arc<Sockets>,
 }
 
 /// The statuses of every instance, shared with the sampler and the reaper.
@@ -148,17 +154,19 @@ impl Supervisor {
         confinement: Arc<Confinement>,
         checkouts: &BTreeMap<String, Checkout>,
     ) -> Result<Self, StartError> {
-        Self::start_adopting(config, confinement, checkouts, Vec::new()).await
+        Self::start_adopting(config, confinement, checkouts, Vec::new(), Vec::new()).await
     }
 
     /// [`Supervisor::start_after`] in a new image after an upgrade: the
-    /// `handed` instances are adopted, running as they were, and nothing
-    /// is swept (the previous image left nothing behind but them).
+    /// `handed` instances are adopted, running as they were, with the
+    /// listening `sockets` they share, and nothing is swept (the previous
+    /// image left nothing behind but them).
     pub async fn start_adopting(
         config: &Config,
         confinement: Arc<Confinement>,
         checkouts: &BTreeMap<String, Checkout>,
         handed: Vec<HandedInstance>,
+        sockets: Vec<HandedSocket>,
     ) -> Result<Self, StartError> {
         let persist = Arc::new(Persist::load(&config.state_dir).map_err(StartError)?);
         let leftovers_stopped = if handed.is_empty() {
@@ -179,7 +187,20 @@ impl Supervisor {
             confinement,
             handed: handed.into_iter().map(|h| (h.key.clone(), h)).collect(),
             handed_over: false,
+            sockets: Arc::default(),
         };
+        // Held until the instances have taken them; one no process names
+        // any more closes after.
+        let _adopted: Vec<_> = sockets
+            .into_iter()
+            .filter_map(|s| match crate::handoff::adopt_fd(s.fd) {
+                Ok(fd) => Some(supervisor.sockets.adopt(s.address, fd)),
+                Err(e) => {
+                    tracing::warn!(address = %s.address, "a handed-over socket: {e}; binding anew");
+                    None
+                }
+            })
+            .collect();
         for (project, pcfg) in &config.projects {
             supervisor
                 .add_project(project, pcfg, checkouts.get(project).cloned())
@@ -212,7 +233,13 @@ impl Supervisor {
         };
         let instances = numbered(pcfg)
             .map(|(process, i)| {
-                let spec = Arc::new(InstanceSpec::new(jail.clone(), process, i, &self.state_dir));
+                let spec = Arc::new(InstanceSpec::new(
+                    jail.clone(),
+                    process,
+                    i,
+                    &self.state_dir,
+                    &self.sockets,
+                ));
                 let handed = self.handed.remove(&format!("{project}/{}", spec.label));
                 let (begin, idle) = match handed {
                     // Running: adopted, and no checkout to wait for (it runs).
@@ -349,6 +376,7 @@ impl Supervisor {
             adopt,
             captures: Vec::new(),
             handing: CancellationToken::new(),
+            deferred: None,
         };
         self.workers.push(tokio::spawn(worker.run()));
         Instance {
@@ -388,7 +416,9 @@ impl Supervisor {
     /// Leave every running process running for the next bosun image (an
     /// upgrade): stop reading their pipes, write every line read so far,
     /// keep their cgroups and jails, and return what the next image needs.
-    pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<OwnedFd>) {
+    pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<HandedSocket>, Vec<OwnedFd>) {
+        // Taken first: the sockets close with the last instance naming them.
+        let held = self.sockets.in_use();
         let all = self.instances();
         let mut replies = Vec::new();
         for inst in &all {
@@ -432,9 +462,20 @@ impl Supervisor {
                 "a project's log writer did not finish in time; its last lines may be lost"
             );
         }
+        let mut sockets = Vec::new();
+        for (address, socket) in held {
+            match socket.try_clone() {
+                Ok(fd) => {
+                    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                    sockets.push(HandedSocket { address, fd: raw });
+                    fds.push(fd);
+                }
+                Err(e) => tracing::warn!(%address, "cannot hand its socket over: {e}"),
+            }
+        }
         self.confinement.keep();
         self.handed_over = true;
-        (handed, fds)
+        (handed, sockets, fds)
     }
 
     /// Stop every process by its own rules (all at once), keeping the desired

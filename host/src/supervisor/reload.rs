@@ -11,20 +11,14 @@
 //! process with two instances is never wholly down.
 
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::handle::Instance;
+use super::handle::{Instance, until_up};
 use super::spec::InstanceSpec;
-use super::status::State;
 use super::{Begin, Supervisor, numbered, stop_all};
 use crate::config::{ProcessConfig, ProjectConfig};
-
-/// How long past its readiness timeout a restarted instance may take to
-/// come up before the next one restarts anyway.
-const ROLL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a reload did to processes, as `project/<name>-<instance>`.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -86,7 +80,13 @@ impl Supervisor {
         let mut list = Vec::new();
         let mut changed = Vec::new();
         for (process, i) in numbered(pcfg) {
-            let spec = Arc::new(InstanceSpec::new(jail.clone(), process, i, &self.state_dir));
+            let spec = Arc::new(InstanceSpec::new(
+                jail.clone(),
+                process,
+                i,
+                &self.state_dir,
+                &self.sockets,
+            ));
             match old.iter().find(|o| o.spec.label == spec.label) {
                 Some(same) if same_spec(&same.spec, &spec) => list.push(same.clone()),
                 Some(before) => {
@@ -120,7 +120,6 @@ impl Supervisor {
             let before = list[at].clone();
             stop_all(std::slice::from_ref(&before)).await;
             let start = self.persist.desired(&spec).unwrap_or(spec.config.autostart);
-            let wait = spec.ready.as_ref().map_or(Duration::ZERO, |(_, t)| *t) + ROLL_GRACE;
             let begin = Begin {
                 start,
                 replaces: Some(&before),
@@ -131,20 +130,13 @@ impl Supervisor {
             entry.handle.instances.store(Arc::new(list.clone()));
             changes.restarted.push(label(&new));
             if start {
-                let mut rx = new.status.subscribe();
-                let up = rx.wait_for(|s| s.state != State::Starting);
-                tokio::select! {
-                    _ = tokio::time::timeout(wait, up) => {}
-                    () = stop.cancelled() => {}
-                }
-                let status = new.status.borrow().clone();
-                if status.state != State::Running {
-                    let why = status
-                        .message
-                        .unwrap_or_else(|| format!("{:?}", status.state));
+                let up = tokio::select! {
+                    up = until_up(&new) => up,
+                    () = stop.cancelled() => Ok(()),
+                };
+                if let Err(e) = up {
                     changes.failed.push(format!(
-                        "{}: did not come up after its restart ({why}); the instances not yet \
-                         restarted keep their old settings",
+                        "{}: {e}; the instances not yet restarted keep their old settings",
                         label(&new)
                     ));
                 }

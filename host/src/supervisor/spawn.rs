@@ -54,6 +54,9 @@ pub(crate) fn spawn(
     if let Some(leaf) = leaf {
         cmd.in_leaf(leaf);
     }
+    if spec.sockets.any() {
+        cmd.listen_fds(spec.sockets.for_program()?, &cfg.name);
+    }
     cmd.envs(crate::project::dotenv(&spec.project_dir)?)
         .envs(&cfg.env)
         .env("BOSUN_PROJECT", &spec.project)

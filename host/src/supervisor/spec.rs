@@ -1,12 +1,14 @@
 //! A process instance's config, resolved against its project: absolute
 //! paths, a compiled readiness pattern, its log file.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
 
+use super::sockets::{InstanceSockets, Sockets};
 use crate::config::ProcessConfig;
 use crate::confine::Jail;
 
@@ -15,12 +17,14 @@ use crate::confine::Jail;
 pub(crate) enum Ready {
     /// 127.0.0.1:port accepts a connection.
     Port(u16),
+    /// `GET path` on `addr` answers 2xx or 3xx.
+    Http(SocketAddr, String),
     /// A log line matches.
     Log(Regex),
 }
 
 /// Everything a worker needs to run one instance.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct InstanceSpec {
     pub project: String,
     pub project_dir: PathBuf,
@@ -32,6 +36,8 @@ pub(crate) struct InstanceSpec {
     pub label: String,
     pub log_file: PathBuf,
     pub ready: Option<(Ready, Duration)>,
+    /// Its `sockets` (shared with the other instances).
+    pub sockets: InstanceSockets,
 }
 
 impl InstanceSpec {
@@ -40,6 +46,7 @@ impl InstanceSpec {
         config: &ProcessConfig,
         instance: u32,
         state_dir: &Path,
+        sockets: &Arc<Sockets>,
     ) -> Self {
         let project = jail.project().to_string();
         let project_dir = jail.dir().to_path_buf();
@@ -53,12 +60,16 @@ impl InstanceSpec {
                 .join(format!("{label}.log")),
         };
         let ready = config.ready.as_ref().map(|r| {
-            let check = match (&r.port, &r.log) {
-                (Some(port), _) => Ready::Port(*port),
-                (None, Some(pattern)) => {
+            let check = match (&r.port, &r.http, &r.log) {
+                (port, Some(path), _) => Ready::Http(
+                    http_target(*port, &config.sockets).expect("validated at config load"),
+                    path.clone(),
+                ),
+                (Some(port), None, _) => Ready::Port(*port),
+                (None, None, Some(pattern)) => {
                     Ready::Log(Regex::new(pattern).expect("validated at config load"))
                 }
-                (None, None) => unreachable!("validated at config load"),
+                (None, None, None) => unreachable!("validated at config load"),
             };
             (check, r.timeout)
         });
@@ -71,7 +82,25 @@ impl InstanceSpec {
             label,
             log_file,
             ready,
+            sockets: InstanceSockets::new(sockets, &config.sockets),
         }
+    }
+}
+
+/// Where an HTTP readiness check asks: 127.0.0.1:`port`, or the first
+/// socket (on loopback when it listens on every address).
+fn http_target(port: Option<u16>, sockets: &[SocketAddr]) -> Option<SocketAddr> {
+    match (port, sockets.first()) {
+        (Some(port), _) => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        (None, Some(addr)) if addr.ip().is_unspecified() => {
+            let ip = match addr {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            };
+            Some(SocketAddr::new(ip, addr.port()))
+        }
+        (None, Some(addr)) => Some(*addr),
+        (None, None) => None,
     }
 }
 

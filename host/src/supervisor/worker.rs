@@ -25,7 +25,7 @@ use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
 use super::spawn::{Failure, spawn};
-use super::spec::{InstanceSpec, Ready};
+use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use crate::confine::Leaf;
 use crate::handoff::HandedInstance;
@@ -33,16 +33,21 @@ use crate::lines::Stream;
 use crate::project::Checkout;
 
 /// How often readiness by port is probed.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Consecutive memory samples (one per `stats::SAMPLE_EVERY`) over
 /// `max_memory` before a restart: one spike is not "stays above".
 const MEMORY_STRIKES: u32 = 3;
 
+/// The reply to a start or a restart: done, or why not.
+pub(crate) type Reply = oneshot::Sender<Result<(), String>>;
+
 /// A request to a worker; each carries its reply.
 pub(crate) enum Command {
-    Start(oneshot::Sender<()>),
+    Start(Reply),
     Stop(oneshot::Sender<()>),
-    Restart(oneshot::Sender<()>),
+    /// Stop, then start; with sockets, start the new process first and
+    /// stop the old one once the new one is ready.
+    Restart(Reply),
     Signal(Signal, oneshot::Sender<Result<(), String>>),
     /// Stop for bosun's own shutdown: the desired state is kept.
     Shutdown(oneshot::Sender<()>),
@@ -75,13 +80,16 @@ pub(crate) struct Worker {
     /// them give the pipes back.
     pub captures: Vec<(Stream, JoinHandle<Handback>)>,
     pub handing: CancellationToken,
+    /// A command that came while a replacement was starting, to act on
+    /// next.
+    pub deferred: Option<Command>,
 }
 
 /// What a command that arrives while a worker waits (out a restart delay,
 /// for the first checkout) means.
 enum Interrupt {
     /// Start now (or as soon as possible); answer this then.
-    Run(oneshot::Sender<()>),
+    Run(Reply),
     /// Stay stopped.
     Halt,
     /// Answered; keep waiting.
@@ -93,7 +101,7 @@ enum RunEnd {
     Exited(ExitStatus),
     FailedCheck(String),
     Stop(oneshot::Sender<()>),
-    Restart(oneshot::Sender<()>),
+    Restart(Reply),
     Shutdown(Option<oneshot::Sender<()>>),
     Handover(oneshot::Sender<Option<Handed>>),
 }
@@ -102,7 +110,7 @@ impl Worker {
     pub(crate) async fn run(mut self) {
         let mut want_running = self.start;
         let mut step = 0usize;
-        let mut pending_ack: Option<oneshot::Sender<()>> = None;
+        let mut pending_ack: Option<Reply> = None;
         loop {
             if !want_running {
                 match self.commands.recv().await {
@@ -165,7 +173,7 @@ impl Worker {
                         .await;
                     self.set(|s| s.message = Some(failure.message));
                     if let Some(ack) = pending_ack.take() {
-                        let _ = ack.send(());
+                        let _ = ack.send(Ok(()));
                     }
                     want_running = self
                         .back_off(Duration::ZERO, &mut step, &mut pending_ack)
@@ -182,18 +190,15 @@ impl Worker {
                     });
                     want_running = false;
                     if let Some(ack) = pending_ack.take() {
-                        let _ = ack.send(());
+                        let _ = ack.send(Ok(()));
                     }
                     continue;
                 }
             };
             if let Some(ack) = pending_ack.take() {
-                let _ = ack.send(());
+                let _ = ack.send(Ok(()));
             }
-            match self
-                .run_to_end(&mut run.proc, run.pgid, &mut step, &mut pending_ack)
-                .await
-            {
+            match self.run_to_end(&mut run, &mut step, &mut pending_ack).await {
                 Some(next) => want_running = next,
                 None => return,
             }
@@ -235,12 +240,19 @@ impl Worker {
     /// worker is done (a shutdown or a handover).
     async fn run_to_end(
         &mut self,
-        child: &mut Proc,
-        pgid: i32,
+        run: &mut Run,
         step: &mut usize,
-        pending_ack: &mut Option<oneshot::Sender<()>>,
+        pending_ack: &mut Option<Reply>,
     ) -> Option<bool> {
-        let end = self.supervise(child, pgid).await;
+        let end = loop {
+            match self.supervise(&mut run.proc, run.pgid).await {
+                RunEnd::Restart(ack) if self.spec.sockets.any() => {
+                    let _ = ack.send(self.replace(run).await);
+                }
+                end => break end,
+            }
+        };
+        let (child, pgid) = (&mut run.proc, run.pgid);
         let uptime = self.status.borrow().uptime();
         match end {
             RunEnd::Stop(ack) => {
@@ -297,6 +309,11 @@ impl Worker {
             self.mark_ready().await;
             ready_rx = None;
         }
+        if let Some(cmd) = self.deferred.take()
+            && let Some(end) = on_command(Some(cmd), pgid)
+        {
+            return end;
+        }
         let mut strikes = 0;
         let mut tick = tokio::time::interval(CHECK_EVERY);
         let mut memory_tick = tokio::time::interval(super::stats::SAMPLE_EVERY);
@@ -308,16 +325,8 @@ impl Worker {
                         Err(e) => RunEnd::FailedCheck(format!("lost track of the process: {e}")),
                     };
                 }
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Stop(ack)) => return RunEnd::Stop(ack),
-                    Some(Command::Restart(ack)) => return RunEnd::Restart(ack),
-                    Some(Command::Shutdown(ack)) => return RunEnd::Shutdown(Some(ack)),
-                    Some(Command::Handover(ack)) => return RunEnd::Handover(ack),
-                    None => return RunEnd::Shutdown(None),
-                    Some(Command::Start(ack)) => { let _ = ack.send(()); }
-                    Some(Command::Signal(sig, ack)) => {
-                        let _ = ack.send(signal_group(pgid, sig).map_err(|e| format!("sending {sig}: {e}")));
-                    }
+                cmd = self.commands.recv() => if let Some(end) = on_command(cmd, pgid) {
+                    return end;
                 },
                 Ok(()) = async { ready_rx.as_mut().expect("guarded").changed().await }, if ready_rx.is_some() => {
                     self.mark_ready().await;
@@ -326,9 +335,7 @@ impl Worker {
                 _ = tick.tick() => {
                     if self.status.borrow().state == State::Starting {
                         let (check, timeout) = self.spec.ready.as_ref().expect("starting implies a check");
-                        if let Ready::Port(port) = check
-                            && tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.is_ok()
-                        {
+                        if super::probe::passes(check).await {
                             self.mark_ready().await;
                         } else if started.elapsed() >= *timeout {
                             return RunEnd::FailedCheck(format!("not ready within {timeout:?}; restarting"));
@@ -361,7 +368,7 @@ impl Worker {
         &mut self,
         uptime: Duration,
         step: &mut usize,
-        pending_ack: &mut Option<oneshot::Sender<()>>,
+        pending_ack: &mut Option<Reply>,
     ) -> bool {
         let cfg = &self.spec.config;
         self.set(|s| {
@@ -406,14 +413,14 @@ impl Worker {
     async fn wait_for_checkout(
         &mut self,
         checkout: &mut Checkout,
-        pending_ack: &mut Option<oneshot::Sender<()>>,
+        pending_ack: &mut Option<Reply>,
     ) -> bool {
         self.set(|s| {
             s.state = State::Starting;
             s.message = Some("waiting for the project's first checkout (git clone)".into());
         });
         if let Some(ack) = pending_ack.take() {
-            let _ = ack.send(());
+            let _ = ack.send(Ok(()));
         }
         loop {
             tokio::select! {
@@ -423,7 +430,7 @@ impl Worker {
                 }
                 cmd = self.commands.recv() => match self.while_waiting(cmd, "waiting for its checkout") {
                     Interrupt::Run(ack) => {
-                        let _ = ack.send(());
+                        let _ = ack.send(Ok(()));
                     }
                     Interrupt::Halt => return false,
                     Interrupt::Answered => {}
@@ -512,7 +519,7 @@ impl Worker {
         self.persist.clear_group(&self.spec);
     }
 
-    fn take_output(&mut self, child: &mut Proc) {
+    pub(super) fn take_output(&mut self, child: &mut Proc) {
         if let Some((_, flag)) = &self.sink.ready {
             flag.send_replace(false);
         }
@@ -562,7 +569,28 @@ impl Worker {
     }
 }
 
-fn describe_exit(status: ExitStatus) -> String {
+/// What a command means to a running process: the end of its run, or
+/// nothing (answered on the spot).
+fn on_command(cmd: Option<Command>, pgid: i32) -> Option<RunEnd> {
+    match cmd {
+        Some(Command::Stop(ack)) => Some(RunEnd::Stop(ack)),
+        Some(Command::Restart(ack)) => Some(RunEnd::Restart(ack)),
+        Some(Command::Shutdown(ack)) => Some(RunEnd::Shutdown(Some(ack))),
+        Some(Command::Handover(ack)) => Some(RunEnd::Handover(ack)),
+        None => Some(RunEnd::Shutdown(None)),
+        Some(Command::Start(ack)) => {
+            let _ = ack.send(Ok(()));
+            None
+        }
+        Some(Command::Signal(sig, ack)) => {
+            let sent = signal_group(pgid, sig).map_err(|e| format!("sending {sig}: {e}"));
+            let _ = ack.send(sent);
+            None
+        }
+    }
+}
+
+pub(super) fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(sig)) => {

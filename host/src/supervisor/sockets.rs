@@ -1,0 +1,128 @@
+//! The sockets bosun listens on for its processes (`sockets = […]`), the
+//! systemd way: bosun binds each address once and keeps it, and every
+//! instance of the process gets the same listening socket.
+//!
+//! One socket shared by every instance, and held by bosun, is what makes a
+//! restart drop nothing. The kernel queues connections on it whoever is
+//! accepting: while an instance restarts, its siblings (or its own
+//! replacement, started before it is stopped) take them from the same
+//! queue. Instances that each bind the port with `SO_REUSEPORT` have one
+//! queue each instead, and Linux resets the connections waiting in a
+//! closing one (unless `net.ipv4.tcp_migrate_req` is set).
+//!
+//! A socket lives as long as a process's spec names it: a reload that keeps
+//! the address keeps the socket, and an upgrade hands it to the next image.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use socket2::{Domain, Socket, Type};
+
+/// How many connections may wait on a socket nobody is accepting from.
+const BACKLOG: i32 = 1024;
+
+/// Every socket bound for a process, by address.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    bound: Mutex<BTreeMap<SocketAddr, Weak<OwnedFd>>>,
+}
+
+impl Sockets {
+    /// The listening sockets for `addrs`: the ones already bound, else
+    /// bound now. An error names the address and why.
+    pub(crate) fn get(&self, addrs: &[SocketAddr]) -> Result<Vec<Arc<OwnedFd>>, String> {
+        let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+        bound.retain(|_, socket| socket.strong_count() > 0);
+        addrs
+            .iter()
+            .map(|addr| {
+                if let Some(socket) = bound.get(addr).and_then(Weak::upgrade) {
+                    return Ok(socket);
+                }
+                let socket = Arc::new(bind(*addr).map_err(|e| format!("binding {addr}: {e}"))?);
+                bound.insert(*addr, Arc::downgrade(&socket));
+                Ok(socket)
+            })
+            .collect()
+    }
+
+    /// Take over `socket`, listening on `addr`, from the previous image.
+    /// The caller keeps the returned handle until the specs have taken it.
+    pub(crate) fn adopt(&self, addr: SocketAddr, socket: OwnedFd) -> Arc<OwnedFd> {
+        let socket = Arc::new(socket);
+        self.bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr, Arc::downgrade(&socket));
+        socket
+    }
+
+    /// Every socket in use, for an upgrade to hand over.
+    pub(crate) fn in_use(&self) -> Vec<(SocketAddr, Arc<OwnedFd>)> {
+        self.bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(addr, socket)| Some((*addr, socket.upgrade()?)))
+            .collect()
+    }
+}
+
+/// One instance's sockets: held once bound, so they outlive its runs; a
+/// bind that failed (the address taken by another program) is tried
+/// again at its next start.
+pub(crate) struct InstanceSockets {
+    registry: Arc<Sockets>,
+    addrs: Vec<SocketAddr>,
+    held: Mutex<Option<Vec<Arc<OwnedFd>>>>,
+}
+
+impl InstanceSockets {
+    pub(crate) fn new(registry: &Arc<Sockets>, addrs: &[SocketAddr]) -> Self {
+        let held = registry.get(addrs).ok();
+        Self {
+            registry: registry.clone(),
+            addrs: addrs.to_vec(),
+            held: Mutex::new(held),
+        }
+    }
+
+    /// Whether there are any.
+    pub(crate) fn any(&self) -> bool {
+        !self.addrs.is_empty()
+    }
+
+    /// Copies of the sockets for a program to inherit (bound now if they
+    /// were not yet), or why they cannot be had.
+    pub(crate) fn for_program(&self) -> Result<Vec<OwnedFd>, String> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.is_none() {
+            *held = Some(self.registry.get(&self.addrs)?);
+        }
+        held.iter()
+            .flatten()
+            .map(|s| s.try_clone().map_err(|e| format!("copying a socket: {e}")))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for InstanceSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.addrs).finish()
+    }
+}
+
+/// A listening TCP socket on `addr` (close-on-exec, blocking, as socket
+/// activation hands them).
+fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,284 @@
+//! Restarts that drop no request. A real Python HTTP app under load from 4
+//! clients (a new connection per request) is restarted through the stock
+//! `restart` action:
+//! - 2 instances sharing a socket bosun holds: rolled one at a time, each
+//!   replaced by a new process that is ready before the old one stops;
+//! - 1 instance with its socket handed over the same way;
+//! - a replacement that exits at once: the restart fails and the old
+//!   process serves on.
+//!
+//! Also the order itself, read from the merged log: `rolling` stops an
+//! instance only once the one before is ready again, `all-at-once` does
+//! not wait. And the socket survives an upgrade of bosun.
+
+mod common;
+
+use std::path::Path;
+
+use common::load::Load;
+use common::server::{ADMIN, Bosun, BosunProcess, admin_config};
+use common::until;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The app: serves on the socket bosun hands it (and only if the
+/// activation variables are right for it), boots for `BOOT` seconds,
+/// holds each request 5 ms, and on SIGTERM stops accepting and finishes
+/// what it holds. A file `crash` in its dir makes it exit at once.
+const APP: &str = r#"
+import http.server, os, signal, socket, socketserver, sys, threading, time
+
+if os.path.exists("crash"):
+    print("crashing at once", flush=True)
+    sys.exit(3)
+if os.environ.get("LISTEN_PID") != str(os.getpid()):
+    sys.exit(f"LISTEN_PID is {os.environ.get('LISTEN_PID')}, not {os.getpid()}")
+if os.environ.get("LISTEN_FDS") != "1" or os.environ.get("LISTEN_FDNAMES") != "web":
+    sys.exit("LISTEN_FDS/LISTEN_FDNAMES are wrong")
+time.sleep(float(os.environ.get("BOOT", "0.3")))
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.005)
+        body = f"{os.getpid()}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    pass
+
+sock = socket.socket(fileno=3)
+sock.setblocking(False)
+server = Server(sock.getsockname(), Handler, bind_and_activate=False)
+server.socket = sock
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+print("serving", flush=True)
+server.serve_forever(poll_interval=0.05)
+server.server_close()
+print("stopped cleanly", flush=True)
+"#;
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A config dir with project `shop` running the app on `port` as
+/// `instances` instances, with `extra` process lines.
+fn setup(port: u16, instances: u32, extra: &str) -> TempDir {
+    let root = TempDir::new().expect("temp dir");
+    let dir = root.path().join("shop");
+    std::fs::create_dir_all(&dir).expect("project dir");
+    std::fs::write(dir.join("app.py"), APP).expect("app");
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "shop"
+merged_log = "state/logs/shop.log"
+[projects.shop.actions.restart]
+[[projects.shop.processes]]
+name = "web"
+command = "python3"
+args = ["app.py"]
+instances = {instances}
+sockets = ["127.0.0.1:{port}"]
+ready = {{ http = "/healthz", timeout = "20s" }}
+{extra}
+"#,
+        head = admin_config("")
+    );
+    std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    root
+}
+
+/// Wait until every instance of the project runs, and return their pids.
+async fn pids(api: &common::server::Api, n: usize) -> Vec<u64> {
+    until("every instance running", async || {
+        let body = api.get_json("/v1/projects/shop", ADMIN).await;
+        let procs = body["processes"].as_array()?;
+        let running: Vec<u64> = procs
+            .iter()
+            .filter(|p| p["state"] == "running")
+            .filter_map(|p| p["pid"].as_u64())
+            .collect();
+        (procs.len() == n && running.len() == n).then_some(running)
+    })
+    .await
+}
+
+/// Run `restart` and wait for its end.
+async fn restart(api: &common::server::Api) -> Value {
+    let (status, job) = api
+        .run("shop", "restart", "?wait=120s", json!({}), ADMIN)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_two_instances_sharing_a_socket_fails_no_request() {
+    let port = free_port();
+    let root = setup(port, 2, "");
+    let bosun = Bosun::start_in(root.path()).await;
+    let before = pids(&bosun, 2).await;
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    for _ in 0..2 {
+        let job = restart(&bosun).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    load.none_failed().await;
+
+    let after = pids(&bosun, 2).await;
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} → {after:?}"
+    );
+    let log = std::fs::read_to_string(root.path().join("state/logs/shop.log")).expect("log");
+    assert_eq!(log.matches("stopped cleanly").count(), 4, "{log}");
+    bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_one_instance_hands_its_socket_to_the_new_process_first() {
+    let port = free_port();
+    let root = setup(port, 1, "");
+    let bosun = Bosun::start_in(root.path()).await;
+    let before = pids(&bosun, 1).await;
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    let job = restart(&bosun).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    load.none_failed().await;
+
+    let after = pids(&bosun, 1).await;
+    assert_ne!(before, after);
+    let log = std::fs::read_to_string(root.path().join("state/logs/shop.log")).expect("log");
+    let replaced = format!(
+        "replaced pid {} (stopped by SIGTERM) by pid {}",
+        before[0], after[0]
+    );
+    assert!(log.contains(&replaced), "{log}");
+    bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_that_exits_at_once_leaves_the_old_process_serving() {
+    let port = free_port();
+    let root = setup(port, 1, "");
+    let bosun = Bosun::start_in(root.path()).await;
+    let before = pids(&bosun, 1).await;
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    std::fs::write(root.path().join("shop/crash"), "").expect("crash file");
+    let job = restart(&bosun).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("did not become ready: exited with code 3")
+            && message.contains(&format!("pid {} keeps running", before[0])),
+        "{job}"
+    );
+    load.none_failed().await;
+    assert_eq!(pids(&bosun, 1).await, before);
+    bosun.stop().await;
+}
+
+/// The lines of the merged log that say where each instance is, in order:
+/// `(label, "stopped" | "ready")`.
+fn steps(root: &Path) -> Vec<(String, &'static str)> {
+    let log = std::fs::read_to_string(root.join("state/logs/shop.log")).expect("log");
+    log.lines()
+        .filter_map(|line| {
+            let (label, text) = line.split_once(" | ")?;
+            let step = if text.contains("[bosun] stopped by") {
+                "stopped"
+            } else if text.contains("[bosun] ready") {
+                "ready"
+            } else {
+                return None;
+            };
+            Some((label.to_string(), step))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_waits_for_each_instance_and_all_at_once_does_not() {
+    // Without sockets: each instance stops, then starts again, so the
+    // order shows in the stop and ready notes.
+    for (order, rolling) in [("rolling", true), ("all-at-once", false)] {
+        let root = TempDir::new().expect("temp dir");
+        std::fs::create_dir_all(root.path().join("shop")).expect("project dir");
+        let text = format!(
+            r#"{head}
+[projects.shop]
+dir = "shop"
+merged_log = "state/logs/shop.log"
+[projects.shop.actions.restart]
+[[projects.shop.processes]]
+name = "web"
+command = "sh"
+args = ["-c", "sleep 0.5; echo up; exec sleep 1000"]
+instances = 2
+restart_order = "{order}"
+ready = {{ log = "^up$", timeout = "20s" }}
+"#,
+            head = admin_config("")
+        );
+        std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+        let bosun = Bosun::start_in(root.path()).await;
+        pids(&bosun, 2).await;
+        let job = restart(&bosun).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+
+        let steps = steps(root.path());
+        let at = |label: &str, step: &str| {
+            steps
+                .iter()
+                .rposition(|(l, s)| l == label && *s == step)
+                .unwrap_or_else(|| panic!("no {step} of {label} in {steps:?}"))
+        };
+        let second_stopped = at("web-1", "stopped");
+        let first_ready_again = at("web-0", "ready");
+        assert_eq!(
+            first_ready_again < second_stopped,
+            rolling,
+            "{order}: {steps:?}"
+        );
+        bosun.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_outlives_an_upgrade_and_a_restart_after_it() {
+    let port = free_port();
+    let root = setup(port, 1, "");
+    let bosun = BosunProcess::start(root.path());
+    let before = pids(&bosun, 1).await;
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    let resp = bosun.post("/v1/upgrade", ADMIN).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    until("the upgraded bosun adopted the app", async || {
+        let body = bosun.get_json("/v1/projects/shop", ADMIN).await;
+        let log = std::fs::read_to_string(root.path().join("state/logs/shop.log")).ok()?;
+        (body["processes"][0]["state"] == "running" && log.contains("adopted from the previous"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(pids(&bosun, 1).await, before);
+    let job = restart(&bosun).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    load.none_failed().await;
+    assert_ne!(pids(&bosun, 1).await, before);
+}
