@@ -282,3 +282,43 @@ async fn the_socket_outlives_an_upgrade_and_a_restart_after_it() {
     load.none_failed().await;
     assert_ne!(pids(&bosun, 1).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_with_sockets_is_looked_up_on_its_own_path_and_a_missing_one_is_fatal() {
+    let port = free_port();
+    let root = setup(port, 1, "");
+    let text = std::fs::read_to_string(root.path().join("bosun.toml")).expect("config");
+    let text = text.replace(
+        "command = \"python3\"",
+        "command = \"python3\"\nenv = { PATH = \"/nowhere:/usr/bin:/bin\" }",
+    ) + &format!(
+        "\n[[projects.shop.processes]]\nname = \"ghost\"\ncommand = \"no-such-program\"\n\
+         sockets = [\"127.0.0.1:{}\"]\n",
+        free_port()
+    );
+    std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    let bosun = Bosun::start_in(root.path()).await;
+    let ghost = until("the missing program to be fatal", async || {
+        let body = bosun.get_json("/v1/projects/shop", ADMIN).await;
+        let ghost = body["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "ghost")?
+            .clone();
+        (ghost["state"] == "fatal").then_some(ghost)
+    })
+    .await;
+    assert!(
+        ghost["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`no-such-program` not found")),
+        "{ghost}"
+    );
+    // python3 found on its own PATH, past a dir that does not exist.
+    until("web running", async || {
+        let body = bosun.get_json("/v1/projects/shop", ADMIN).await;
+        (body["processes"][0]["state"] == "running").then_some(())
+    })
+    .await;
+    bosun.stop().await;
+}

@@ -18,10 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lifecycle  # noqa: E402
 import logs  # noqa: E402
 import scenarios  # noqa: E402
+import zero_downtime  # noqa: E402
 
 SCENARIOS = {
     "rss": scenarios.idle_rss,
     "restart": scenarios.restart,
+    "under-load": zero_downtime.restart_under_load,
     "noop": lambda ctx: scenarios.noop_requests(ctx)[0],
     "crash": lifecycle.crash_loop,
     "logs": logs.merged_capture,

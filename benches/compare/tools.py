@@ -32,6 +32,13 @@ class Program:
     log: Path | None = None
     # False: run once, never restarted (each tool's way of saying so).
     restart: bool = True
+    # bosun: listening sockets it holds and hands over (`sockets`), and an
+    # HTTP readiness path asked on the first of them.
+    sockets: list | None = None
+    ready_http: str | None = None
+    # PM2: one app in cluster mode (its master holds the port), `instances`
+    # workers, the script run by node.
+    cluster: bool = False
 
 
 def wait_for(what, cond, timeout=30.0, every=0.01):
@@ -157,6 +164,10 @@ class Bosun(Daemon):
                 lines.append("restart_at = []")
             if p.log and not shared:
                 lines.append(f'log_file = "{p.log}"')
+            if p.sockets:
+                lines.append(f"sockets = {json.dumps(p.sockets)}")
+            if p.ready_http:
+                lines.append(f'ready = {{ http = "{p.ready_http}", timeout = "20s" }}')
         for i in range(noop_projects):
             lines += [
                 f"[projects.p{i}]",
@@ -224,6 +235,17 @@ class Pm2(Daemon):
         self.env = dict(os.environ, PM2_HOME=str(work / "pm2home"), PM2_NO_INTERACTION="true")
         apps = []
         for p in programs:
+            if p.cluster:
+                apps.append(
+                    {
+                        "name": p.name,
+                        "script": p.argv[0],
+                        "args": p.argv[1:],
+                        "exec_mode": "cluster",
+                        "instances": p.instances,
+                    }
+                )
+                continue
             for i in range(p.instances):
                 app = {
                     "name": p.name if p.instances == 1 else f"{p.name}-{i}",
@@ -259,6 +281,10 @@ class Pm2(Daemon):
 
     def restart(self, name):
         self.cli("restart", name)
+
+    def reload(self, name):
+        """`pm2 reload`: cluster workers replaced one at a time."""
+        self.cli("reload", name)
 
     def stop(self, name):
         self.cli("stop", name)

@@ -142,7 +142,9 @@ pub(crate) const MAX_PASSED: usize = 16;
 /// An `execve` prepared before the fork, whose environment gets
 /// `LISTEN_PID=<the child's pid>` in the child.
 pub(crate) struct Exec {
-    path: CString,
+    /// The paths to try in turn, as `execvp` does: a program's own path,
+    /// or the name in each dir of its `PATH`.
+    paths: Vec<CString>,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     _env: Vec<CString>,
@@ -163,9 +165,9 @@ unsafe impl Sync for Exec {}
 impl Exec {
     const PID_KEY: &'static [u8] = b"LISTEN_PID=";
 
-    /// `path` with `argv` and `env` (every entry `KEY=value`, without
-    /// `LISTEN_PID`, which this adds).
-    pub(crate) fn new(path: CString, argv: Vec<CString>, env: Vec<CString>) -> Self {
+    /// The first of `paths` that runs, with `argv` and `env` (every entry
+    /// `KEY=value`, without `LISTEN_PID`, which this adds).
+    pub(crate) fn new(paths: Vec<CString>, argv: Vec<CString>, env: Vec<CString>) -> Self {
         let mut pid_entry = Box::new([0u8; 32]);
         pid_entry[..Self::PID_KEY.len()].copy_from_slice(Self::PID_KEY);
         let null = std::iter::once(std::ptr::null());
@@ -177,7 +179,7 @@ impl Exec {
             .chain(std::iter::once(std::ptr::null()))
             .collect();
         Self {
-            path,
+            paths,
             _argv: argv,
             argv_ptrs,
             _env: env,
@@ -186,8 +188,10 @@ impl Exec {
         }
     }
 
-    /// In the child: the pid into the environment, then the exec. Returns
-    /// only when the exec failed.
+    /// In the child, confined: the pid into the environment, then the
+    /// exec, trying each path as `execvp` does (on to the next when one is
+    /// missing or not allowed). Returns only when none ran: EACCES if one
+    /// was not allowed, else the last error.
     fn run(&self) -> Errno {
         // SAFETY: getpid cannot fail. The digits go into the child's own
         // copy of `pid_entry` (the parent's never changes), through a
@@ -210,13 +214,23 @@ impl Exec {
             for i in 0..n {
                 *at.add(i) = digits[n - 1 - i];
             }
-            libc::execve(
-                self.path.as_ptr(),
-                self.argv_ptrs.as_ptr(),
-                self.env_ptrs.as_ptr(),
-            );
+            let mut denied = false;
+            let mut last = Errno::ENOENT;
+            for path in &self.paths {
+                libc::execve(
+                    path.as_ptr(),
+                    self.argv_ptrs.as_ptr(),
+                    self.env_ptrs.as_ptr(),
+                );
+                last = Errno::last();
+                match last {
+                    Errno::EACCES => denied = true,
+                    Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENAMETOOLONG => {}
+                    _ => return last,
+                }
+            }
+            if denied { Errno::EACCES } else { last }
         }
-        Errno::last()
     }
 }
 

@@ -456,8 +456,9 @@ impl JailCommand {
 }
 
 /// The exec std would make for `cmd`, made by the hook instead (see
-/// `child::Exec`): the program looked up on the PATH of its own
-/// environment, as `execvp` would.
+/// `child::Exec`): a program name is tried in each dir of the `PATH` of
+/// its own environment, in the child, as `execvp` would (the search runs
+/// confined: bosun never looks at the paths a tenant's `.env` names).
 fn own_exec(cmd: &std::process::Command) -> io::Result<child::Exec> {
     use std::os::unix::ffi::OsStrExt as _;
     let c = |bytes: &[u8]| {
@@ -476,23 +477,19 @@ fn own_exec(cmd: &std::process::Command) -> io::Result<child::Exec> {
         }
         env.push(c(&[key.as_bytes(), b"=", value.as_bytes()].concat())?);
     }
-    let path = if program.as_bytes().contains(&b'/') {
-        PathBuf::from(program)
+    let paths = if program.as_bytes().contains(&b'/') {
+        vec![c(program.as_bytes())?]
     } else {
-        let dirs = path_var.map(std::env::split_paths).into_iter().flatten();
-        dirs.map(|dir| dir.join(program))
-            .find(|candidate| is_executable(candidate))
-            .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?
+        path_var
+            .map(std::env::split_paths)
+            .into_iter()
+            .flatten()
+            .map(|dir| c(dir.join(program).as_os_str().as_bytes()))
+            .collect::<io::Result<_>>()?
     };
     let argv = std::iter::once(program)
         .chain(cmd.get_args())
         .map(|a| c(a.as_bytes()))
         .collect::<io::Result<_>>()?;
-    Ok(child::Exec::new(c(path.as_os_str().as_bytes())?, argv, env))
-}
-
-/// A regular file with an execute bit: what `execvp` would try.
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    Ok(child::Exec::new(paths, argv, env))
 }

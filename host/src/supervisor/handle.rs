@@ -317,16 +317,23 @@ pub(super) async fn until_up(inst: &Instance) -> Result<(), SupervisorError> {
     let mut rx = inst.status.subscribe();
     let _ = tokio::time::timeout(wait, rx.wait_for(|s| s.state != State::Starting)).await;
     let status = inst.status.borrow().clone();
-    match status.state {
-        State::Running | State::Stopped => Ok(()),
-        other => {
-            let why = status.message.unwrap_or_else(|| format!("{other:?}"));
-            Err(SupervisorError::Failed(format!(
-                "`{}` did not come up after its restart: {why}",
-                inst.spec.label
-            )))
-        }
+    if matches!(status.state, State::Running | State::Stopped) {
+        return Ok(());
     }
+    let state = serde_json::to_value(status.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let why = match (&status.message, status.exit_code, status.exit_signal) {
+        (Some(message), _, _) => format!(": {message}"),
+        (None, Some(code), _) => format!(" (it exited with code {code})"),
+        (None, None, Some(signal)) => format!(" (it was killed by signal {signal})"),
+        (None, None, None) => String::new(),
+    };
+    Err(SupervisorError::Failed(format!(
+        "`{}` is not ready after its restart: {state}{why}",
+        inst.spec.label
+    )))
 }
 
 /// The error of a command to a worker that has ended: bosun is shutting
