@@ -7,6 +7,9 @@
 //! - a replacement that exits at once: the restart fails and the old
 //!   process serves on.
 //!
+//! - `deploy` of a good commit, of one whose app exits at once (rolled
+//!   back) and of one whose build fails (never restarted onto).
+//!
 //! Also the order itself, read from the merged log: `rolling` stops an
 //! instance only once the one before is ready again, `all-at-once` does
 //! not wait. And the socket survives an upgrade of bosun.
@@ -17,7 +20,7 @@ use std::path::Path;
 
 use common::load::Load;
 use common::server::{ADMIN, Bosun, BosunProcess, admin_config};
-use common::until;
+use common::{git, until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -25,13 +28,16 @@ use tempfile::TempDir;
 /// The app: serves on the socket bosun hands it (and only if the
 /// activation variables are right for it), boots for `BOOT` seconds,
 /// holds each request 5 ms, and on SIGTERM stops accepting and finishes
-/// what it holds. A file `crash` in its dir makes it exit at once.
+/// what it holds. A file `crash` in its dir makes it exit at once; a file
+/// `hang` makes it wait, never serving, while the file is there.
 const APP: &str = r#"
 import http.server, os, signal, socket, socketserver, sys, threading, time
 
 if os.path.exists("crash"):
     print("crashing at once", flush=True)
     sys.exit(3)
+while os.path.exists("hang"):
+    time.sleep(0.1)
 if os.environ.get("LISTEN_PID") != str(os.getpid()):
     sys.exit(f"LISTEN_PID is {os.environ.get('LISTEN_PID')}, not {os.getpid()}")
 if os.environ.get("LISTEN_FDS") != "1" or os.environ.get("LISTEN_FDNAMES") != "web":
@@ -41,7 +47,8 @@ time.sleep(float(os.environ.get("BOOT", "0.3")))
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         time.sleep(0.005)
-        body = f"{os.getpid()}\n".encode()
+        version = open("VERSION").read().strip() if os.path.exists("VERSION") else "-"
+        body = f"{os.getpid()} {version}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -73,8 +80,8 @@ fn free_port() -> u16 {
 }
 
 /// A config dir with project `shop` running the app on `port` as
-/// `instances` instances, with `extra` process lines.
-fn setup(port: u16, instances: u32, extra: &str) -> TempDir {
+/// `instances` instances, ready within `ready_timeout`.
+fn setup(port: u16, instances: u32, ready_timeout: &str) -> TempDir {
     let root = TempDir::new().expect("temp dir");
     let dir = root.path().join("shop");
     std::fs::create_dir_all(&dir).expect("project dir");
@@ -91,8 +98,7 @@ command = "python3"
 args = ["app.py"]
 instances = {instances}
 sockets = ["127.0.0.1:{port}"]
-ready = {{ http = "/healthz", timeout = "20s" }}
-{extra}
+ready = {{ http = "/healthz", timeout = "{ready_timeout}" }}
 "#,
         head = admin_config("")
     );
@@ -127,15 +133,17 @@ async fn restart(api: &common::server::Api) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_two_instances_sharing_a_socket_fails_no_request() {
     let port = free_port();
-    let root = setup(port, 2, "");
+    let root = setup(port, 2, "20s");
     let bosun = Bosun::start_in(root.path()).await;
     let before = pids(&bosun, 2).await;
 
     let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
     for _ in 0..2 {
         let job = restart(&bosun).await;
         assert_eq!(job["state"], "succeeded", "{job}");
     }
+    load.answered(50).await;
     load.none_failed().await;
 
     let after = pids(&bosun, 2).await;
@@ -151,13 +159,15 @@ async fn a_rolling_restart_of_two_instances_sharing_a_socket_fails_no_request() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_one_instance_hands_its_socket_to_the_new_process_first() {
     let port = free_port();
-    let root = setup(port, 1, "");
+    let root = setup(port, 1, "20s");
     let bosun = Bosun::start_in(root.path()).await;
     let before = pids(&bosun, 1).await;
 
     let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
     let job = restart(&bosun).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    load.answered(50).await;
     load.none_failed().await;
 
     let after = pids(&bosun, 1).await;
@@ -174,11 +184,12 @@ async fn a_restart_of_one_instance_hands_its_socket_to_the_new_process_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_that_exits_at_once_leaves_the_old_process_serving() {
     let port = free_port();
-    let root = setup(port, 1, "");
+    let root = setup(port, 1, "20s");
     let bosun = Bosun::start_in(root.path()).await;
     let before = pids(&bosun, 1).await;
 
     let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
     std::fs::write(root.path().join("shop/crash"), "").expect("crash file");
     let job = restart(&bosun).await;
     assert_eq!(job["state"], "failed", "{job}");
@@ -188,6 +199,30 @@ async fn a_replacement_that_exits_at_once_leaves_the_old_process_serving() {
             && message.contains(&format!("pid {} keeps running", before[0])),
         "{job}"
     );
+    load.answered(50).await;
+    load.none_failed().await;
+    assert_eq!(pids(&bosun, 1).await, before);
+    bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_that_never_serves_is_not_taken_for_ready_by_the_old_ones_answers() {
+    // The probe goes to the socket both share: unless the old process is
+    // kept from answering it, the hung replacement would pass its check and
+    // the old one would stop, leaving nobody serving.
+    let port = free_port();
+    let root = setup(port, 1, "3s");
+    let bosun = Bosun::start_in(root.path()).await;
+    let before = pids(&bosun, 1).await;
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
+    std::fs::write(root.path().join("shop/hang"), "").expect("hang file");
+    let job = restart(&bosun).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not ready within 3s"), "{job}");
+    load.answered(50).await;
     load.none_failed().await;
     assert_eq!(pids(&bosun, 1).await, before);
     bosun.stop().await;
@@ -262,11 +297,12 @@ ready = {{ log = "^up$", timeout = "20s" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_outlives_an_upgrade_and_a_restart_after_it() {
     let port = free_port();
-    let root = setup(port, 1, "");
+    let root = setup(port, 1, "20s");
     let bosun = BosunProcess::start(root.path());
     let before = pids(&bosun, 1).await;
 
     let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
     let resp = bosun.post("/v1/upgrade", ADMIN).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     until("the upgraded bosun adopted the app", async || {
@@ -279,6 +315,7 @@ async fn the_socket_outlives_an_upgrade_and_a_restart_after_it() {
     assert_eq!(pids(&bosun, 1).await, before);
     let job = restart(&bosun).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    load.answered(50).await;
     load.none_failed().await;
     assert_ne!(pids(&bosun, 1).await, before);
 }
@@ -286,7 +323,7 @@ async fn the_socket_outlives_an_upgrade_and_a_restart_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_with_sockets_is_looked_up_on_its_own_path_and_a_missing_one_is_fatal() {
     let port = free_port();
-    let root = setup(port, 1, "");
+    let root = setup(port, 1, "20s");
     let text = std::fs::read_to_string(root.path().join("bosun.toml")).expect("config");
     let text = text.replace(
         "command = \"python3\"",
@@ -320,5 +357,93 @@ async fn a_program_with_sockets_is_looked_up_on_its_own_path_and_a_missing_one_i
         (body["processes"][0]["state"] == "running").then_some(())
     })
     .await;
+    bosun.stop().await;
+}
+
+/// `deploy` under load: the project is a clone of a bare origin that a
+/// developer's clone pushes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_under_load_fail_no_request_and_a_bad_one_rolls_back() {
+    let port = free_port();
+    let root = TempDir::new().expect("temp dir");
+    let r = root.path();
+    git(r, &["init", "--quiet", "--bare", "origin.git"]);
+    git(r, &["clone", "--quiet", "origin.git", "dev"]);
+    let commit = |version: &str, app: &str| {
+        let dev = r.join("dev");
+        std::fs::write(dev.join("VERSION"), version).expect("version");
+        std::fs::write(dev.join("app.py"), app).expect("app");
+        git(&dev, &["add", "-A"]);
+        git(&dev, &["commit", "--quiet", "-m", version]);
+        git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
+        git(&dev, &["rev-parse", "HEAD"])
+    };
+    commit("v1", APP);
+    git(r, &["clone", "--quiet", "origin.git", "shop"]);
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "shop"
+actions = ["deploy"]
+[projects.shop.git]
+remote = "./origin.git"
+[projects.shop.commands]
+allow = ["python3"]
+[projects.shop.deploy]
+build = [["python3", "-m", "py_compile", "app.py"]]
+ready_timeout = "20s"
+settle = "500ms"
+[[projects.shop.processes]]
+name = "web"
+command = "python3"
+args = ["app.py"]
+instances = 2
+sockets = ["127.0.0.1:{port}"]
+ready = {{ http = "/healthz", timeout = "20s" }}
+"#,
+        head = admin_config("")
+    );
+    std::fs::write(r.join("bosun.toml"), text).expect("config");
+    let bosun = Bosun::start_in(r).await;
+    pids(&bosun, 2).await;
+    let serving = async || {
+        reqwest::get(format!("http://127.0.0.1:{port}/"))
+            .await
+            .expect("the app answers")
+            .text()
+            .await
+            .expect("text")
+    };
+    let deploy = async || {
+        let (status, job) = bosun
+            .run("shop", "deploy", "?wait=120s", json!({}), ADMIN)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        job
+    };
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
+    let v2 = commit("v2", APP);
+    let job = deploy().await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["to"], v2);
+    assert!(serving().await.ends_with(" v2\n"));
+
+    std::fs::write(r.join("dev/crash"), "").expect("crash file");
+    commit("v3", APP);
+    let job = deploy().await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
+    assert!(serving().await.ends_with(" v2\n"));
+    std::fs::remove_file(r.join("dev/crash")).expect("crash file");
+
+    commit("v4", "this is not python (");
+    let job = deploy().await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
+    load.answered(50).await;
+    load.none_failed().await;
+    assert!(serving().await.ends_with(" v2\n"));
     bosun.stop().await;
 }

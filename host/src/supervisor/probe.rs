@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -29,9 +30,15 @@ pub(super) async fn passes(check: &Ready) -> bool {
 
 /// Whether `GET path` on `addr` answers with a 2xx or 3xx status.
 async fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return false;
-    };
+    match TcpStream::connect(addr).await {
+        Ok(stream) => http_answer(stream, addr, path).await,
+        Err(_) => false,
+    }
+}
+
+/// Whether `GET path`, asked on `stream` (connected to `addr`), answers
+/// with a 2xx or 3xx status.
+pub(super) async fn http_answer(mut stream: TcpStream, addr: SocketAddr, path: &str) -> bool {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: bosun-ready\r\nConnection: close\r\n\r\n"
     );
@@ -54,4 +61,25 @@ async fn http_ok(addr: SocketAddr, path: &str) -> bool {
             .and_then(|at| head.get(at + 1..at + 4))
             .and_then(|code| std::str::from_utf8(code).ok()?.parse::<u16>().ok())
             .is_some_and(|code| (200..400).contains(&code))
+}
+
+/// How many connections wait in the accept queue of `listener`, a
+/// listening TCP socket (`tcpi_unacked` of a listener is its accept
+/// backlog).
+pub(super) fn queued(listener: &OwnedFd) -> Option<u32> {
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a plain
+    // C struct that lives on this stack frame.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        (got == 0).then_some(info.tcpi_unacked)
+    }
 }

@@ -6,12 +6,18 @@
 //! why.
 //!
 //! The new process's readiness must be its own. Through a shared socket an
-//! HTTP probe could be answered by the old process, so each probe is made
-//! with the old process group paused (SIGSTOP) for the probe's length, at
-//! most a second: it accepts nothing meanwhile, and the requests it holds
-//! wait rather than fail. SIGCONT follows at once, whatever happens.
+//! HTTP probe could be accepted by the old process, so the probe connects
+//! with the old process group paused (SIGSTOP) and resumes it (SIGCONT) as
+//! soon as the socket's accept queue is empty: the probe's connection is
+//! then the new process's, which may take its time to answer it. The old
+//! process is paused for as long as the new one takes to accept, at most
+//! [`ACCEPT_WAIT`]; the requests it holds wait rather than fail. A probe on
+//! a port bosun does not hold is made whole with the old process paused
+//! (a second at most).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
 
 use nix::sys::signal::Signal;
 
@@ -22,6 +28,10 @@ use super::spawn::spawn;
 use super::spec::Ready;
 use super::worker::{CHECK_EVERY, Command, Worker, describe_exit};
 use crate::confine::Leaf;
+
+/// How long a probe waits, with the old process paused, for the new one
+/// to accept its connection.
+const ACCEPT_WAIT: Duration = Duration::from_millis(200);
 
 impl Worker {
     /// Replace `run` by a new run of the process, as above.
@@ -115,7 +125,7 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
-                    if matches!(check, Ready::Http(..)) && self.probe_alone(&check, old).await {
+                    if self.probe_alone(&check, old, deadline).await {
                         return Ok(());
                     }
                     if Instant::now() >= deadline {
@@ -126,10 +136,45 @@ impl Worker {
         }
     }
 
-    /// Probe `check` with the old run (group `old`, and its leaf) paused.
-    async fn probe_alone(&self, check: &Ready, old: i32) -> bool {
-        let _paused = Paused::new(old, self.leaf.as_ref());
-        probe::passes(check).await
+    /// Probe `check` so that only the new run can answer: with the old
+    /// run (group `old`, and its leaf) paused until the new one has
+    /// accepted the probe's connection, or for the whole probe. An
+    /// accepted probe may take until `deadline` to be answered.
+    async fn probe_alone(&self, check: &Ready, old: i32, deadline: Instant) -> bool {
+        let Ready::Http(addr, path) = check else {
+            return false;
+        };
+        let Some(listener) = self.spec.sockets.listening_on(addr.port()) else {
+            let _paused = Paused::new(old, self.leaf.as_ref());
+            return probe::passes(check).await;
+        };
+        let paused = Paused::new(old, self.leaf.as_ref());
+        // A thread of the old process woken in accept() takes a connection
+        // already queued before it stops: connect only once it has.
+        let stopping = Instant::now() + ACCEPT_WAIT;
+        while !paused.stopped() {
+            if Instant::now() >= stopping {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let connected = tokio::time::timeout(probe::PROBE_TIMEOUT, TcpStream::connect(addr)).await;
+        let Ok(Ok(stream)) = connected else {
+            return false;
+        };
+        let waited = Instant::now() + ACCEPT_WAIT;
+        while probe::queued(&listener).is_some_and(|n| n > 0) {
+            if Instant::now() >= waited {
+                // Not accepting yet: the old process takes the probe.
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(paused);
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, probe::http_answer(stream, *addr, path))
+            .await
+            .unwrap_or(false)
     }
 
     /// Stop `run` (in `leaf`) by the process's rules; says how it ended.
@@ -162,6 +207,15 @@ impl<'a> Paused<'a> {
             leaf.signal_where(Signal::SIGSTOP, |_| true);
         }
         Self { pgid, leaf }
+    }
+}
+
+impl Paused<'_> {
+    /// Whether every live process of the group has stopped.
+    fn stopped(&self) -> bool {
+        super::procfs::live_members(self.pgid)
+            .iter()
+            .all(|p| matches!(p.state, 'T' | 't'))
     }
 }
 

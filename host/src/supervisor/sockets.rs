@@ -108,6 +108,15 @@ impl InstanceSockets {
     }
 }
 
+impl InstanceSockets {
+    /// The held socket listening on `port`, if any.
+    pub(crate) fn listening_on(&self, port: u16) -> Option<Arc<OwnedFd>> {
+        let at = self.addrs.iter().position(|a| a.port() == port)?;
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.as_ref()?.get(at).cloned()
+    }
+}
+
 impl std::fmt::Debug for InstanceSockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(&self.addrs).finish()
