@@ -207,13 +207,19 @@ async fn a_replacement_that_exits_at_once_leaves_the_old_process_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_that_never_serves_is_not_taken_for_ready_by_the_old_ones_answers() {
-    // The probe goes to the socket both share: unless the old process is
-    // kept from answering it, the hung replacement would pass its check and
-    // the old one would stop, leaving nobody serving.
+    // The probe goes to the socket they all share: unless the old process
+    // (and, with 2 instances, the other one) is kept from answering it, the
+    // hung replacement would pass its check and the old one would stop.
+    for instances in [1, 2] {
+        hung_replacement(instances).await;
+    }
+}
+
+async fn hung_replacement(instances: usize) {
     let port = free_port();
-    let root = setup(port, 1, "3s");
+    let root = setup(port, instances as u32, "3s");
     let bosun = Bosun::start_in(root.path()).await;
-    let before = pids(&bosun, 1).await;
+    let before = pids(&bosun, instances).await;
 
     let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
     load.answered(50).await;
@@ -224,7 +230,7 @@ async fn a_replacement_that_never_serves_is_not_taken_for_ready_by_the_old_ones_
     assert!(message.contains("not ready within 3s"), "{job}");
     load.answered(50).await;
     load.none_failed().await;
-    assert_eq!(pids(&bosun, 1).await, before);
+    assert_eq!(pids(&bosun, instances).await, before);
     bosun.stop().await;
 }
 

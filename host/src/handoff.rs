@@ -51,6 +51,8 @@ pub struct Handoff {
 /// A listening socket bosun holds for a process, handed over.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HandedSocket {
+    /// Whose: `project/process`.
+    pub owner: String,
     /// The address it listens on.
     pub address: SocketAddr,
     /// The descriptor.

@@ -381,8 +381,11 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Whether binding both would clash: the same port on the same address, or
-/// on an unspecified address (`0.0.0.0`, `::`) and any other.
+/// Whether binding both would clash: the same port, in the same address
+/// family (bosun binds IPv6 sockets v6-only), on the same address or with
+/// one on the unspecified address (`0.0.0.0`, `::`).
 fn same_port(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

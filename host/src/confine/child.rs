@@ -150,7 +150,7 @@ pub(crate) struct Exec {
     _env: Vec<CString>,
     env_ptrs: Vec<*const libc::c_char>,
     /// `LISTEN_PID=` and room for the digits and the NUL.
-    pid_entry: Box<[u8; 32]>,
+    pid_entry: Box<std::cell::UnsafeCell<[u8; 32]>>,
 }
 
 // SAFETY: the raw pointers point into the CStrings and the box this struct
@@ -168,14 +168,15 @@ impl Exec {
     /// The first of `paths` that runs, with `argv` and `env` (every entry
     /// `KEY=value`, without `LISTEN_PID`, which this adds).
     pub(crate) fn new(paths: Vec<CString>, argv: Vec<CString>, env: Vec<CString>) -> Self {
-        let mut pid_entry = Box::new([0u8; 32]);
-        pid_entry[..Self::PID_KEY.len()].copy_from_slice(Self::PID_KEY);
+        let mut entry = [0u8; 32];
+        entry[..Self::PID_KEY.len()].copy_from_slice(Self::PID_KEY);
+        let pid_entry = Box::new(std::cell::UnsafeCell::new(entry));
         let null = std::iter::once(std::ptr::null());
         let argv_ptrs = argv.iter().map(|a| a.as_ptr()).chain(null).collect();
         let env_ptrs = env
             .iter()
             .map(|e| e.as_ptr())
-            .chain(std::iter::once(pid_entry.as_ptr().cast()))
+            .chain(std::iter::once(pid_entry.get().cast_const().cast()))
             .chain(std::iter::once(std::ptr::null()))
             .collect();
         Self {
@@ -210,7 +211,7 @@ impl Exec {
                     break;
                 }
             }
-            let at = self.pid_entry.as_ptr().cast_mut().add(Self::PID_KEY.len());
+            let at = self.pid_entry.get().cast::<u8>().add(Self::PID_KEY.len());
             for i in 0..n {
                 *at.add(i) = digits[n - 1 - i];
             }
@@ -250,6 +251,9 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
 fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
     let at = |step: Step| move |e: Errno| (step, e);
     setsid().map_err(at(Step::Session))?;
+    // Moved out of the way before the limits step can lower the open-files
+    // limit below the fds this copy of bosun's table already uses.
+    let passed = move_passed(&p.pass_fds).map_err(at(Step::Descriptors))?;
     // A program gets the usual umask, whatever bosun was started with.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     if let Some(cwd) = &p.cwd {
@@ -305,7 +309,7 @@ fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
             .and_then(|r| r.restrict_self().ok())
             .ok_or_else(|| (Step::Landlock, Errno::last()))?;
     }
-    descriptors(&p.pass_fds, p.fd_ceiling).map_err(at(Step::Descriptors))
+    descriptors(&passed[..p.pass_fds.len()], p.fd_ceiling).map_err(at(Step::Descriptors))
 }
 
 fn mount_all(plan: &Plan) -> Result<(), Errno> {
@@ -381,15 +385,31 @@ fn loopback_up() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Mark every fd above 2 close-on-exec (an fd bosun opened without the
-/// flag must not reach a tenant), then hand `pass` over as fds 3, 4, ….
-fn descriptors(pass: &[OwnedFd], ceiling: Option<i32>) -> Result<(), Errno> {
+/// Copies of `pass`, each above the range 3..3+n it goes to, so that
+/// placing one never overwrites another not yet placed (close-on-exec).
+fn move_passed(pass: &[OwnedFd]) -> Result<[i32; MAX_PASSED], Errno> {
+    let mut moved = [0i32; MAX_PASSED];
     if pass.len() > MAX_PASSED {
         return Err(Errno::EMFILE);
     }
+    let above = 3 + pass.len() as i32;
+    for (slot, fd) in moved.iter_mut().zip(pass) {
+        // SAFETY: F_DUPFD_CLOEXEC copies a descriptor this process owns.
+        *slot = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, above) };
+        if *slot < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(moved)
+}
+
+/// Mark every fd above 2 close-on-exec (an fd bosun opened without the
+/// flag must not reach a tenant), then hand `moved` (see [`move_passed`])
+/// over as fds 3, 4, …. Nothing of bosun's sits there to be overwritten:
+/// bosun holds 3..3+[`MAX_PASSED`] from its start (see `reserve_low_fds`).
+fn descriptors(moved: &[i32], ceiling: Option<i32>) -> Result<(), Errno> {
     // SAFETY: close_range with CLOEXEC and fcntl(F_SETFD) only set a flag
-    // on fds; F_DUPFD_CLOEXEC and dup2 act on descriptor numbers this
-    // process owns.
+    // on fds; dup2 acts on descriptor numbers this process owns.
     unsafe {
         match ceiling {
             None => {
@@ -403,18 +423,8 @@ fn descriptors(pass: &[OwnedFd], ceiling: Option<i32>) -> Result<(), Errno> {
                 }
             }
         }
-        // Each first moved above the range it goes to, so that placing one
-        // never overwrites another not yet placed. The copies are
-        // close-on-exec; dup2's are not.
-        let above = 3 + pass.len() as i32;
-        let mut moved = [0i32; MAX_PASSED];
-        for (slot, fd) in moved.iter_mut().zip(pass) {
-            *slot = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, above);
-            if *slot < 0 {
-                return Err(Errno::last());
-            }
-        }
-        for (i, fd) in moved[..pass.len()].iter().enumerate() {
+        // dup2's copies are not close-on-exec.
+        for (i, fd) in moved.iter().enumerate() {
             if libc::dup2(*fd, 3 + i as i32) < 0 {
                 return Err(Errno::last());
             }
@@ -450,4 +460,19 @@ pub(crate) fn fd_ceiling() -> i32 {
         })
         .unwrap_or(1024)
         + 64
+}
+
+/// Hold fds 3..3+[`MAX_PASSED`] for as long as bosun runs (on /dev/null,
+/// close-on-exec), so that no descriptor bosun uses (the pipe std reports a
+/// failed exec through, a spawn's report pipe) ever sits where a program's
+/// passed fds are placed. Called first thing, while they are free.
+pub fn reserve_low_fds() {
+    for _ in 0..MAX_PASSED {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) if file.as_raw_fd() < 3 + MAX_PASSED as i32 => {
+                std::mem::forget(file);
+            }
+            _ => return,
+        }
+    }
 }

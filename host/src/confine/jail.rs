@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use landlock::RulesetCreated;
 use nix::sys::resource::Resource;
 
-use super::cgroup::{Controller, ProjectCgroup, Tree};
+use super::cgroup::{Controller, Frozen, ProjectCgroup, Tree};
 use super::fsview::{Enforcement, FsView};
 use super::identity::{self, Identity};
 use super::mounts::Private;
@@ -406,6 +406,12 @@ impl Jail {
             Some(cg) => cg.leaf(name),
             None => Ok(None),
         }
+    }
+
+    /// Freeze the leaves whose names `pick` says, until the guard drops;
+    /// `None` where there is no cgroup2.
+    pub(crate) fn freeze(&self, pick: impl Fn(&str) -> bool) -> Option<Frozen> {
+        self.cgroup.as_ref()?.freeze(pick)
     }
 
     /// A fresh leaf for one run of `kind` (`cmd`, `git`).

@@ -51,7 +51,8 @@ use anyhow::Context as _;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use sha2::{Digest, Sha256};
 
-pub use cgroup::Leaf;
+pub use cgroup::{Frozen, Leaf};
+pub(crate) use child::reserve_low_fds;
 pub use command::{GroupKill, JailCommand, Jailed, SpawnError};
 pub use identity::{Identity, IdentityError};
 pub use jail::Jail;

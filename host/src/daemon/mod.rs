@@ -143,6 +143,7 @@ impl Daemon {
     }
 
     async fn start_with(config: &Config, serving: Option<Serving>) -> Result<Self, DaemonError> {
+        crate::confine::reserve_low_fds();
         let (binary, handoff) = match serving {
             Some(s) => (Some(s.binary), s.handoff),
             None => (None, None),

@@ -194,7 +194,7 @@ impl Supervisor {
         let _adopted: Vec<_> = sockets
             .into_iter()
             .filter_map(|s| match crate::handoff::adopt_fd(s.fd) {
-                Ok(fd) => Some(supervisor.sockets.adopt(s.address, fd)),
+                Ok(fd) => Some(supervisor.sockets.adopt(s.owner, s.address, fd)),
                 Err(e) => {
                     tracing::warn!(address = %s.address, "a handed-over socket: {e}; binding anew");
                     None
@@ -463,11 +463,15 @@ impl Supervisor {
             );
         }
         let mut sockets = Vec::new();
-        for (address, socket) in held {
+        for (owner, address, socket) in held {
             match socket.try_clone() {
                 Ok(fd) => {
                     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-                    sockets.push(HandedSocket { address, fd: raw });
+                    sockets.push(HandedSocket {
+                        owner,
+                        address,
+                        fd: raw,
+                    });
                     fds.push(fd);
                 }
                 Err(e) => tracing::warn!(%address, "cannot hand its socket over: {e}"),

@@ -6,20 +6,29 @@
 //! why.
 //!
 //! The new process's readiness must be its own. Through a shared socket an
-//! HTTP probe could be accepted by the old process, so the probe connects
-//! with the old process group paused (SIGSTOP) and resumes it (SIGCONT) as
-//! soon as the socket's accept queue is empty: the probe's connection is
-//! then the new process's, which may take its time to answer it. The old
-//! process is paused for as long as the new one takes to accept, at most
-//! [`ACCEPT_WAIT`]; the requests it holds wait rather than fail. A probe on
-//! a port bosun does not hold is made whole with the old process paused
-//! (a second at most).
+//! HTTP probe could be accepted by any other holder of it: the old process,
+//! or another instance. So the probe connects while the others are held
+//! still, and lets them go as soon as the socket's accept queue is empty:
+//! the probe's connection is then the new process's, which may take its
+//! time to answer it. The others are held for as long as the new one takes
+//! to accept, at most [`ACCEPT_WAIT`] per probe; probes come 0.1 s after
+//! the start, then ever further apart up to [`PROBE_EVERY`]. The requests
+//! the others hold wait rather than fail.
+//!
+//! Held still means their cgroup leaves frozen (cgroup2's `cgroup.freeze`:
+//! every process at once, no pid named). Without cgroup2 (bosun not root),
+//! the old process group gets SIGSTOP and SIGCONT instead, and the other
+//! instances are not held: with several instances there, a probe may be
+//! answered by one of them. A probe on a port bosun does not hold is made
+//! whole with the others held (a second at most).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-
 use nix::sys::signal::Signal;
+use tokio::net::TcpStream;
+use tokio::time::MissedTickBehavior;
 
 use super::adopt::{Proc, Run};
 use super::group::{StopOutcome, signal_group, stop_group_after};
@@ -27,11 +36,27 @@ use super::probe;
 use super::spawn::spawn;
 use super::spec::Ready;
 use super::worker::{CHECK_EVERY, Command, Worker, describe_exit};
-use crate::confine::Leaf;
+use crate::confine::{Frozen, Leaf};
 
-/// How long a probe waits, with the old process paused, for the new one
-/// to accept its connection.
+/// How long a probe waits, with the others held, for them to stop and
+/// then for the new process to accept its connection.
 const ACCEPT_WAIT: Duration = Duration::from_millis(200);
+/// The longest time between two probes of a replacement (the first come
+/// closer: 0.1, 0.2, 0.4, 0.8 s).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// An accepted probe, waiting for its answer.
+type Answer = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// What one probe of a replacement found.
+enum Probe {
+    /// Not ready (yet).
+    No,
+    /// Ready.
+    Passed,
+    /// The new process took the probe's connection; its answer is to come.
+    Accepted(Answer),
+}
 
 impl Worker {
     /// Replace `run` by a new run of the process, as above.
@@ -64,10 +89,11 @@ impl Worker {
                 "starting its replacement (pid {pid}); pid {old} serves until it is ready"
             ))
             .await;
-        match self.until_ready(&mut new, old).await {
+        match self.until_ready(&mut new, &name, old).await {
             Ok(()) => {
                 let old_leaf = std::mem::replace(&mut self.leaf, leaf);
-                let how = self.stop_run(run, old_leaf.as_ref()).await;
+                let grace = self.spec.config.kill_timeout;
+                let how = self.stop_run(run, old_leaf.as_ref(), grace).await;
                 *run = new;
                 self.persist.record_group(&self.spec, pid as i32);
                 self.set(|s| s.restarts += 1);
@@ -78,7 +104,13 @@ impl Worker {
                 Ok(())
             }
             Err(why) => {
-                let how = self.stop_run(&mut new, leaf.as_ref()).await;
+                // An upgrade waits for this worker: no grace for a process
+                // that never served.
+                let grace = match self.deferred {
+                    Some(Command::Handover(_)) => Duration::ZERO,
+                    _ => self.spec.config.kill_timeout,
+                };
+                let how = self.stop_run(&mut new, leaf.as_ref(), grace).await;
                 let why = format!(
                     "its replacement (pid {pid}) did not become ready: {why} ({how}); \
                      pid {old} keeps running"
@@ -89,15 +121,20 @@ impl Worker {
         }
     }
 
-    /// Wait until the new run is ready by the process's check (at once
-    /// without one), while the old run (group `old`) serves.
-    async fn until_ready(&mut self, new: &mut Run, old: i32) -> Result<(), String> {
+    /// Wait until the new run (in leaf `new_leaf`) is ready by the
+    /// process's check (at once without one), while the old run (group
+    /// `old`) serves. Commands are answered all along.
+    async fn until_ready(&mut self, new: &mut Run, new_leaf: &str, old: i32) -> Result<(), String> {
         let Some((check, timeout)) = self.spec.ready.clone() else {
             return Ok(());
         };
         let deadline = Instant::now() + timeout;
         let mut logged = self.sink.ready.as_ref().map(|(_, flag)| flag.subscribe());
         let mut tick = tokio::time::interval(CHECK_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut between = CHECK_EVERY;
+        let mut next_probe = Instant::now() + between;
+        let mut answer: Option<Answer> = None;
         loop {
             tokio::select! {
                 status = new.proc.wait() => {
@@ -124,9 +161,21 @@ impl Worker {
                         return Ok(());
                     }
                 }
-                _ = tick.tick() => {
-                    if self.probe_alone(&check, old, deadline).await {
+                passed = async { answer.as_mut().expect("guarded").await }, if answer.is_some() => {
+                    answer = None;
+                    if passed {
                         return Ok(());
+                    }
+                }
+                _ = tick.tick() => {
+                    if answer.is_none() && Instant::now() >= next_probe {
+                        between = (between * 2).min(PROBE_EVERY);
+                        next_probe = Instant::now() + between;
+                        match self.probe_alone(&check, new_leaf, old, deadline).await {
+                            Probe::Passed => return Ok(()),
+                            Probe::Accepted(pending) => answer = Some(pending),
+                            Probe::No => {}
+                        }
                     }
                     if Instant::now() >= deadline {
                         return Err(format!("not ready within {timeout:?}"));
@@ -136,60 +185,109 @@ impl Worker {
         }
     }
 
-    /// Probe `check` so that only the new run can answer: with the old
-    /// run (group `old`, and its leaf) paused until the new one has
-    /// accepted the probe's connection, or for the whole probe. An
-    /// accepted probe may take until `deadline` to be answered.
-    async fn probe_alone(&self, check: &Ready, old: i32, deadline: Instant) -> bool {
+    /// Probe `check` so that only the new run can answer (see the module
+    /// docs). An accepted probe may take until `deadline` to be answered.
+    async fn probe_alone(
+        &self,
+        check: &Ready,
+        new_leaf: &str,
+        old: i32,
+        deadline: Instant,
+    ) -> Probe {
         let Ready::Http(addr, path) = check else {
-            return false;
+            return Probe::No;
         };
-        let Some(listener) = self.spec.sockets.listening_on(addr.port()) else {
-            let _paused = Paused::new(old, self.leaf.as_ref());
-            return probe::passes(check).await;
-        };
-        let paused = Paused::new(old, self.leaf.as_ref());
-        // A thread of the old process woken in accept() takes a connection
-        // already queued before it stops: connect only once it has.
+        let held = self.hold_others(new_leaf, old);
         let stopping = Instant::now() + ACCEPT_WAIT;
-        while !paused.stopped() {
+        while !held.settled() {
             if Instant::now() >= stopping {
-                return false;
+                return Probe::No;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        let Some(listener) = self.spec.sockets.listening_on(addr.port()) else {
+            return match probe::passes(check).await {
+                true => Probe::Passed,
+                false => Probe::No,
+            };
+        };
         let connected = tokio::time::timeout(probe::PROBE_TIMEOUT, TcpStream::connect(addr)).await;
         let Ok(Ok(stream)) = connected else {
-            return false;
+            return Probe::No;
         };
         let waited = Instant::now() + ACCEPT_WAIT;
         while probe::queued(&listener).is_some_and(|n| n > 0) {
             if Instant::now() >= waited {
-                // Not accepting yet: the old process takes the probe.
-                return false;
+                // Not accepting yet: another holder takes the probe once
+                // let go, and its answer is not looked at.
+                return Probe::No;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        drop(paused);
+        drop(held);
+        let (addr, path) = (*addr, path.clone());
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::timeout(left, probe::http_answer(stream, *addr, path))
-            .await
-            .unwrap_or(false)
+        Probe::Accepted(Box::pin(async move {
+            tokio::time::timeout(left, probe::http_answer(stream, addr, &path))
+                .await
+                .unwrap_or(false)
+        }))
     }
 
-    /// Stop `run` (in `leaf`) by the process's rules; says how it ended.
-    async fn stop_run(&self, run: &mut Run, leaf: Option<&Leaf>) -> String {
+    /// Hold still every other holder of the process's sockets: the leaves
+    /// of its instances but `new_leaf` frozen, or without cgroup2 the old
+    /// group (and leaf) stopped.
+    fn hold_others(&self, new_leaf: &str, old: i32) -> Held<'_> {
+        let name = &self.spec.config.name;
+        let frozen = self
+            .spec
+            .jail
+            .freeze(|leaf| leaf != new_leaf && is_instance_leaf(leaf, name));
+        match frozen {
+            Some(frozen) => Held::Frozen(frozen),
+            None => Held::Stopped(Paused::new(old, self.leaf.as_ref())),
+        }
+    }
+
+    /// Stop `run` (in `leaf`) by the process's rules, SIGKILL after
+    /// `grace`; says how it ended.
+    async fn stop_run(&self, run: &mut Run, leaf: Option<&Leaf>, grace: Duration) -> String {
         let cfg = &self.spec.config;
         let proc = &mut run.proc;
         let exited = async {
             let _ = proc.wait().await;
         };
-        let outcome =
-            stop_group_after(run.pgid, leaf, cfg.stop_signal, cfg.kill_timeout, exited).await;
+        let outcome = stop_group_after(run.pgid, leaf, cfg.stop_signal, grace, exited).await;
         let _ = run.proc.wait().await;
         match outcome {
             StopOutcome::Graceful => format!("stopped by {}", cfg.stop_signal),
-            StopOutcome::Killed => format!("killed after {:?}", cfg.kill_timeout),
+            StopOutcome::Killed => format!("killed after {grace:?}"),
+        }
+    }
+}
+
+/// Whether cgroup leaf `leaf` is one of process `name`'s instances:
+/// `proc.<name>-<instance>`, or a replacement's `proc.<name>-<instance>.<id>`.
+fn is_instance_leaf(leaf: &str, name: &str) -> bool {
+    leaf.strip_prefix("proc.")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.split('.').next())
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The other holders of a socket, held still until dropped.
+enum Held<'a> {
+    Frozen(Frozen),
+    Stopped(Paused<'a>),
+}
+
+impl Held<'_> {
+    /// Whether all of them have stopped.
+    fn settled(&self) -> bool {
+        match self {
+            Held::Frozen(frozen) => frozen.settled(),
+            Held::Stopped(paused) => paused.stopped(),
         }
     }
 }
@@ -208,9 +306,7 @@ impl<'a> Paused<'a> {
         }
         Self { pgid, leaf }
     }
-}
 
-impl Paused<'_> {
     /// Whether every live process of the group has stopped.
     fn stopped(&self) -> bool {
         super::procfs::live_members(self.pgid)
@@ -225,5 +321,27 @@ impl Drop for Paused<'_> {
             leaf.signal_where(Signal::SIGCONT, |_| true);
         }
         let _ = signal_group(self.pgid, Signal::SIGCONT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_instance_leaf;
+
+    #[test]
+    fn only_the_processes_own_instance_leaves_are_its() {
+        for leaf in ["proc.web-0", "proc.web-12", "proc.web-1.0193ab"] {
+            assert!(is_instance_leaf(leaf, "web"), "{leaf}");
+        }
+        for leaf in [
+            "proc.web",
+            "proc.web-",
+            "proc.web-x",
+            "proc.webby-0",
+            "cmd.web-0",
+            "proc.web-1-0",
+        ] {
+            assert!(!is_instance_leaf(leaf, "web"), "{leaf}");
+        }
     }
 }

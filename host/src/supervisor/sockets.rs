@@ -23,49 +23,58 @@ use socket2::{Domain, Socket, Type};
 /// How many connections may wait on a socket nobody is accepting from.
 const BACKLOG: i32 = 1024;
 
-/// Every socket bound for a process, by address.
+/// Every socket bound for a process, by its owner (`project/process`) and
+/// address: an address that moves to another process (a reload) is bound
+/// anew, never handed over with what the first owner's programs may still
+/// hold of it.
 #[derive(Default)]
 pub(crate) struct Sockets {
-    bound: Mutex<BTreeMap<SocketAddr, Weak<OwnedFd>>>,
+    bound: Mutex<BTreeMap<(String, SocketAddr), Weak<OwnedFd>>>,
 }
 
 impl Sockets {
-    /// The listening sockets for `addrs`: the ones already bound, else
-    /// bound now. An error names the address and why.
-    pub(crate) fn get(&self, addrs: &[SocketAddr]) -> Result<Vec<Arc<OwnedFd>>, String> {
+    /// `owner`'s listening sockets for `addrs`: the ones already bound,
+    /// else bound now. An error names the address and why.
+    pub(crate) fn get(
+        &self,
+        owner: &str,
+        addrs: &[SocketAddr],
+    ) -> Result<Vec<Arc<OwnedFd>>, String> {
         let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
         bound.retain(|_, socket| socket.strong_count() > 0);
         addrs
             .iter()
             .map(|addr| {
-                if let Some(socket) = bound.get(addr).and_then(Weak::upgrade) {
+                let key = (owner.to_string(), *addr);
+                if let Some(socket) = bound.get(&key).and_then(Weak::upgrade) {
                     return Ok(socket);
                 }
                 let socket = Arc::new(bind(*addr).map_err(|e| format!("binding {addr}: {e}"))?);
-                bound.insert(*addr, Arc::downgrade(&socket));
+                bound.insert(key, Arc::downgrade(&socket));
                 Ok(socket)
             })
             .collect()
     }
 
-    /// Take over `socket`, listening on `addr`, from the previous image.
-    /// The caller keeps the returned handle until the specs have taken it.
-    pub(crate) fn adopt(&self, addr: SocketAddr, socket: OwnedFd) -> Arc<OwnedFd> {
+    /// Take over `owner`'s `socket`, listening on `addr`, from the
+    /// previous image. The caller keeps the returned handle until the
+    /// specs have taken it.
+    pub(crate) fn adopt(&self, owner: String, addr: SocketAddr, socket: OwnedFd) -> Arc<OwnedFd> {
         let socket = Arc::new(socket);
         self.bound
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(addr, Arc::downgrade(&socket));
+            .insert((owner, addr), Arc::downgrade(&socket));
         socket
     }
 
-    /// Every socket in use, for an upgrade to hand over.
-    pub(crate) fn in_use(&self) -> Vec<(SocketAddr, Arc<OwnedFd>)> {
+    /// Every socket in use, with its owner, for an upgrade to hand over.
+    pub(crate) fn in_use(&self) -> Vec<(String, SocketAddr, Arc<OwnedFd>)> {
         self.bound
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter_map(|(addr, socket)| Some((*addr, socket.upgrade()?)))
+            .filter_map(|((owner, addr), socket)| Some((owner.clone(), *addr, socket.upgrade()?)))
             .collect()
     }
 }
@@ -75,15 +84,17 @@ impl Sockets {
 /// again at its next start.
 pub(crate) struct InstanceSockets {
     registry: Arc<Sockets>,
+    owner: String,
     addrs: Vec<SocketAddr>,
     held: Mutex<Option<Vec<Arc<OwnedFd>>>>,
 }
 
 impl InstanceSockets {
-    pub(crate) fn new(registry: &Arc<Sockets>, addrs: &[SocketAddr]) -> Self {
-        let held = registry.get(addrs).ok();
+    pub(crate) fn new(registry: &Arc<Sockets>, owner: String, addrs: &[SocketAddr]) -> Self {
+        let held = registry.get(&owner, addrs).ok();
         Self {
             registry: registry.clone(),
+            owner,
             addrs: addrs.to_vec(),
             held: Mutex::new(held),
         }
@@ -99,7 +110,7 @@ impl InstanceSockets {
     pub(crate) fn for_program(&self) -> Result<Vec<OwnedFd>, String> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.is_none() {
-            *held = Some(self.registry.get(&self.addrs)?);
+            *held = Some(self.registry.get(&self.owner, &self.addrs)?);
         }
         held.iter()
             .flatten()

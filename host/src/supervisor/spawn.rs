@@ -54,15 +54,21 @@ pub(crate) fn spawn(
     if let Some(leaf) = leaf {
         cmd.in_leaf(leaf);
     }
-    if spec.sockets.any() {
-        cmd.listen_fds(spec.sockets.for_program()?, &cfg.name);
-    }
     cmd.envs(crate::project::dotenv(&spec.project_dir)?)
         .envs(&cfg.env)
         .env("BOSUN_PROJECT", &spec.project)
         .env("BOSUN_PROCESS", &cfg.name)
         .env("BOSUN_INSTANCE", spec.instance.to_string())
         .env(MARKER_VAR, marker);
+    // After the environment: its LISTEN_* are bosun's, whatever `.env` says.
+    if spec.sockets.any() {
+        let sockets = spec.sockets.for_program().map_err(|message| Failure {
+            message,
+            // The address may be free later (another program held it).
+            transient: true,
+        })?;
+        cmd.listen_fds(sockets, &cfg.name);
+    }
     cmd.spawn().map(|jailed| jailed.child).map_err(|e| Failure {
         message: e.to_string(),
         transient: e.is_transient(),

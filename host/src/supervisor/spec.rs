@@ -49,6 +49,7 @@ impl InstanceSpec {
         sockets: &Arc<Sockets>,
     ) -> Self {
         let project = jail.project().to_string();
+        let owner = format!("{project}/{}", config.name);
         let project_dir = jail.dir().to_path_buf();
         let label = format!("{}-{instance}", config.name);
         let log_file = match &config.log_file {
@@ -82,7 +83,7 @@ impl InstanceSpec {
             label,
             log_file,
             ready,
-            sockets: InstanceSockets::new(sockets, &config.sockets),
+            sockets: InstanceSockets::new(sockets, owner, &config.sockets),
         }
     }
 }

@@ -32,10 +32,12 @@ use tokio::time::Instant;
 use crate::config::Limits;
 
 mod detect;
+mod freeze;
 mod leaf;
 
 pub(crate) use detect::HostCgroups;
 use detect::delegated;
+pub use freeze::Frozen;
 pub use leaf::Leaf;
 use leaf::{drain, kill_all, pids, signal_all, wait_empty};
 
@@ -409,6 +411,22 @@ impl ProjectCgroup {
             dir,
             procs: Arc::new(procs.into()),
         }))
+    }
+
+    /// Freeze the project's leaves whose names `pick` says; `None`
+    /// without cgroup2.
+    pub(crate) fn freeze(&self, pick: impl Fn(&str) -> bool) -> Option<Frozen> {
+        let project = self.v2.as_ref()?;
+        let dirs = std::fs::read_dir(project)
+            .ok()?
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let name = entry.file_name();
+                let dir = entry.file_type().ok()?.is_dir().then(|| entry.path())?;
+                pick(name.to_str()?).then_some(dir)
+            })
+            .collect();
+        Some(Frozen::new(dirs))
     }
 
     /// The `cgroup.procs` of each v1 hierarchy: a program joins by writing
