@@ -91,13 +91,15 @@ impl Worker {
             .await;
         match self.until_ready(&mut new, &name, old).await {
             Ok(()) => {
+                // The new pid is the instance's before the old one stops:
+                // as PID 1, bosun's reaper leaves alone only pids it knows.
                 let old_leaf = std::mem::replace(&mut self.leaf, leaf);
-                let grace = self.spec.config.kill_timeout;
-                let how = self.stop_run(run, old_leaf.as_ref(), grace).await;
-                *run = new;
                 self.persist.record_group(&self.spec, pid as i32);
                 self.set(|s| s.restarts += 1);
                 self.now_running(pid, Instant::now(), true);
+                let grace = self.spec.config.kill_timeout;
+                let how = self.stop_run(run, old_leaf.as_ref(), grace).await;
+                *run = new;
                 self.sink
                     .note(format!("replaced pid {old} ({how}) by pid {pid}"))
                     .await;
