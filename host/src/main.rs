@@ -7,8 +7,19 @@ use clap::CommandFactory as _;
 
 use bosun::cli::{Cli, Command, ExitCode, KeyCommand, check, exec, key_new, remote, serve};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before the runtime opens anything: see `reserve_low_fds`.
+    bosun::confine::reserve_low_fds();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("bosun: starting the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("BOSUN_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),

@@ -251,9 +251,18 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
 fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
     let at = |step: Step| move |e: Errno| (step, e);
     setsid().map_err(at(Step::Session))?;
-    // Moved out of the way before the limits step can lower the open-files
-    // limit below the fds this copy of bosun's table already uses.
+    // Copies made before the limits step can lower the open-files limit
+    // below the fds this copy of bosun's table already uses: the passed
+    // fds, moved out of the way, and the Landlock ruleset's.
     let passed = move_passed(&p.pass_fds).map_err(at(Step::Descriptors))?;
+    let ruleset = match &p.ruleset {
+        Some(ruleset) => Some(
+            ruleset
+                .try_clone()
+                .map_err(|_| (Step::Landlock, Errno::last()))?,
+        ),
+        None => None,
+    };
     // A program gets the usual umask, whatever bosun was started with.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     if let Some(cwd) = &p.cwd {
@@ -302,12 +311,10 @@ fn steps(p: &Prepared) -> Result<(), (Step, Errno)> {
     if p.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(at(Step::NoNewPrivs))?;
     }
-    if let Some(ruleset) = &p.ruleset {
+    if let Some(ruleset) = ruleset {
         ruleset
-            .try_clone()
-            .ok()
-            .and_then(|r| r.restrict_self().ok())
-            .ok_or_else(|| (Step::Landlock, Errno::last()))?;
+            .restrict_self()
+            .map_err(|_| (Step::Landlock, Errno::last()))?;
     }
     descriptors(&passed[..p.pass_fds.len()], p.fd_ceiling).map_err(at(Step::Descriptors))
 }
@@ -465,9 +472,11 @@ pub(crate) fn fd_ceiling() -> i32 {
 /// Hold fds 3..3+[`MAX_PASSED`] for as long as bosun runs (on /dev/null,
 /// close-on-exec), so that no descriptor bosun uses (the pipe std reports a
 /// failed exec through, a spawn's report pipe) ever sits where a program's
-/// passed fds are placed. Called first thing, while they are free.
+/// passed fds are placed. Called first thing, while they are free (and
+/// again by a server started in-process, which fills what is left).
 pub fn reserve_low_fds() {
-    for _ in 0..MAX_PASSED {
+    // Each open takes the lowest free fd: stop at the first above the range.
+    for _ in 0..3 + MAX_PASSED {
         match std::fs::File::open("/dev/null") {
             Ok(file) if file.as_raw_fd() < 3 + MAX_PASSED as i32 => {
                 std::mem::forget(file);

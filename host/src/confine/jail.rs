@@ -409,7 +409,7 @@ impl Jail {
     }
 
     /// Freeze the leaves whose names `pick` says, until the guard drops;
-    /// `None` where there is no cgroup2.
+    /// `None` where there is no cgroup2 or its freezer.
     pub(crate) fn freeze(&self, pick: impl Fn(&str) -> bool) -> Option<Frozen> {
         self.cgroup.as_ref()?.freeze(pick)
     }

@@ -52,7 +52,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use sha2::{Digest, Sha256};
 
 pub use cgroup::{Frozen, Leaf};
-pub(crate) use child::reserve_low_fds;
+pub use child::reserve_low_fds;
 pub use command::{GroupKill, JailCommand, Jailed, SpawnError};
 pub use identity::{Identity, IdentityError};
 pub use jail::Jail;

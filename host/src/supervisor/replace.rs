@@ -10,17 +10,18 @@
 //! or another instance. So the probe connects while the others are held
 //! still, and lets them go as soon as the socket's accept queue is empty:
 //! the probe's connection is then the new process's, which may take its
-//! time to answer it. The others are held for as long as the new one takes
-//! to accept, at most [`ACCEPT_WAIT`] per probe; probes come 0.1 s after
-//! the start, then ever further apart up to [`PROBE_EVERY`]. The requests
-//! the others hold wait rather than fail.
+//! time to answer it. The others are held for as long as they take to stop
+//! and the new one takes to accept, [`ACCEPT_WAIT`] at most each; probes
+//! come 0.1 s after the start, then ever further apart up to
+//! [`PROBE_EVERY`], and a process's replacements probe one at a time. The
+//! requests the others hold wait rather than fail.
 //!
 //! Held still means their cgroup leaves frozen (cgroup2's `cgroup.freeze`:
-//! every process at once, no pid named). Without cgroup2 (bosun not root),
-//! the old process group gets SIGSTOP and SIGCONT instead, and the other
-//! instances are not held: with several instances there, a probe may be
-//! answered by one of them. A probe on a port bosun does not hold is made
-//! whole with the others held (a second at most).
+//! every process at once, no pid named; see `confine::Frozen`). Without a
+//! cgroup2 freezer, the old process group gets SIGSTOP and SIGCONT
+//! instead, and the other instances are not held: with several instances
+//! there, a probe may be answered by one of them. A probe on a port bosun
+//! does not hold is made whole with the others held (a second at most).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -199,6 +200,7 @@ impl Worker {
         let Ready::Http(addr, path) = check else {
             return Probe::No;
         };
+        let _probing = self.spec.sockets.probing.lock().await;
         let held = self.hold_others(new_leaf, old);
         let stopping = Instant::now() + ACCEPT_WAIT;
         while !held.settled() {
@@ -207,7 +209,7 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let Some(listener) = self.spec.sockets.listening_on(addr.port()) else {
+        let Some(listener) = self.spec.sockets.listening_on(*addr) else {
             return match probe::passes(check).await {
                 true => Probe::Passed,
                 false => Probe::No,
@@ -237,17 +239,18 @@ impl Worker {
     }
 
     /// Hold still every other holder of the process's sockets: the leaves
-    /// of its instances but `new_leaf` frozen, or without cgroup2 the old
-    /// group (and leaf) stopped.
+    /// of its instances but `new_leaf` frozen; the old group stopped when
+    /// it has no leaf, or nothing can be frozen.
     fn hold_others(&self, new_leaf: &str, old: i32) -> Held<'_> {
         let name = &self.spec.config.name;
         let frozen = self
             .spec
             .jail
             .freeze(|leaf| leaf != new_leaf && is_instance_leaf(leaf, name));
-        match frozen {
-            Some(frozen) => Held::Frozen(frozen),
-            None => Held::Stopped(Paused::new(old, self.leaf.as_ref())),
+        match (frozen, &self.leaf) {
+            (Some(frozen), Some(_)) => Held::Frozen(frozen, None),
+            (Some(frozen), None) => Held::Frozen(frozen, Some(Paused::new(old, None))),
+            (None, leaf) => Held::Stopped(Paused::new(old, leaf.as_ref())),
         }
     }
 
@@ -280,7 +283,7 @@ fn is_instance_leaf(leaf: &str, name: &str) -> bool {
 
 /// The other holders of a socket, held still until dropped.
 enum Held<'a> {
-    Frozen(Frozen),
+    Frozen(Frozen, Option<Paused<'a>>),
     Stopped(Paused<'a>),
 }
 
@@ -288,7 +291,9 @@ impl Held<'_> {
     /// Whether all of them have stopped.
     fn settled(&self) -> bool {
         match self {
-            Held::Frozen(frozen) => frozen.settled(),
+            Held::Frozen(frozen, paused) => {
+                frozen.settled() && paused.as_ref().is_none_or(Paused::stopped)
+            }
             Held::Stopped(paused) => paused.stopped(),
         }
     }

@@ -30,6 +30,10 @@ const BACKLOG: i32 = 1024;
 #[derive(Default)]
 pub(crate) struct Sockets {
     bound: Mutex<BTreeMap<(String, SocketAddr), Weak<OwnedFd>>>,
+    /// One per owner: its instances' replacements probe one at a time (a
+    /// probe holds the other instances still, and must not thaw what
+    /// another probe holds).
+    probes: Mutex<BTreeMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl Sockets {
@@ -86,14 +90,32 @@ pub(crate) struct InstanceSockets {
     registry: Arc<Sockets>,
     owner: String,
     addrs: Vec<SocketAddr>,
+    /// Taken while a replacement of this process is probed.
+    pub(crate) probing: Arc<tokio::sync::Mutex<()>>,
     held: Mutex<Option<Vec<Arc<OwnedFd>>>>,
 }
 
 impl InstanceSockets {
     pub(crate) fn new(registry: &Arc<Sockets>, owner: String, addrs: &[SocketAddr]) -> Self {
         let held = registry.get(&owner, addrs).ok();
+        let probing = {
+            let mut probes = registry
+                .probes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            probes.retain(|_, lock| lock.strong_count() > 0);
+            match probes.get(&owner).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::default();
+                    probes.insert(owner.clone(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
         Self {
             registry: registry.clone(),
+            probing,
             owner,
             addrs: addrs.to_vec(),
             held: Mutex::new(held),
@@ -120,9 +142,14 @@ impl InstanceSockets {
 }
 
 impl InstanceSockets {
-    /// The held socket listening on `port`, if any.
-    pub(crate) fn listening_on(&self, port: u16) -> Option<Arc<OwnedFd>> {
-        let at = self.addrs.iter().position(|a| a.port() == port)?;
+    /// The held socket a connection to `to` reaches, if any: the same
+    /// port and family, on that address or on the unspecified one.
+    pub(crate) fn listening_on(&self, to: SocketAddr) -> Option<Arc<OwnedFd>> {
+        let at = self.addrs.iter().position(|a| {
+            a.port() == to.port()
+                && a.is_ipv4() == to.is_ipv4()
+                && (a.ip() == to.ip() || a.ip().is_unspecified())
+        })?;
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.as_ref()?.get(at).cloned()
     }

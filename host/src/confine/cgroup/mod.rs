@@ -414,7 +414,7 @@ impl ProjectCgroup {
     }
 
     /// Freeze the project's leaves whose names `pick` says; `None`
-    /// without cgroup2.
+    /// without cgroup2 or its freezer.
     pub(crate) fn freeze(&self, pick: impl Fn(&str) -> bool) -> Option<Frozen> {
         let project = self.v2.as_ref()?;
         let dirs = std::fs::read_dir(project)
@@ -426,7 +426,7 @@ impl ProjectCgroup {
                 pick(name.to_str()?).then_some(dir)
             })
             .collect();
-        Some(Frozen::new(dirs))
+        Frozen::new(dirs)
     }
 
     /// The `cgroup.procs` of each v1 hierarchy: a program joins by writing
