@@ -130,47 +130,53 @@ async fn restart(api: &common::server::Api) -> Value {
     job
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_two_instances_sharing_a_socket_fails_no_request() {
+/// The app as `instances` instances under load: `restarts` restarts, each
+/// with `result` as its job's state, after `before` (run first, e.g. to
+/// break the next version). Fails if a request fails; returns the config
+/// dir, the last job and the pids before and after.
+async fn restarts_under_load(
+    instances: usize,
+    ready_timeout: &str,
+    before: impl FnOnce(&Path),
+    restarts: usize,
+    result: &str,
+) -> (TempDir, Value, Vec<u64>, Vec<u64>) {
     let port = free_port();
-    let root = setup(port, 2, "20s");
+    let root = setup(port, instances as u32, ready_timeout);
     let bosun = Bosun::start_in(root.path()).await;
-    let before = pids(&bosun, 2).await;
+    let first = pids(&bosun, instances).await;
 
     let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
     load.answered(50).await;
-    for _ in 0..2 {
-        let job = restart(&bosun).await;
-        assert_eq!(job["state"], "succeeded", "{job}");
+    before(&root.path().join("shop"));
+    let mut job = Value::Null;
+    for _ in 0..restarts {
+        job = restart(&bosun).await;
+        assert_eq!(job["state"], result, "{job}");
     }
     load.answered(50).await;
     load.none_failed().await;
+    let last = pids(&bosun, instances).await;
+    bosun.stop().await;
+    (root, job, first, last)
+}
 
-    let after = pids(&bosun, 2).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_two_instances_sharing_a_socket_fails_no_request() {
+    let (root, _, before, after) = restarts_under_load(2, "20s", |_| {}, 2, "succeeded").await;
     assert!(
         after.iter().all(|p| !before.contains(p)),
         "{before:?} → {after:?}"
     );
+    // Every process finished what it held: the 4 replaced, and the 2 last
+    // ones at bosun's stop.
     let log = std::fs::read_to_string(root.path().join("state/logs/shop.log")).expect("log");
-    assert_eq!(log.matches("stopped cleanly").count(), 4, "{log}");
-    bosun.stop().await;
+    assert_eq!(log.matches("stopped cleanly").count(), 6, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_one_instance_hands_its_socket_to_the_new_process_first() {
-    let port = free_port();
-    let root = setup(port, 1, "20s");
-    let bosun = Bosun::start_in(root.path()).await;
-    let before = pids(&bosun, 1).await;
-
-    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
-    load.answered(50).await;
-    let job = restart(&bosun).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
-    load.answered(50).await;
-    load.none_failed().await;
-
-    let after = pids(&bosun, 1).await;
+    let (root, _, before, after) = restarts_under_load(1, "20s", |_| {}, 1, "succeeded").await;
     assert_ne!(before, after);
     let log = std::fs::read_to_string(root.path().join("state/logs/shop.log")).expect("log");
     let replaced = format!(
@@ -178,31 +184,32 @@ async fn a_restart_of_one_instance_hands_its_socket_to_the_new_process_first() {
         before[0], after[0]
     );
     assert!(log.contains(&replaced), "{log}");
-    bosun.stop().await;
+}
+
+/// The app's next start fails as the file `marker` in its dir says (see
+/// [`APP`]): the restart fails with a message containing `why` and the old
+/// pid, and the old pids serve on.
+async fn a_failed_replacement(instances: usize, ready_timeout: &str, marker: &str, why: &str) {
+    let make = |dir: &Path| std::fs::write(dir.join(marker), "").expect("marker file");
+    let (_root, job, before, after) =
+        restarts_under_load(instances, ready_timeout, make, 1, "failed").await;
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(why) && message.contains(&format!("pid {} keeps running", before[0])),
+        "{job}"
+    );
+    assert_eq!(after, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacement_that_exits_at_once_leaves_the_old_process_serving() {
-    let port = free_port();
-    let root = setup(port, 1, "20s");
-    let bosun = Bosun::start_in(root.path()).await;
-    let before = pids(&bosun, 1).await;
-
-    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
-    load.answered(50).await;
-    std::fs::write(root.path().join("shop/crash"), "").expect("crash file");
-    let job = restart(&bosun).await;
-    assert_eq!(job["state"], "failed", "{job}");
-    let message = job["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("did not become ready: exited with code 3")
-            && message.contains(&format!("pid {} keeps running", before[0])),
-        "{job}"
-    );
-    load.answered(50).await;
-    load.none_failed().await;
-    assert_eq!(pids(&bosun, 1).await, before);
-    bosun.stop().await;
+    a_failed_replacement(
+        1,
+        "20s",
+        "crash",
+        "did not become ready: exited with code 3",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,27 +218,8 @@ async fn a_replacement_that_never_serves_is_not_taken_for_ready_by_the_old_ones_
     // (and, with 2 instances, the other one) is kept from answering it, the
     // hung replacement would pass its check and the old one would stop.
     for instances in [1, 2] {
-        hung_replacement(instances).await;
+        a_failed_replacement(instances, "3s", "hang", "not ready within 3s").await;
     }
-}
-
-async fn hung_replacement(instances: usize) {
-    let port = free_port();
-    let root = setup(port, instances as u32, "3s");
-    let bosun = Bosun::start_in(root.path()).await;
-    let before = pids(&bosun, instances).await;
-
-    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
-    load.answered(50).await;
-    std::fs::write(root.path().join("shop/hang"), "").expect("hang file");
-    let job = restart(&bosun).await;
-    assert_eq!(job["state"], "failed", "{job}");
-    let message = job["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("not ready within 3s"), "{job}");
-    load.answered(50).await;
-    load.none_failed().await;
-    assert_eq!(pids(&bosun, instances).await, before);
-    bosun.stop().await;
 }
 
 /// The lines of the merged log that say where each instance is, in order:
