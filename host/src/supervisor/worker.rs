@@ -182,6 +182,7 @@ impl Worker {
                 }
                 Err(Failure { message, .. }) => {
                     self.sink.note(format!("cannot start: {message}")).await;
+                    let why = format!("cannot start: {message}");
                     self.set(|s| {
                         s.state = State::Fatal;
                         s.pid = None;
@@ -190,7 +191,7 @@ impl Worker {
                     });
                     want_running = false;
                     if let Some(ack) = pending_ack.take() {
-                        let _ = ack.send(Ok(()));
+                        let _ = ack.send(Err(why));
                     }
                     continue;
                 }
