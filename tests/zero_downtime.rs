@@ -28,12 +28,13 @@ use tempfile::TempDir;
 /// The app: serves on the socket bosun hands it (and only if the
 /// activation variables are right for it), boots for `BOOT` seconds,
 /// holds each request 5 ms, and on SIGTERM stops accepting and finishes
-/// what it holds. A file `crash` in its dir makes it exit at once; a file
+/// what it holds. A file `crash` in its dir (or `CRASH` in its
+/// environment) makes it exit at once; a file
 /// `hang` makes it wait, never serving, while the file is there.
 const APP: &str = r#"
 import http.server, os, signal, socket, socketserver, sys, threading, time
 
-if os.path.exists("crash"):
+if os.path.exists("crash") or os.environ.get("CRASH"):
     print("crashing at once", flush=True)
     sys.exit(3)
 while os.path.exists("hang"):
@@ -439,5 +440,54 @@ ready = {{ http = "/healthz", timeout = "20s" }}
     load.answered(50).await;
     load.none_failed().await;
     assert!(serving().await.ends_with(" v2\n"));
+    bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_a_changed_socket_process_new_first_and_keeps_it_through_a_bad_change() {
+    let port = free_port();
+    let root = setup(port, 2, "20s");
+    let config = root.path().join("bosun.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let bosun = Bosun::start_in(root.path()).await;
+    let first = pids(&bosun, 2).await;
+    let reload = async |env: &str| {
+        let changed = text.replace(
+            "args = [\"app.py\"]",
+            &format!("args = [\"app.py\"]\nenv = {{ {env} }}"),
+        );
+        std::fs::write(&config, changed).expect("config");
+        let resp = bosun.post("/v1/reload", ADMIN).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json::<Value>().await.expect("JSON")
+    };
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}"), ["/", "/"]);
+    load.answered(50).await;
+    let report = reload("GREETING = \"two\"").await;
+    assert_eq!(
+        report["processes"]["restarted"],
+        json!(["shop/web-0", "shop/web-1"]),
+        "{report}"
+    );
+    let second = pids(&bosun, 2).await;
+    assert!(
+        second.iter().all(|p| !first.contains(p)),
+        "{first:?} → {second:?}"
+    );
+    let log = std::fs::read_to_string(root.path().join("state/logs/shop.log")).expect("log");
+    assert_eq!(log.matches("[bosun] replaced pid").count(), 2, "{log}");
+
+    // A change whose processes exit at once: the first replacement fails,
+    // both old processes serve on, and the report says so.
+    let report = reload("CRASH = \"1\"").await;
+    assert_eq!(report["processes"]["restarted"], json!([]), "{report}");
+    assert!(
+        report["failed"].to_string().contains("shop/web-0"),
+        "{report}"
+    );
+    load.answered(50).await;
+    load.none_failed().await;
+    assert_eq!(pids(&bosun, 2).await, second);
     bosun.stop().await;
 }

@@ -6,9 +6,12 @@
 //! the log and the restart count are untouched. Same label, another spec:
 //! the old worker stops by its own rules and a new one starts in its place,
 //! keeping its status and log (a follower sees one process that
-//! restarted). Several such instances restart one at a time, each waiting
-//! for the one before to be running (ready, when it has a check), so a
-//! process with two instances is never wholly down.
+//! restarted); an instance with sockets is instead handed the new spec by
+//! its own worker, which replaces the process new first (see `replace`),
+//! so a bad new spec leaves the old process serving. Several such instances
+//! restart one at a time, each waiting for the one before to be running
+//! (ready, when it has a check), so a process with two instances is never
+//! wholly down.
 
 use std::sync::{Arc, PoisonError};
 
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{Instance, until_up};
 use super::spec::InstanceSpec;
+use super::worker::Command;
 use super::{Begin, Supervisor, numbered, stop_all};
 use crate::config::{ProcessConfig, ProjectConfig};
 
@@ -118,6 +122,20 @@ impl Supervisor {
                 break;
             }
             let before = list[at].clone();
+            if respawnable(&before.spec, &spec) {
+                match respawn(&before, spec.clone(), stop).await {
+                    Ok(()) => {
+                        list[at] = Instance { spec, ..before };
+                        entry.handle.instances.store(Arc::new(list.clone()));
+                        changes.restarted.push(label(&list[at]));
+                    }
+                    Err(why) => changes.failed.push(format!(
+                        "{}: {why}; the instances not yet restarted keep their old settings",
+                        label(&before)
+                    )),
+                }
+                continue;
+            }
             stop_all(std::slice::from_ref(&before)).await;
             let start = self.persist.desired(&spec).unwrap_or(spec.config.autostart);
             let begin = Begin {
@@ -158,6 +176,43 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|s| !instances.iter().any(|i| Arc::ptr_eq(s, &i.status)));
+    }
+}
+
+/// Whether `new` can replace `old` in its worker, the new process first:
+/// both hold sockets, and what the worker's log sink was made of (the log
+/// file and its rotation, the line options, a log readiness pattern) is the
+/// same.
+fn respawnable(old: &InstanceSpec, new: &InstanceSpec) -> bool {
+    let (a, b) = (&old.config, &new.config);
+    let pattern = |c: &ProcessConfig| c.ready.as_ref().and_then(|r| r.log.clone());
+    old.sockets.any()
+        && new.sockets.any()
+        && old.log_file == new.log_file
+        && (a.log_max_size, a.log_keep, a.strip_ansi, a.timestamps)
+            == (b.log_max_size, b.log_keep, b.strip_ansi, b.timestamps)
+        && pattern(a) == pattern(b)
+}
+
+/// Have `inst`'s worker run `spec`, new process first; `stop` (bosun
+/// stopping) ends the wait.
+async fn respawn(
+    inst: &Instance,
+    spec: Arc<InstanceSpec>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if inst
+        .commands
+        .send(Command::Respawn(spec, tx))
+        .await
+        .is_err()
+    {
+        return Err("its worker has ended".into());
+    }
+    tokio::select! {
+        reply = rx => reply.unwrap_or_else(|_| Err("its worker has ended".into())),
+        () = stop.cancelled() => Err("bosun is stopping".into()),
     }
 }
 

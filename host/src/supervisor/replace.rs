@@ -151,11 +151,11 @@ impl Worker {
                         let sent = signal_group(old, sig).map_err(|e| format!("sending {sig}: {e}"));
                         let _ = ack.send(sent);
                     }
-                    // A stop, a shutdown or a handover: acted on once the
-                    // replacement is undone.
+                    // A stop, a shutdown, a handover or a new spec: acted on
+                    // once the replacement is undone.
                     Some(other) => {
                         self.deferred = Some(other);
-                        return Err("a stop came first".into());
+                        return Err("another command came first".into());
                     }
                     None => return Err("bosun is stopping".into()),
                 },

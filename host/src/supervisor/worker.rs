@@ -48,6 +48,11 @@ pub(crate) enum Command {
     /// Stop, then start; with sockets, start the new process first and
     /// stop the old one once the new one is ready.
     Restart(Reply),
+    /// Run this spec from now on (a reload changed it; the worker's log
+    /// sink is the same): a running process is replaced by one of the new
+    /// spec, new first, as a restart with sockets; one not running takes
+    /// it at its next start. A failed replacement keeps the old spec.
+    Respawn(Arc<InstanceSpec>, Reply),
     Signal(Signal, oneshot::Sender<Result<(), String>>),
     /// Stop for bosun's own shutdown: the desired state is kept.
     Shutdown(oneshot::Sender<()>),
@@ -102,6 +107,7 @@ enum RunEnd {
     FailedCheck(String),
     Stop(oneshot::Sender<()>),
     Restart(Reply),
+    Respawn(Arc<InstanceSpec>, Reply),
     Shutdown(Option<oneshot::Sender<()>>),
     Handover(oneshot::Sender<Option<Handed>>),
 }
@@ -140,6 +146,10 @@ impl Worker {
                     }
                     Some(Command::Signal(_, ack)) => {
                         let _ = ack.send(Err(format!("`{}` is not running", self.spec.label)));
+                    }
+                    Some(Command::Respawn(spec, ack)) => {
+                        self.spec = spec;
+                        let _ = ack.send(Ok(()));
                     }
                     None => return,
                 }
@@ -245,60 +255,69 @@ impl Worker {
         step: &mut usize,
         pending_ack: &mut Option<Reply>,
     ) -> Option<bool> {
-        let end = loop {
-            match self.supervise(&mut run.proc, run.pgid).await {
+        loop {
+            let end = self.supervise(&mut run.proc, run.pgid).await;
+            let uptime = self.status.borrow().uptime();
+            let pgid = run.pgid;
+            return match end {
+                // Replaced in place, new process first: the run goes on.
                 RunEnd::Restart(ack) if self.spec.sockets.any() => {
                     let _ = ack.send(self.replace(run).await);
+                    continue;
                 }
-                end => break end,
-            }
-        };
-        let (child, pgid) = (&mut run.proc, run.pgid);
-        let uptime = self.status.borrow().uptime();
-        match end {
-            RunEnd::Stop(ack) => {
-                self.stop(child, pgid).await;
-                self.persist.set_desired(&self.spec, false);
-                self.set(|s| s.state = State::Stopped);
-                let _ = ack.send(());
-                Some(false)
-            }
-            RunEnd::Shutdown(ack) => {
-                self.stop(child, pgid).await;
-                self.set(|s| s.state = State::Stopped);
-                if let Some(ack) = ack {
+                RunEnd::Respawn(spec, ack) => {
+                    let old = std::mem::replace(&mut self.spec, spec);
+                    let replaced = self.replace(run).await;
+                    if replaced.is_err() {
+                        self.spec = old;
+                    }
+                    let _ = ack.send(replaced);
+                    continue;
+                }
+                RunEnd::Stop(ack) => {
+                    self.stop(&mut run.proc, pgid).await;
+                    self.persist.set_desired(&self.spec, false);
+                    self.set(|s| s.state = State::Stopped);
                     let _ = ack.send(());
+                    Some(false)
                 }
-                None
-            }
-            RunEnd::Handover(ack) => {
-                let handed = self.hand_over(pgid).await;
-                child.leave();
-                let _ = ack.send(Some(handed));
-                None
-            }
-            RunEnd::Restart(ack) => {
-                self.stop(child, pgid).await;
-                self.set(|s| s.restarts += 1);
-                *step = 0;
-                *pending_ack = Some(ack);
-                Some(true)
-            }
-            RunEnd::Exited(status) => {
-                self.sink.note(describe_exit(status)).await;
-                self.set(|s| {
-                    s.exit_code = status.code();
-                    s.exit_signal = status.signal();
-                });
-                // The leader is gone; leave none of its group behind.
-                self.stop_remains(pgid).await;
-                Some(self.back_off(uptime, step, pending_ack).await)
-            }
-            RunEnd::FailedCheck(why) => {
-                self.sink.note(why).await;
-                self.stop(child, pgid).await;
-                Some(self.back_off(uptime, step, pending_ack).await)
-            }
+                RunEnd::Shutdown(ack) => {
+                    self.stop(&mut run.proc, pgid).await;
+                    self.set(|s| s.state = State::Stopped);
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                    None
+                }
+                RunEnd::Handover(ack) => {
+                    let handed = self.hand_over(pgid).await;
+                    run.proc.leave();
+                    let _ = ack.send(Some(handed));
+                    None
+                }
+                RunEnd::Restart(ack) => {
+                    self.stop(&mut run.proc, pgid).await;
+                    self.set(|s| s.restarts += 1);
+                    *step = 0;
+                    *pending_ack = Some(ack);
+                    Some(true)
+                }
+                RunEnd::Exited(status) => {
+                    self.sink.note(describe_exit(status)).await;
+                    self.set(|s| {
+                        s.exit_code = status.code();
+                        s.exit_signal = status.signal();
+                    });
+                    // The leader is gone; leave none of its group behind.
+                    self.stop_remains(pgid).await;
+                    Some(self.back_off(uptime, step, pending_ack).await)
+                }
+                RunEnd::FailedCheck(why) => {
+                    self.sink.note(why).await;
+                    self.stop(&mut run.proc, pgid).await;
+                    Some(self.back_off(uptime, step, pending_ack).await)
+                }
+            };
         }
     }
 
@@ -470,6 +489,11 @@ impl Worker {
                 )));
                 Interrupt::Answered
             }
+            Some(Command::Respawn(spec, ack)) => {
+                self.spec = spec;
+                let _ = ack.send(Ok(()));
+                Interrupt::Answered
+            }
         }
     }
 
@@ -576,6 +600,7 @@ fn on_command(cmd: Option<Command>, pgid: i32) -> Option<RunEnd> {
     match cmd {
         Some(Command::Stop(ack)) => Some(RunEnd::Stop(ack)),
         Some(Command::Restart(ack)) => Some(RunEnd::Restart(ack)),
+        Some(Command::Respawn(spec, ack)) => Some(RunEnd::Respawn(spec, ack)),
         Some(Command::Shutdown(ack)) => Some(RunEnd::Shutdown(Some(ack))),
         Some(Command::Handover(ack)) => Some(RunEnd::Handover(ack)),
         None => Some(RunEnd::Shutdown(None)),
