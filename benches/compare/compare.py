@@ -24,6 +24,7 @@ SCENARIOS = {
     "rss": scenarios.idle_rss,
     "restart": scenarios.restart,
     "under-load": zero_downtime.restart_under_load,
+    "deploy": zero_downtime.deploy_under_load,
     "noop": lambda ctx: scenarios.noop_requests(ctx)[0],
     "crash": lifecycle.crash_loop,
     "logs": logs.merged_capture,

@@ -116,7 +116,16 @@ class Daemon:
 class Bosun(Daemon):
     name = "bosun"
 
-    def __init__(self, work, binary, programs, noop_plugin=None, noop_projects=0, confined=False):
+    def __init__(
+        self,
+        work,
+        binary,
+        programs,
+        noop_plugin=None,
+        noop_projects=0,
+        confined=False,
+        project_tables=(),
+    ):
         super().__init__(work)
         digest = hashlib.sha256(KEY.encode()).hexdigest()
         lines = [
@@ -136,7 +145,9 @@ class Bosun(Daemon):
             'role = "admin"',
             "[projects.app]",
             'dir = "app"',
-            'actions = ["status", "start", "stop", "restart"]',
+            'actions = ["status", "start", "stop", "restart"]'
+            if not project_tables
+            else 'actions = ["status", "start", "stop", "restart", "deploy"]',
         ]
         # The peers run every program as root, seeing every file; so does
         # bosun here (its programs write the harness's files outside their
@@ -168,6 +179,8 @@ class Bosun(Daemon):
                 lines.append(f"sockets = {json.dumps(p.sockets)}")
             if p.ready_http:
                 lines.append(f'ready = {{ http = "{p.ready_http}", timeout = "20s" }}')
+        # Tables of project app's own (`[projects.app.git]`, …), as lines.
+        lines += list(project_tables)
         for i in range(noop_projects):
             lines += [
                 f"[projects.p{i}]",
@@ -217,6 +230,11 @@ class Bosun(Daemon):
             "POST", "/v1/projects/app/actions/restart?wait=60s", {"params": {"name": name}}
         )
         assert job["state"] == "succeeded", job
+
+    def deploy(self):
+        job = self._call("POST", "/v1/projects/app/actions/deploy?wait=120s", {"params": {}})
+        assert job["state"] == "succeeded", job
+        return job
 
     def stop(self, name):
         job = self._call(

@@ -1,4 +1,4 @@
-"""Requests failed during a restart under load: 4 client threads, each
+"""Requests failed during a restart, and a deploy, under load: 4 client threads, each
 opening a new connection per request (as a browser or a load balancer's
 health check does), while the app is restarted 3 times, a second apart.
 
@@ -15,17 +15,19 @@ gracefully its way.
 """
 
 import http.client
+import subprocess
 import threading
 import time
 
 from scenarios import free_port, log
-from tools import Program, wait_for
+from tools import Bosun, Program, wait_for
 
 PY_APP = r'''
 import http.server, os, signal, socket, socketserver, threading
+VERSION = open("VERSION").read().strip() if os.path.exists("VERSION") else "-"
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = f"{os.getpid()}\n".encode()
+        body = f"{os.getpid()} {VERSION}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -58,17 +60,21 @@ process.on("SIGINT", () => server.close(() => process.exit(0)));
 '''
 
 
-def load(port, stop, counts):
+def load(port, stop, counts, seen=None):
+    """Ask until `stop`; with `seen` (version → first time), note when
+    each version first answered."""
     ok = failed = 0
     while not stop.is_set():
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", "/")
             resp = conn.getresponse()
-            resp.read()
+            body = resp.read()
             conn.close()
             if resp.status == 200:
                 ok += 1
+                if seen is not None:
+                    seen.setdefault(body.decode().split()[-1], time.perf_counter())
             else:
                 failed += 1
         except (OSError, http.client.HTTPException):
@@ -150,4 +156,76 @@ def restart_under_load(ctx):
         (what, "failed requests", "", "lower", failed),
         (what, "answered requests", "", "info", answered),
         (what, "restart, median (until the tool says done)", "ms", "info", took),
+    ]
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def deploy_under_load(ctx):
+    """bosun only (the peers have no deploy): a commit pushed to the
+    project's upstream, `deploy` under the same load, its build a
+    `py_compile`; the time from the request to the new version's first
+    answer, and to the job's end."""
+    repo = ctx.dir("repo")
+    git(repo, "init", "--quiet", "--bare", "origin.git")
+    git(repo, "clone", "--quiet", "origin.git", "dev")
+    dev = repo / "dev"
+    (dev / "app.py").write_text(PY_APP)
+
+    def commit(version):
+        (dev / "VERSION").write_text(version)
+        git(dev, "add", "-A")
+        git(dev, "-c", "user.name=bench", "-c", "user.email=bench@localhost",
+            "commit", "--quiet", "-m", version)
+        git(dev, "push", "--quiet", "origin", "HEAD:main")
+
+    commit("v1")
+    work = ctx.dir("bosun")
+    git(work, "clone", "--quiet", "--branch", "main", str(repo / "origin.git"), "app")
+    port = free_port()
+    prog = Program("web", ["python3", "app.py"], instances=2,
+                   sockets=[f"127.0.0.1:{port}"], ready_http="/")
+    tables = [
+        "[projects.app.git]",
+        f'remote = "{repo / "origin.git"}"',
+        "[projects.app.commands]",
+        'allow = ["python3"]',
+        "[projects.app.deploy]",
+        'build = [["python3", "-m", "py_compile", "app.py"]]',
+        'settle = "1s"',
+    ]
+    deploys = 3
+    with Bosun(work, ctx.bosun_bin, [prog], project_tables=tables) as d:
+        wait_for("the app answering", lambda: answers(port), 60, 0.1)
+        stop, counts, seen = threading.Event(), [], {}
+        clients = [threading.Thread(target=load, args=(port, stop, counts, seen))
+                   for _ in range(4)]
+        for c in clients:
+            c.start()
+        serving, done = [], []
+        for n in range(2, 2 + deploys):
+            time.sleep(1)
+            version = f"v{n}"
+            commit(version)
+            t0 = time.perf_counter()
+            d.deploy()
+            done.append((time.perf_counter() - t0) * 1000)
+            serving.append((seen[version] - t0) * 1000)
+        time.sleep(1)
+        stop.set()
+        for c in clients:
+            c.join()
+    ok, failed = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    log(f"  deploy under load: {failed} of {ok + failed} failed; new version answering after "
+        f"{med(serving):.0f} ms, job done after {med(done):.0f} ms (medians of {deploys})")
+    what = f"Deploy under load (bosun): {deploys} deploys, 2 instances on one socket"
+    return [
+        (what, "failed requests", "", "lower", {"bosun": failed}),
+        (what, "request to the new version's first answer, median", "ms", "info",
+         {"bosun": med(serving)}),
+        (what, "request to the job's end (settle 1 s included), median", "ms", "info",
+         {"bosun": med(done)}),
     ]
