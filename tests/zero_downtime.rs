@@ -491,3 +491,36 @@ async fn a_reload_replaces_a_changed_socket_process_new_first_and_keeps_it_throu
     assert_eq!(pids(&bosun, 2).await, second);
     bosun.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_of_the_old_process_does_not_pass_the_replacements_check() {
+    // The old process says "up" again and again; its replacement (a file
+    // `hang` there) never does. Both write the same log.
+    let root = TempDir::new().expect("temp dir");
+    std::fs::create_dir_all(root.path().join("shop")).expect("project dir");
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "shop"
+[projects.shop.actions.restart]
+[[projects.shop.processes]]
+name = "web"
+command = "sh"
+args = ["-c", "if [ -f hang ]; then exec sleep 1000; fi; while true; do echo up; sleep 0.1; done"]
+sockets = ["127.0.0.1:{port}"]
+ready = {{ log = "^up$", timeout = "2s" }}
+"#,
+        head = admin_config(""),
+        port = free_port()
+    );
+    std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    let bosun = Bosun::start_in(root.path()).await;
+    let before = pids(&bosun, 1).await;
+    std::fs::write(root.path().join("shop/hang"), "").expect("hang file");
+    let job = restart(&bosun).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not ready within 2s"), "{job}");
+    assert_eq!(pids(&bosun, 1).await, before);
+    bosun.stop().await;
+}

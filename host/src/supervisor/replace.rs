@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::adopt::{Proc, Run};
@@ -84,6 +85,14 @@ impl Worker {
             proc: Proc::Spawned(child),
             pgid: pid as i32,
         };
+        // The new run's lines raise a readiness flag of their own: a line
+        // of the old process must not pass the new one's check.
+        let fresh = self
+            .sink
+            .ready
+            .as_ref()
+            .map(|(pattern, _)| (pattern.clone(), watch::Sender::new(false)));
+        let old_ready = std::mem::replace(&mut self.sink.ready, fresh);
         self.take_output(&mut new.proc);
         self.sink
             .note(format!(
@@ -107,6 +116,7 @@ impl Worker {
                 Ok(())
             }
             Err(why) => {
+                self.sink.ready = old_ready;
                 // An upgrade waits for this worker: no grace for a process
                 // that never served.
                 let grace = match self.deferred {
