@@ -360,14 +360,24 @@ impl BosunProcess {
     }
 
     fn spawn(mut cmd: Command, root: &Path) -> Self {
-        let mut child = cmd
-            .arg("serve")
+        cmd.arg("serve")
             .arg("--config")
             .arg(root.join("bosun.toml"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn bosun");
+            .stderr(Stdio::inherit());
+        // A binary the test has just copied can be "busy" for a moment: a
+        // child another test thread forked meanwhile holds the copy's write
+        // fd until its own exec closes it.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => break spawned.expect("spawn bosun"),
+            }
+        };
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
