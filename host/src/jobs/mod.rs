@@ -518,7 +518,7 @@ impl Inner {
         job
     }
 
-    /// Record a job's end: store, publish, forget, count.
+    /// Record a job's end: store, count, forget, publish.
     async fn complete(&self, active: &ActiveJob, job: Job) {
         if let Err(e) = self.store.update(&job, Some(active.log.text())).await {
             tracing::error!(job = %job.id, project = %job.project, "{e}");
@@ -526,16 +526,17 @@ impl Inner {
         self.finished(active, job).await;
     }
 
-    /// A job's end is stored: publish it, forget the job, count it.
+    /// A job's end is stored: count it, forget the job, publish it.
     async fn finished(&self, active: &ActiveJob, job: Job) {
-        // Forgotten first: whoever sees the end finds the job in the store,
-        // never still active.
+        // Counted and forgotten first: whoever sees the end (a `?wait`)
+        // finds it in the metrics, and the job in the store, never still
+        // active.
+        self.metrics.job_finished(&job);
         self.active
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&job.id);
         active.job.send_replace(job.clone());
-        self.metrics.job_finished(&job);
         self.prune_now_and_then(&job.project);
     }
 
