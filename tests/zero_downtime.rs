@@ -80,13 +80,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A config dir with project `shop` running the app on `port` as
-/// `instances` instances, ready within `ready_timeout`.
-fn setup(port: u16, instances: u32, ready_timeout: &str) -> TempDir {
+/// A config dir with project `shop` (a merged log, the `restart`
+/// action) whose one process `web` is given by `web`, its table's lines.
+fn shop_config(web: &str) -> TempDir {
     let root = TempDir::new().expect("temp dir");
-    let dir = root.path().join("shop");
-    std::fs::create_dir_all(&dir).expect("project dir");
-    std::fs::write(dir.join("app.py"), APP).expect("app");
+    std::fs::create_dir_all(root.path().join("shop")).expect("project dir");
     let text = format!(
         r#"{head}
 [projects.shop]
@@ -95,15 +93,25 @@ merged_log = "state/logs/shop.log"
 [projects.shop.actions.restart]
 [[projects.shop.processes]]
 name = "web"
-command = "python3"
-args = ["app.py"]
-instances = {instances}
-sockets = ["127.0.0.1:{port}"]
-ready = {{ http = "/healthz", timeout = "{ready_timeout}" }}
+{web}
 "#,
         head = admin_config("")
     );
     std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    root
+}
+
+/// A config dir with project `shop` running the app on `port` as
+/// `instances` instances, ready within `ready_timeout`.
+fn setup(port: u16, instances: u32, ready_timeout: &str) -> TempDir {
+    let root = shop_config(&format!(
+        r#"command = "python3"
+args = ["app.py"]
+instances = {instances}
+sockets = ["127.0.0.1:{port}"]
+ready = {{ http = "/healthz", timeout = "{ready_timeout}" }}"#
+    ));
+    std::fs::write(root.path().join("shop/app.py"), APP).expect("app");
     root
 }
 
@@ -247,25 +255,13 @@ async fn rolling_waits_for_each_instance_and_all_at_once_does_not() {
     // Without sockets: each instance stops, then starts again, so the
     // order shows in the stop and ready notes.
     for (order, rolling) in [("rolling", true), ("all-at-once", false)] {
-        let root = TempDir::new().expect("temp dir");
-        std::fs::create_dir_all(root.path().join("shop")).expect("project dir");
-        let text = format!(
-            r#"{head}
-[projects.shop]
-dir = "shop"
-merged_log = "state/logs/shop.log"
-[projects.shop.actions.restart]
-[[projects.shop.processes]]
-name = "web"
-command = "sh"
+        let root = shop_config(&format!(
+            r#"command = "sh"
 args = ["-c", "sleep 0.5; echo up; exec sleep 1000"]
 instances = 2
 restart_order = "{order}"
-ready = {{ log = "^up$", timeout = "20s" }}
-"#,
-            head = admin_config("")
-        );
-        std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+ready = {{ log = "^up$", timeout = "20s" }}"#
+        ));
         let bosun = Bosun::start_in(root.path()).await;
         pids(&bosun, 2).await;
         let job = restart(&bosun).await;
@@ -496,24 +492,13 @@ async fn a_reload_replaces_a_changed_socket_process_new_first_and_keeps_it_throu
 async fn a_log_line_of_the_old_process_does_not_pass_the_replacements_check() {
     // The old process says "up" again and again; its replacement (a file
     // `hang` there) never does. Both write the same log.
-    let root = TempDir::new().expect("temp dir");
-    std::fs::create_dir_all(root.path().join("shop")).expect("project dir");
-    let text = format!(
-        r#"{head}
-[projects.shop]
-dir = "shop"
-[projects.shop.actions.restart]
-[[projects.shop.processes]]
-name = "web"
-command = "sh"
+    let root = shop_config(&format!(
+        r#"command = "sh"
 args = ["-c", "if [ -f hang ]; then exec sleep 1000; fi; while true; do echo up; sleep 0.1; done"]
 sockets = ["127.0.0.1:{port}"]
-ready = {{ log = "^up$", timeout = "2s" }}
-"#,
-        head = admin_config(""),
+ready = {{ log = "^up$", timeout = "2s" }}"#,
         port = free_port()
-    );
-    std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    ));
     let bosun = Bosun::start_in(root.path()).await;
     let before = pids(&bosun, 1).await;
     std::fs::write(root.path().join("shop/hang"), "").expect("hang file");
