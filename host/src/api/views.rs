@@ -148,10 +148,7 @@ impl From<&Status> for ProcessView {
         Self {
             name: s.name.clone(),
             instance: s.instance,
-            state: serde_json::to_value(s.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            state: s.state.name().to_string(),
             pid: s.pid,
             uptime_ms: u64::try_from(s.uptime().as_millis()).unwrap_or(u64::MAX),
             restarts: s.restarts,

@@ -320,10 +320,6 @@ pub(super) async fn until_up(inst: &Instance) -> Result<(), SupervisorError> {
     if matches!(status.state, State::Running | State::Stopped) {
         return Ok(());
     }
-    let state = serde_json::to_value(status.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
     let why = match (&status.message, status.exit_code, status.exit_signal) {
         (Some(message), _, _) => format!(": {message}"),
         (None, Some(code), _) => format!(" (it exited with code {code})"),
@@ -331,8 +327,9 @@ pub(super) async fn until_up(inst: &Instance) -> Result<(), SupervisorError> {
         (None, None, None) => String::new(),
     };
     Err(SupervisorError::Failed(format!(
-        "`{}` is not ready after its restart: {state}{why}",
-        inst.spec.label
+        "`{}` is not ready after its restart: {}{why}",
+        inst.spec.label,
+        status.state.name()
     )))
 }
 

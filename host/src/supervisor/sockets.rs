@@ -96,6 +96,8 @@ pub(crate) struct InstanceSockets {
 }
 
 impl InstanceSockets {
+    /// `owner`'s sockets on `addrs`, bound now if they can be (else at
+    /// the first start), with the owner's probe lock.
     pub(crate) fn new(registry: &Arc<Sockets>, owner: String, addrs: &[SocketAddr]) -> Self {
         let held = registry.get(&owner, addrs).ok();
         let probing = {
@@ -139,9 +141,7 @@ impl InstanceSockets {
             .map(|s| s.try_clone().map_err(|e| format!("copying a socket: {e}")))
             .collect()
     }
-}
 
-impl InstanceSockets {
     /// The held socket a connection to `to` reaches, if any: the same
     /// port and family, on that address or on the unspecified one.
     pub(crate) fn listening_on(&self, to: SocketAddr) -> Option<Arc<OwnedFd>> {

@@ -26,6 +26,21 @@ pub enum State {
     Fatal,
 }
 
+impl State {
+    /// Its name, as the API and the JSON say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Fatal => "fatal",
+        }
+    }
+}
+
 /// One process instance's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -103,6 +118,29 @@ impl Status {
             exit_signal: self.exit_signal,
             cpu_percent: self.cpu_percent,
             rss_bytes: self.rss_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn a_states_name_is_its_json() {
+        for state in [
+            State::Stopped,
+            State::Starting,
+            State::Running,
+            State::Backoff,
+            State::Stopping,
+            State::Exited,
+            State::Fatal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).expect("serializes"),
+                state.name()
+            );
         }
     }
 }
