@@ -62,7 +62,9 @@ async fn stock_plugins_load_and_describe_themselves() {
     let names: Vec<&str> = stock::names().collect();
     assert_eq!(
         names,
-        ["deploy", "restart", "start", "status", "stop", "update"]
+        [
+            "deploy", "restart", "rollback", "start", "status", "stop", "update"
+        ]
     );
     for name in names {
         let plugin = engine
@@ -478,6 +480,32 @@ async fn imports_reach_the_project_backend_and_nothing_else() {
     assert_eq!(
         failure.message,
         "not found: this project has no process named `web`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_the_published_0_1_0_contract_still_runs() {
+    // Built from `wit/published/0.1.0`: its imports name `@0.1.0`, the
+    // host links 0.1.1.
+    let engine = engine();
+    let plugin = engine
+        .load("old", &guest("fixture_contract_0_1_0"))
+        .await
+        .expect("an 0.1.0 plugin loads");
+    let dir = project_dir();
+    let log = Log::default();
+    let req = request(
+        ProjectScope::new("demo", dir.path())
+            .with_processes(Arc::new(RecordingProcesses::default())),
+        &[],
+        &log,
+    );
+    assert_eq!(engine.run(&plugin, req).await.expect("runs"), "web:4242");
+    let bytes = guest("fixture_contract_0_1_0");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("bosun:plugin/processes@0.1.0") && !text.contains("@0.1.1"),
+        "the fixture targets 0.1.0"
     );
 }
 

@@ -20,65 +20,11 @@ use std::path::Path;
 
 use common::load::Load;
 use common::server::{ADMIN, Bosun, BosunProcess, admin_config};
+use common::shop::{APP, free_port, pids};
 use common::{git, until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-
-/// The app: serves on the socket bosun hands it (and only if the
-/// activation variables are right for it), boots for `BOOT` seconds,
-/// holds each request 5 ms, and on SIGTERM stops accepting and finishes
-/// what it holds. A file `crash` in its dir (or `CRASH` in its
-/// environment) makes it exit at once; a file
-/// `hang` makes it wait, never serving, while the file is there.
-const APP: &str = r#"
-import http.server, os, signal, socket, socketserver, sys, threading, time
-
-if os.path.exists("crash") or os.environ.get("CRASH"):
-    print("crashing at once", flush=True)
-    sys.exit(3)
-while os.path.exists("hang"):
-    time.sleep(0.1)
-if os.environ.get("LISTEN_PID") != str(os.getpid()):
-    sys.exit(f"LISTEN_PID is {os.environ.get('LISTEN_PID')}, not {os.getpid()}")
-if os.environ.get("LISTEN_FDS") != "1" or os.environ.get("LISTEN_FDNAMES") != "web":
-    sys.exit("LISTEN_FDS/LISTEN_FDNAMES are wrong")
-time.sleep(float(os.environ.get("BOOT", "0.3")))
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        time.sleep(0.005)
-        version = open("VERSION").read().strip() if os.path.exists("VERSION") else "-"
-        body = f"{os.getpid()} {version}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    pass
-
-sock = socket.socket(fileno=3)
-sock.setblocking(False)
-server = Server(sock.getsockname(), Handler, bind_and_activate=False)
-server.socket = sock
-signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-print("serving", flush=True)
-server.serve_forever(poll_interval=0.05)
-server.server_close()
-print("stopped cleanly", flush=True)
-"#;
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A config dir with project `shop` (a merged log, the `restart`
 /// action) whose one process `web` is given by `web`, its table's lines.
@@ -113,21 +59,6 @@ ready = {{ http = "/healthz", timeout = "{ready_timeout}" }}"#
     ));
     std::fs::write(root.path().join("shop/app.py"), APP).expect("app");
     root
-}
-
-/// Wait until every instance of the project runs, and return their pids.
-async fn pids(api: &common::server::Api, n: usize) -> Vec<u64> {
-    until("every instance running", async || {
-        let body = api.get_json("/v1/projects/shop", ADMIN).await;
-        let procs = body["processes"].as_array()?;
-        let running: Vec<u64> = procs
-            .iter()
-            .filter(|p| p["state"] == "running")
-            .filter_map(|p| p["pid"].as_u64())
-            .collect();
-        (procs.len() == n && running.len() == n).then_some(running)
-    })
-    .await
 }
 
 /// Run `restart` and wait for its end.

@@ -167,8 +167,14 @@ def deploy_under_load(ctx):
     """bosun only (the peers have no deploy): a commit pushed to the
     project's upstream, `deploy` under the same load, its build a
     `py_compile`; the time from the request to the new version's first
-    answer, and to the job's end."""
-    repo = ctx.dir("repo")
+    answer, and to the job's end. Once deploying in place, once in the
+    release layout (a checkout and build beside the serving release)."""
+    return deploys_under_load(ctx, releases=False) + deploys_under_load(ctx, releases=True)
+
+
+def deploys_under_load(ctx, releases):
+    layout = "releases" if releases else "in-place"
+    repo = ctx.dir(f"repo-{layout}")
     git(repo, "init", "--quiet", "--bare", "origin.git")
     git(repo, "clone", "--quiet", "origin.git", "dev")
     dev = repo / "dev"
@@ -182,20 +188,22 @@ def deploy_under_load(ctx):
         git(dev, "push", "--quiet", "origin", "HEAD:main")
 
     commit("v1")
-    work = ctx.dir("bosun")
-    git(work, "clone", "--quiet", "--branch", "main", str(repo / "origin.git"), "app")
+    work = ctx.dir(f"bosun-{layout}")
     port = free_port()
     prog = Program("web", ["python3", "app.py"], instances=2,
                    sockets=[f"127.0.0.1:{port}"], ready_http="/")
     tables = [
         "[projects.app.git]",
-        f'remote = "{repo / "origin.git"}"',
+        f'clone = "{repo / "origin.git"}"',
+        'branch = "main"',
         "[projects.app.commands]",
         'allow = ["python3"]',
         "[projects.app.deploy]",
         'build = [["python3", "-m", "py_compile", "app.py"]]',
         'settle = "1s"',
     ]
+    if releases:
+        tables.append("releases = 3")
     deploys = 3
     with Bosun(work, ctx.bosun_bin, [prog], project_tables=tables) as d:
         wait_for("the app answering", lambda: answers(port), 60, 0.1)
@@ -219,9 +227,10 @@ def deploy_under_load(ctx):
             c.join()
     ok, failed = sum(c[0] for c in counts), sum(c[1] for c in counts)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    log(f"  deploy under load: {failed} of {ok + failed} failed; new version answering after "
-        f"{med(serving):.0f} ms, job done after {med(done):.0f} ms (medians of {deploys})")
-    what = f"Deploy under load (bosun): {deploys} deploys, 2 instances on one socket"
+    log(f"  deploy under load ({layout}): {failed} of {ok + failed} failed; new version "
+        f"answering after {med(serving):.0f} ms, job done after {med(done):.0f} ms "
+        f"(medians of {deploys})")
+    what = f"Deploy under load (bosun, {layout}): {deploys} deploys, 2 instances on one socket"
     return [
         (what, "failed requests", "", "lower", {"bosun": failed}),
         (what, "request to the new version's first answer, median", "ms", "info",

@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod server;
+pub mod shop;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};

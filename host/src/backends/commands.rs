@@ -24,7 +24,7 @@
 //!   the result keeps only the last lines of each stream.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CommandsConfig;
+use crate::config::{CommandsConfig, RELEASES};
 use crate::confine::{self, GroupKill, Jail, SpawnError};
 use crate::lines::{LineAssembler, Stream, join, to_text};
 use crate::plugins::LogSink;
@@ -52,12 +52,34 @@ const DRAIN: Duration = Duration::from_secs(1);
 pub struct Commands {
     jail: Arc<Jail>,
     config: CommandsConfig,
+    /// Where the app is in the project dir (`current` in the release
+    /// layout): the default working dir, and where `.env` is read.
+    app_dir: Option<PathBuf>,
 }
 
 impl Commands {
-    /// The runner for the project of `jail` with `config`.
-    pub fn new(jail: Arc<Jail>, config: CommandsConfig) -> Self {
-        Self { jail, config }
+    /// The runner for the project of `jail` with `config`, its app in
+    /// `app_dir` of the project dir.
+    pub fn new(jail: Arc<Jail>, config: CommandsConfig, app_dir: Option<PathBuf>) -> Self {
+        Self {
+            jail,
+            config,
+            app_dir,
+        }
+    }
+
+    /// Where the `.env` for a program run in `cwd` is: in the release
+    /// layout, the release it runs in (a build runs in the release it
+    /// builds, before that is current), else where the app is.
+    fn env_dir(&self, cwd: Option<&Path>) -> Option<PathBuf> {
+        self.app_dir.as_ref()?;
+        let mut parts = cwd.into_iter().flat_map(Path::components);
+        match (parts.next(), parts.next()) {
+            (Some(Component::Normal(dir)), Some(Component::Normal(release))) if dir == RELEASES => {
+                Some(Path::new(dir).join(release))
+            }
+            _ => self.app_dir.clone(),
+        }
     }
 
     fn allowed(&self, program: &str) -> Result<PathBuf, CallError> {
@@ -100,7 +122,9 @@ impl CommandRunner for Commands {
     async fn run(&self, cmd: Command, log: LogSink) -> Result<Output, CallError> {
         let program = self.allowed(&cmd.program)?;
         confine::check_plugin_env(&cmd.env).map_err(CallError::Denied)?;
-        let dotenv = project::dotenv(self.jail.dir()).map_err(CallError::Failed)?;
+        let cwd = cmd.cwd.as_deref().map(PathBuf::from);
+        let dotenv = project::dotenv(self.jail.dir(), self.env_dir(cwd.as_deref()).as_deref())
+            .map_err(CallError::Failed)?;
         let timeout = cmd
             .timeout_ms
             .map_or(self.config.timeout, Duration::from_millis);
@@ -115,7 +139,8 @@ impl CommandRunner for Commands {
             .kill_on_drop(true)
             .network(self.config.network)
             .own_leaf("cmd");
-        if let Some(cwd) = &cmd.cwd {
+        // Relative to the project dir; none: where the app is.
+        if let Some(cwd) = cwd.or(self.app_dir.clone()) {
             process.cwd(cwd);
         }
         let jailed = process.spawn().map_err(|e| match e {

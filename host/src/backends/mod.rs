@@ -12,14 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use commands::Commands;
-pub use git::{Git, clone_missing, redact};
+pub use git::{Git, Releases, clone_missing, redact, releases};
 
 use crate::config::ProjectConfig;
 use crate::confine::Jail;
 use crate::plugins::ProjectScope;
 
 /// The grant of project `name` to its plugins: its dir, git work tree,
-/// allow-listed programs, and its deploy settings as `BOSUN_DEPLOY` (JSON).
+/// allow-listed programs, releases (in the release layout), and its deploy
+/// settings as `BOSUN_DEPLOY` (JSON).
 /// Everything the backends run, they run through `jail`. Processes are
 /// added by whoever supervises them.
 pub fn project_scope(
@@ -28,14 +29,19 @@ pub fn project_scope(
     jail: Arc<Jail>,
     state_dir: &Path,
 ) -> ProjectScope {
-    let git = Git::new(
-        jail.clone(),
-        project.git.upstream(),
-        state_dir,
-        project.git.timeout,
-    );
-    ProjectScope::new(name, &project.dir)
+    let app_dir = project
+        .deploy
+        .releases
+        .map(|_| crate::config::CURRENT.into());
+    let mut scope = ProjectScope::new(name, &project.dir)
         .with_env("BOSUN_DEPLOY", project.deploy.to_env())
-        .with_git(Arc::new(git))
-        .with_commands(Arc::new(Commands::new(jail, project.commands.clone())))
+        .with_git(Arc::new(Git::new(jail.clone(), project, state_dir)));
+    if let Some(releases) = releases(&jail, project, state_dir) {
+        scope = scope.with_releases(Arc::new(releases));
+    }
+    scope.with_commands(Arc::new(Commands::new(
+        jail,
+        project.commands.clone(),
+        app_dir,
+    )))
 }

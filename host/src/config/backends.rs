@@ -17,7 +17,14 @@
 //! build = [["npm", "ci"], ["npm", "run", "build"]]
 //! ready_timeout = "60s"
 //! settle = "2s"
+//! releases = 5                 # the release layout, keeping 5 (see below)
+//! shared = [".env", "uploads/"]
 //! ```
+//!
+//! With `releases`, the project dir holds `releases/<time>-<rev>/` (one
+//! checkout per deploy, from bosun's mirror of the upstream), `current`
+//! (a link to the one the processes run) and `shared/` (what every release
+//! links to: a path ending in `/` is a dir).
 //!
 //! An empty allow-list (the default) denies every program: a plugin gets
 //! nothing it was not granted.
@@ -99,7 +106,23 @@ pub struct DeployConfig {
     /// How long they must then stay up without a restart. Default 2s.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
+    /// The release layout, keeping this many releases; none (the default)
+    /// deploys in the project dir itself.
+    pub releases: Option<u32>,
+    /// Paths every release links to in the project's `shared/` dir,
+    /// relative to a release; one ending in `/` is a dir.
+    pub shared: Vec<String>,
 }
+
+/// The most releases a project may keep.
+pub const MAX_RELEASES: u32 = 100;
+
+/// The dir, inside the project dir, that processes run in with the
+/// release layout: a link to the current release.
+pub const CURRENT: &str = "current";
+
+/// The dir of the releases, in the project dir.
+pub const RELEASES: &str = "releases";
 
 impl Default for DeployConfig {
     fn default() -> Self {
@@ -107,6 +130,8 @@ impl Default for DeployConfig {
             build: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             settle: Duration::from_secs(2),
+            releases: None,
+            shared: Vec::new(),
         }
     }
 }
@@ -126,6 +151,7 @@ impl DeployConfig {
             "build": self.build,
             "ready_timeout_ms": ms(self.ready_timeout),
             "settle_ms": ms(self.settle),
+            "releases": self.releases,
         })
         .to_string()
     }
@@ -177,6 +203,7 @@ pub(super) fn validate(
     if commands.timeout.is_zero() {
         return Err(("commands.timeout".into(), "must be more than 0".into()));
     }
+    validate_releases(git, deploy)?;
     for (i, step) in deploy.build.iter().enumerate() {
         let Some(program) = step.first() else {
             return Err((format!("deploy.build[{i}]"), "is empty".into()));
@@ -186,6 +213,57 @@ pub(super) fn validate(
                 format!("deploy.build[{i}]"),
                 format!("runs `{program}`, which is not in `commands.allow`"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The release layout needs an upstream to check releases out of, and
+/// shared paths that stay inside a release.
+fn validate_releases(git: &GitConfig, deploy: &DeployConfig) -> Result<(), (String, String)> {
+    let Some(keep) = deploy.releases else {
+        if !deploy.shared.is_empty() {
+            return Err((
+                "deploy.shared".into(),
+                "only applies to the release layout; set `deploy.releases` too".into(),
+            ));
+        }
+        return Ok(());
+    };
+    if keep == 0 || keep > MAX_RELEASES {
+        return Err((
+            "deploy.releases".into(),
+            format!("must be 1 to {MAX_RELEASES}, not {keep}"),
+        ));
+    }
+    if git.upstream().is_none() {
+        return Err((
+            "deploy.releases".into(),
+            "releases are checked out of the project's upstream; set `git.clone` or `git.remote`"
+                .into(),
+        ));
+    }
+    for (i, path) in deploy.shared.iter().enumerate() {
+        let key = || format!("deploy.shared[{i}]");
+        let trimmed = path.strip_suffix('/').unwrap_or(path);
+        let mut parts = trimmed.split('/');
+        if trimmed.is_empty()
+            || parts.any(|p| p.is_empty() || p == "." || p == "..")
+            || trimmed.starts_with('-')
+        {
+            return Err((
+                key(),
+                format!("`{path}` must be a relative path inside a release, without `.` or `..`"),
+            ));
+        }
+        if trimmed == ".git" || trimmed.starts_with(".git/") {
+            return Err((key(), "a release's `.git` cannot be shared".into()));
+        }
+        if deploy.shared[..i]
+            .iter()
+            .any(|p| p.strip_suffix('/').unwrap_or(p) == trimmed)
+        {
+            return Err((key(), format!("`{path}` is listed twice")));
         }
     }
     Ok(())

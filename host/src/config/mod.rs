@@ -23,7 +23,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 pub use actions::{ActionConfig, Actions};
-pub use backends::{CommandsConfig, DeployConfig, GitConfig};
+pub use backends::{CURRENT, CommandsConfig, DeployConfig, GitConfig, RELEASES};
 pub use confine::{
     ConfinementSettings, DEFAULT_ID_RANGE, DEFAULT_PIDS, Limits, ProjectConfinement,
 };
@@ -226,6 +226,9 @@ impl Config {
             for process in &mut project.processes {
                 if let Some(p) = &mut process.log_file {
                     *p = base.join(&*p);
+                }
+                if project.deploy.releases.is_some() {
+                    process.app_dir = Some(CURRENT.into());
                 }
             }
             for action in project.actions.0.values_mut() {

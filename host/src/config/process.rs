@@ -33,13 +33,19 @@ pub struct ProcessConfig {
     /// The name operations use; several entries may share one.
     pub name: String,
     /// The program: a name looked up on PATH, or a path (relative paths are
-    /// relative to the project dir).
+    /// relative to the project dir, or to the current release).
     pub command: String,
     /// Its arguments, passed as they are (no shell).
     #[serde(default)]
     pub args: Vec<String>,
-    /// The working directory, relative to the project dir; it must stay inside it.
+    /// The working directory, relative to the project dir (the current
+    /// release, in the release layout); it must stay inside it.
     pub cwd: Option<PathBuf>,
+    /// Where the app lives in the project dir: `current` in the release
+    /// layout, set at load from `[projects.<p>.deploy]`; none otherwise.
+    /// `cwd`, a relative `command` and `.env` are found under it.
+    #[serde(skip)]
+    pub app_dir: Option<PathBuf>,
     /// Environment, applied over the project's `.env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

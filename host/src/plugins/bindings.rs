@@ -18,5 +18,6 @@ wasmtime::component::bindgen!({
 pub use bosun::plugin::commands::{Command, Output};
 pub use bosun::plugin::git::{RepoInfo, UpdateResult};
 pub use bosun::plugin::processes::UnixSignal;
+pub use bosun::plugin::releases::Release;
 pub use bosun::plugin::types::{Error as CallError, ProcessInfo, ProcessState};
 pub use exports::bosun::plugin::action::{ActionMeta, ParamSpec};

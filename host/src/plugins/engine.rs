@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::bosun::plugin::{commands, git, processes, types};
+use super::bindings::bosun::plugin::{commands, git, processes, releases, types};
 use super::bindings::{ActionMeta, ActionPluginPre};
 use super::cache::{ComponentCache, Origin};
 use super::run::{FailureKind, RunLimits};
@@ -267,6 +267,7 @@ fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>>
     processes::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
     git::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
     commands::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
+    releases::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -17,6 +17,7 @@ mod limits;
 mod output;
 pub mod processes;
 mod registry;
+pub mod releases;
 mod run;
 mod scope;
 mod state;

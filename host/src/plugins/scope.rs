@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::commands::{CommandRunner, NoCommands};
 use super::git::{GitControl, NoGit};
 use super::processes::{NoProcesses, ProcessControl};
+use super::releases::{NoReleases, ReleaseControl};
 
 /// One project's grant to its plugins.
 #[derive(Clone)]
@@ -24,13 +25,15 @@ pub struct ProjectScope {
     pub git: Arc<dyn GitControl>,
     /// The project's allow-listed programs.
     pub commands: Arc<dyn CommandRunner>,
+    /// The project's releases (its release layout, when it has one).
+    pub releases: Arc<dyn ReleaseControl>,
     /// Environment variables the project's plugins see, set by the host
     /// (e.g. `BOSUN_DEPLOY`); callers cannot change them.
     pub env: Vec<(String, String)>,
 }
 
 impl ProjectScope {
-    /// A scope with no processes, no git and an empty allow-list; backends
+    /// A scope with no processes, no git, an empty allow-list and no releases; backends
     /// are swapped in with the `with_*` methods.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -39,6 +42,7 @@ impl ProjectScope {
             processes: Arc::new(NoProcesses),
             git: Arc::new(NoGit),
             commands: Arc::new(NoCommands),
+            releases: Arc::new(NoReleases),
             env: Vec::new(),
         }
     }
@@ -52,6 +56,12 @@ impl ProjectScope {
     /// Use `git` for the `git` import.
     pub fn with_git(mut self, git: Arc<dyn GitControl>) -> Self {
         self.git = git;
+        self
+    }
+
+    /// Use `releases` for the `releases` import.
+    pub fn with_releases(mut self, releases: Arc<dyn ReleaseControl>) -> Self {
+        self.releases = releases;
         self
     }
 

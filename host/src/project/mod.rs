@@ -13,6 +13,9 @@
 //!   `dotenv`), and an error names the line, never its text: the file is
 //!   the tenant's, but the error goes places the tenant can read.
 //! - a working directory given relative to it must stay inside it.
+//! - in the release layout, the app is in `current` (a link to
+//!   `releases/<name>`), and its `.env` often a link on to `shared/.env`:
+//!   both are followed beneath the project dir, as any link is.
 
 mod checkout;
 mod dotenv;
@@ -69,14 +72,16 @@ pub fn subdir(project: &Dir, rel: Option<&Path>) -> Result<Dir, DirError> {
     })
 }
 
-/// The variables of the project's `.env`, if it has one.
-pub fn dotenv(project_dir: &Path) -> Result<Vec<(String, String)>, String> {
+/// The variables of the project's `.env` (in `app_dir` of the project
+/// dir, when given: the current release), if it has one.
+pub fn dotenv(project_dir: &Path, app_dir: Option<&Path>) -> Result<Vec<(String, String)>, String> {
     let dir = open(project_dir).map_err(|e| e.to_string())?;
     let mut options = OpenOptions::new();
     options
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    let file = match dir.open_with(".env", &options) {
+    let path = app_dir.unwrap_or(Path::new("")).join(".env");
+    let file = match dir.open_with(&path, &options) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -135,11 +140,11 @@ mod tests {
         std::fs::create_dir_all(&b).expect("mkdir");
         std::fs::write(b.join(".env"), "SECRET=b-only\n").expect("write");
         std::os::unix::fs::symlink("../b/.env", a.join(".env")).expect("symlink");
-        let e = dotenv(&a).expect_err("refused");
+        let e = dotenv(&a, None).expect_err("refused");
         assert!(!e.contains("b-only"), "{e}");
         std::fs::remove_file(a.join(".env")).expect("rm");
         std::fs::write(a.join("real"), "OK=1\n").expect("write");
         std::os::unix::fs::symlink("real", a.join(".env")).expect("symlink");
-        assert_eq!(dotenv(&a), Ok(vec![("OK".into(), "1".into())]));
+        assert_eq!(dotenv(&a, None), Ok(vec![("OK".into(), "1".into())]));
     }
 }

@@ -48,18 +48,23 @@ pub(crate) fn spawn(
         .stderr(Stdio::piped())
         .kill_on_drop(false)
         .network(cfg.network);
-    if let Some(cwd) = &cfg.cwd {
-        cmd.cwd(cwd);
-    }
+    match (&cfg.app_dir, &cfg.cwd) {
+        (Some(app), Some(cwd)) => cmd.cwd(app.join(cwd)),
+        (Some(dir), None) | (None, Some(dir)) => cmd.cwd(dir),
+        (None, None) => &mut cmd,
+    };
     if let Some(leaf) = leaf {
         cmd.in_leaf(leaf);
     }
-    cmd.envs(crate::project::dotenv(&spec.project_dir)?)
-        .envs(&cfg.env)
-        .env("BOSUN_PROJECT", &spec.project)
-        .env("BOSUN_PROCESS", &cfg.name)
-        .env("BOSUN_INSTANCE", spec.instance.to_string())
-        .env(MARKER_VAR, marker);
+    cmd.envs(crate::project::dotenv(
+        &spec.project_dir,
+        cfg.app_dir.as_deref(),
+    )?)
+    .envs(&cfg.env)
+    .env("BOSUN_PROJECT", &spec.project)
+    .env("BOSUN_PROCESS", &cfg.name)
+    .env("BOSUN_INSTANCE", spec.instance.to_string())
+    .env(MARKER_VAR, marker);
     // After the environment: its LISTEN_* are bosun's, whatever `.env` says.
     if spec.sockets.any() {
         let sockets = spec.sockets.for_program().map_err(|message| Failure {
@@ -76,11 +81,12 @@ pub(crate) fn spawn(
 }
 
 /// A bare name is looked up on PATH; anything with a `/` is a path, relative
-/// to the project dir.
+/// to the project dir (to the current release, in the release layout).
 fn program(spec: &InstanceSpec) -> PathBuf {
     let command = Path::new(&spec.config.command);
     if spec.config.command.contains('/') && command.is_relative() {
-        spec.project_dir.join(command)
+        let app = spec.config.app_dir.as_deref().unwrap_or(Path::new(""));
+        spec.project_dir.join(app).join(command)
     } else {
         command.to_path_buf()
     }

@@ -37,3 +37,19 @@ fn state_name(s: ProcessState) -> &'static str {
         ProcessState::Fatal => "fatal",
     }
 }
+
+/// One release as a JSON object.
+pub fn release_json(r: &crate::releases::Release) -> Value {
+    json!({
+        "name": r.name,
+        "revision": r.revision,
+        "created_at": r.created_at,
+        "current": r.current,
+        "activated": r.activated,
+    })
+}
+
+/// Releases as a JSON array.
+pub fn releases_json(rs: &[crate::releases::Release]) -> Value {
+    Value::Array(rs.iter().map(release_json).collect())
+}

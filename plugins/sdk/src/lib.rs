@@ -28,8 +28,9 @@
 
 mod json;
 mod params;
+pub mod rollout;
 
-pub use json::{process_json, processes_json};
+pub use json::{process_json, processes_json, release_json, releases_json};
 pub use params::{Param, Params};
 
 /// The generated bindings of the `action-plugin` world.
@@ -45,7 +46,7 @@ pub mod bindings {
 }
 
 pub use bindings::bosun::plugin::types::{Error, ProcessInfo, ProcessState};
-pub use bindings::bosun::plugin::{commands, git, processes};
+pub use bindings::bosun::plugin::{commands, git, processes, releases};
 
 use bindings::exports::bosun::plugin::action::{ActionMeta, ParamSpec};
 

@@ -14,6 +14,8 @@
 //! - The checkout is made in a temporary sibling and renamed into place: a
 //!   bosun killed mid-clone leaves no half-filled dir that the next boot
 //!   would mistake for a checkout.
+//! - In the release layout (`deploy.releases`), the first checkout is the
+//!   first release instead (see `releases`), made when `current` is missing.
 //! - A clone that fails is logged (credentials redacted) and does not stop
 //!   the server: one tenant's unreachable remote must not take down the
 //!   others. That project's processes then go `fatal` with "project dir is
@@ -26,11 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::mirror::Mirror;
+use super::releases::Releases;
 use super::worktree::WorkTree;
 use super::{fetch_from_mirror, mirror_path, redact};
 use crate::config::Config;
 use crate::confine::{Confinement, Jail};
 use crate::plugins::bindings::CallError;
+use crate::plugins::releases::ReleaseControl as _;
 use crate::project::{self, Checkout};
 
 /// Why a first clone failed.
@@ -67,10 +71,27 @@ impl From<CallError> for CloneError {
 pub fn clone_missing(config: &Config, confinement: &Confinement) -> BTreeMap<String, Checkout> {
     let mut checkouts = BTreeMap::new();
     for (name, project) in &config.projects {
-        let Some(url) = project.git.clone.clone() else {
+        let Some(jail) = confinement.jail(name) else {
             continue;
         };
-        let Some(jail) = confinement.jail(name) else {
+        if let Some(releases) = super::releases(&jail, project, &config.state_dir) {
+            if releases.has_current() {
+                continue;
+            }
+            let (done, checkout) = project::pending_checkout();
+            checkouts.insert(name.clone(), checkout);
+            let (name, dir) = (name.clone(), project.dir.clone());
+            tokio::spawn(async move {
+                tracing::info!(project = %name, "making the project's first release");
+                match first_release(&jail, &releases, &dir).await {
+                    Ok(()) => tracing::info!(project = %name, "first release made"),
+                    Err(e) => tracing::error!(project = %name, "first release: {e}"),
+                }
+                done.done();
+            });
+            continue;
+        }
+        let Some(url) = project.git.clone.clone() else {
             continue;
         };
         if !is_missing_or_empty(&project.dir) {
@@ -131,21 +152,7 @@ async fn clone_into(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io("removing the stale", &staging))?;
     }
-    std::fs::create_dir(&staging).map_err(io("creating", &staging))?;
-    if let Some(id) = jail.identity() {
-        // Through an fd opened without following links: the parent may be
-        // a dir others can write (a project under /tmp).
-        let dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&staging)
-            .map_err(io("opening", &staging))?;
-        std::os::unix::fs::fchown(&dir, Some(id.uid), Some(id.gid))
-            .map_err(io("handing over", &staging))?;
-        // Closed to other users from the start, as every project dir is.
-        dir.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o750))
-            .map_err(io("closing", &staging))?;
-    }
+    owned_dir(&jail, &staging)?;
     let result = checkout(jail, mirror, url, &branch, &staging, timeout).await;
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
@@ -153,6 +160,50 @@ async fn clone_into(
     }
     // rename(2) replaces an empty dir, and fails on one that filled meanwhile.
     std::fs::rename(&staging, dir).map_err(io("moving the clone to", dir))
+}
+
+/// Make the dir `path` (its parent exists), the project's own.
+fn owned_dir(jail: &Jail, path: &Path) -> Result<(), CloneError> {
+    let io = |what| {
+        let path = path.to_path_buf();
+        move |source| CloneError::Io { what, path, source }
+    };
+    std::fs::create_dir(path).map_err(io("creating"))?;
+    if let Some(id) = jail.identity() {
+        // Through an fd opened without following links: the parent may be
+        // a dir others can write (a project under /tmp).
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io("opening"))?;
+        std::os::unix::fs::fchown(&dir, Some(id.uid), Some(id.gid)).map_err(io("handing over"))?;
+        // Closed to other users from the start, as every project dir is.
+        dir.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .map_err(io("closing"))?;
+    }
+    Ok(())
+}
+
+/// The first release of a project in the release layout that has no
+/// `current` yet: the configured branch's tip (else the upstream's
+/// default branch), checked out and made current, in the project dir
+/// (made when missing). Like a first clone, it is not built: the first
+/// `deploy` builds.
+async fn first_release(jail: &Jail, releases: &Releases, dir: &Path) -> Result<(), CloneError> {
+    if !dir.exists() {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|source| CloneError::Io {
+            what: "creating",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        owned_dir(jail, dir)?;
+    }
+    let revision = releases.resolve(None).await?;
+    let release = releases.prepare(&revision).await?;
+    releases.activate(&release.name).await?;
+    Ok(())
 }
 
 /// Make a work tree of `branch` in `staging` from the mirror.

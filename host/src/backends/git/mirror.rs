@@ -181,6 +181,23 @@ impl Mirror {
         .await
     }
 
+    /// The full commit id `rev` (checked by the caller) names in the
+    /// mirror, or `not-found`.
+    pub(crate) async fn resolve(&self, rev: &str) -> Result<String, CallError> {
+        let path = self.path.to_string_lossy();
+        let spec = format!("{rev}^{{commit}}");
+        let mut cmd = self.git();
+        cmd.args(["-C", &path, "rev-parse", "--verify", "--quiet", &spec]);
+        let output = finish(cmd, self.timeout, "resolving a revision").await?;
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() || id.is_empty() {
+            return Err(CallError::NotFound(format!(
+                "no revision `{rev}` in the project's upstream"
+            )));
+        }
+        Ok(id)
+    }
+
     /// Serve the mirror to one fetch: `git upload-pack` on one end of a
     /// socket pair, as a helper reading only the mirror; the other end is
     /// for the project's git, as its fd 3.

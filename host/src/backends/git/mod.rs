@@ -17,6 +17,7 @@
 
 mod checkout;
 mod mirror;
+mod releases;
 mod worktree;
 
 use std::path::Path;
@@ -26,7 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use checkout::clone_missing;
+pub use releases::Releases;
 
+use crate::config::{CURRENT, ProjectConfig};
 use crate::confine::{GroupKill, Jail, JailCommand};
 use crate::plugins::bindings::{CallError, RepoInfo, UpdateResult};
 use crate::plugins::git::GitControl;
@@ -43,29 +46,36 @@ const FROM_MIRROR: [&str; 2] = [
 pub struct Git {
     tree: WorkTree,
     mirror: Option<Mirror>,
+    /// The release layout: the tree is `current`, never changed in place.
+    releases: bool,
 }
 
 impl Git {
-    /// Git for the project of `jail`, fetching from `upstream` (the
-    /// operator's URL) through a mirror in `state_dir`, each operation
-    /// limited to `timeout`.
-    pub fn new(
-        jail: Arc<Jail>,
-        upstream: Option<&str>,
-        state_dir: &Path,
-        timeout: Duration,
-    ) -> Self {
-        let mirror = upstream.map(|url| {
-            Mirror::new(
-                jail.clone(),
-                mirror_path(state_dir, jail.project()),
-                url.to_string(),
-                timeout,
-            )
-        });
+    /// Git for `project`, run through `jail`, fetching from its upstream
+    /// (the operator's URL) through a mirror in `state_dir`.
+    pub fn new(jail: Arc<Jail>, project: &ProjectConfig, state_dir: &Path) -> Self {
+        let timeout = project.git.timeout;
+        let mirror = mirror(&jail, project, state_dir);
+        let releases = project.deploy.releases.is_some();
+        let tree = match releases {
+            true => WorkTree::within(jail, CURRENT.into(), timeout),
+            false => WorkTree::new(jail, timeout),
+        };
         Self {
-            tree: WorkTree::new(jail, timeout),
+            tree,
             mirror,
+            releases,
+        }
+    }
+
+    /// `update` and `reset` change a tree in place, which a release never is.
+    fn in_place(&self) -> Result<(), CallError> {
+        match self.releases {
+            true => Err(CallError::Failed(
+                "this project deploys in releases, which never change in place: deploy a new                  one (`deploy`), or make an older one current (`rollback`)"
+                    .into(),
+            )),
+            false => Ok(()),
         }
     }
 
@@ -137,6 +147,31 @@ impl Git {
 /// Where the mirror of `project` lives.
 fn mirror_path(state_dir: &Path, project: &str) -> std::path::PathBuf {
     state_dir.join("git").join(format!("{project}.git"))
+}
+
+/// The mirror of `project`'s upstream, if it has one.
+fn mirror(jail: &Arc<Jail>, project: &ProjectConfig, state_dir: &Path) -> Option<Mirror> {
+    project.git.upstream().map(|url| {
+        Mirror::new(
+            jail.clone(),
+            mirror_path(state_dir, jail.project()),
+            url.to_string(),
+            project.git.timeout,
+        )
+    })
+}
+
+/// The releases of `project`, when it uses the release layout.
+pub fn releases(jail: &Arc<Jail>, project: &ProjectConfig, state_dir: &Path) -> Option<Releases> {
+    let keep = project.deploy.releases?;
+    Some(Releases::new(
+        jail.clone(),
+        mirror(jail, project, state_dir)?,
+        project.git.branch.clone(),
+        keep,
+        project.deploy.shared.clone(),
+        project.git.timeout,
+    ))
 }
 
 /// Take the mirror's branches (as `origin/*`) and tags into `tree`: the
@@ -299,6 +334,7 @@ impl GitControl for Git {
     }
 
     async fn update(&self, target: Option<&str>, force: bool) -> Result<UpdateResult, CallError> {
+        self.in_place()?;
         self.tree.check()?;
         let from = self.git(&["rev-parse", "HEAD"]).await?;
         let changed = self.changed_files().await?;
@@ -346,6 +382,7 @@ impl GitControl for Git {
     }
 
     async fn reset(&self, rev: &str) -> Result<(), CallError> {
+        self.in_place()?;
         self.tree.check()?;
         let id = self.resolve(rev).await?;
         self.git(&["reset", "--hard", "--quiet", &id]).await?;

@@ -55,11 +55,22 @@ pub(crate) enum Reach {
     Network,
 }
 
+/// Where a work tree is.
+enum Place {
+    /// The project dir itself.
+    Project,
+    /// A dir beside it (a first clone being made), owned by the project's user.
+    Beside(PathBuf),
+    /// A dir inside it, relative to it and resolved beneath it as any
+    /// path in a project is (a release, or `current`): a link the tenant
+    /// put there cannot lead git, or the jail's view, anywhere else.
+    Within(PathBuf),
+}
+
 /// git in one work tree (the project dir, or a checkout being made).
 pub(crate) struct WorkTree {
     jail: Arc<Jail>,
-    /// A dir other than the project dir (a clone being made beside it).
-    dir: Option<PathBuf>,
+    place: Place,
     timeout: Duration,
 }
 
@@ -68,7 +79,7 @@ impl WorkTree {
     pub(crate) fn new(jail: Arc<Jail>, timeout: Duration) -> Self {
         Self {
             jail,
-            dir: None,
+            place: Place::Project,
             timeout,
         }
     }
@@ -77,21 +88,33 @@ impl WorkTree {
     pub(crate) fn at(jail: Arc<Jail>, dir: PathBuf, timeout: Duration) -> Self {
         Self {
             jail,
-            dir: Some(dir),
+            place: Place::Beside(dir),
             timeout,
         }
     }
 
-    fn root(&self) -> PathBuf {
-        self.dir
-            .clone()
-            .unwrap_or_else(|| self.jail.dir().to_path_buf())
+    /// The work tree in `rel` of the project dir.
+    pub(crate) fn within(jail: Arc<Jail>, rel: PathBuf, timeout: Duration) -> Self {
+        Self {
+            jail,
+            place: Place::Within(rel),
+            timeout,
+        }
     }
 
     /// Refuse a `.git` that git would follow elsewhere: a link, a gitfile
     /// (`gitdir: ../b/.git`), or a linked work tree's `commondir`.
     pub(crate) fn check(&self) -> Result<(), CallError> {
-        let dir = project::open(&self.root()).map_err(|e| CallError::Failed(e.to_string()))?;
+        let unusable = |e: project::DirError| CallError::Failed(e.to_string());
+        let dir = match &self.place {
+            Place::Project => project::open(self.jail.dir()).map_err(unusable)?,
+            Place::Beside(dir) => project::open(dir).map_err(unusable)?,
+            Place::Within(rel) => project::subdir(
+                &project::open(self.jail.dir()).map_err(unusable)?,
+                Some(rel),
+            )
+            .map_err(unusable)?,
+        };
         match dir.symlink_metadata(".git") {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -152,8 +175,14 @@ impl WorkTree {
             .kill_on_drop(true)
             .network(matches!(reach, Reach::Network))
             .own_leaf("git");
-        if let Some(dir) = &self.dir {
-            cmd.workdir(dir);
+        match &self.place {
+            Place::Project => {}
+            Place::Beside(dir) => {
+                cmd.workdir(dir);
+            }
+            Place::Within(rel) => {
+                cmd.cwd(rel);
+            }
         }
         if let Reach::Fd(fd) = reach {
             cmd.pass_fd(fd);

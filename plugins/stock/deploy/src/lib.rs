@@ -1,66 +1,31 @@
 //! Stock `deploy`: update, build, restart, and roll back by itself when the
-//! new version does not come up.
+//! new version does not come up. PM2 leaves that decision to a human
+//! (`pm2 deploy revert`); a webhook at 3 a.m. has no human.
 //!
-//! 1. fetch and update (as `update`); nothing changed and no `force`: done.
-//! 2. run the project's build steps (`[projects.<p>.deploy] build`) through
-//!    the `commands` allow-list, stopping at the first that fails;
-//! 3. restart every process, wait for readiness (`ready_timeout`), then
-//!    check they stay up for `settle` without a restart.
+//! **In the release layout** (`[projects.<p>.deploy] releases = N`):
+//! 1. resolve the target in the upstream; already current and no `force`: done;
+//! 2. make a new release of it and run the build steps there, while the
+//!    current release keeps serving; a failed step deletes the new release;
+//! 3. make it current, restart (rolling, or new-first with held sockets),
+//!    wait for readiness (`ready_timeout`), check they stay up (`settle`);
+//! 4. if 3 fails: make the previous release current again and restart:
+//!    nothing to rebuild. Then delete the failed release;
+//! 5. on success, delete what is beyond the kept releases.
 //!
-//! If 2 or 3 fails: reset to the previous revision, rebuild, restart, and
-//! fail with `{"rolled_back": true, "reason": …}`, the old version running
-//! again. PM2 leaves that decision to a human (`pm2 deploy revert`); a
-//! webhook at 3 a.m. has no human.
+//! **In place** (no `releases`): fetch and update the work tree, build,
+//! restart and settle; on failure reset to the previous revision,
+//! rebuild, restart.
 //!
-//! The settings come from the host in `BOSUN_DEPLOY` (JSON), which callers
-//! cannot change.
+//! Either way a failure is `{"rolled_back": true|false, "reason": …}`.
 
-use std::time::Duration;
-
+use bosun_plugin_sdk::rollout::{Settings, restart_and_settle, switch_back};
 use bosun_plugin_sdk::{
-    Action, Error, Param, Params, ProcessInfo, ProcessState, commands, error_text, export_action,
-    failed, git, processes, processes_json,
+    Action, Error, Param, Params, commands, error_text, export_action, failed, git, processes,
+    processes_json, releases,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Deploy;
-
-/// `[projects.<p>.deploy]`, as the host passes it.
-struct Settings {
-    build: Vec<Vec<String>>,
-    ready_timeout_ms: u64,
-    settle_ms: u64,
-}
-
-impl Settings {
-    fn from_env() -> Result<Self, Error> {
-        let text = std::env::var("BOSUN_DEPLOY").unwrap_or_else(|_| "{}".into());
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| failed(format_args!("BOSUN_DEPLOY is not JSON: {e}")))?;
-        let build = v["build"]
-            .as_array()
-            .map(|steps| {
-                steps
-                    .iter()
-                    .map(|step| {
-                        step.as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|s| s.as_str().map(String::from))
-                                    .collect()
-                            })
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Self {
-            build,
-            ready_timeout_ms: v["ready_timeout_ms"].as_u64().unwrap_or(60_000),
-            settle_ms: v["settle_ms"].as_u64().unwrap_or(2_000),
-        })
-    }
-}
 
 impl Action for Deploy {
     const NAME: &'static str = "deploy";
@@ -82,67 +47,112 @@ impl Action for Deploy {
         let settings = Settings::from_env()?;
         let target = params.get("target").map(str::to_string);
         let force = params.flag("force")?;
-        git::fetch(None)?;
-        let up = git::update(target.as_deref(), false)?;
-        if !up.changed && !force {
-            println!("already at {}; nothing to deploy", up.to);
-            return Ok(json!({ "from": up.from, "to": up.to, "changed": false,
-                              "rolled_back": false })
-            .to_string());
-        }
-        println!("deploying {} (was {})", up.to, up.from);
-        match ship(&settings) {
-            Ok(procs) => {
-                println!("deployed {}", up.to);
-                Ok(json!({ "from": up.from, "to": up.to, "changed": up.changed,
-                           "rolled_back": false, "processes": processes_json(&procs) })
-                .to_string())
-            }
-            Err(reason) => {
-                println!("deploy of {} failed: {reason}", up.to);
-                let restored = roll_back(&settings, &up.from);
-                let detail = json!({ "rolled_back": restored.is_ok(), "reason": reason,
-                                     "failed_revision": up.to, "restored_revision": up.from,
-                                     "rollback_error": restored.err() });
-                Err(failed(detail))
-            }
+        match settings.releases {
+            Some(_) => deploy_release(&settings, target.as_deref(), force),
+            None => deploy_in_place(&settings, target.as_deref(), force),
         }
     }
 }
 
-/// Build, restart, wait until ready and settled.
-fn ship(settings: &Settings) -> Result<Vec<ProcessInfo>, String> {
+fn deploy_release(settings: &Settings, target: Option<&str>, force: bool) -> Result<String, Error> {
+    let revision = releases::resolve(target)?;
+    let current = releases::list()?.into_iter().find(|r| r.current);
+    let from = current.as_ref().map(|r| r.revision.clone());
+    if !force && from.as_deref() == Some(revision.as_str()) {
+        println!("already at {revision}; nothing to deploy");
+        return Ok(json!({ "from": from, "to": revision, "changed": false,
+                          "rolled_back": false, "release": current.map(|r| r.name) })
+        .to_string());
+    }
+    let release = releases::prepare(&revision)?;
+    println!("deploying {revision} as release {}", release.name);
+    let dir = format!("releases/{}", release.name);
+    let failure = |reason: String, rolled_back: bool, error: Option<String>| {
+        failed(json!({ "rolled_back": rolled_back, "reason": reason,
+                       "failed_revision": revision, "restored_revision": from,
+                       "release": release.name, "rollback_error": error }))
+    };
     for step in &settings.build {
-        build_step(step)?;
-    }
-    processes::restart(None).map_err(|e| format!("restart failed: {}", error_text(&e)))?;
-    let ready = processes::wait_ready(None, settings.ready_timeout_ms)
-        .map_err(|e| format!("not ready after the restart: {}", error_text(&e)))?;
-    println!(
-        "{} process(es) ready; checking they stay up for {} ms",
-        ready.len(),
-        settings.settle_ms
-    );
-    std::thread::sleep(Duration::from_millis(settings.settle_ms));
-    let now = processes::list();
-    for before in &ready {
-        let after = now
-            .iter()
-            .find(|p| p.name == before.name && p.instance == before.instance);
-        let stayed = after.is_some_and(|p| {
-            p.state == ProcessState::Running && p.pid == before.pid && p.restarts == before.restarts
-        });
-        if !stayed {
-            return Err(format!(
-                "`{}-{}` did not stay up after the restart",
-                before.name, before.instance
-            ));
+        if let Err(reason) = build_step(step, Some(&dir)) {
+            println!("deploy of {revision} failed: {reason}; the current release kept serving");
+            remove(&release.name);
+            return Err(failure(reason, true, None));
         }
     }
-    Ok(now)
+    let previous = releases::activate(&release.name).inspect_err(|_| remove(&release.name))?;
+    match restart_and_settle(settings) {
+        Ok(procs) => {
+            let pruned = releases::prune().unwrap_or_else(|e| {
+                println!("deleting old releases failed: {}", error_text(&e));
+                Vec::new()
+            });
+            println!("deployed {revision}");
+            Ok(json!({ "from": from, "to": revision, "changed": from.as_deref() != Some(&revision),
+                       "rolled_back": false, "release": release.name, "pruned": pruned,
+                       "processes": processes_json(&procs) })
+            .to_string())
+        }
+        Err(reason) => {
+            println!("deploy of {revision} failed: {reason}");
+            let restored = match &previous {
+                Some(before) => switch_back(settings, &before.name),
+                None => Err("there is no earlier release to go back to".to_string()),
+            };
+            if restored.is_ok() {
+                remove(&release.name);
+            }
+            Err(failure(reason, restored.is_ok(), restored.err()))
+        }
+    }
 }
 
-fn build_step(step: &[String]) -> Result<(), String> {
+/// Delete a release this deploy made and gave up on.
+fn remove(name: &str) {
+    if let Err(e) = releases::remove(name) {
+        println!("deleting release {name} failed: {}", error_text(&e));
+    }
+}
+
+fn deploy_in_place(
+    settings: &Settings,
+    target: Option<&str>,
+    force: bool,
+) -> Result<String, Error> {
+    git::fetch(None)?;
+    let up = git::update(target, false)?;
+    if !up.changed && !force {
+        println!("already at {}; nothing to deploy", up.to);
+        return Ok(json!({ "from": up.from, "to": up.to, "changed": false,
+                          "rolled_back": false })
+        .to_string());
+    }
+    println!("deploying {} (was {})", up.to, up.from);
+    let shipped = settings
+        .build
+        .iter()
+        .try_for_each(|step| build_step(step, None))
+        .and_then(|()| restart_and_settle(settings));
+    match shipped {
+        Ok(procs) => {
+            println!("deployed {}", up.to);
+            Ok(json!({ "from": up.from, "to": up.to, "changed": up.changed,
+                       "rolled_back": false, "processes": processes_json(&procs) })
+            .to_string())
+        }
+        Err(reason) => {
+            println!("deploy of {} failed: {reason}", up.to);
+            let restored = roll_back(settings, &up.from);
+            let detail = json!({ "rolled_back": restored.is_ok(), "reason": reason,
+                                 "failed_revision": up.to, "restored_revision": up.from,
+                                 "rollback_error": restored.err() });
+            Err(failed(detail))
+        }
+    }
+}
+
+/// Run one build step in `cwd` (relative to the project dir; none: where
+/// the app is).
+fn build_step(step: &[String], cwd: Option<&str>) -> Result<(), String> {
     let Some((program, args)) = step.split_first() else {
         return Ok(());
     };
@@ -151,7 +161,7 @@ fn build_step(step: &[String]) -> Result<(), String> {
     let out = commands::run(&commands::Command {
         program: program.clone(),
         args: args.to_vec(),
-        cwd: None,
+        cwd: cwd.map(str::to_string),
         env: Vec::new(),
         timeout_ms: None,
     })
@@ -164,13 +174,13 @@ fn build_step(step: &[String]) -> Result<(), String> {
     }
 }
 
-/// Back to `revision`: reset, rebuild, restart, wait. `Err` says what of it
-/// failed too.
+/// Back to `revision` in place: reset, rebuild, restart, wait. `Err` says
+/// what of it failed too.
 fn roll_back(settings: &Settings, revision: &str) -> Result<(), String> {
     println!("rolling back to {revision}");
     git::reset(revision).map_err(|e| format!("reset failed: {}", error_text(&e)))?;
     for step in &settings.build {
-        build_step(step)?;
+        build_step(step, None)?;
     }
     processes::restart(None).map_err(|e| format!("restart failed: {}", error_text(&e)))?;
     processes::wait_ready(None, settings.ready_timeout_ms)

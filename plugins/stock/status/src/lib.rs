@@ -2,9 +2,12 @@
 //!
 //! A project that is not a git work tree still has a status: `git` is then
 //! `null` and `git_error` says why, rather than the whole action failing.
+//! In the release layout, `releases` lists the kept releases, newest
+//! first, and which is current.
 
 use bosun_plugin_sdk::{
-    Action, Error, Params, error_text, export_action, git, processes, processes_json,
+    Action, Error, Params, error_text, export_action, git, processes, processes_json, releases,
+    releases_json,
 };
 use serde_json::json;
 
@@ -12,7 +15,7 @@ struct Status;
 
 impl Action for Status {
     const NAME: &'static str = "status";
-    const SUMMARY: &'static str = "Show the project's processes and git revision";
+    const SUMMARY: &'static str = "Show the project's processes, git revision and releases";
 
     fn run(_params: Params) -> Result<String, Error> {
         let procs = processes::list();
@@ -32,9 +35,11 @@ impl Action for Status {
             ),
             Err(e) => (serde_json::Value::Null, Some(error_text(&e))),
         };
+        let kept = releases::list()?;
         Ok(
-            json!({ "processes": processes_json(&procs), "git": git, "git_error": git_error })
-                .to_string(),
+            json!({ "processes": processes_json(&procs), "git": git, "git_error": git_error,
+                    "releases": releases_json(&kept) })
+            .to_string(),
         )
     }
 }

@@ -1,0 +1,91 @@
+//! What the stock `deploy` and `rollback` share: the project's deploy
+//! settings, and "restart, wait until ready, check it stays up".
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{Error, ProcessInfo, ProcessState, error_text, failed, processes, releases};
+
+/// `[projects.<p>.deploy]`, as the host passes it in `BOSUN_DEPLOY` (JSON),
+/// which callers cannot change.
+pub struct Settings {
+    /// Build steps, each a program and its arguments.
+    pub build: Vec<Vec<String>>,
+    /// How long the restarted processes get to become ready.
+    pub ready_timeout_ms: u64,
+    /// How long they must then stay up without a restart.
+    pub settle_ms: u64,
+    /// The release layout's number of kept releases; none without it.
+    pub releases: Option<u64>,
+}
+
+impl Settings {
+    /// Read `BOSUN_DEPLOY`; defaults where it says nothing.
+    pub fn from_env() -> Result<Self, Error> {
+        let text = std::env::var("BOSUN_DEPLOY").unwrap_or_else(|_| "{}".into());
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| failed(format_args!("BOSUN_DEPLOY is not JSON: {e}")))?;
+        let strings = |step: &Value| -> Vec<String> {
+            step.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            build: v["build"]
+                .as_array()
+                .map(|steps| steps.iter().map(strings).collect())
+                .unwrap_or_default(),
+            ready_timeout_ms: v["ready_timeout_ms"].as_u64().unwrap_or(60_000),
+            settle_ms: v["settle_ms"].as_u64().unwrap_or(2_000),
+            releases: v["releases"].as_u64(),
+        })
+    }
+}
+
+/// Restart every process (rolling, or new-first with held sockets), wait
+/// until all are ready, then check each stays up for `settle_ms` without
+/// a restart. `Err` says which step failed.
+pub fn restart_and_settle(settings: &Settings) -> Result<Vec<ProcessInfo>, String> {
+    processes::restart(None).map_err(|e| format!("restart failed: {}", error_text(&e)))?;
+    let ready = processes::wait_ready(None, settings.ready_timeout_ms)
+        .map_err(|e| format!("not ready after the restart: {}", error_text(&e)))?;
+    println!(
+        "{} process(es) ready; checking they stay up for {} ms",
+        ready.len(),
+        settings.settle_ms
+    );
+    std::thread::sleep(Duration::from_millis(settings.settle_ms));
+    let now = processes::list();
+    for before in &ready {
+        let after = now
+            .iter()
+            .find(|p| p.name == before.name && p.instance == before.instance);
+        let stayed = after.is_some_and(|p| {
+            p.state == ProcessState::Running && p.pid == before.pid && p.restarts == before.restarts
+        });
+        if !stayed {
+            return Err(format!(
+                "`{}-{}` did not stay up after the restart",
+                before.name, before.instance
+            ));
+        }
+    }
+    Ok(now)
+}
+
+/// Make release `name` current again and restart into it, waiting until
+/// ready: how `deploy` and `rollback` go back to where they were.
+pub fn switch_back(settings: &Settings, name: &str) -> Result<(), String> {
+    println!("switching back to release {name}");
+    releases::activate(name).map_err(|e| format!("switch failed: {}", error_text(&e)))?;
+    processes::restart(None).map_err(|e| format!("restart failed: {}", error_text(&e)))?;
+    processes::wait_ready(None, settings.ready_timeout_ms)
+        .map_err(|e| format!("not ready after switching back: {}", error_text(&e)))?;
+    println!("release {name} is serving again");
+    Ok(())
+}
