@@ -323,6 +323,30 @@ async fn a_tenants_links_cannot_make_a_deploy_write_outside_its_project() {
     let job = run(&bosun, "rollback", json!({})).await;
     assert_eq!(job["state"], "failed", "{job}");
 
+    // A FIFO for a release's `HEAD`, a huge sparse one for another's, and
+    // a release-like name that is not ASCII: bosun neither hangs, nor
+    // reads them whole, nor panics.
+    let head = origin.path("shop/releases").join(&first).join(".git/HEAD");
+    std::fs::remove_file(&head).expect("rm HEAD");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&head)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let odd = origin.path("shop/releases/1234567\u{e9}00000000000-0123456789ab");
+    std::fs::create_dir(&odd).expect("odd dir");
+    let job = run(&bosun, "status", json!({})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let listed = job["result"]["releases"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{job}");
+    assert_eq!(listed[0]["revision"], &first[first.len() - 12..], "{job}");
+    std::fs::remove_file(&head).expect("rm FIFO");
+    std::fs::File::create(&head)
+        .and_then(|f| f.set_len(1 << 36))
+        .expect("sparse HEAD");
+    let job = run(&bosun, "status", json!({})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+
     // A deploy puts `current` right again.
     let job = run(&bosun, "deploy", json!({})).await;
     assert_eq!(job["state"], "succeeded", "{job}");

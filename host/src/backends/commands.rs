@@ -73,7 +73,10 @@ impl Commands {
     /// builds, before that is current), else where the app is.
     fn env_dir(&self, cwd: Option<&Path>) -> Option<PathBuf> {
         self.app_dir.as_ref()?;
-        let mut parts = cwd.into_iter().flat_map(Path::components);
+        let mut parts = cwd
+            .into_iter()
+            .flat_map(Path::components)
+            .filter(|c| *c != Component::CurDir);
         match (parts.next(), parts.next()) {
             (Some(Component::Normal(dir)), Some(Component::Normal(release))) if dir == RELEASES => {
                 Some(Path::new(dir).join(release))

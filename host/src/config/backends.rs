@@ -259,11 +259,22 @@ fn validate_releases(git: &GitConfig, deploy: &DeployConfig) -> Result<(), (Stri
         if trimmed == ".git" || trimmed.starts_with(".git/") {
             return Err((key(), "a release's `.git` cannot be shared".into()));
         }
-        if deploy.shared[..i]
-            .iter()
-            .any(|p| p.strip_suffix('/').unwrap_or(p) == trimmed)
-        {
-            return Err((key(), format!("`{path}` is listed twice")));
+        // One inside another would be linked through the other's link:
+        // deleting the inner one in a release would delete shared data.
+        let inside = |outer: &str, inner: &str| {
+            inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|r| r.starts_with('/'))
+        };
+        if let Some(other) = deploy.shared[..i].iter().find(|p| {
+            let p = p.strip_suffix('/').unwrap_or(p);
+            inside(p, trimmed) || inside(trimmed, p)
+        }) {
+            return Err((
+                key(),
+                format!("`{path}` overlaps `{other}`: list a path once, and none inside another"),
+            ));
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ mod dotenv;
 pub use checkout::{Checkout, CheckoutDone, pending as pending_checkout};
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
@@ -70,6 +70,23 @@ pub fn subdir(project: &Dir, rel: Option<&Path>) -> Result<Dir, DirError> {
             ))
         }
     })
+}
+
+/// Where `app_dir` of the project dir leads at this moment: a link there
+/// to a plain relative path (`current` → `releases/<name>`) is read once,
+/// so a process takes its working dir, `.env` and program from one
+/// release even if `current` is switched while it starts. Anything else
+/// is left as it is (and still resolved beneath the project dir where used).
+pub fn pin(project_dir: &Path, app_dir: &Path) -> PathBuf {
+    open(project_dir)
+        .ok()
+        .and_then(|dir| dir.read_link_contents(app_dir).ok())
+        .filter(|target| {
+            target
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .unwrap_or_else(|| app_dir.to_path_buf())
 }
 
 /// The variables of the project's `.env` (in `app_dir` of the project

@@ -42,13 +42,17 @@ pub(crate) fn spawn(
     leaf: Option<&Leaf>,
 ) -> Result<Child, Failure> {
     let cfg = &spec.config;
-    let mut cmd = spec.jail.command(program(spec));
+    let app = cfg
+        .app_dir
+        .as_deref()
+        .map(|dir| crate::project::pin(&spec.project_dir, dir));
+    let mut cmd = spec.jail.command(program(spec, app.as_deref()));
     cmd.args(&cfg.args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false)
         .network(cfg.network);
-    match (&cfg.app_dir, &cfg.cwd) {
+    match (&app, &cfg.cwd) {
         (Some(app), Some(cwd)) => cmd.cwd(app.join(cwd)),
         (Some(dir), None) | (None, Some(dir)) => cmd.cwd(dir),
         (None, None) => &mut cmd,
@@ -81,12 +85,13 @@ pub(crate) fn spawn(
 }
 
 /// A bare name is looked up on PATH; anything with a `/` is a path, relative
-/// to the project dir (to the current release, in the release layout).
-fn program(spec: &InstanceSpec) -> PathBuf {
+/// to the project dir (to the release `app` names, in the release layout).
+fn program(spec: &InstanceSpec, app: Option<&Path>) -> PathBuf {
     let command = Path::new(&spec.config.command);
     if spec.config.command.contains('/') && command.is_relative() {
-        let app = spec.config.app_dir.as_deref().unwrap_or(Path::new(""));
-        spec.project_dir.join(app).join(command)
+        spec.project_dir
+            .join(app.unwrap_or(Path::new("")))
+            .join(command)
     } else {
         command.to_path_buf()
     }

@@ -34,7 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, OpenOptionsExt as _};
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 
 use super::mirror::Mirror;
 use super::worktree::WorkTree;
@@ -80,9 +82,12 @@ impl Releases {
         }
     }
 
-    /// Whether the project has a `current` at all (a link, whatever it names).
+    /// Whether the project has a `current` link (whatever it names).
     pub(crate) fn has_current(&self) -> bool {
-        project::open(self.jail.dir()).is_ok_and(|dir| dir.symlink_metadata(CURRENT).is_ok())
+        project::open(self.jail.dir()).is_ok_and(|dir| {
+            dir.symlink_metadata(CURRENT)
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
     }
 
     /// Run the fixed `script` as the project, in its dir, with `args` as
@@ -110,10 +115,8 @@ impl Releases {
     /// Every complete release, newest first.
     fn read(&self) -> Result<Vec<Release>, CallError> {
         let dir = project::open(self.jail.dir()).map_err(|e| CallError::Failed(e.to_string()))?;
-        let current = dir.read_link_contents(CURRENT).ok().and_then(|target| {
-            let name = target.strip_prefix(RELEASES).ok()?.to_str()?.to_string();
-            parse_name(&name).is_some().then_some(name)
-        });
+        // Followed beneath the project dir: a link out names no release.
+        let current = identity(&dir, Path::new(CURRENT));
         let entries = match dir.read_dir(RELEASES) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -131,7 +134,7 @@ impl Releases {
                 continue;
             }
             let path = Path::new(RELEASES).join(&name);
-            let is_current = current.as_deref() == Some(name.as_str());
+            let is_current = current.is_some() && identity(&dir, &path) == current;
             releases.push(Release {
                 revision: head(&dir, &path)
                     .filter(|id| id.starts_with(short))
@@ -276,11 +279,12 @@ impl ReleaseControl for Releases {
     }
 }
 
-/// Clears what an interrupted `prepare` left (hidden staging dirs), then
+/// Clears what an interrupted `prepare` left (hidden staging dirs named
+/// as releases are), then
 /// makes the new staging dir `$1`.
 const MAKE_STAGING: &str = r#"set -eu
 mkdir -p releases
-for d in releases/.[!.]*; do
+for d in releases/.[0-9]*; do
   if [ -e "$d" ] || [ -L "$d" ]; then rm -rf -- "$d"; fi
 done
 mkdir -m 0750 -- "$1""#;
@@ -303,17 +307,21 @@ mv -T -- .current.bosun current"#;
 /// the link's target, `d` for a dir or `f`) to `shared/`. A shared path
 /// that does not exist yet is seeded from the project dir (where an app
 /// deployed before the release layout has it), else from the release,
-/// else made empty when it is a dir.
+/// else made empty when it is a dir; a seed is copied aside and renamed
+/// into place, so a copy cut short is never taken for the shared path.
 const LINK_SHARED: &str = r#"set -eu
 release=$1; shift
 while [ $# -ge 3 ]; do
   path=$1; link=$2; kind=$3; shift 3
   if [ ! -e "shared/$path" ] && [ ! -L "shared/$path" ]; then
     mkdir -p -- "$(dirname -- "shared/$path")"
-    if [ -e "$path" ]; then cp -a -- "$path" "shared/$path"
-    elif [ -e "$release/$path" ]; then cp -a -- "$release/$path" "shared/$path"
-    elif [ "$kind" = d ]; then mkdir -- "shared/$path"
+    seed="shared/$path.bosun-seed"
+    rm -rf -- "$seed"
+    if [ -e "$path" ]; then cp -a -- "$path" "$seed"
+    elif [ -e "$release/$path" ]; then cp -a -- "$release/$path" "$seed"
+    elif [ "$kind" = d ]; then mkdir -- "$seed"
     fi
+    if [ -e "$seed" ]; then mv -T -- "$seed" "shared/$path"; fi
   fi
   rm -rf -- "$release/$path"
   mkdir -p -- "$(dirname -- "$release/$path")"
@@ -341,6 +349,10 @@ fn release_name(now: SystemTime, revision: &str) -> String {
 /// A release name's time (seconds since the epoch) and short revision, or
 /// none when `name` is not one bosun makes.
 fn parse_name(name: &str) -> Option<(u64, &str)> {
+    // Byte offsets below: a multi-byte character must not reach them.
+    if !name.is_ascii() {
+        return None;
+    }
     let (stamp, rest) = name.split_at_checked(20)?;
     let (dash, rest) = rest.split_at_checked(1)?;
     let (short, suffix) = rest.split_at_checked(12)?;
@@ -376,11 +388,29 @@ fn parse_name(name: &str) -> Option<(u64, &str)> {
 }
 
 /// The full commit id a release's detached `HEAD` holds, read beneath the
-/// project dir (the file is the tenant's: only 40 hex digits count).
+/// project dir. The file is the tenant's: opened without blocking (a FIFO
+/// would hang bosun), only a regular file, only its first bytes, and only
+/// 40 hex digits count.
 fn head(dir: &Dir, release: &Path) -> Option<String> {
-    let text = dir.read_to_string(release.join(".git/HEAD")).ok()?;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = dir.open_with(release.join(".git/HEAD"), &options).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.into_std().take(64).read_to_string(&mut text).ok()?;
     let id = text.trim();
     (id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
+/// Which file a path is, to tell whether `current` names a release
+/// however its link is written (relative, absolute, `./releases/…`).
+fn identity(dir: &Dir, path: &Path) -> Option<(u64, u64)> {
+    let meta = dir.open_dir(path).ok()?.into_std_file().metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 #[cfg(test)]
@@ -402,6 +432,7 @@ mod tests {
         assert!(later > name);
         for bad in [
             "",
+            "1234567\u{e9}00000000000-0123456789ab",
             ".20261202T093000.123Z-0123456789ab",
             "20261202T093000.123Z-0123456789AB",
             "20261202T093000.123Z-0123456789a",
