@@ -337,7 +337,10 @@ async fn a_tenants_links_cannot_make_a_deploy_write_outside_its_project() {
     std::fs::create_dir(&odd).expect("odd dir");
     let job = run(&bosun, "status", json!({})).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    let listed = job["result"]["releases"].as_array().cloned().unwrap_or_default();
+    let listed = job["result"]["releases"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(listed.len(), 1, "{job}");
     assert_eq!(listed[0]["revision"], &first[first.len() - 12..], "{job}");
     std::fs::remove_file(&head).expect("rm FIFO");

@@ -342,13 +342,24 @@ impl std::ops::Deref for BosunProcess {
 impl BosunProcess {
     /// Start `bosun serve --config <root>/bosun.toml` and wait for its URL.
     pub fn start(root: &Path) -> Self {
-        Self::spawn(Command::new(env!("CARGO_BIN_EXE_bosun")), root)
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_bosun")),
+            &root.join("bosun.toml"),
+        )
+    }
+
+    /// The same from `root`, as `bosun serve --config bosun.toml`: a
+    /// relative config path.
+    pub fn start_relative(root: &Path) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bosun"));
+        cmd.current_dir(root);
+        Self::spawn(cmd, Path::new("bosun.toml"))
     }
 
     /// The same with the binary at `bin` (a link to bosun, say), which an
     /// upgrade executes again.
     pub fn start_bin(root: &Path, bin: &Path) -> Self {
-        Self::spawn(Command::new(bin), root)
+        Self::spawn(Command::new(bin), &root.join("bosun.toml"))
     }
 
     /// The same with the binary `bin`, run as `uid` (its gid the same).
@@ -356,13 +367,13 @@ impl BosunProcess {
         use std::os::unix::process::CommandExt as _;
         let mut cmd = Command::new(bin);
         cmd.uid(uid).gid(uid).current_dir(root);
-        Self::spawn(cmd, root)
+        Self::spawn(cmd, &root.join("bosun.toml"))
     }
 
-    fn spawn(mut cmd: Command, root: &Path) -> Self {
+    fn spawn(mut cmd: Command, config: &Path) -> Self {
         cmd.arg("serve")
             .arg("--config")
-            .arg(root.join("bosun.toml"))
+            .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // A binary the test has just copied can be "busy" for a moment: a

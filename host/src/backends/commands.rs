@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CommandsConfig, RELEASES};
+use crate::config::{CURRENT, CommandsConfig, ProjectConfig, RELEASES};
 use crate::confine::{self, GroupKill, Jail, SpawnError};
 use crate::lines::{LineAssembler, Stream, join, to_text};
 use crate::plugins::LogSink;
@@ -55,23 +55,27 @@ pub struct Commands {
     /// Where the app is in the project dir (`current` in the release
     /// layout): the default working dir, and where `.env` is read.
     app_dir: Option<PathBuf>,
+    /// The project's `path` dirs, relative to where the app is.
+    path: Vec<PathBuf>,
 }
 
 impl Commands {
-    /// The runner for the project of `jail` with `config`, its app in
-    /// `app_dir` of the project dir.
-    pub fn new(jail: Arc<Jail>, config: CommandsConfig, app_dir: Option<PathBuf>) -> Self {
+    /// The runner for `project`, whose programs run through `jail`.
+    pub fn new(jail: Arc<Jail>, project: &ProjectConfig) -> Self {
         Self {
             jail,
-            config,
-            app_dir,
+            config: project.commands.clone(),
+            app_dir: project.deploy.releases.map(|_| CURRENT.into()),
+            path: project.path.clone(),
         }
     }
 
-    /// Where the `.env` for a program run in `cwd` is: in the release
-    /// layout, the release it runs in (a build runs in the release it
-    /// builds, before that is current), else where the app is.
-    fn env_dir(&self, cwd: Option<&Path>) -> Option<PathBuf> {
+    /// Where the app is for a program run in `cwd`, relative to the
+    /// project dir (none: the project dir itself): in the release layout,
+    /// the release it runs in (a build runs in the release it builds,
+    /// before that is current), else `current`. Its `.env`, the `path`
+    /// dirs and a program given as a path are found there.
+    fn app_root(&self, cwd: Option<&Path>) -> Option<PathBuf> {
         self.app_dir.as_ref()?;
         let mut parts = cwd
             .into_iter()
@@ -85,7 +89,9 @@ impl Commands {
         }
     }
 
-    fn allowed(&self, program: &str) -> Result<PathBuf, CallError> {
+    /// `program` if the allow-list has it: a name as it is (the confined
+    /// child looks it up on its `PATH`), a path under `root`.
+    fn allowed(&self, program: &str, root: &Path) -> Result<PathBuf, CallError> {
         if !self.config.allow.iter().any(|p| p == program) {
             let allowed = if self.config.allow.is_empty() {
                 "the list is empty".to_string()
@@ -96,38 +102,26 @@ impl Commands {
                 "`{program}` is not in this project's commands allow-list ({allowed})"
             )));
         }
-        let path = self
-            .config
-            .env
-            .get("PATH")
-            .map_or(confine::DEFAULT_PATH, String::as_str);
-        on_path(program, path).ok_or_else(|| {
-            CallError::Failed(format!(
-                "`{program}` is allowed but not found on the project's PATH ({path})"
-            ))
+        Ok(match program.contains('/') {
+            true => root.join(program),
+            false => PathBuf::from(program),
         })
     }
-}
-
-/// The first executable `name` on `path`.
-fn on_path(name: &str, path: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 #[async_trait]
 impl CommandRunner for Commands {
     async fn run(&self, cmd: Command, log: LogSink) -> Result<Output, CallError> {
-        let program = self.allowed(&cmd.program)?;
-        confine::check_plugin_env(&cmd.env).map_err(CallError::Denied)?;
         let cwd = cmd.cwd.as_deref().map(PathBuf::from);
-        let dotenv = project::dotenv(self.jail.dir(), self.env_dir(cwd.as_deref()).as_deref())
-            .map_err(CallError::Failed)?;
+        let app = self.app_root(cwd.as_deref());
+        let root = self
+            .jail
+            .dir()
+            .join(app.as_deref().unwrap_or(Path::new("")));
+        let program = self.allowed(&cmd.program, &root)?;
+        confine::check_plugin_env(&cmd.env).map_err(CallError::Denied)?;
+        let dotenv = project::dotenv(self.jail.dir(), app.as_deref()).map_err(CallError::Failed)?;
+        let local: Vec<PathBuf> = self.path.iter().map(|dir| root.join(dir)).collect();
         let timeout = cmd
             .timeout_ms
             .map_or(self.config.timeout, Duration::from_millis);
@@ -137,6 +131,7 @@ impl CommandRunner for Commands {
             .envs(dotenv)
             .envs(&self.config.env)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .prepend_path(&local)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

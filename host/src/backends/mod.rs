@@ -29,19 +29,11 @@ pub fn project_scope(
     jail: Arc<Jail>,
     state_dir: &Path,
 ) -> ProjectScope {
-    let app_dir = project
-        .deploy
-        .releases
-        .map(|_| crate::config::CURRENT.into());
     let mut scope = ProjectScope::new(name, &project.dir)
         .with_env("BOSUN_DEPLOY", project.deploy.to_env())
         .with_git(Arc::new(Git::new(jail.clone(), project, state_dir)));
     if let Some(releases) = releases(&jail, project, state_dir) {
         scope = scope.with_releases(Arc::new(releases));
     }
-    scope.with_commands(Arc::new(Commands::new(
-        jail,
-        project.commands.clone(),
-        app_dir,
-    )))
+    scope.with_commands(Arc::new(Commands::new(jail, project)))
 }

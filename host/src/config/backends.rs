@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [projects.shop.commands]
-//! allow = ["npm", "node"]              # names on the project's PATH; nothing else runs
+//! allow = ["npm", ".venv/bin/python"] # names on PATH, or paths in the project; nothing else runs
 //! env = { NODE_ENV = "production" }    # over the project's .env
 //! timeout = "10m"
 //!
@@ -15,6 +15,7 @@
 //!
 //! [projects.shop.deploy]
 //! build = [["npm", "ci"], ["npm", "run", "build"]]
+//! release = [[".venv/bin/python", "manage.py", "migrate", "--noinput"]]
 //! ready_timeout = "60s"
 //! settle = "2s"
 //! releases = 5                 # the release layout, keeping 5 (see below)
@@ -38,8 +39,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
-    /// Program names plugins may run, resolved on the PATH the program
-    /// gets: `PATH` in `env`, else the confined default.
+    /// Programs plugins may run: names, resolved on the PATH the program
+    /// gets (the project's `path` dirs, then `PATH` in `env` or `.env`,
+    /// else the confined default), or paths relative to where the app is.
     pub allow: Vec<String>,
     /// Environment for those programs, over the project's `.env`.
     pub env: BTreeMap<String, String>,
@@ -100,6 +102,10 @@ pub struct DeployConfig {
     /// Build steps, each a program and its arguments, run in order through
     /// the `commands` allow-list.
     pub build: Vec<Vec<String>>,
+    /// The release phase: steps run after the build and before the
+    /// restart (a database migration), through the `commands` allow-list;
+    /// a failed one fails the deploy, which is rolled back.
+    pub release: Vec<Vec<String>>,
     /// How long the restarted processes get to become ready. Default 60s.
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
@@ -128,6 +134,7 @@ impl Default for DeployConfig {
     fn default() -> Self {
         Self {
             build: Vec::new(),
+            release: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             settle: Duration::from_secs(2),
             releases: None,
@@ -149,6 +156,7 @@ impl DeployConfig {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         serde_json::json!({
             "build": self.build,
+            "release": self.release,
             "ready_timeout_ms": ms(self.ready_timeout),
             "settle_ms": ms(self.settle),
             "releases": self.releases,
@@ -193,10 +201,17 @@ pub(super) fn validate(
         ));
     }
     for program in &commands.allow {
-        if program.is_empty() || program.contains('/') || program.starts_with('-') {
+        let bad = match program.contains('/') {
+            true => super::places::check_inside(std::path::Path::new(program)).is_err(),
+            false => program.is_empty() || program.starts_with('-'),
+        };
+        if bad {
             return Err((
                 "commands.allow".into(),
-                format!("`{program}` must be a program name looked up on PATH, not a path"),
+                format!(
+                    "`{program}` must be a program name (looked up on PATH) or a path inside the \
+                     project, without `..`"
+                ),
             ));
         }
     }
@@ -204,15 +219,19 @@ pub(super) fn validate(
         return Err(("commands.timeout".into(), "must be more than 0".into()));
     }
     validate_releases(git, deploy)?;
-    for (i, step) in deploy.build.iter().enumerate() {
-        let Some(program) = step.first() else {
-            return Err((format!("deploy.build[{i}]"), "is empty".into()));
-        };
-        if !commands.allow.contains(program) {
-            return Err((
-                format!("deploy.build[{i}]"),
-                format!("runs `{program}`, which is not in `commands.allow`"),
-            ));
+    let steps = [("build", &deploy.build), ("release", &deploy.release)];
+    for (phase, steps) in steps {
+        for (i, step) in steps.iter().enumerate() {
+            let key = || format!("deploy.{phase}[{i}]");
+            let Some(program) = step.first() else {
+                return Err((key(), "is empty".into()));
+            };
+            if !commands.allow.contains(program) {
+                return Err((
+                    key(),
+                    format!("runs `{program}`, which is not in `commands.allow`"),
+                ));
+            }
         }
     }
     Ok(())

@@ -149,6 +149,11 @@ pub struct ProjectConfig {
     /// The processes the supervisor keeps running for it.
     #[serde(default)]
     pub processes: Vec<ProcessConfig>,
+    /// Project-local dirs put in front of `PATH` for its processes and
+    /// programs (`[".venv/bin", "node_modules/.bin"]`), relative to where
+    /// the app is: the project dir, or the release a program runs in.
+    #[serde(default)]
+    pub path: Vec<PathBuf>,
     /// A log file that gets every process's lines, each prefixed with
     /// `<name>-<instance> | `. None by default.
     pub merged_log: Option<PathBuf>,
@@ -207,7 +212,10 @@ impl Config {
             tls.key = base.join(&tls.key);
         }
         for project in config.projects.values_mut() {
-            project.dir = base.join(&project.dir);
+            // Absolute from here on, whatever the form of `--config`: a
+            // project dir is where its programs start, and a spawn changes
+            // directory before it runs a path relative to it.
+            project.dir = lexical(&base.join(&project.dir));
             for url in [&mut project.git.clone, &mut project.git.remote]
                 .into_iter()
                 .flatten()
@@ -230,6 +238,7 @@ impl Config {
                 if project.deploy.releases.is_some() {
                     process.app_dir = Some(CURRENT.into());
                 }
+                process.project_path.clone_from(&project.path);
             }
             for action in project.actions.0.values_mut() {
                 if let Some(p) = &mut action.path {
@@ -300,6 +309,10 @@ impl Config {
                 process.validate().map_err(|(key, m)| {
                     invalid(format!("projects.{name}.processes[{i}].{key}"), m)
                 })?;
+            }
+            for (i, dir) in project.path.iter().enumerate() {
+                places::check_inside(dir)
+                    .map_err(|m| invalid(format!("projects.{name}.path[{i}]"), m))?;
             }
             backends::validate(&project.commands, &project.git, &project.deploy)
                 .and_then(|()| project.confinement.validate())
@@ -391,4 +404,19 @@ fn same_port(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
     a.port() == b.port()
         && a.is_ipv4() == b.is_ipv4()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_dirs_are_absolute_whatever_the_config_path() {
+        let text = "[projects.shop]\ndir = \"shop\"\n[projects.shop.deploy]\n";
+        let config = Config::parse(text, Path::new("bosun.toml")).expect("parses");
+        let dir = &config.projects["shop"].dir;
+        assert!(dir.is_absolute(), "{}", dir.display());
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(*dir, lexical(&cwd.join("shop")));
+    }
 }

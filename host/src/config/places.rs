@@ -189,6 +189,24 @@ impl Config {
     }
 }
 
+/// A path a project names inside itself (a `path` entry, a program in
+/// `commands.allow`): relative, no `..`, nothing git or a shell would take
+/// for an option or a separator.
+pub(super) fn check_inside(path: &Path) -> Result<(), String> {
+    let text = path.to_string_lossy();
+    if path.as_os_str().is_empty()
+        || path.is_absolute()
+        || text.starts_with('-')
+        || text.contains(':')
+        || path.components().any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(format!(
+            "`{text}` must be a relative path inside the project, without `..` or `:`"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::lexical;

@@ -46,6 +46,9 @@ pub struct ProcessConfig {
     /// `cwd`, a relative `command` and `.env` are found under it.
     #[serde(skip)]
     pub app_dir: Option<PathBuf>,
+    /// The project's `path`, set at load: dirs put in front of `PATH`.
+    #[serde(skip)]
+    pub project_path: Vec<PathBuf>,
     /// Environment, applied over the project's `.env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

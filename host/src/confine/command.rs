@@ -263,6 +263,30 @@ impl JailCommand {
         self
     }
 
+    /// Put `dirs` in front of the `PATH` set so far (call it after the
+    /// environment is complete). A program name is looked up on that `PATH`
+    /// by the confined child itself, as `execvp` does, so a project-local
+    /// dir is searched as the project, never stat'ed by bosun.
+    pub fn prepend_path(&mut self, dirs: &[PathBuf]) -> &mut Self {
+        if dirs.is_empty() {
+            return self;
+        }
+        let current = self
+            .cmd
+            .as_std()
+            .get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v.map(OsStr::to_os_string))
+            .unwrap_or_else(|| env::PATH.into());
+        // A dir with a `:` in its name cannot be on PATH at all.
+        if let Ok(joined) =
+            std::env::join_paths(dirs.iter().cloned().chain(std::env::split_paths(&current)))
+        {
+            self.cmd.env("PATH", joined);
+        }
+        self
+    }
+
     /// Where stdin comes from (default /dev/null).
     pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
         self.cmd.stdin(cfg);

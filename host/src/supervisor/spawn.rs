@@ -68,7 +68,8 @@ pub(crate) fn spawn(
     .env("BOSUN_PROJECT", &spec.project)
     .env("BOSUN_PROCESS", &cfg.name)
     .env("BOSUN_INSTANCE", spec.instance.to_string())
-    .env(MARKER_VAR, marker);
+    .env(MARKER_VAR, marker)
+    .prepend_path(&local_path(spec, app.as_deref()));
     // After the environment: its LISTEN_* are bosun's, whatever `.env` says.
     if spec.sockets.any() {
         let sockets = spec.sockets.for_program().map_err(|message| Failure {
@@ -82,6 +83,17 @@ pub(crate) fn spawn(
         message: e.to_string(),
         transient: e.is_transient(),
     })
+}
+
+/// The project's `path` dirs, absolute, in the release `app` names (the
+/// project dir without the release layout).
+fn local_path(spec: &InstanceSpec, app: Option<&Path>) -> Vec<PathBuf> {
+    let root = spec.project_dir.join(app.unwrap_or(Path::new("")));
+    spec.config
+        .project_path
+        .iter()
+        .map(|dir| root.join(dir))
+        .collect()
 }
 
 /// A bare name is looked up on PATH; anything with a `/` is a path, relative

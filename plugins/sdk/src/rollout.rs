@@ -12,6 +12,8 @@ use crate::{Error, ProcessInfo, ProcessState, error_text, failed, processes, rel
 pub struct Settings {
     /// Build steps, each a program and its arguments.
     pub build: Vec<Vec<String>>,
+    /// Release-phase steps (a migration), after the build, before the restart.
+    pub release: Vec<Vec<String>>,
     /// How long the restarted processes get to become ready.
     pub ready_timeout_ms: u64,
     /// How long they must then stay up without a restart.
@@ -26,25 +28,38 @@ impl Settings {
         let text = std::env::var("BOSUN_DEPLOY").unwrap_or_else(|_| "{}".into());
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| failed(format_args!("BOSUN_DEPLOY is not JSON: {e}")))?;
-        let strings = |step: &Value| -> Vec<String> {
-            step.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         Ok(Self {
-            build: v["build"]
-                .as_array()
-                .map(|steps| steps.iter().map(strings).collect())
-                .unwrap_or_default(),
+            build: steps(&v["build"]),
+            release: steps(&v["release"]),
             ready_timeout_ms: v["ready_timeout_ms"].as_u64().unwrap_or(60_000),
             settle_ms: v["settle_ms"].as_u64().unwrap_or(2_000),
             releases: v["releases"].as_u64(),
         })
     }
+}
+
+impl Settings {
+    /// The build steps, then the release phase's, each with its phase's name.
+    pub fn steps(&self) -> impl Iterator<Item = (&'static str, &[String])> {
+        let build = self.build.iter().map(|s| ("build", s.as_slice()));
+        build.chain(self.release.iter().map(|s| ("release", s.as_slice())))
+    }
+}
+
+/// A list of steps, each a list of strings.
+fn steps(list: &Value) -> Vec<Vec<String>> {
+    let strings = |step: &Value| -> Vec<String> {
+        step.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    list.as_array()
+        .map(|steps| steps.iter().map(strings).collect())
+        .unwrap_or_default()
 }
 
 /// Restart every process (rolling, or new-first with held sockets), wait

@@ -4,8 +4,9 @@
 //!
 //! **In the release layout** (`[projects.<p>.deploy] releases = N`):
 //! 1. resolve the target in the upstream; already current and no `force`: done;
-//! 2. make a new release of it and run the build steps there, while the
-//!    current release keeps serving; a failed step deletes the new release;
+//! 2. make a new release of it and run the build steps, then the release
+//!    phase (`release`: a migration), there, while the current release
+//!    keeps serving; a failed step deletes the new release;
 //! 3. make it current, restart (rolling, or new-first with held sockets),
 //!    wait for readiness (`ready_timeout`), check they stay up (`settle`);
 //! 4. if 3 fails: make the previous release current again and restart:
@@ -13,8 +14,10 @@
 //! 5. on success, delete what is beyond the kept releases.
 //!
 //! **In place** (no `releases`): fetch and update the work tree, build,
-//! restart and settle; on failure reset to the previous revision,
-//! rebuild, restart.
+//! run the release phase, restart and settle; on failure reset to the
+//! previous revision, rebuild, and restart if the processes had been
+//! restarted onto the new revision (the release phase is not run again: a
+//! migration is not undone by running it once more).
 //!
 //! Either way a failure is `{"rolled_back": true|false, "reason": …}`.
 
@@ -72,8 +75,8 @@ fn deploy_release(settings: &Settings, target: Option<&str>, force: bool) -> Res
                        "failed_revision": revision, "restored_revision": from,
                        "release": release.name, "rollback_error": error }))
     };
-    for step in &settings.build {
-        if let Err(reason) = build_step(step, Some(&dir)) {
+    for step in settings.steps() {
+        if let Err(reason) = run_step(step, Some(&dir)) {
             println!("deploy of {revision} failed: {reason}; the current release kept serving");
             remove(&release.name);
             return Err(failure(reason, true, None));
@@ -127,11 +130,12 @@ fn deploy_in_place(
         .to_string());
     }
     println!("deploying {} (was {})", up.to, up.from);
+    // The reason, and whether the processes were restarted onto the new code.
     let shipped = settings
-        .build
-        .iter()
-        .try_for_each(|step| build_step(step, None))
-        .and_then(|()| restart_and_settle(settings));
+        .steps()
+        .try_for_each(|step| run_step(step, None))
+        .map_err(|reason| (reason, false))
+        .and_then(|()| restart_and_settle(settings).map_err(|reason| (reason, true)));
     match shipped {
         Ok(procs) => {
             println!("deployed {}", up.to);
@@ -139,9 +143,9 @@ fn deploy_in_place(
                        "rolled_back": false, "processes": processes_json(&procs) })
             .to_string())
         }
-        Err(reason) => {
+        Err((reason, restarted)) => {
             println!("deploy of {} failed: {reason}", up.to);
-            let restored = roll_back(settings, &up.from);
+            let restored = roll_back(settings, &up.from, restarted);
             let detail = json!({ "rolled_back": restored.is_ok(), "reason": reason,
                                  "failed_revision": up.to, "restored_revision": up.from,
                                  "rollback_error": restored.err() });
@@ -150,14 +154,14 @@ fn deploy_in_place(
     }
 }
 
-/// Run one build step in `cwd` (relative to the project dir; none: where
-/// the app is).
-fn build_step(step: &[String], cwd: Option<&str>) -> Result<(), String> {
+/// Run one build or release step in `cwd` (relative to the project dir;
+/// none: where the app is).
+fn run_step((phase, step): (&str, &[String]), cwd: Option<&str>) -> Result<(), String> {
     let Some((program, args)) = step.split_first() else {
         return Ok(());
     };
     let shown = step.join(" ");
-    println!("build: {shown}");
+    println!("{phase}: {shown}");
     let out = commands::run(&commands::Command {
         program: program.clone(),
         args: args.to_vec(),
@@ -165,26 +169,30 @@ fn build_step(step: &[String], cwd: Option<&str>) -> Result<(), String> {
         env: Vec::new(),
         timeout_ms: None,
     })
-    .map_err(|e| format!("build step `{shown}` could not run: {}", error_text(&e)))?;
+    .map_err(|e| format!("{phase} step `{shown}` could not run: {}", error_text(&e)))?;
     match (out.status, out.signal) {
         (Some(0), _) => Ok(()),
-        (Some(code), _) => Err(format!("build step `{shown}` exited with {code}")),
-        (None, Some(sig)) => Err(format!("build step `{shown}` was killed by signal {sig}")),
-        (None, None) => Err(format!("build step `{shown}` ended abnormally")),
+        (Some(code), _) => Err(format!("{phase} step `{shown}` exited with {code}")),
+        (None, Some(sig)) => Err(format!("{phase} step `{shown}` was killed by signal {sig}")),
+        (None, None) => Err(format!("{phase} step `{shown}` ended abnormally")),
     }
 }
 
-/// Back to `revision` in place: reset, rebuild, restart, wait. `Err` says
-/// what of it failed too.
-fn roll_back(settings: &Settings, revision: &str) -> Result<(), String> {
+/// Back to `revision` in place: reset and rebuild; restart and wait when
+/// the processes had been restarted onto the failed revision (a failed
+/// build or release phase restarted nothing). `Err` says what of it
+/// failed too.
+fn roll_back(settings: &Settings, revision: &str, restarted: bool) -> Result<(), String> {
     println!("rolling back to {revision}");
     git::reset(revision).map_err(|e| format!("reset failed: {}", error_text(&e)))?;
     for step in &settings.build {
-        build_step(step, None)?;
+        run_step(("build", step), None)?;
     }
-    processes::restart(None).map_err(|e| format!("restart failed: {}", error_text(&e)))?;
-    processes::wait_ready(None, settings.ready_timeout_ms)
-        .map_err(|e| format!("not ready after the rollback: {}", error_text(&e)))?;
+    if restarted {
+        processes::restart(None).map_err(|e| format!("restart failed: {}", error_text(&e)))?;
+        processes::wait_ready(None, settings.ready_timeout_ms)
+            .map_err(|e| format!("not ready after the rollback: {}", error_text(&e)))?;
+    }
     println!("rolled back: {revision} is running again");
     Ok(())
 }

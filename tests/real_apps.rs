@@ -1,0 +1,236 @@
+//! Apps deployed the way their READMEs say: a venv in the project and the
+//! project's own scripts, named as its own tools (`path`, project-relative
+//! programs in `commands.allow`), a release phase that migrates, and a
+//! bosun started with a relative `--config`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use common::server::{ADMIN, Api, Bosun, BosunProcess, admin_config};
+use common::{git, until};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The app: says which Python runs it, then waits.
+const APP: &str = "import sys, time\nprint('running in', sys.prefix, flush=True)\nprint('up', flush=True)\ntime.sleep(100000)\n";
+
+/// The migration: records the version it migrated to, unless the commit
+/// carries a file `bad-migration`.
+const MIGRATE: &str = "import os, sys\n\
+if os.path.exists('bad-migration'):\n    sys.exit('migration 0002 failed: column exists')\n\
+open('migrated', 'w').write(open('VERSION').read())\n\
+print('migrated to', open('VERSION').read(), flush=True)\n";
+
+/// A bare `origin.git` with the app at `v1`, a developer's clone `dev`,
+/// and the project `shop` cloned from it (in place).
+struct Repo {
+    root: TempDir,
+}
+
+impl Repo {
+    fn new() -> Self {
+        let root = TempDir::new().expect("temp dir");
+        let r = root.path();
+        git(r, &["init", "--quiet", "--bare", "origin.git"]);
+        git(r, &["clone", "--quiet", "origin.git", "dev"]);
+        let repo = Self { root };
+        repo.commit("v1", &[]);
+        git(
+            repo.root.path(),
+            &["clone", "--quiet", "origin.git", "shop"],
+        );
+        repo
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    fn commit(&self, version: &str, extra: &[&str]) {
+        let dev = self.path("dev");
+        let _ = std::fs::remove_file(dev.join("bad-migration"));
+        std::fs::create_dir_all(dev.join("bin")).expect("bin");
+        let greet = dev.join("bin/greet");
+        std::fs::write(&greet, "#!/bin/sh\necho \"greet: hello from $0\"\n").expect("greet");
+        std::fs::set_permissions(&greet, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(dev.join("VERSION"), version).expect("version");
+        std::fs::write(dev.join("app.py"), APP).expect("app");
+        std::fs::write(dev.join("migrate.py"), MIGRATE).expect("migrate");
+        for name in extra {
+            std::fs::write(dev.join(name), "").expect("extra");
+        }
+        git(&dev, &["add", "-A"]);
+        git(&dev, &["commit", "--quiet", "-m", version]);
+        git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
+    }
+}
+
+/// The project's config: its tools in `path`, a venv made by the build, a
+/// migration as the release phase, and `web` run by `python`, which only
+/// the venv has.
+fn config(repo: &Repo) {
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "shop"
+actions = ["deploy"]
+path = [".venv/bin", "bin"]
+[projects.shop.git]
+remote = "./origin.git"
+[projects.shop.commands]
+allow = ["python3", "greet", ".venv/bin/python", "python"]
+[projects.shop.deploy]
+build = [["python3", "-m", "venv", "--without-pip", ".venv"], ["greet"], [".venv/bin/python", "-c", "print('venv ok')"]]
+release = [["python", "migrate.py"]]
+ready_timeout = "20s"
+settle = "300ms"
+[[projects.shop.processes]]
+name = "web"
+command = "python"
+args = ["app.py"]
+ready = {{ log = "^up$", timeout = "20s" }}
+"#,
+        head = admin_config("")
+    );
+    std::fs::write(repo.path("bosun.toml"), text).expect("config");
+}
+
+async fn deploy(api: &Api, params: Value) -> Value {
+    let (status, job) = api.run("shop", "deploy", "?wait=120s", params, ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    job
+}
+
+async fn log_of(api: &Api, job: &Value) -> String {
+    let url = job["log_url"].as_str().expect("log url");
+    api.get_text(url, ADMIN).await
+}
+
+/// The web process, once running.
+async fn web(api: &Api) -> Value {
+    until("web running", async || {
+        let body = api.get_json("/v1/projects/shop", ADMIN).await;
+        let web = body["processes"][0].clone();
+        (web["state"] == "running").then_some(web)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_runs_the_projects_own_tools_and_a_failed_migration_rolls_back() {
+    let repo = Repo::new();
+    config(&repo);
+    let bosun = Bosun::start_in(repo.root.path()).await;
+
+    // No venv yet, so no `python`: the first deploy makes it.
+    let job = deploy(&bosun, json!({ "force": "true" })).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let log = log_of(&bosun, &job).await;
+    let shop = repo.path("shop").canonicalize().expect("shop");
+    assert!(
+        log.contains(&format!(
+            "greet: hello from {}",
+            shop.join("bin/greet").display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("venv ok") && log.contains("migrated to v1"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shop.join("migrated")).expect("migrated"),
+        "v1"
+    );
+    let first = web(&bosun).await;
+    let logs = bosun
+        .get_text("/v1/projects/shop/processes/web/logs?lines=10", ADMIN)
+        .await;
+    assert!(
+        logs.contains(&format!("running in {}", shop.join(".venv").display())),
+        "{logs}"
+    );
+
+    // A migration that fails: the deploy fails before any restart, and is
+    // rolled back to v1.
+    repo.commit("v2", &["bad-migration"]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let detail = &job["error"]["detail"];
+    assert_eq!(detail["rolled_back"], true, "{job}");
+    let reason = detail["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("release step `python migrate.py` exited with 1"),
+        "{job}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shop.join("migrated")).expect("migrated"),
+        "v1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shop.join("VERSION")).expect("version"),
+        "v1"
+    );
+    assert_eq!(web(&bosun).await["pid"], first["pid"]);
+    bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_config_path_runs_a_project_relative_command() {
+    let root = TempDir::new().expect("temp dir");
+    let dir = root.path().join("app");
+    std::fs::create_dir_all(dir.join("bin")).expect("bin");
+    let serve = dir.join("bin/serve");
+    std::fs::write(&serve, "#!/bin/sh\necho up\nexec sleep 100000\n").expect("serve");
+    std::fs::set_permissions(&serve, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let text = format!(
+        "{}\n[projects.app]\ndir = \"app\"\n[[projects.app.processes]]\nname = \"web\"\n\
+         command = \"bin/serve\"\nready = {{ log = \"^up$\", timeout = \"20s\" }}\n",
+        admin_config("")
+    );
+    std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    let bosun = BosunProcess::start_relative(root.path());
+    let state = until("web running or fatal", async || {
+        let body = bosun.get_json("/v1/projects/app", ADMIN).await;
+        let web = body["processes"][0].clone();
+        matches!(web["state"].as_str(), Some("running" | "fatal")).then_some(web)
+    })
+    .await;
+    assert_eq!(state["state"], "running", "{state}");
+    assert!(Path::new(&dir).join("bin/serve").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_path_that_leads_into_another_project_finds_nothing_there() {
+    let repo = Repo::new();
+    config(&repo);
+    // Another tenant's tools, and a dir on this one's `path` that is a
+    // link to them.
+    let other = repo.path("other/bin");
+    std::fs::create_dir_all(&other).expect("other");
+    let tool = other.join("greet");
+    std::fs::write(&tool, "#!/bin/sh\necho OTHER TENANT RAN\n").expect("tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let text = std::fs::read_to_string(repo.path("bosun.toml"))
+        .expect("config")
+        .replace(
+            "path = [\".venv/bin\", \"bin\"]",
+            "path = [\".venv/bin\", \"tools\"]",
+        )
+        + "[projects.other]\ndir = \"other\"\n";
+    std::fs::write(repo.path("bosun.toml"), text).expect("config");
+    std::os::unix::fs::symlink(&other, repo.path("shop/tools")).expect("link");
+    let bosun = Bosun::start_in(repo.root.path()).await;
+    let job = deploy(&bosun, json!({ "force": "true" })).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let log = log_of(&bosun, &job).await;
+    assert!(!log.contains("OTHER TENANT RAN"), "{log}");
+    let reason = job["error"]["detail"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("build step `greet`"), "{job}");
+    bosun.stop().await;
+}
