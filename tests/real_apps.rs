@@ -234,3 +234,180 @@ async fn a_project_path_that_leads_into_another_project_finds_nothing_there() {
     assert!(reason.contains("build step `greet`"), "{job}");
     bosun.stop().await;
 }
+
+/// `bosun <args>` in `dir`: exit status, stdout, stderr.
+fn bosun_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run bosun");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A PM2 ecosystem of two apps, one in cluster mode with 4 instances.
+const ECOSYSTEM: &str = r#"{
+  "apps": [
+    { "name": "API", "script": "server.py", "instances": 4, "exec_mode": "cluster",
+      "env": { "GREETING": "hi" }, "env_production": { "GREETING": "hello" },
+      "watch": true },
+    { "name": "worker", "script": "worker.sh", "args": "--queue default",
+      "autorestart": false, "kill_timeout": 3000, "max_memory_restart": "300M" }
+  ]
+}"#;
+
+const ECOSYSTEM_YAML: &str = "apps:
+  - name: API
+    script: server.py
+    instances: 4
+    exec_mode: cluster
+    env:
+      GREETING: hi
+    env_production:
+      GREETING: hello
+    watch: true
+  - name: worker
+    script: worker.sh
+    args: --queue default
+    autorestart: false
+    kill_timeout: 3000
+    max_memory_restart: 300M
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pm2_ecosystem_imports_to_a_config_that_checks_and_runs_both_apps() {
+    let root = TempDir::new().expect("temp dir");
+    let app = root.path().join("app");
+    std::fs::create_dir_all(&app).expect("app dir");
+    std::fs::write(
+        app.join("server.py"),
+        "import os, time\nprint('api', os.environ['GREETING'], flush=True)\ntime.sleep(100000)\n",
+    )
+    .expect("server");
+    std::fs::write(
+        app.join("worker.sh"),
+        "echo \"worker $*\"\nexec sleep 100000\n",
+    )
+    .expect("worker");
+    std::fs::write(app.join("ecosystem.json"), ECOSYSTEM).expect("ecosystem");
+    std::fs::write(app.join("ecosystem.yaml"), ECOSYSTEM_YAML).expect("yaml");
+    std::fs::write(
+        app.join("ecosystem.config.js"),
+        format!("module.exports = {ECOSYSTEM};\n"),
+    )
+    .expect("js");
+
+    let (ok, json_config, err) = bosun_cli(root.path(), &["import", "pm2", "app/ecosystem.json"]);
+    assert!(ok, "{err}");
+    assert!(json_config.contains("instances = 4"), "{json_config}");
+    assert!(json_config.contains("cluster mode"), "{json_config}");
+    assert!(
+        json_config.contains("PM2 `env_production`"),
+        "{json_config}"
+    );
+    assert!(json_config.contains("PM2 `watch = true`"), "{json_config}");
+    let body = |c: &str| c.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let (ok, yaml_config, err) = bosun_cli(root.path(), &["import", "pm2", "app/ecosystem.yaml"]);
+    assert!(ok, "{err}");
+    assert_eq!(body(&yaml_config), body(&json_config));
+    let (ok, js_config, err) =
+        bosun_cli(root.path(), &["import", "pm2", "app/ecosystem.config.js"]);
+    match std::process::Command::new("node").arg("--version").output() {
+        Ok(_) => {
+            assert!(ok, "{err}");
+            assert_eq!(body(&js_config), body(&json_config));
+        }
+        Err(_) => assert!(!ok && err.contains("node is not on PATH"), "{err}"),
+    }
+
+    std::fs::write(
+        root.path().join("bosun.toml"),
+        format!("{}\n{json_config}", admin_config("")),
+    )
+    .expect("config");
+    let (ok, out, err) = bosun_cli(root.path(), &["check", "--config", "bosun.toml"]);
+    assert!(ok, "{out}{err}");
+    let bosun = BosunProcess::start(root.path());
+    let procs = until("both apps running", async || {
+        let body = bosun.get_json("/v1/projects/app", ADMIN).await;
+        let procs = body["processes"].as_array()?.clone();
+        (procs.len() == 5 && procs.iter().all(|p| p["state"] == "running")).then_some(procs)
+    })
+    .await;
+    let names: Vec<&str> = procs.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "api").count(),
+        4,
+        "{names:?}"
+    );
+    assert!(names.contains(&"worker"), "{names:?}");
+    let logs = bosun
+        .get_text("/v1/projects/app/processes/worker/logs?lines=5", ADMIN)
+        .await;
+    assert!(logs.contains("worker --queue default"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procfile_imports_with_foreman_ports_and_a_release_phase() {
+    let root = TempDir::new().expect("temp dir");
+    let app = root.path().join("shop");
+    std::fs::create_dir_all(&app).expect("app dir");
+    std::fs::write(
+        app.join("Procfile"),
+        "web: python3 -m http.server $PORT --bind 127.0.0.1\n\
+         worker: sh -c 'echo worker on $PORT; exec sleep 100000'\n\
+         release: echo migrating\n",
+    )
+    .expect("Procfile");
+    let port = common::shop::free_port();
+    let (ok, config, err) = bosun_cli(
+        root.path(),
+        &[
+            "import",
+            "procfile",
+            "shop/Procfile",
+            "--port",
+            &port.to_string(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        config.contains(&format!("PORT = \"{}\"", port + 100)),
+        "{config}"
+    );
+    assert!(
+        config.contains("release = [[\"sh\", \"-c\", \"echo migrating\"]]"),
+        "{config}"
+    );
+    std::fs::write(
+        root.path().join("bosun.toml"),
+        format!("{}\n{config}", admin_config("")),
+    )
+    .expect("config");
+    let (ok, out, err) = bosun_cli(root.path(), &["check", "--config", "bosun.toml"]);
+    assert!(ok, "{out}{err}");
+    let bosun = BosunProcess::start(root.path());
+    until("web ready on its PORT", async || {
+        let body = bosun.get_json("/v1/projects/shop", ADMIN).await;
+        let procs = body["processes"].as_array()?.clone();
+        procs.iter().all(|p| p["state"] == "running").then_some(())
+    })
+    .await;
+    let answer = reqwest::get(format!("http://127.0.0.1:{port}/Procfile"))
+        .await
+        .expect("web answers on its PORT");
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let (ok, _, err) = bosun_cli(root.path(), &["import", "procfile", "shop/missing"]);
+    assert!(!ok && err.contains("cannot read shop/missing"), "{err}");
+    std::fs::write(app.join("Bad"), "web python3 app.py\n").expect("bad");
+    let (ok, _, err) = bosun_cli(root.path(), &["import", "procfile", "shop/Bad"]);
+    assert!(
+        !ok && err.contains("shop/Bad: line 1: not `name: command`"),
+        "{err}"
+    );
+}

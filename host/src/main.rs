@@ -5,7 +5,7 @@ use tracing_subscriber::EnvFilter;
 
 use clap::CommandFactory as _;
 
-use bosun::cli::{Cli, Command, ExitCode, KeyCommand, check, exec, key_new, remote, serve};
+use bosun::cli::{Cli, Command, ExitCode, KeyCommand, check, exec, import, key_new, remote, serve};
 
 fn main() -> std::process::ExitCode {
     // Before the runtime opens anything: see `reserve_low_fds`.
@@ -38,6 +38,7 @@ async fn run() -> std::process::ExitCode {
         Command::Key {
             command: KeyCommand::New { name },
         } => key_new(&name),
+        Command::Import { command } => import(&command),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "bosun", &mut std::io::stdout());
             ExitCode::Ok

@@ -10,6 +10,7 @@ mod check;
 mod client;
 mod exec;
 mod format;
+mod import;
 mod key;
 pub mod remote;
 mod serve;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 pub use check::check;
 pub use client::{ClientArgs, ClientError};
 pub use exec::exec;
+pub use import::{ImportCommand, import};
 pub use key::key_new;
 pub use serve::serve;
 
@@ -191,6 +193,12 @@ pub enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Print the bosun config for a Procfile or a PM2 ecosystem file.
+    Import {
+        /// What to import.
+        #[command(subcommand)]
+        command: ImportCommand,
     },
     /// Manage API keys.
     Key {
