@@ -411,3 +411,133 @@ async fn a_procfile_imports_with_foreman_ports_and_a_release_phase() {
         "{err}"
     );
 }
+
+/// Commit `files` (name, text) to `dev` and push them to `main`.
+fn push(dev: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        std::fs::write(dev.join(name), text).expect("file");
+    }
+    git(dev, &["add", "-A"]);
+    git(dev, &["commit", "--quiet", "-m", "change"]);
+    git(dev, &["push", "--quiet", "origin", "HEAD:main"]);
+}
+
+/// The project's processes: name → pid, once none is starting.
+async fn running(api: &Api, project: &str) -> Vec<(String, u64)> {
+    until("the processes settled", async || {
+        let body = api
+            .get_json(&format!("/v1/projects/{project}"), ADMIN)
+            .await;
+        let procs = body["processes"].as_array()?.clone();
+        procs.iter().all(|p| p["state"] == "running").then(|| {
+            procs
+                .iter()
+                .map(|p| {
+                    let name = p["name"].as_str().unwrap_or_default().to_string();
+                    (name, p["pid"].as_u64().unwrap_or_default())
+                })
+                .collect()
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_changes_the_process_list_through_the_procfile_and_nothing_else() {
+    let root = TempDir::new().expect("temp dir");
+    let r = root.path();
+    git(r, &["init", "--quiet", "--bare", "origin.git"]);
+    git(r, &["clone", "--quiet", "origin.git", "dev"]);
+    let dev = r.join("dev");
+    let web = "web: python3 -m http.server $PORT --bind 127.0.0.1\n";
+    push(&dev, &[("Procfile", web)]);
+    git(r, &["clone", "--quiet", "origin.git", "shop"]);
+    std::fs::create_dir_all(r.join("other")).expect("other");
+    let port = common::shop::free_port();
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "shop"
+actions = ["deploy"]
+[projects.shop.procfile]
+port = {port}
+[projects.shop.git]
+remote = "./origin.git"
+[projects.shop.commands]
+allow = ["sh"]
+[projects.shop.deploy]
+ready_timeout = "20s"
+settle = "300ms"
+[projects.other]
+dir = "other"
+[[projects.other.processes]]
+name = "idle"
+command = "sleep"
+args = ["100000"]
+"#,
+        head = admin_config("")
+    );
+    std::fs::write(r.join("bosun.toml"), text).expect("config");
+    let bosun = Bosun::start_in(r).await;
+    assert_eq!(running(&bosun, "shop").await.len(), 1);
+    let other = running(&bosun, "other").await;
+
+    // A worker and a release phase, added by a commit.
+    let worker = "worker: echo \"worker on $PORT\"; exec sleep 100000\n";
+    push(
+        &dev,
+        &[(
+            "Procfile",
+            &format!("{web}{worker}release: echo released > released\n"),
+        )],
+    );
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let names: Vec<String> = running(&bosun, "shop")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["web", "worker"]);
+    assert!(r.join("shop/released").is_file());
+    let logs = bosun
+        .get_text("/v1/projects/shop/processes/worker/logs?lines=5", ADMIN)
+        .await;
+    assert!(
+        logs.contains(&format!("worker on {}", port + 100)),
+        "{logs}"
+    );
+    let answer = reqwest::get(format!("http://127.0.0.1:{port}/Procfile"))
+        .await
+        .expect("web answers on its PORT");
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    // Removed by the next.
+    push(&dev, &[("Procfile", web)]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let now = running(&bosun, "shop").await;
+    assert_eq!(now.len(), 1, "{now:?}");
+
+    // A Procfile that does not parse: the deploy fails and is rolled back,
+    // and the processes are what they were.
+    push(&dev, &[("Procfile", "web python3 -m http.server\n")]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
+    let reason = job["error"]["detail"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("line 1: not `name: command`"), "{job}");
+    assert_eq!(running(&bosun, "shop").await.len(), 1);
+    assert_eq!(running(&bosun, "other").await, other);
+    bosun.stop().await;
+
+    // `bosun check` reports a broken Procfile in the dir, naming its line.
+    std::fs::write(r.join("shop/Procfile"), "web python3\n").expect("Procfile");
+    let (ok, _, err) = bosun_cli(r, &["check", "--config", "bosun.toml"]);
+    assert!(
+        !ok && err.contains("`Procfile`: line 1: not `name: command`"),
+        "{err}"
+    );
+}

@@ -112,6 +112,8 @@ pub enum UpgradeError {
 pub(crate) enum Request {
     Reload(oneshot::Sender<Result<ReloadReport, ReloadError>>),
     Upgrade(oneshot::Sender<Result<UpgradeReport, UpgradeError>>),
+    /// Apply one project's Procfile (see `daemon::procfile`).
+    Procfile(String, oneshot::Sender<Result<ProcessChanges, String>>),
 }
 
 /// Asks the running bosun to reload or upgrade. Cheap to clone.
@@ -133,6 +135,18 @@ impl Control {
             .await
             .map_err(|_| ReloadError::ShuttingDown)?;
         rx.await.map_err(|_| ReloadError::ShuttingDown)?
+    }
+
+    /// Re-read `project`'s Procfile and apply it to that project alone;
+    /// what changed, or why nothing did.
+    pub async fn procfile(&self, project: &str) -> Result<ProcessChanges, String> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || "bosun is shutting down".to_string();
+        self.tx
+            .send(Request::Procfile(project.to_string(), tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Check the binary now at bosun's path and, if it passes, upgrade to

@@ -30,7 +30,12 @@ pub fn project_scope(
     state_dir: &Path,
 ) -> ProjectScope {
     let mut scope = ProjectScope::new(name, &project.dir)
-        .with_env("BOSUN_DEPLOY", project.deploy.to_env())
+        .with_env(
+            "BOSUN_DEPLOY",
+            project
+                .deploy
+                .to_env(project.procfile.as_ref().map(|p| p.file.as_path())),
+        )
         .with_git(Arc::new(Git::new(jail.clone(), project, state_dir)));
     if let Some(releases) = releases(&jail, project, state_dir) {
         scope = scope.with_releases(Arc::new(releases));

@@ -16,6 +16,19 @@ pub async fn check(path: &Path, upgrade: bool) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    // A Procfile is the tenant's file, as a plugin in its dir is.
+    let procfile_errors = if upgrade {
+        0
+    } else {
+        config.procfile_problems.len()
+    };
+    for (project, problem) in &config.procfile_problems {
+        let level = if upgrade { "warning" } else { "error" };
+        eprintln!(
+            "{level}: {}: `projects.{project}.procfile`: {problem}",
+            path.display()
+        );
+    }
     let mut errors = 0;
     for (tenant_file, problem) in registry.problems_by_file(&config) {
         if upgrade && tenant_file {
@@ -29,6 +42,9 @@ pub async fn check(path: &Path, upgrade: bool) -> ExitCode {
     if errors > 0 {
         eprintln!("{errors} of {actions} actions failed to load");
         return ExitCode::InvalidPlugin;
+    }
+    if procfile_errors > 0 {
+        return ExitCode::Usage;
     }
     let mut unusable = false;
     for (project, report) in crate::confine::Confinement::inspect(&config) {

@@ -23,6 +23,12 @@ pub async fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for (project, problem) in &config.procfile_problems {
+        tracing::warn!(
+            project,
+            "{problem}; its processes from the Procfile are not started"
+        );
+    }
     let handoff = match Handoff::take() {
         Ok(handoff) => handoff,
         Err(e) => {

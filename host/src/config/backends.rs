@@ -151,8 +151,10 @@ impl GitConfig {
 }
 
 impl DeployConfig {
-    /// The settings as the JSON the `deploy` plugin reads from `BOSUN_DEPLOY`.
-    pub fn to_env(&self) -> String {
+    /// The settings as the JSON the `deploy` plugin reads from
+    /// `BOSUN_DEPLOY`, with the project's Procfile (whose `release:` it
+    /// runs) when it has one.
+    pub fn to_env(&self, procfile: Option<&std::path::Path>) -> String {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         serde_json::json!({
             "build": self.build,
@@ -160,6 +162,7 @@ impl DeployConfig {
             "ready_timeout_ms": ms(self.ready_timeout),
             "settle_ms": ms(self.settle),
             "releases": self.releases,
+            "procfile": procfile,
         })
         .to_string()
     }

@@ -13,6 +13,7 @@ mod keys;
 mod lines;
 mod places;
 mod process;
+mod procfile;
 mod server;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub use keys::{KeyConfig, KeyHash, Role, Scope};
 pub use lines::line_of;
 pub use places::{lexical, resolved};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
+pub use procfile::{ProcfileConfig, apply as apply_procfile};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
 
 /// Why a config could not be used. Each message names the file, and the key
@@ -96,6 +98,10 @@ pub struct Config {
     /// The file this config was read from (not a key).
     #[serde(skip)]
     pub source: PathBuf,
+    /// Problems in projects' Procfiles (not keys): the tenant's files, so
+    /// `bosun check` reports them and `serve` warns and goes on.
+    #[serde(skip)]
+    pub procfile_problems: BTreeMap<String, String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -166,6 +172,8 @@ pub struct ProjectConfig {
     /// When set, every API call on this project must also carry the key
     /// with this hash in `X-Project-Key`.
     pub key_hash: Option<KeyHash>,
+    /// Its processes from its Procfile, too.
+    pub procfile: Option<ProcfileConfig>,
     /// The programs its plugins may run.
     #[serde(default)]
     pub commands: CommandsConfig,
@@ -244,6 +252,11 @@ impl Config {
                 if let Some(p) = &mut action.path {
                     *p = base.join(&*p);
                 }
+            }
+        }
+        for (name, project) in &mut config.projects {
+            if let Err(e) = procfile::apply(project) {
+                config.procfile_problems.insert(name.clone(), e);
             }
         }
         config.validate(path).map_err(|e| match e {
@@ -381,6 +394,24 @@ impl Config {
 }
 
 /// Project and action names appear in URLs and file names: keep them plain.
+/// A name bosun accepts for `raw` (PM2 and Procfiles allow more): lower
+/// case, anything else `-`, at most 64.
+pub fn bosun_name(raw: &str) -> String {
+    let mut name: String = raw
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '-',
+        })
+        .collect();
+    name = name.trim_start_matches(['-', '_']).to_string();
+    name.truncate(64);
+    if name.is_empty() {
+        name.push_str("app");
+    }
+    name
+}
+
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -409,6 +440,13 @@ fn same_port(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_become_ones_bosun_accepts() {
+        assert_eq!(bosun_name("API-Server.1"), "api-server-1");
+        assert_eq!(bosun_name("--x"), "x");
+        assert_eq!(bosun_name("???"), "app");
+    }
 
     #[test]
     fn project_dirs_are_absolute_whatever_the_config_path() {

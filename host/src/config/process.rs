@@ -49,6 +49,9 @@ pub struct ProcessConfig {
     /// The project's `path`, set at load: dirs put in front of `PATH`.
     #[serde(skip)]
     pub project_path: Vec<PathBuf>,
+    /// Whether it comes from the project's Procfile (see `procfile`).
+    #[serde(skip)]
+    pub from_procfile: bool,
     /// Environment, applied over the project's `.env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

@@ -38,10 +38,12 @@ use crate::control::{Control, Request, UpgradeError};
 use crate::handoff::Handoff;
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
+use crate::plugins::processes::ProcessControl;
 use crate::plugins::{ActionRegistry, Actions, Engine, EngineConfig, EngineError, ProjectScope};
 use crate::project::Checkout;
 use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
+mod procfile;
 mod reload;
 mod upgrade;
 
@@ -128,6 +130,8 @@ struct Running {
     /// First checkouts (`git.clone`) started at boot or by reloads, by
     /// project: an upgrade waits for none, so it is refused while one runs.
     checkouts: BTreeMap<String, Checkout>,
+    /// Requests to this task, for the scopes of projects with a Procfile.
+    control: Control,
 }
 
 impl Daemon {
@@ -197,11 +201,14 @@ impl Daemon {
             .keys()
             .filter_map(|p| supervisor.project(p).map(|h| (p.clone(), h)))
             .collect();
+        let (request_tx, mut requests) = mpsc::channel(REQUESTS_WAITING);
+        let control = Control::new(request_tx);
         let scopes = config
             .projects
             .keys()
             .filter_map(|name| {
-                let scope = scope_of(config, name, &confinement, handles.get(name)?.clone())?;
+                let handle = handles.get(name)?.clone();
+                let scope = scope_of(config, name, &confinement, handle, &control)?;
                 Some((name.clone(), scope))
             })
             .collect();
@@ -231,8 +238,6 @@ impl Daemon {
                 "job history recovered"
             );
         }
-        let (request_tx, mut requests) = mpsc::channel(REQUESTS_WAITING);
-        let control = Control::new(request_tx);
         let stop = CancellationToken::new();
         let mut running = Running {
             config: config.clone(),
@@ -247,6 +252,7 @@ impl Daemon {
             binary,
             stop: stop.clone(),
             checkouts: pending_checkouts,
+            control: control.clone(),
         };
         let state = AppState {
             auth: running.auth.clone(),
@@ -276,6 +282,9 @@ impl Daemon {
                     Some(request) = requests.recv() => match request {
                         Request::Reload(reply) => {
                             let _ = reply.send(running.reload().await);
+                        }
+                        Request::Procfile(project, reply) => {
+                            let _ = reply.send(running.apply_procfile(&project).await);
                         }
                         Request::Upgrade(reply) => match running.check_upgrade().await {
                             // A stop asked for during the check wins.
@@ -366,11 +375,17 @@ fn scope_of(
     project: &str,
     confinement: &Confinement,
     handle: ProjectHandle,
+    control: &Control,
 ) -> Option<ProjectScope> {
     let pcfg = config.projects.get(project)?;
     let jail = confinement.jail(project)?;
-    Some(
-        backends::project_scope(project, pcfg, jail, &config.state_dir)
-            .with_processes(Arc::new(handle)),
-    )
+    let processes: Arc<dyn ProcessControl> = match pcfg.procfile {
+        Some(_) => Arc::new(procfile::ProcfileProcesses {
+            inner: Arc::new(handle),
+            control: control.clone(),
+            project: project.to_string(),
+        }),
+        None => Arc::new(handle),
+    };
+    Some(backends::project_scope(project, pcfg, jail, &config.state_dir).with_processes(processes))
 }

@@ -69,7 +69,23 @@ impl Running {
     async fn try_reload(&mut self) -> Result<ReloadReport, ReloadError> {
         let file = Config::load(&self.config.source)
             .map_err(|e| ReloadError::Invalid(vec![e.to_string()]))?;
-        let (config, restart_needed) = keep_fixed(&self.config, file);
+        let (mut config, restart_needed) = keep_fixed(&self.config, file);
+        // A Procfile is the tenant's: one that does not parse keeps the
+        // processes it gave before, and is reported, never refused.
+        let mut warnings = Vec::new();
+        for (name, problem) in std::mem::take(&mut config.procfile_problems) {
+            if let (Some(new), Some(old)) = (
+                config.projects.get_mut(&name),
+                self.config.projects.get(&name),
+            ) {
+                new.processes.retain(|p| !p.from_procfile);
+                new.processes
+                    .extend(old.processes.iter().filter(|p| p.from_procfile).cloned());
+            }
+            warnings.push(format!(
+                "projects.{name}.procfile: {problem}; its processes are kept"
+            ));
+        }
         // The mix of the file and the settings kept must hold as well (a
         // project dir may not overlap the state dir bosun keeps using).
         config
@@ -79,7 +95,7 @@ impl Running {
         // A plugin file in a project's own dir is the tenant's to break: it
         // must not keep the operator from reloading (a revocation, say).
         // Its action is unavailable, as at startup; any other is refused.
-        let (warnings, problems): (Vec<_>, Vec<_>) = registry
+        let (plugin_warnings, problems): (Vec<_>, Vec<_>) = registry
             .problems_by_file(&config)
             .into_iter()
             .partition(|(tenant_file, _)| *tenant_file);
@@ -120,7 +136,11 @@ impl Running {
             plugins: registry.changes_from(&self.registry.load()),
             keys,
             restart_needed,
-            warnings: warnings.into_iter().map(|(_, w)| w).collect(),
+            warnings: plugin_warnings
+                .into_iter()
+                .map(|(_, w)| w)
+                .chain(warnings)
+                .collect(),
             projects: ProjectChanges {
                 added: added.iter().cloned().collect(),
                 removed: removed.iter().cloned().collect(),
@@ -178,8 +198,14 @@ impl Running {
                 .add_project(project, pcfg, checkout.clone())
                 .map_err(|e| format!("{e:#}"))
                 .and_then(|handle| {
-                    let scope = scope_of(&config, project, &self.confinement, handle.clone())
-                        .ok_or_else(|| "it has no jail".to_string())?;
+                    let scope = scope_of(
+                        &config,
+                        project,
+                        &self.confinement,
+                        handle.clone(),
+                        &self.control,
+                    )
+                    .ok_or_else(|| "it has no jail".to_string())?;
                     Ok((handle, scope))
                 });
             let (handle, scope) = match started {
@@ -216,7 +242,8 @@ impl Running {
                 continue;
             }
             if let Some(handle) = self.supervisor.project(project)
-                && let Some(scope) = scope_of(&config, project, &self.confinement, handle)
+                && let Some(scope) =
+                    scope_of(&config, project, &self.confinement, handle, &self.control)
             {
                 self.jobs.set_scope(project, scope);
             }

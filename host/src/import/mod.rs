@@ -9,7 +9,9 @@ mod pm2;
 mod procfile;
 
 pub use pm2::pm2;
-pub use procfile::{Procfile, procfile};
+pub use procfile::procfile;
+
+pub(crate) use crate::config::bosun_name as name_of;
 
 /// Why a file could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -55,38 +57,8 @@ impl Writer {
     }
 }
 
-/// A name bosun accepts for `raw` (PM2 and Procfiles allow more): lower
-/// case, anything else `-`.
-pub(crate) fn name_of(raw: &str) -> String {
-    let mut name: String = raw
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '_') => c,
-            _ => '-',
-        })
-        .collect();
-    name = name.trim_start_matches(['-', '_']).to_string();
-    name.truncate(64);
-    if name.is_empty() {
-        name.push_str("app");
-    }
-    name
-}
-
 /// `[projects.<project>]` with its dir.
 pub(crate) fn project_head(w: &mut Writer, project: &str, dir: &str) {
     w.line(format!("[projects.{}]", name_of(project)));
     w.key("dir", dir);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::name_of;
-
-    #[test]
-    fn names_become_ones_bosun_accepts() {
-        assert_eq!(name_of("API-Server.1"), "api-server-1");
-        assert_eq!(name_of("--x"), "x");
-        assert_eq!(name_of("???"), "app");
-    }
 }

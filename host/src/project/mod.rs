@@ -12,6 +12,8 @@
 //!   it is parsed without looking at bosun's own environment (see
 //!   `dotenv`), and an error names the line, never its text: the file is
 //!   the tenant's, but the error goes places the tenant can read.
+//! - its `Procfile`, when the config takes its processes from it, read
+//!   the same way.
 //! - a working directory given relative to it must stay inside it.
 //! - in the release layout, the app is in `current` (a link to
 //!   `releases/<name>`), and its `.env` often a link on to `shared/.env`:
@@ -19,8 +21,10 @@
 
 mod checkout;
 mod dotenv;
+mod procfile;
 
 pub use checkout::{Checkout, CheckoutDone, pending as pending_checkout};
+pub use procfile::{MAX_PROCFILE, Procfile};
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -92,37 +96,68 @@ pub fn pin(project_dir: &Path, app_dir: &Path) -> PathBuf {
 /// The variables of the project's `.env` (in `app_dir` of the project
 /// dir, when given: the current release), if it has one.
 pub fn dotenv(project_dir: &Path, app_dir: Option<&Path>) -> Result<Vec<(String, String)>, String> {
+    let path = app_dir.unwrap_or(Path::new("")).join(".env");
+    match read_small(project_dir, &path, MAX_DOTENV)? {
+        Some(text) => parse(&text),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The project's Procfile `file` (in `app_dir`, as for `.env`), parsed,
+/// if it has one.
+pub fn procfile(
+    project_dir: &Path,
+    app_dir: Option<&Path>,
+    file: &Path,
+) -> Result<Option<Procfile>, String> {
+    let path = app_dir.unwrap_or(Path::new("")).join(file);
+    let Some(text) = read_small(project_dir, &path, MAX_PROCFILE)? else {
+        return Ok(None);
+    };
+    let shown = file.display();
+    let text = std::str::from_utf8(&text).map_err(|_| format!("`{shown}` is not UTF-8"))?;
+    Procfile::parse(text)
+        .map(Some)
+        .map_err(|e| format!("`{shown}`: {e}"))
+}
+
+/// The file `rel` of the project dir, resolved beneath it, if it exists:
+/// only a regular file, opened without blocking (a FIFO would hang
+/// bosun), of at most `max` bytes. Errors name the file, never its text.
+fn read_small(project_dir: &Path, rel: &Path, max: u64) -> Result<Option<Vec<u8>>, String> {
+    let shown = rel.display();
     let dir = open(project_dir).map_err(|e| e.to_string())?;
     let mut options = OpenOptions::new();
     options
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    let path = app_dir.unwrap_or(Path::new("")).join(".env");
-    let file = match dir.open_with(&path, &options) {
+    let file = match dir.open_with(rel, &options) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err("cannot read `.env`: it leads outside the project dir".into());
+            return Err(format!(
+                "cannot read `{shown}`: it leads outside the project dir"
+            ));
         }
-        Err(e) => return Err(format!("cannot read `.env`: {e}")),
+        Err(e) => return Err(format!("cannot read `{shown}`: {e}")),
     };
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot read `.env`: {e}"))?;
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
     if !meta.is_file() {
-        return Err("cannot read `.env`: it is not a regular file".into());
+        return Err(format!("cannot read `{shown}`: it is not a regular file"));
     }
-    if meta.len() > MAX_DOTENV {
+    if meta.len() > max {
         return Err(format!(
-            "cannot read `.env`: it is larger than {MAX_DOTENV} bytes"
+            "cannot read `{shown}`: it is larger than {max} bytes"
         ));
     }
     let mut text = Vec::new();
     file.into_std()
-        .take(MAX_DOTENV + 1)
+        .take(max + 1)
         .read_to_end(&mut text)
-        .map_err(|e| format!("cannot read `.env`: {e}"))?;
-    parse(&text)
+        .map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+    Ok(Some(text))
 }
 
 /// Parse `.env` text; an error gives the line number only.

@@ -20,6 +20,8 @@ pub struct Settings {
     pub settle_ms: u64,
     /// The release layout's number of kept releases; none without it.
     pub releases: Option<u64>,
+    /// The project's Procfile, when its processes come from it.
+    pub procfile: Option<String>,
 }
 
 impl Settings {
@@ -34,15 +36,39 @@ impl Settings {
             ready_timeout_ms: v["ready_timeout_ms"].as_u64().unwrap_or(60_000),
             settle_ms: v["settle_ms"].as_u64().unwrap_or(2_000),
             releases: v["releases"].as_u64(),
+            procfile: v["procfile"].as_str().map(str::to_string),
         })
     }
 }
 
 impl Settings {
-    /// The build steps, then the release phase's, each with its phase's name.
-    pub fn steps(&self) -> impl Iterator<Item = (&'static str, &[String])> {
-        let build = self.build.iter().map(|s| ("build", s.as_slice()));
-        build.chain(self.release.iter().map(|s| ("release", s.as_slice())))
+    /// The steps of a deploy of the tree in `dir` (relative to the project
+    /// dir; `""` for the project dir itself), each with its phase: the
+    /// build, the release phase, then the `release:` of the Procfile there
+    /// (through `sh -c`), read as that tree has it.
+    pub fn steps(&self, dir: &str) -> Result<Vec<(&'static str, Vec<String>)>, String> {
+        let mut steps: Vec<(&'static str, Vec<String>)> = self
+            .build
+            .iter()
+            .map(|s| ("build", s.clone()))
+            .chain(self.release.iter().map(|s| ("release", s.clone())))
+            .collect();
+        if let Some(file) = &self.procfile {
+            let path = std::path::Path::new("/").join(dir).join(file);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(format!("reading the Procfile {file}: {e}")),
+            };
+            let release = text.lines().find_map(|line| {
+                let (name, command) = line.trim().split_once(':')?;
+                (name.trim() == "release").then(|| command.trim().to_string())
+            });
+            if let Some(command) = release.filter(|c| !c.is_empty()) {
+                steps.push(("release", vec!["sh".into(), "-c".into(), command]));
+            }
+        }
+        Ok(steps)
     }
 }
 

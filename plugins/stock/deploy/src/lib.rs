@@ -75,8 +75,12 @@ fn deploy_release(settings: &Settings, target: Option<&str>, force: bool) -> Res
                        "failed_revision": revision, "restored_revision": from,
                        "release": release.name, "rollback_error": error }))
     };
-    for step in settings.steps() {
-        if let Err(reason) = run_step(step, Some(&dir)) {
+    let steps = settings
+        .steps(&dir)
+        .inspect_err(|_| remove(&release.name))
+        .map_err(failed)?;
+    for (phase, step) in &steps {
+        if let Err(reason) = run_step((phase, step), Some(&dir)) {
             println!("deploy of {revision} failed: {reason}; the current release kept serving");
             remove(&release.name);
             return Err(failure(reason, true, None));
@@ -132,8 +136,12 @@ fn deploy_in_place(
     println!("deploying {} (was {})", up.to, up.from);
     // The reason, and whether the processes were restarted onto the new code.
     let shipped = settings
-        .steps()
-        .try_for_each(|step| run_step(step, None))
+        .steps("")
+        .and_then(|steps| {
+            steps
+                .iter()
+                .try_for_each(|(phase, step)| run_step((phase, step), None))
+        })
         .map_err(|reason| (reason, false))
         .and_then(|()| restart_and_settle(settings).map_err(|reason| (reason, true)));
     match shipped {

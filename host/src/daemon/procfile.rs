@@ -1,0 +1,94 @@
+//! A project whose processes come from its Procfile (see
+//! `config::procfile`) gets them anew at every deploy: the `restart` of all
+//! its processes (what `deploy` and `rollback` do) first re-reads the
+//! Procfile where the app now is, and applies the difference to that
+//! project alone, as a reload would: a type added starts, a type removed
+//! stops, a changed one is replaced; then everything restarts onto the new
+//! code. The other projects, and the rest of the config, are untouched.
+//! A Procfile that does not parse fails the restart, so the deploy fails
+//! and is rolled back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::Running;
+use crate::config;
+use crate::control::Control;
+use crate::plugins::bindings::{CallError, ProcessInfo, UnixSignal};
+use crate::plugins::processes::ProcessControl;
+use crate::supervisor::ProcessChanges;
+
+impl Running {
+    /// Re-read `project`'s Procfile and apply it to that project alone.
+    pub(super) async fn apply_procfile(&mut self, project: &str) -> Result<ProcessChanges, String> {
+        let Some(mut pcfg) = self.config.projects.get(project).cloned() else {
+            return Err(format!("no project `{project}`"));
+        };
+        config::apply_procfile(&mut pcfg)?;
+        let mut candidate = self.config.clone();
+        candidate.projects.insert(project.to_string(), pcfg.clone());
+        candidate.validate_again().map_err(|e| e.to_string())?;
+        let changes = self
+            .supervisor
+            .update_project(project, &pcfg, &self.stop)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if !changes.failed.is_empty() {
+            return Err(changes.failed.join("; "));
+        }
+        tracing::info!(
+            project,
+            added = ?changes.added,
+            removed = ?changes.removed,
+            restarted = ?changes.restarted,
+            "applied the Procfile"
+        );
+        self.config.projects.insert(project.to_string(), pcfg);
+        Ok(changes)
+    }
+}
+
+/// A project's processes, with the Procfile applied before a restart of all.
+pub(super) struct ProcfileProcesses {
+    pub(super) inner: Arc<dyn ProcessControl>,
+    pub(super) control: Control,
+    pub(super) project: String,
+}
+
+#[async_trait]
+impl ProcessControl for ProcfileProcesses {
+    async fn list(&self) -> Vec<ProcessInfo> {
+        self.inner.list().await
+    }
+    async fn start(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
+        self.inner.start(name).await
+    }
+    async fn stop(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
+        self.inner.stop(name).await
+    }
+    async fn restart(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
+        if name.is_none() {
+            self.control
+                .procfile(&self.project)
+                .await
+                .map_err(|e| CallError::Failed(format!("the Procfile: {e}")))?;
+        }
+        self.inner.restart(name).await
+    }
+    async fn signal(
+        &self,
+        name: Option<&str>,
+        sig: UnixSignal,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
+        self.inner.signal(name, sig).await
+    }
+    async fn wait_ready(
+        &self,
+        name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ProcessInfo>, CallError> {
+        self.inner.wait_ready(name, timeout).await
+    }
+}
