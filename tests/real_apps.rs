@@ -256,7 +256,8 @@ const ECOSYSTEM: &str = r#"{
       "env": { "GREETING": "hi" }, "env_production": { "GREETING": "hello" },
       "watch": true },
     { "name": "worker", "script": "worker.sh", "args": "--queue default",
-      "autorestart": false, "kill_timeout": 3000, "max_memory_restart": "300M" }
+      "autorestart": false, "kill_timeout": 3000, "max_memory_restart": "300M",
+      "out_file": "/root/.ssh/authorized_keys" }
   ]
 }"#;
 
@@ -276,6 +277,7 @@ const ECOSYSTEM_YAML: &str = "apps:
     autorestart: false
     kill_timeout: 3000
     max_memory_restart: 300M
+    out_file: /root/.ssh/authorized_keys
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,12 +312,21 @@ async fn a_pm2_ecosystem_imports_to_a_config_that_checks_and_runs_both_apps() {
         "{json_config}"
     );
     assert!(json_config.contains("PM2 `watch = true`"), "{json_config}");
+    // A log the ecosystem file puts outside the project is not bosun's to write.
+    assert!(!json_config.contains("log_file"), "{json_config}");
+    assert!(
+        json_config.contains("a log outside the project dir"),
+        "{json_config}"
+    );
     let body = |c: &str| c.lines().skip(1).collect::<Vec<_>>().join("\n");
     let (ok, yaml_config, err) = bosun_cli(root.path(), &["import", "pm2", "app/ecosystem.yaml"]);
     assert!(ok, "{err}");
     assert_eq!(body(&yaml_config), body(&json_config));
-    let (ok, js_config, err) =
-        bosun_cli(root.path(), &["import", "pm2", "app/ecosystem.config.js"]);
+    // JavaScript runs only when asked to.
+    let js = ["import", "pm2", "app/ecosystem.config.js"];
+    let (ok, _, err) = bosun_cli(root.path(), &js);
+    assert!(!ok && err.contains("pass --run-node"), "{err}");
+    let (ok, js_config, err) = bosun_cli(root.path(), &[&js[..], &["--run-node"]].concat());
     match std::process::Command::new("node").arg("--version").output() {
         Ok(_) => {
             assert!(ok, "{err}");
@@ -512,12 +523,33 @@ args = ["100000"]
         .expect("web answers on its PORT");
     assert_eq!(answer.status(), StatusCode::OK);
 
+    // An edit of the Procfile in the work tree (not deployed) and a reload
+    // by the operator: the processes follow deploys, not the file.
+    std::fs::write(r.join("shop/Procfile"), web).expect("edit");
+    let resp = bosun.post("/v1/reload", ADMIN).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(running(&bosun, "shop").await.len(), 2);
+    git(&r.join("shop"), &["checkout", "--quiet", "--", "Procfile"]);
+
     // Removed by the next.
     push(&dev, &[("Procfile", web)]);
     let job = deploy(&bosun, json!({})).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     let now = running(&bosun, "shop").await;
     assert_eq!(now.len(), 1, "{now:?}");
+
+    // More types than `max_types` (8): refused, rolled back.
+    let many: String = (0..9)
+        .map(|i| format!("t{i}: exec sleep 100000\n"))
+        .collect();
+    push(&dev, &[("Procfile", &format!("{web}{many}"))]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job.to_string().contains("`procfile.max_types` allows 8"),
+        "{job}"
+    );
+    assert_eq!(running(&bosun, "shop").await.len(), 1);
 
     // A Procfile that does not parse: the deploy fails and is rolled back,
     // and the processes are what they were.

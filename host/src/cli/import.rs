@@ -37,6 +37,10 @@ pub enum ImportCommand {
         /// The project dir; default: the ecosystem file's dir.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Read a `.config.js` by running it with node, as you (it may
+        /// run any code it likes, and what it requires).
+        #[arg(long)]
+        run_node: bool,
     },
 }
 
@@ -58,9 +62,14 @@ pub fn import(command: &ImportCommand) -> ExitCode {
                     import::procfile(&text, &file.display().to_string(), &project, &dir, *port)
                 })
         }
-        ImportCommand::Pm2 { file, project, dir } => {
+        ImportCommand::Pm2 {
+            file,
+            project,
+            dir,
+            run_node,
+        } => {
             let (project, dir) = place(file, project.as_deref(), dir.as_deref());
-            import::pm2(file, &project, &dir)
+            import::pm2(file, &project, &dir, *run_node)
         }
     };
     match result {

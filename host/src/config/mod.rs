@@ -30,7 +30,7 @@ pub use confine::{
 };
 pub use keys::{KeyConfig, KeyHash, Role, Scope};
 pub use lines::line_of;
-pub use places::{lexical, resolved};
+pub use places::{check_inside, lexical, resolved};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
 pub use procfile::{ProcfileConfig, apply as apply_procfile};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
@@ -309,6 +309,7 @@ impl Config {
             .and_then(|()| self.validate_keys())
             .and_then(|()| self.validate_places())
             .and_then(|()| self.validate_sockets())
+            .and_then(|()| self.validate_procfile_ports())
             .map_err(|(key, message)| invalid(key, message))?;
         for (name, project) in &self.projects {
             check_name(name).map_err(|m| invalid(format!("projects.{name}"), m))?;
@@ -324,8 +325,12 @@ impl Config {
                 })?;
             }
             for (i, dir) in project.path.iter().enumerate() {
-                places::check_inside(dir)
-                    .map_err(|m| invalid(format!("projects.{name}.path[{i}]"), m))?;
+                check_inside(dir).map_err(|m| invalid(format!("projects.{name}.path[{i}]"), m))?;
+            }
+            if let Some(procfile) = &project.procfile {
+                procfile
+                    .validate()
+                    .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
             }
             backends::validate(&project.commands, &project.git, &project.deploy)
                 .and_then(|()| project.confinement.validate())
@@ -342,6 +347,43 @@ impl Config {
 }
 
 impl Config {
+    /// The ports a project's Procfile may give are its own: no other
+    /// Procfile's, no `sockets` port, not bosun's own.
+    fn validate_procfile_ports(&self) -> Result<(), (String, String)> {
+        let mut taken: BTreeMap<u16, String> = BTreeMap::new();
+        taken.insert(
+            self.server.listen.port(),
+            "bosun's own `server.listen`".into(),
+        );
+        for (name, project) in &self.projects {
+            for (i, process) in project.processes.iter().enumerate() {
+                for addr in &process.sockets {
+                    taken.insert(
+                        addr.port(),
+                        format!("`projects.{name}.processes[{i}].sockets`"),
+                    );
+                }
+            }
+        }
+        for (name, project) in &self.projects {
+            let Some(procfile) = &project.procfile else {
+                continue;
+            };
+            for port in procfile.ports() {
+                if let Some(owner) = taken.get(&port) {
+                    return Err((
+                        format!("projects.{name}.procfile.port"),
+                        format!("its types may get port {port}, already taken by {owner}"),
+                    ));
+                }
+            }
+            for port in procfile.ports() {
+                taken.insert(port, format!("`projects.{name}.procfile`"));
+            }
+        }
+        Ok(())
+    }
+
     /// A socket belongs to one process of one project, and is not bosun's own.
     fn validate_sockets(&self) -> Result<(), (String, String)> {
         let mut seen: BTreeMap<std::net::SocketAddr, String> = BTreeMap::new();

@@ -192,7 +192,7 @@ impl Config {
 /// A path a project names inside itself (a `path` entry, a program in
 /// `commands.allow`): relative, no `..`, nothing git or a shell would take
 /// for an option or a separator.
-pub(super) fn check_inside(path: &Path) -> Result<(), String> {
+pub fn check_inside(path: &Path) -> Result<(), String> {
     let text = path.to_string_lossy();
     if path.as_os_str().is_empty()
         || path.is_absolute()

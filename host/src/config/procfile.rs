@@ -8,7 +8,13 @@
 //! [projects.shop.procfile]
 //! file = "Procfile"   # default
 //! port = 5000         # PORT of the first type; 100 more for each next
+//! max_types = 8       # the most types it may have (up to 64)
 //! ```
+//!
+//! The ports a Procfile may use (`port` + 100·i for i below `max_types`)
+//! are checked at load against every other project's, every `sockets`
+//! address and bosun's own `server.listen`, so a tenant cannot have its
+//! `web` answer a readiness probe with someone else's listener.
 //!
 //! Each type becomes a process running its command through `sh -c`,
 //! confined as the project, with `PORT` as Foreman gives it; `web` is
@@ -23,7 +29,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{CURRENT, ProcessConfig, ProjectConfig, bosun_name};
-use crate::project::Procfile;
+use crate::project::{MAX_TYPES, Procfile};
 
 /// `[projects.<p>.procfile]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -33,6 +39,36 @@ pub struct ProcfileConfig {
     pub file: PathBuf,
     /// The `PORT` of the first process type. Default 5000.
     pub port: u16,
+    /// The most process types bosun takes from it (1 to 64). Default 8:
+    /// the tenant writes the file, the operator says how much it may run.
+    pub max_types: u16,
+}
+
+impl ProcfileConfig {
+    /// The ports its types may get: `port`, then 100 more for each next.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..usize::from(self.max_types)).filter_map(|i| Procfile::port(self.port, i))
+    }
+
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        super::places::check_inside(&self.file).map_err(|m| ("procfile.file".into(), m))?;
+        if self.max_types == 0 || usize::from(self.max_types) > MAX_TYPES {
+            return Err((
+                "procfile.max_types".into(),
+                format!("must be 1 to {MAX_TYPES}, not {}", self.max_types),
+            ));
+        }
+        if self.ports().count() < usize::from(self.max_types) {
+            return Err((
+                "procfile.port".into(),
+                format!(
+                    "{} leaves no port for {} types, 100 apart",
+                    self.port, self.max_types
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProcfileConfig {
@@ -40,6 +76,7 @@ impl Default for ProcfileConfig {
         Self {
             file: PathBuf::from("Procfile"),
             port: 5000,
+            max_types: 8,
         }
     }
 }
@@ -69,6 +106,13 @@ fn processes(
     app: Option<PathBuf>,
 ) -> Result<Vec<ProcessConfig>, String> {
     let shown = cfg.file.display();
+    if parsed.processes.len() > usize::from(cfg.max_types) {
+        return Err(format!(
+            "`{shown}` has {} process types; `procfile.max_types` allows {}",
+            parsed.processes.len(),
+            cfg.max_types
+        ));
+    }
     let mut made = Vec::new();
     for (i, (raw, command)) in parsed.processes.iter().enumerate() {
         let name = bosun_name(raw);
@@ -90,7 +134,7 @@ fn processes(
         let mut env = toml::Table::new();
         env.insert("PORT".into(), port.to_string().into());
         table.insert("env".into(), env.into());
-        if raw == "web" {
+        if raw.eq_ignore_ascii_case("web") {
             let mut ready = toml::Table::new();
             ready.insert("port".into(), i64::from(port).into());
             table.insert("ready".into(), ready.into());

@@ -239,8 +239,11 @@ impl Daemon {
             );
         }
         let stop = CancellationToken::new();
+        // Reported at start (see `cli::serve`); what runs is what counts.
+        let mut applied = config.clone();
+        applied.procfile_problems.clear();
         let mut running = Running {
-            config: config.clone(),
+            config: applied,
             engine,
             registry: registry.clone(),
             auth: Arc::new(Auth::new(config)),

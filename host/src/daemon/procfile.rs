@@ -2,9 +2,12 @@
 //! `config::procfile`) gets them anew at every deploy: the `restart` of all
 //! its processes (what `deploy` and `rollback` do) first re-reads the
 //! Procfile where the app now is, and applies the difference to that
-//! project alone, as a reload would: a type added starts, a type removed
-//! stops, a changed one is replaced; then everything restarts onto the new
-//! code. The other projects, and the rest of the config, are untouched.
+//! project alone: a type added starts, a type removed stops, a changed one
+//! is stopped and started anew (no waits: the control task serves every
+//! project, and the restart that follows rolls everything onto the new
+//! code and waits for readiness). A Procfile has at most
+//! `procfile.max_types` types (8 by default, 64 at most), so an apply
+//! holds the control task for one concurrent stop at most. The other projects, and the rest of the config, are untouched.
 //! A Procfile that does not parse fails the restart, so the deploy fails
 //! and is rolled back.
 
@@ -30,11 +33,43 @@ impl Running {
         let mut candidate = self.config.clone();
         candidate.projects.insert(project.to_string(), pcfg.clone());
         candidate.validate_again().map_err(|e| e.to_string())?;
-        let changes = self
-            .supervisor
-            .update_project(project, &pcfg, &self.stop)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        // A changed type is stopped and started anew, never rolled: the
+        // restart that follows rolls everything, and this task must not
+        // wait on a tenant's readiness checks while others queue behind it.
+        let before = &self.config.projects[project].processes;
+        let changed: Vec<&str> = pcfg
+            .processes
+            .iter()
+            .filter(|p| p.from_procfile)
+            .filter(|p| {
+                before
+                    .iter()
+                    .any(|o| o.from_procfile && o.name == p.name && *o != **p)
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        let mut changes = ProcessChanges::default();
+        if !changed.is_empty() {
+            let mut without = pcfg.clone();
+            without
+                .processes
+                .retain(|p| !changed.contains(&p.name.as_str()));
+            changes = self
+                .supervisor
+                .update_project(project, &without, &self.stop)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        changes.extend(
+            self.supervisor
+                .update_project(project, &pcfg, &self.stop)
+                .await
+                .map_err(|e| format!("{e:#}"))?,
+        );
+        // Recorded whatever failed: the supervisor runs the new list, and
+        // an instance that did not take its new spec is compared by its
+        // running spec next time, so the next deploy tries it again.
+        self.config.projects.insert(project.to_string(), pcfg);
         if !changes.failed.is_empty() {
             return Err(changes.failed.join("; "));
         }
@@ -45,7 +80,6 @@ impl Running {
             restarted = ?changes.restarted,
             "applied the Procfile"
         );
-        self.config.projects.insert(project.to_string(), pcfg);
         Ok(changes)
     }
 }

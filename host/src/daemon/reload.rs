@@ -70,22 +70,7 @@ impl Running {
         let file = Config::load(&self.config.source)
             .map_err(|e| ReloadError::Invalid(vec![e.to_string()]))?;
         let (mut config, restart_needed) = keep_fixed(&self.config, file);
-        // A Procfile is the tenant's: one that does not parse keeps the
-        // processes it gave before, and is reported, never refused.
-        let mut warnings = Vec::new();
-        for (name, problem) in std::mem::take(&mut config.procfile_problems) {
-            if let (Some(new), Some(old)) = (
-                config.projects.get_mut(&name),
-                self.config.projects.get(&name),
-            ) {
-                new.processes.retain(|p| !p.from_procfile);
-                new.processes
-                    .extend(old.processes.iter().filter(|p| p.from_procfile).cloned());
-            }
-            warnings.push(format!(
-                "projects.{name}.procfile: {problem}; its processes are kept"
-            ));
-        }
+        let warnings = keep_procfile_processes(&self.config, &mut config);
         // The mix of the file and the settings kept must hold as well (a
         // project dir may not overlap the state dir bosun keeps using).
         config
@@ -330,4 +315,51 @@ pub(super) fn keep_fixed(running: &Config, mut file: Config) -> (Config, Vec<Str
     keep!("plugins.pooling", plugins.pooling);
     keep!("confinement", confinement);
     (file, fixed)
+}
+
+/// A project's Procfile processes change with its deploys, not with a
+/// reload: a reload keeps the ones running unless the project's Procfile
+/// settings (or where its app is) changed. Then the file is read anew; one
+/// that does not parse keeps them too, with a warning (the file is the
+/// tenant's, and must not block the operator's reload). A kept process
+/// whose name the config now gives another process goes, with a warning.
+pub(super) fn keep_procfile_processes(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let problems = std::mem::take(&mut new.procfile_problems);
+    for (name, project) in &mut new.projects {
+        let Some(before) = old.projects.get(name) else {
+            if let Some(problem) = problems.get(name) {
+                warnings.push(format!("projects.{name}.procfile: {problem}"));
+            }
+            continue;
+        };
+        let same = before.procfile == project.procfile
+            && before.path == project.path
+            && before.deploy.releases == project.deploy.releases;
+        match problems.get(name) {
+            Some(problem) => warnings.push(format!(
+                "projects.{name}.procfile: {problem}; its processes are kept"
+            )),
+            None if !same => continue,
+            None => {}
+        }
+        project.processes.retain(|p| !p.from_procfile);
+        let kept: Vec<_> = before
+            .processes
+            .iter()
+            .filter(|p| p.from_procfile)
+            .cloned()
+            .collect();
+        for process in kept {
+            if project.processes.iter().any(|p| p.name == process.name) {
+                warnings.push(format!(
+                    "projects.{name}: the Procfile's `{}` stops: the config names a process so",
+                    process.name
+                ));
+                continue;
+            }
+            project.processes.push(process);
+        }
+    }
+    warnings
 }

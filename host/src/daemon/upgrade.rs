@@ -37,8 +37,12 @@ impl Running {
         // The new image adopts each process as it runs, by name: with
         // process changes in the file not yet applied, it would run old
         // processes under a config that says otherwise.
-        let file =
+        let mut file =
             Config::load(&self.config.source).map_err(|e| UpgradeError::Check(e.to_string()))?;
+        // Procfile processes follow deploys, not the file: as a reload
+        // would keep them, so does this comparison (a tenant's edit to its
+        // Procfile must not block the operator's upgrade).
+        super::reload::keep_procfile_processes(&self.config, &mut file);
         let (file, fixed) = super::reload::keep_fixed(&self.config, file);
         if file != self.config {
             return Err(UpgradeError::Check(

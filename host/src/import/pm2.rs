@@ -4,7 +4,11 @@
 //! file they chose); without node it is refused, saying so.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long node may take to evaluate a `.config.js`.
+const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 
 use serde_json::Value;
 
@@ -12,13 +16,13 @@ use super::{ImportError, Writer, name_of, project_head};
 
 /// The bosun tables for the PM2 ecosystem file at `path`, as project
 /// `project` in `dir`.
-pub fn pm2(path: &Path, project: &str, dir: &str) -> Result<String, ImportError> {
+pub fn pm2(path: &Path, project: &str, dir: &str, run_node: bool) -> Result<String, ImportError> {
     let file = path.display().to_string();
     let invalid = |message: String| ImportError::Invalid {
         file: file.clone(),
         message,
     };
-    let doc = read(path)?;
+    let doc = read(path, run_node)?;
     let apps = match &doc {
         Value::Array(apps) => apps.clone(),
         Value::Object(o) => match o.get("apps") {
@@ -58,10 +62,16 @@ pub fn pm2(path: &Path, project: &str, dir: &str) -> Result<String, ImportError>
 }
 
 /// The file as JSON, whatever it was written in.
-fn read(path: &Path) -> Result<Value, ImportError> {
+fn read(path: &Path, run_node_ok: bool) -> Result<Value, ImportError> {
     let file = path.display().to_string();
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     if name.ends_with(".js") || name.ends_with(".cjs") || name.ends_with(".mjs") {
+        if !run_node_ok {
+            return Err(ImportError::Read(format!(
+                "{file} is JavaScript: reading it runs it (and whatever it requires) with node, \
+                 as you; pass --run-node to do that, or give the ecosystem as .json or .yaml"
+            )));
+        }
         return run_node(path);
     }
     let text = std::fs::read_to_string(path)
@@ -81,10 +91,13 @@ fn run_node(path: &Path) -> Result<Value, ImportError> {
         .map_err(|e| ImportError::Read(format!("cannot read {file}: {e}")))?;
     const PRINT: &str = "const m = require(process.argv[1]); \
                          Promise.resolve(m && m.default || m).then(v => process.stdout.write(JSON.stringify(v)))";
-    let out = Command::new("node")
+    let mut child = Command::new("node")
         .args(["-e", PRINT])
         .arg(&absolute)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| {
             ImportError::Read(match e.kind() {
                 std::io::ErrorKind::NotFound => format!(
@@ -94,6 +107,22 @@ fn run_node(path: &Path) -> Result<Value, ImportError> {
                 _ => format!("cannot run node on {file}: {e}"),
             })
         })?;
+    // A config file that never ends (or prints without end) is cut off.
+    let deadline = std::time::Instant::now() + NODE_TIMEOUT;
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ImportError::Invalid {
+                file,
+                message: format!("node did not finish within {NODE_TIMEOUT:?}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| ImportError::Read(format!("reading node's output: {e}")))?;
     if !out.status.success() {
         return Err(ImportError::Invalid {
             file,
@@ -189,10 +218,22 @@ fn app_keys(w: &mut Writer, app: &serde_json::Map<String, Value>, dir: &str) -> 
     if app.get("autorestart") == Some(&Value::Bool(false)) {
         w.key("restart_at", Vec::<String>::new());
     } else if let Some(ms) = app.get("restart_delay").and_then(Value::as_u64) {
-        w.key("restart_at", vec![format!("{ms}ms")]);
+        // One `0ms` would mean "never restart" to bosun.
+        match ms {
+            0 => w.comment("PM2 `restart_delay = 0`: bosun's default schedule starts at once"),
+            ms => w.key("restart_at", vec![format!("{ms}ms")]),
+        }
+    }
+    if let Some(port) = app.get("port") {
+        w.comment(format!(
+            "PM2 `port = {port}` (its PORT): put PORT in `env`, or give the port to bosun with `sockets`"
+        ));
     }
     if let Some(ms) = app.get("kill_timeout").and_then(Value::as_u64) {
         w.key("kill_timeout", format!("{ms}ms"));
+    }
+    if let Some(bytes) = app.get("max_memory_restart").and_then(Value::as_u64) {
+        w.key("max_memory", bytes.to_string());
     }
     if let Some(size) = str_of("max_memory_restart") {
         let size = size.trim();
@@ -202,16 +243,25 @@ fn app_keys(w: &mut Writer, app: &serde_json::Map<String, Value>, dir: &str) -> 
         };
         w.key("max_memory", bytes);
     }
-    if let Some(out) = str_of("out_file").or(str_of("log_file")) {
-        w.key("log_file", Path::new(dir).join(out).display().to_string());
-        if str_of("error_file").is_some() {
-            w.comment("PM2 `error_file`: bosun writes stdout and stderr to the one `log_file`");
+    // Only a log inside the project: bosun (root) writes it, and the
+    // ecosystem file may be the tenant's.
+    match str_of("out_file").or(str_of("log_file")) {
+        Some(out) if crate::config::check_inside(Path::new(out)).is_ok() => {
+            w.key("log_file", Path::new(dir).join(out).display().to_string());
         }
+        Some(out) => w.comment(format!(
+            "PM2 `out_file = {out}`: a log outside the project dir; bosun keeps one under its state dir"
+        )),
+        None => {}
+    }
+    if str_of("error_file").is_some() {
+        w.comment("PM2 `error_file`: bosun writes stdout and stderr to the one log, line by line");
     }
     if app.contains_key("log_date_format") {
         w.key("timestamps", true);
     }
     for key in [
+        "exp_backoff_restart_delay",
         "watch",
         "ignore_watch",
         "cron_restart",

@@ -24,7 +24,7 @@ mod dotenv;
 mod procfile;
 
 pub use checkout::{Checkout, CheckoutDone, pending as pending_checkout};
-pub use procfile::{MAX_PROCFILE, Procfile};
+pub use procfile::{MAX_PROCFILE, MAX_TYPES, Procfile};
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,10 @@
 /// The largest Procfile bosun reads.
 pub const MAX_PROCFILE: u64 = 64 << 10;
 
+/// The most process types a Procfile may have (`procfile.max_types` may
+/// allow fewer).
+pub const MAX_TYPES: usize = 64;
+
 /// One Procfile, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Procfile {
@@ -19,6 +23,7 @@ impl Procfile {
     /// Parse `text`; an error names the line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut processes: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut release = None;
         for (i, line) in text.lines().enumerate() {
             let at = i + 1;
@@ -30,13 +35,16 @@ impl Procfile {
                 return Err(format!("line {at}: not `name: command`"));
             };
             let (name, command) = (name.trim(), command.trim());
+            // The text is the tenant's, and may be a link to a secret:
+            // only a name already checked is ever repeated back.
             if name.is_empty()
+                || name.len() > 64
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
                 return Err(format!(
-                    "line {at}: `{name}` is not a process type (letters, digits, `_`, `-`)"
+                    "line {at}: not a process type (1-64 letters, digits, `_`, `-`)"
                 ));
             }
             if command.is_empty() {
@@ -48,12 +56,11 @@ impl Procfile {
                 }
                 continue;
             }
-            let bosun_name = crate::config::bosun_name(name);
-            if processes
-                .iter()
-                .any(|(n, _)| crate::config::bosun_name(n) == bosun_name)
-            {
+            if !seen.insert(crate::config::bosun_name(name)) {
                 return Err(format!("line {at}: a second `{name}`"));
+            }
+            if processes.len() == MAX_TYPES {
+                return Err(format!("line {at}: more than {MAX_TYPES} process types"));
             }
             processes.push((name.to_string(), command.to_string()));
         }
@@ -85,9 +92,14 @@ mod tests {
             ("web gunicorn\n", 1),
             ("\nweb: a\nweb: b\n", 3),
             ("w b: x\n", 1),
+            ("SECRET=hunter2 x: y\n", 1),
         ] {
             let e = Procfile::parse(bad).expect_err(bad);
             assert!(e.starts_with(&format!("line {line}:")), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
         }
+        let many: String = (0..=MAX_TYPES).map(|i| format!("t{i}: run\n")).collect();
+        let e = Procfile::parse(&many).expect_err("too many");
+        assert!(e.contains("more than 64 process types"), "{e}");
     }
 }

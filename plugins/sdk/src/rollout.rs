@@ -55,21 +55,56 @@ impl Settings {
             .collect();
         if let Some(file) = &self.procfile {
             let path = std::path::Path::new("/").join(dir).join(file);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(format!("reading the Procfile {file}: {e}")),
-            };
-            let release = text.lines().find_map(|line| {
-                let (name, command) = line.trim().split_once(':')?;
-                (name.trim() == "release").then(|| command.trim().to_string())
-            });
-            if let Some(command) = release.filter(|c| !c.is_empty()) {
+            if let Some(command) = procfile_release(&path)? {
                 steps.push(("release", vec!["sh".into(), "-c".into(), command]));
             }
         }
         Ok(steps)
     }
+}
+
+/// The largest Procfile read, as the host reads it.
+const MAX_PROCFILE: u64 = 64 << 10;
+
+/// The `release:` command of the Procfile at `path`, if it has one. The
+/// file is checked as the host checks it (a regular file, at most 64 KiB,
+/// every line `type: command`, one `release`), so a release phase never
+/// runs from a Procfile the host would then refuse.
+fn procfile_release(path: &std::path::Path) -> Result<Option<String>, String> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading the Procfile {shown}: {e}")),
+    };
+    if !meta.is_file() || meta.len() > MAX_PROCFILE {
+        return Err(format!(
+            "the Procfile {shown} is not a regular file of at most {MAX_PROCFILE} bytes"
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the Procfile {shown}: {e}"))?;
+    let mut release = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let typed = line.split_once(':').filter(|(name, command)| {
+            let name = name.trim();
+            !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && !command.trim().is_empty()
+        });
+        let Some((name, command)) = typed else {
+            return Err(format!("the Procfile {shown}: line {}: not `name: command`", i + 1));
+        };
+        if name.trim() == "release" && release.replace(command.trim().to_string()).is_some() {
+            return Err(format!("the Procfile {shown}: line {}: a second `release`", i + 1));
+        }
+    }
+    Ok(release)
 }
 
 /// A list of steps, each a list of strings.
