@@ -573,3 +573,318 @@ args = ["100000"]
         "{err}"
     );
 }
+
+/// Django and gunicorn wheels from PyPI, downloaded once into the target
+/// dir and kept (a fresh CI machine fetches them on its first run): the
+/// deploys then install them with the venv's own pip, offline.
+fn wheels() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheels");
+    let have = |d: &Path| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            let names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            ["django-", "gunicorn-"]
+                .iter()
+                .all(|p| names.iter().any(|n| n.to_lowercase().starts_with(p)))
+        })
+    };
+    if !have(&dir) {
+        let staging = TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).expect("staging");
+        let status = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                "--dest",
+            ])
+            .arg(staging.path())
+            .args(["django>=5.2,<6", "gunicorn"])
+            .status()
+            .expect("pip download");
+        assert!(
+            status.success(),
+            "downloading Django and gunicorn from PyPI"
+        );
+        // Another test binary may have won the race: either copy is whole.
+        let _ = std::fs::rename(staging.keep(), &dir);
+        assert!(have(&dir));
+    }
+    dir
+}
+
+/// The Django project `mysite`, made by the real `django-admin
+/// startproject`, with a view answering `hello <version>`.
+fn django_project(dev: &Path, wheels: &Path) {
+    let tools = TempDir::new().expect("tools");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(tools.path()));
+    run(std::process::Command::new(tools.path().join("bin/pip"))
+        .args(["install", "--quiet", "--no-index", "--find-links"])
+        .arg(wheels)
+        .arg("django"));
+    run(
+        std::process::Command::new(tools.path().join("bin/django-admin"))
+            .args(["startproject", "mysite"])
+            .arg(dev),
+    );
+    let settings = dev.join("mysite/settings.py");
+    let text = std::fs::read_to_string(&settings).expect("settings")
+        + "\nALLOWED_HOSTS = ['127.0.0.1', 'localhost']\nSTATIC_ROOT = BASE_DIR / 'static'\n";
+    std::fs::write(&settings, text).expect("settings");
+    std::fs::write(dev.join("requirements.txt"), "django>=5.2,<6\ngunicorn\n").expect("reqs");
+    std::fs::write(dev.join(".gitignore"), ".venv/\nstatic/\ndb.sqlite3\n").expect("ignore");
+    std::fs::write(
+        dev.join("Procfile"),
+        "web: gunicorn mysite.wsgi --bind 127.0.0.1:$PORT --workers 2\n\
+         release: python manage.py migrate --noinput\n",
+    )
+    .expect("Procfile");
+    django_view(dev, "v1");
+}
+
+fn django_view(dev: &Path, version: &str) {
+    std::fs::write(
+        dev.join("mysite/urls.py"),
+        format!(
+            "from django.http import HttpResponse\nfrom django.urls import path\n\n\
+             def hello(request):\n    return HttpResponse('hello {version}')\n\n\
+             urlpatterns = [path('', hello)]\n"
+        ),
+    )
+    .expect("urls");
+}
+
+/// An app whose one migration fails, added to `INSTALLED_APPS`.
+fn django_broken_migration(dev: &Path) {
+    let app = dev.join("broken");
+    std::fs::create_dir_all(app.join("migrations")).expect("app");
+    std::fs::write(app.join("__init__.py"), "").expect("init");
+    std::fs::write(app.join("migrations/__init__.py"), "").expect("init");
+    std::fs::write(
+        app.join("migrations/0001_initial.py"),
+        "from django.db import migrations\n\n\
+         def fail(apps, schema_editor):\n    raise RuntimeError('this migration fails')\n\n\
+         class Migration(migrations.Migration):\n    initial = True\n    dependencies = []\n\
+         \x20   operations = [migrations.RunPython(fail)]\n",
+    )
+    .expect("migration");
+    let settings = dev.join("mysite/settings.py");
+    let text =
+        std::fs::read_to_string(&settings).expect("settings") + "\nINSTALLED_APPS += ['broken']\n";
+    std::fs::write(&settings, text).expect("settings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_django_app_deploys_as_its_readme_says_and_a_broken_migration_rolls_back() {
+    let wheels = wheels();
+    let root = TempDir::new().expect("temp dir");
+    let r = root.path();
+    git(r, &["init", "--quiet", "--bare", "origin.git"]);
+    git(r, &["clone", "--quiet", "origin.git", "dev"]);
+    let dev = r.join("dev");
+    django_project(&dev, &wheels);
+    push(&dev, &[]);
+    git(r, &["clone", "--quiet", "origin.git", "site"]);
+    let port = common::shop::free_port();
+    let wheels = wheels.display();
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "site"
+actions = ["deploy"]
+path = [".venv/bin"]
+[projects.shop.procfile]
+port = {port}
+[projects.shop.confinement]
+read_only = ["{wheels}"]
+[projects.shop.git]
+remote = "./origin.git"
+[projects.shop.commands]
+allow = ["python3", "pip", "python", "sh"]
+[projects.shop.deploy]
+build = [["python3", "-m", "venv", ".venv"],
+         ["pip", "install", "--quiet", "--no-index", "--find-links", "{wheels}", "-r", "requirements.txt"],
+         ["python", "manage.py", "collectstatic", "--noinput"]]
+ready_timeout = "60s"
+settle = "500ms"
+"#,
+        head = admin_config("")
+    );
+    std::fs::write(r.join("bosun.toml"), text).expect("config");
+    let bosun = Bosun::start_in(r).await;
+    let site = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            let resp = reqwest::get(url).await.expect("the site answers");
+            (resp.status(), resp.text().await.unwrap_or_default())
+        }
+    };
+
+    // No venv yet, so no gunicorn: the first deploy builds everything.
+    let job = deploy(&bosun, json!({ "force": "true" })).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&bosun, &job).await
+    );
+    assert_eq!(site("/").await.1, "hello v1");
+    assert!(
+        r.join("site/static/admin/css/base.css").is_file(),
+        "collectstatic ran"
+    );
+    assert!(
+        r.join("site/db.sqlite3").is_file(),
+        "the release phase migrated"
+    );
+
+    django_view(&dev, "v2");
+    push(&dev, &[]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&bosun, &job).await
+    );
+    assert_eq!(site("/").await.1, "hello v2");
+    let serving = running(&bosun, "shop").await;
+
+    django_broken_migration(&dev);
+    django_view(&dev, "v3");
+    push(&dev, &[]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
+    let log = log_of(&bosun, &job).await;
+    assert!(log.contains("this migration fails"), "{log}");
+    assert_eq!(site("/").await.1, "hello v2");
+    assert_eq!(running(&bosun, "shop").await, serving);
+    bosun.stop().await;
+}
+
+/// The Express app `express-generator` makes (from the npm registry), with
+/// a route answering `hello <version>` and a lock file for `npm ci`.
+fn express_project(dev: &Path) {
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.current_dir(dev).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("npx").args([
+        "--yes",
+        "express-generator@4",
+        "--no-view",
+        "--force",
+        ".",
+    ]));
+    run(std::process::Command::new("npm").args([
+        "install",
+        "--package-lock-only",
+        "--no-audit",
+        "--no-fund",
+    ]));
+    std::fs::write(dev.join(".gitignore"), "node_modules/\n.npm/\n").expect("ignore");
+    std::fs::write(dev.join("Procfile"), "web: node ./bin/www\n").expect("Procfile");
+    express_route(dev, "v1");
+}
+
+fn express_route(dev: &Path, version: &str) {
+    std::fs::write(
+        dev.join("routes/index.js"),
+        format!(
+            "var express = require('express');\nvar router = express.Router();\n\
+             router.get('/hello', function(req, res) {{ res.send('hello {version}'); }});\n\
+             module.exports = router;\n"
+        ),
+    )
+    .expect("route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_express_app_deploys_with_its_own_npm_ci_and_a_crashing_commit_rolls_back() {
+    let root = TempDir::new().expect("temp dir");
+    let r = root.path();
+    git(r, &["init", "--quiet", "--bare", "origin.git"]);
+    git(r, &["clone", "--quiet", "origin.git", "dev"]);
+    let dev = r.join("dev");
+    express_project(&dev);
+    push(&dev, &[]);
+    git(r, &["clone", "--quiet", "origin.git", "shop"]);
+    let port = common::shop::free_port();
+    let text = format!(
+        r#"{head}
+[projects.shop]
+dir = "shop"
+actions = ["deploy"]
+path = ["node_modules/.bin"]
+[projects.shop.procfile]
+port = {port}
+[projects.shop.git]
+remote = "./origin.git"
+[projects.shop.commands]
+allow = ["npm", "sh"]
+[projects.shop.deploy]
+build = [["npm", "ci", "--no-audit", "--no-fund"]]
+ready_timeout = "60s"
+settle = "500ms"
+"#,
+        head = admin_config("")
+    );
+    std::fs::write(r.join("bosun.toml"), text).expect("config");
+    let bosun = Bosun::start_in(r).await;
+    let hello = async || {
+        let resp = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
+            .await
+            .expect("the app answers");
+        resp.text().await.unwrap_or_default()
+    };
+
+    let job = deploy(&bosun, json!({ "force": "true" })).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&bosun, &job).await
+    );
+    assert_eq!(hello().await, "hello v1");
+    assert!(r.join("shop/node_modules/express/package.json").is_file());
+
+    express_route(&dev, "v2");
+    push(&dev, &[]);
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(&bosun, &job).await
+    );
+    assert_eq!(hello().await, "hello v2");
+
+    // A commit whose app does not start: rolled back, v2 serves again.
+    push(
+        &dev,
+        &[("app.js", "throw new Error('this app does not start');\n")],
+    );
+    let job = deploy(&bosun, json!({})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
+    assert_eq!(hello().await, "hello v2");
+    bosun.stop().await;
+}
