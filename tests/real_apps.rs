@@ -249,6 +249,16 @@ fn bosun_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `imported` (what `bosun import` printed) as the config in `root`, with
+/// an admin key: `bosun check` must accept it; then bosun serves it.
+fn checked_and_served(root: &Path, imported: &str) -> BosunProcess {
+    let text = format!("{}\n{imported}", admin_config(""));
+    std::fs::write(root.join("bosun.toml"), text).expect("config");
+    let (ok, out, err) = bosun_cli(root, &["check", "--config", "bosun.toml"]);
+    assert!(ok, "{out}{err}");
+    BosunProcess::start(root)
+}
+
 /// A PM2 ecosystem of two apps, one in cluster mode with 4 instances.
 const ECOSYSTEM: &str = r#"{
   "apps": [
@@ -335,14 +345,7 @@ async fn a_pm2_ecosystem_imports_to_a_config_that_checks_and_runs_both_apps() {
         Err(_) => assert!(!ok && err.contains("node is not on PATH"), "{err}"),
     }
 
-    std::fs::write(
-        root.path().join("bosun.toml"),
-        format!("{}\n{json_config}", admin_config("")),
-    )
-    .expect("config");
-    let (ok, out, err) = bosun_cli(root.path(), &["check", "--config", "bosun.toml"]);
-    assert!(ok, "{out}{err}");
-    let bosun = BosunProcess::start(root.path());
+    let bosun = checked_and_served(root.path(), &json_config);
     let procs = until("both apps running", async || {
         let body = bosun.get_json("/v1/projects/app", ADMIN).await;
         let procs = body["processes"].as_array()?.clone();
@@ -394,14 +397,7 @@ async fn a_procfile_imports_with_foreman_ports_and_a_release_phase() {
         config.contains("release = [[\"sh\", \"-c\", \"echo migrating\"]]"),
         "{config}"
     );
-    std::fs::write(
-        root.path().join("bosun.toml"),
-        format!("{}\n{config}", admin_config("")),
-    )
-    .expect("config");
-    let (ok, out, err) = bosun_cli(root.path(), &["check", "--config", "bosun.toml"]);
-    assert!(ok, "{out}{err}");
-    let bosun = BosunProcess::start(root.path());
+    let bosun = checked_and_served(root.path(), &config);
     until("web ready on its PORT", async || {
         let body = bosun.get_json("/v1/projects/shop", ADMIN).await;
         let procs = body["processes"].as_array()?.clone();
@@ -433,6 +429,31 @@ fn push(dev: &Path, files: &[(&str, &str)]) {
     git(dev, &["push", "--quiet", "origin", "HEAD:main"]);
 }
 
+/// In `r`: a bare `origin.git`, a developer's clone `dev` filled by
+/// `make` and pushed, and the project `shop` cloned from it. Returns `dev`.
+fn origin_with(r: &Path, make: impl FnOnce(&Path)) -> PathBuf {
+    git(r, &["init", "--quiet", "--bare", "origin.git"]);
+    git(r, &["clone", "--quiet", "origin.git", "dev"]);
+    let dev = r.join("dev");
+    make(&dev);
+    push(&dev, &[]);
+    git(r, &["clone", "--quiet", "origin.git", "shop"]);
+    dev
+}
+
+/// Write the config of project `shop`, deployed from `./origin.git` with
+/// its processes from its Procfile on `port`: `top` are more keys of
+/// `[projects.shop]`, `tables` more tables.
+fn procfile_shop(r: &Path, port: u16, top: &str, tables: &str) {
+    let text = format!(
+        "{head}\n[projects.shop]\ndir = \"shop\"\nactions = [\"deploy\"]\n{top}\n\
+         [projects.shop.procfile]\nport = {port}\n\
+         [projects.shop.git]\nremote = \"./origin.git\"\n{tables}",
+        head = admin_config("")
+    );
+    std::fs::write(r.join("bosun.toml"), text).expect("config");
+}
+
 /// The project's processes: name → pid, once none is starting.
 async fn running(api: &Api, project: &str) -> Vec<(String, u64)> {
     until("the processes settled", async || {
@@ -457,38 +478,21 @@ async fn running(api: &Api, project: &str) -> Vec<(String, u64)> {
 async fn a_commit_changes_the_process_list_through_the_procfile_and_nothing_else() {
     let root = TempDir::new().expect("temp dir");
     let r = root.path();
-    git(r, &["init", "--quiet", "--bare", "origin.git"]);
-    git(r, &["clone", "--quiet", "origin.git", "dev"]);
-    let dev = r.join("dev");
     let web = "web: python3 -m http.server $PORT --bind 127.0.0.1\n";
-    push(&dev, &[("Procfile", web)]);
-    git(r, &["clone", "--quiet", "origin.git", "shop"]);
+    let dev = origin_with(r, |dev| {
+        std::fs::write(dev.join("Procfile"), web).expect("Procfile");
+    });
     std::fs::create_dir_all(r.join("other")).expect("other");
     let port = common::shop::free_port();
-    let text = format!(
-        r#"{head}
-[projects.shop]
-dir = "shop"
-actions = ["deploy"]
-[projects.shop.procfile]
-port = {port}
-[projects.shop.git]
-remote = "./origin.git"
-[projects.shop.commands]
-allow = ["sh"]
-[projects.shop.deploy]
-ready_timeout = "20s"
-settle = "300ms"
-[projects.other]
-dir = "other"
-[[projects.other.processes]]
-name = "idle"
-command = "sleep"
-args = ["100000"]
-"#,
-        head = admin_config("")
+    procfile_shop(
+        r,
+        port,
+        "",
+        "[projects.shop.commands]\nallow = [\"sh\"]\n\
+         [projects.shop.deploy]\nready_timeout = \"20s\"\nsettle = \"300ms\"\n\
+         [projects.other]\ndir = \"other\"\n\
+         [[projects.other.processes]]\nname = \"idle\"\ncommand = \"sleep\"\nargs = [\"100000\"]\n",
     );
-    std::fs::write(r.join("bosun.toml"), text).expect("config");
     let bosun = Bosun::start_in(r).await;
     assert_eq!(running(&bosun, "shop").await.len(), 1);
     let other = running(&bosun, "other").await;
@@ -692,26 +696,16 @@ async fn a_django_app_deploys_as_its_readme_says_and_a_broken_migration_rolls_ba
     let wheels = wheels();
     let root = TempDir::new().expect("temp dir");
     let r = root.path();
-    git(r, &["init", "--quiet", "--bare", "origin.git"]);
-    git(r, &["clone", "--quiet", "origin.git", "dev"]);
-    let dev = r.join("dev");
-    django_project(&dev, &wheels);
-    push(&dev, &[]);
-    git(r, &["clone", "--quiet", "origin.git", "site"]);
+    let dev = origin_with(r, |dev| django_project(dev, &wheels));
     let port = common::shop::free_port();
     let wheels = wheels.display();
-    let text = format!(
-        r#"{head}
-[projects.shop]
-dir = "site"
-actions = ["deploy"]
-path = [".venv/bin"]
-[projects.shop.procfile]
-port = {port}
-[projects.shop.confinement]
+    procfile_shop(
+        r,
+        port,
+        "path = [\".venv/bin\"]",
+        &format!(
+            r#"[projects.shop.confinement]
 read_only = ["{wheels}"]
-[projects.shop.git]
-remote = "./origin.git"
 [projects.shop.commands]
 allow = ["python3", "pip", "python", "sh"]
 [projects.shop.deploy]
@@ -720,10 +714,9 @@ build = [["python3", "-m", "venv", ".venv"],
          ["python", "manage.py", "collectstatic", "--noinput"]]
 ready_timeout = "60s"
 settle = "500ms"
-"#,
-        head = admin_config("")
+"#
+        ),
     );
-    std::fs::write(r.join("bosun.toml"), text).expect("config");
     let bosun = Bosun::start_in(r).await;
     let site = |path: &str| {
         let url = format!("http://127.0.0.1:{port}{path}");
@@ -743,11 +736,11 @@ settle = "500ms"
     );
     assert_eq!(site("/").await.1, "hello v1");
     assert!(
-        r.join("site/static/admin/css/base.css").is_file(),
+        r.join("shop/static/admin/css/base.css").is_file(),
         "collectstatic ran"
     );
     assert!(
-        r.join("site/db.sqlite3").is_file(),
+        r.join("shop/db.sqlite3").is_file(),
         "the release phase migrated"
     );
 
@@ -821,33 +814,16 @@ fn express_route(dev: &Path, version: &str) {
 async fn an_express_app_deploys_with_its_own_npm_ci_and_a_crashing_commit_rolls_back() {
     let root = TempDir::new().expect("temp dir");
     let r = root.path();
-    git(r, &["init", "--quiet", "--bare", "origin.git"]);
-    git(r, &["clone", "--quiet", "origin.git", "dev"]);
-    let dev = r.join("dev");
-    express_project(&dev);
-    push(&dev, &[]);
-    git(r, &["clone", "--quiet", "origin.git", "shop"]);
+    let dev = origin_with(r, express_project);
     let port = common::shop::free_port();
-    let text = format!(
-        r#"{head}
-[projects.shop]
-dir = "shop"
-actions = ["deploy"]
-path = ["node_modules/.bin"]
-[projects.shop.procfile]
-port = {port}
-[projects.shop.git]
-remote = "./origin.git"
-[projects.shop.commands]
-allow = ["npm", "sh"]
-[projects.shop.deploy]
-build = [["npm", "ci", "--no-audit", "--no-fund"]]
-ready_timeout = "60s"
-settle = "500ms"
-"#,
-        head = admin_config("")
+    procfile_shop(
+        r,
+        port,
+        "path = [\"node_modules/.bin\"]",
+        "[projects.shop.commands]\nallow = [\"npm\", \"sh\"]\n\
+         [projects.shop.deploy]\nbuild = [[\"npm\", \"ci\", \"--no-audit\", \"--no-fund\"]]\n\
+         ready_timeout = \"60s\"\nsettle = \"500ms\"\n",
     );
-    std::fs::write(r.join("bosun.toml"), text).expect("config");
     let bosun = Bosun::start_in(r).await;
     let hello = async || {
         let resp = reqwest::get(format!("http://127.0.0.1:{port}/hello"))
