@@ -82,8 +82,8 @@ fn procfile_release(path: &std::path::Path) -> Result<Option<String>, String> {
             "the Procfile {shown} is not a regular file of at most {MAX_PROCFILE} bytes"
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading the Procfile {shown}: {e}"))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading the Procfile {shown}: {e}"))?;
     let mut release = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -94,14 +94,22 @@ fn procfile_release(path: &std::path::Path) -> Result<Option<String>, String> {
             let name = name.trim();
             !name.is_empty()
                 && name.len() <= 64
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                 && !command.trim().is_empty()
         });
         let Some((name, command)) = typed else {
-            return Err(format!("the Procfile {shown}: line {}: not `name: command`", i + 1));
+            return Err(format!(
+                "the Procfile {shown}: line {}: not `name: command`",
+                i + 1
+            ));
         };
         if name.trim() == "release" && release.replace(command.trim().to_string()).is_some() {
-            return Err(format!("the Procfile {shown}: line {}: a second `release`", i + 1));
+            return Err(format!(
+                "the Procfile {shown}: line {}: a second `release`",
+                i + 1
+            ));
         }
     }
     Ok(release)
