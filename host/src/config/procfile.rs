@@ -116,6 +116,11 @@ fn processes(
     let mut made = Vec::new();
     for (i, (raw, command)) in parsed.processes.iter().enumerate() {
         let name = bosun_name(raw);
+        if made.iter().any(|p: &ProcessConfig| p.name == name) {
+            return Err(format!(
+                "`{shown}`: `{raw}` is another type's name once made a bosun name (`{name}`)"
+            ));
+        }
         if project
             .processes
             .iter()

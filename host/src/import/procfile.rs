@@ -25,6 +25,17 @@ pub fn procfile(
     if parsed.processes.is_empty() {
         return Err(invalid("no process types".into()));
     }
+    let mut names = std::collections::HashSet::new();
+    if let Some((raw, _)) = parsed
+        .processes
+        .iter()
+        .find(|(raw, _)| !names.insert(name_of(raw)))
+    {
+        return Err(invalid(format!(
+            "`{raw}` is another type's name once made a bosun name (`{}`)",
+            name_of(raw)
+        )));
+    }
     let mut w = Writer::default();
     w.comment(format!(
         "From {file}: each process type runs through `sh -c`, with PORT as Foreman gives it."

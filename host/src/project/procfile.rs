@@ -56,7 +56,7 @@ impl Procfile {
                 }
                 continue;
             }
-            if !seen.insert(crate::config::bosun_name(name)) {
+            if !seen.insert(name) {
                 return Err(format!("line {at}: a second `{name}`"));
             }
             if processes.len() == MAX_TYPES {
