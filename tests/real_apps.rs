@@ -514,6 +514,17 @@ async fn a_commit_changes_the_process_list_through_the_procfile_and_nothing_else
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, ["web", "worker"]);
+    // Started by the apply with the new code, not restarted once more.
+    let body = bosun.get_json("/v1/projects/shop", ADMIN).await;
+    let worker = body["processes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "worker"))
+        .cloned();
+    assert_eq!(
+        worker.as_ref().map(|w| w["restarts"].clone()),
+        Some(json!(0)),
+        "{body}"
+    );
     assert!(r.join("shop/released").is_file());
     let logs = bosun
         .get_text("/v1/projects/shop/processes/worker/logs?lines=5", ADMIN)

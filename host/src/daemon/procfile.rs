@@ -5,7 +5,7 @@
 //! project alone: a type added starts, a type removed stops, a changed one
 //! is stopped and started anew (no waits: the control task serves every
 //! project, and the restart that follows rolls everything onto the new
-//! code and waits for readiness). A Procfile has at most
+//! code and waits for readiness, leaving out what the apply just started). A Procfile has at most
 //! `procfile.max_types` types (8 by default, 64 at most), so an apply
 //! holds the control task for one concurrent stop at most. The other projects, and the rest of the config, are untouched.
 //! A Procfile that does not parse fails the restart, so the deploy fails
@@ -103,13 +103,36 @@ impl ProcessControl for ProcfileProcesses {
         self.inner.stop(name).await
     }
     async fn restart(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
-        if name.is_none() {
-            self.control
-                .procfile(&self.project)
-                .await
-                .map_err(|e| CallError::Failed(format!("the Procfile: {e}")))?;
+        if name.is_some() {
+            return self.inner.restart(name).await;
         }
-        self.inner.restart(name).await
+        let changes = self
+            .control
+            .procfile(&self.project)
+            .await
+            .map_err(|e| CallError::Failed(format!("the Procfile: {e}")))?;
+        // What the apply just started runs the new code already: the rest
+        // restarts, one process name after another, as a restart of all would.
+        let fresh: Vec<&str> = changes
+            .added
+            .iter()
+            .chain(&changes.restarted)
+            .filter_map(|label| label.split_once('/')?.1.rsplit_once('-'))
+            .map(|(name, _)| name)
+            .collect();
+        if fresh.is_empty() {
+            return self.inner.restart(None).await;
+        }
+        let mut names: Vec<String> = Vec::new();
+        for p in self.inner.list().await {
+            if !fresh.contains(&p.name.as_str()) && !names.contains(&p.name) {
+                names.push(p.name);
+            }
+        }
+        for name in &names {
+            self.inner.restart(Some(name)).await?;
+        }
+        Ok(self.inner.list().await)
     }
     async fn signal(
         &self,
