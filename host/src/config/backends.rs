@@ -169,8 +169,8 @@ impl DeployConfig {
 }
 
 /// Check a project's grant: a clone source and branch that git cannot take
-/// for options, every allowed program a plain name, and every build step
-/// an allowed program.
+/// for options, every allowed program a name or a path inside the project,
+/// every build and release step an allowed program, and the release layout.
 pub(super) fn validate(
     commands: &CommandsConfig,
     git: &GitConfig,

@@ -64,9 +64,6 @@ use fsview::{Enforcement, FsView};
 use identity::Allocations;
 use jail::Shared;
 
-/// The `PATH` every confined program gets unless the config's `env` sets one.
-pub const DEFAULT_PATH: &str = env::PATH;
-
 /// Refuse a plugin's variables for a program when any could make a loader
 /// or interpreter run code of the plugin's choosing (see `env`).
 pub fn check_plugin_env(vars: &[(String, String)]) -> Result<(), String> {
