@@ -104,6 +104,28 @@ async fn deploy(api: &Api, params: Value) -> Value {
     job
 }
 
+/// Run `deploy`, which must succeed (its log is shown when it does not).
+async fn deployed(api: &Api, params: Value) {
+    let job = deploy(api, params).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job}\n{}",
+        log_of(api, &job).await
+    );
+}
+
+/// Wait until `url` answers `want`. One instance without a socket held by
+/// bosun is down while it restarts: what counts is which version answers
+/// once it is up.
+async fn answers(url: &str, want: &str) {
+    until(&format!("`{want}` from {url}"), async || {
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        (text == want).then_some(())
+    })
+    .await
+}
+
 async fn log_of(api: &Api, job: &Value) -> String {
     let url = job["log_url"].as_str().expect("log url");
     api.get_text(url, ADMIN).await
@@ -729,26 +751,10 @@ settle = "500ms"
         ),
     );
     let bosun = Bosun::start_in(r).await;
-    // One instance without a socket held by bosun (see the Express test):
-    // what counts is which version answers once it is up.
-    let site = async |want: &str| {
-        let url = format!("http://127.0.0.1:{port}/");
-        until(&format!("`{want}` from the site"), async || {
-            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-            (text == want).then_some(())
-        })
-        .await
-    };
-
+    let site = format!("http://127.0.0.1:{port}/");
     // No venv yet, so no gunicorn: the first deploy builds everything.
-    let job = deploy(&bosun, json!({ "force": "true" })).await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&bosun, &job).await
-    );
-    site("hello v1").await;
+    deployed(&bosun, json!({ "force": "true" })).await;
+    answers(&site, "hello v1").await;
     assert!(
         r.join("shop/static/admin/css/base.css").is_file(),
         "collectstatic ran"
@@ -760,14 +766,8 @@ settle = "500ms"
 
     django_view(&dev, "v2");
     push(&dev, &[]);
-    let job = deploy(&bosun, json!({})).await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&bosun, &job).await
-    );
-    site("hello v2").await;
+    deployed(&bosun, json!({})).await;
+    answers(&site, "hello v2").await;
     let serving = running(&bosun, "shop").await;
 
     django_broken_migration(&dev);
@@ -778,7 +778,7 @@ settle = "500ms"
     assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
     let log = log_of(&bosun, &job).await;
     assert!(log.contains("this migration fails"), "{log}");
-    site("hello v2").await;
+    answers(&site, "hello v2").await;
     assert_eq!(running(&bosun, "shop").await, serving);
     bosun.stop().await;
 }
@@ -839,38 +839,16 @@ async fn an_express_app_deploys_with_its_own_npm_ci_and_a_crashing_commit_rolls_
          ready_timeout = \"60s\"\nsettle = \"500ms\"\n",
     );
     let bosun = Bosun::start_in(r).await;
-    // One instance without a socket held by bosun: its restart is not
-    // new-first, so a request may meet the moment it is down. What counts
-    // is which version answers once it is up.
-    let hello = async |want: &str| {
-        let url = format!("http://127.0.0.1:{port}/hello");
-        until(&format!("`{want}` from the app"), async || {
-            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-            (text == want).then_some(text)
-        })
-        .await
-    };
+    let hello = format!("http://127.0.0.1:{port}/hello");
 
-    let job = deploy(&bosun, json!({ "force": "true" })).await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&bosun, &job).await
-    );
-    hello("hello v1").await;
+    deployed(&bosun, json!({ "force": "true" })).await;
+    answers(&hello, "hello v1").await;
     assert!(r.join("shop/node_modules/express/package.json").is_file());
 
     express_route(&dev, "v2");
     push(&dev, &[]);
-    let job = deploy(&bosun, json!({})).await;
-    assert_eq!(
-        job["state"],
-        "succeeded",
-        "{job}\n{}",
-        log_of(&bosun, &job).await
-    );
-    hello("hello v2").await;
+    deployed(&bosun, json!({})).await;
+    answers(&hello, "hello v2").await;
 
     // A commit whose app does not start: rolled back, v2 serves again.
     push(
@@ -880,6 +858,6 @@ async fn an_express_app_deploys_with_its_own_npm_ci_and_a_crashing_commit_rolls_
     let job = deploy(&bosun, json!({})).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
-    hello("hello v2").await;
+    answers(&hello, "hello v2").await;
     bosun.stop().await;
 }
