@@ -48,24 +48,21 @@ impl Running {
             })
             .map(|p| p.name.as_str())
             .collect();
-        let mut changes = ProcessChanges::default();
-        if !changed.is_empty() {
+        let without_changed = (!changed.is_empty()).then(|| {
             let mut without = pcfg.clone();
             without
                 .processes
                 .retain(|p| !changed.contains(&p.name.as_str()));
-            changes = self
+            without
+        });
+        let mut changes = ProcessChanges::default();
+        for step in without_changed.iter().chain([&pcfg]) {
+            let done = self
                 .supervisor
-                .update_project(project, &without, &self.stop)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
+                .update_project(project, step, &self.stop)
+                .await;
+            changes.extend(done.map_err(|e| format!("{e:#}"))?);
         }
-        changes.extend(
-            self.supervisor
-                .update_project(project, &pcfg, &self.stop)
-                .await
-                .map_err(|e| format!("{e:#}"))?,
-        );
         // Recorded whatever failed: the supervisor runs the new list, and
         // an instance that did not take its new spec is compared by its
         // running spec next time, so the next deploy tries it again.

@@ -150,15 +150,7 @@ impl Releases {
     }
 
     fn find(&self, name: &str) -> Result<Release, CallError> {
-        if parse_name(name).is_none() {
-            return Err(CallError::Invalid(format!(
-                "`{name}` is not a release name"
-            )));
-        }
-        self.read()?
-            .into_iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| CallError::NotFound(format!("no release `{name}`")))
+        pick(&self.read()?, name).cloned()
     }
 
     async fn checkout(&self, staging: &str, revision: &str) -> Result<(), CallError> {
@@ -234,8 +226,9 @@ impl ReleaseControl for Releases {
     }
 
     async fn activate(&self, name: &str) -> Result<Option<Release>, CallError> {
-        let release = self.find(name)?;
-        let before = self.read()?.into_iter().find(|r| r.current);
+        let releases = self.read()?;
+        let release = pick(&releases, name)?;
+        let before = releases.iter().find(|r| r.current).cloned();
         if release.current {
             return Ok(before);
         }
@@ -277,6 +270,20 @@ impl ReleaseControl for Releases {
         )
         .await
     }
+}
+
+/// Release `name` of `releases`: `invalid` for a name bosun never makes,
+/// `not-found` for one it does not have.
+fn pick<'a>(releases: &'a [Release], name: &str) -> Result<&'a Release, CallError> {
+    if parse_name(name).is_none() {
+        return Err(CallError::Invalid(format!(
+            "`{name}` is not a release name"
+        )));
+    }
+    releases
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| CallError::NotFound(format!("no release `{name}`")))
 }
 
 /// Clears what an interrupted `prepare` left (hidden staging dirs named
