@@ -9,6 +9,7 @@ pub mod confine;
 pub mod control;
 pub mod daemon;
 pub mod handoff;
+pub mod hooks;
 pub mod import;
 pub mod jobs;
 pub mod lines;

@@ -159,6 +159,18 @@ impl Auth {
         self.table.load().project_tokens.get(project).cloned()
     }
 
+    /// Whether `ip` may deliver to `project`'s webhook: 429 once its
+    /// deliveries there have failed too often.
+    pub fn hook_allowed(&self, ip: IpAddr, project: &str) -> Result<(), ApiError> {
+        self.brake.check_in(ip, project)
+    }
+
+    /// A delivery from `ip` to `project`'s webhook was not proven.
+    pub fn hook_failed(&self, ip: IpAddr, project: &str) {
+        // Never `""`: that is the API's own count.
+        self.brake.fail_in(ip, project);
+    }
+
     /// Identify the caller of a request from `ip` with `headers`.
     pub fn authenticate(&self, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
         self.brake.check(ip)?;
@@ -337,19 +349,30 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Failed authentications per source, in fixed windows. A source is an
 /// IPv4 address or an IPv6 /64 (one host is commonly given a whole /64, so
-/// a fresh address per guess must not buy a fresh budget). The map is a
-/// bounded LRU: every operation is O(1) under the lock every request takes,
-/// and a flood of sources forgets the stalest, not the memory.
+/// a fresh address per guess must not buy a fresh budget), counted apart
+/// for the API (`""`) and for each project's webhook: forges send from
+/// shared addresses, so one tenant's misconfigured secret must not refuse
+/// every other tenant's pushes, or the API. The map is a bounded LRU:
+/// every operation is O(1) under the lock every request takes, and a flood
+/// of sources forgets the stalest, not the memory.
 struct Brake {
     limit: u32,
     window: Duration,
-    failures: Mutex<LruCache<IpAddr, (Instant, u32)>>,
+    failures: Mutex<LruCache<(IpAddr, String), (Instant, u32)>>,
 }
 
 impl Brake {
     fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.check_in(ip, "")
+    }
+
+    fn fail(&self, ip: IpAddr) {
+        self.fail_in(ip, "");
+    }
+
+    fn check_in(&self, ip: IpAddr, scope: &str) -> Result<(), ApiError> {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        match failures.peek(&source(ip)) {
+        match failures.peek(&(source(ip), scope.to_string())) {
             Some((since, n)) if *n >= self.limit && since.elapsed() < self.window => {
                 let left = self.window.saturating_sub(since.elapsed());
                 Err(ApiError::new(
@@ -363,9 +386,9 @@ impl Brake {
         }
     }
 
-    fn fail(&self, ip: IpAddr) {
+    fn fail_in(&self, ip: IpAddr, scope: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = source(ip);
+        let key = (source(ip), scope.to_string());
         let now = Instant::now();
         let (since, n) = match failures.remove(&key) {
             Some((since, n)) if since.elapsed() < self.window => (since, n + 1),
@@ -374,7 +397,7 @@ impl Brake {
         // Back in as the most recent; a full map forgets its stalest.
         failures.insert(key, (since, n));
         if n == self.limit {
-            tracing::warn!(%ip, "too many failed authentications; refusing this address for a while");
+            tracing::warn!(%ip, scope, "too many failed authentications; refusing this address for a while");
         }
     }
 }

@@ -87,7 +87,6 @@ impl ApiError {
     }
 
     /// The message, as the answer gives it.
-    #[cfg(test)]
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -113,6 +112,25 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+impl From<crate::jobs::SubmitError> for ApiError {
+    fn from(e: crate::jobs::SubmitError) -> Self {
+        use crate::jobs::SubmitError;
+        match e {
+            SubmitError::QueueFull { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string()).retry_after(1)
+            }
+            SubmitError::UnknownProject(_) => Self::not_found(e.to_string()),
+            SubmitError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            )
+            .retry_after(5),
+            SubmitError::Store(e) => Self::internal(e),
+        }
     }
 }
 

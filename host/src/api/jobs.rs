@@ -23,7 +23,8 @@ use super::query::{ApiPath, flag, parse_wait, query};
 use super::views::{JobPage, JobView};
 use super::{AppState, stream};
 use crate::config::Role;
-use crate::jobs::{CancelError, Job, JobFilter, JobState, NewJob, SubmitError};
+use crate::jobs::{CancelError, Job, JobFilter, JobState, NewJob};
+use crate::plugins::bindings::ActionMeta;
 
 /// How long a cancel waits for a running job to stop before answering 202.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
@@ -121,25 +122,7 @@ pub async fn run_action(
     if !state.projects.load().contains_key(&project) {
         return Err(ApiError::not_found(format!("no project `{project}`")));
     }
-    let registry = state.registry.load_full();
-    let loaded = match registry.get(&project, &action) {
-        None => {
-            return Err(ApiError::not_found(format!(
-                "project `{project}` has no action `{action}`"
-            )));
-        }
-        Some(Err(e)) => {
-            tracing::warn!(%project, %action, "run refused: {e}");
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "action_unavailable",
-                format!(
-                    "the plugin of action `{action}` failed to load; `bosun check` on the server says why"
-                ),
-            ));
-        }
-        Some(Ok(loaded)) => loaded,
-    };
+    let meta = action_meta(&state, &project, &action)?;
     let q = query(q)?;
     let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
     // Refused before the job exists: a caller over its share loses nothing.
@@ -155,7 +138,7 @@ pub async fn run_action(
         },
     )
     .await?;
-    let params = check_params(&action, loaded.plugin.meta(), &body.params)?;
+    let params = check_params(&action, &meta, &body.params)?;
     // A reload may have revoked the key while the body was arriving.
     if caller.revoked().is_cancelled() || project_revoked.is_some_and(|r| r.is_cancelled()) {
         return Err(ApiError::unauthorized(
@@ -171,21 +154,7 @@ pub async fn run_action(
             params,
             requested_by: caller.name.clone(),
         })
-        .await
-        .map_err(|e| match e {
-            SubmitError::QueueFull { .. } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
-                    .retry_after(1)
-            }
-            SubmitError::UnknownProject(_) => ApiError::not_found(e.to_string()),
-            SubmitError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            )
-            .retry_after(5),
-            SubmitError::Store(e) => ApiError::internal(e),
-        })?;
+        .await?;
     tracing::info!(job = %job.id, project = %job.project, action = %job.action, by = %job.requested_by, "job accepted");
     // A wait always holds a place: both or neither.
     let (Some(wait), Some(held)) = (wait, held) else {
@@ -201,6 +170,31 @@ pub async fn run_action(
         StatusCode::ACCEPTED
     };
     Ok(job_response(status, &job))
+}
+
+/// What `action` of `project` declares: 404 when it has no such action,
+/// 503 when its plugin failed to load.
+pub(super) fn action_meta(
+    state: &AppState,
+    project: &str,
+    action: &str,
+) -> Result<ActionMeta, ApiError> {
+    match state.registry.load().get(project, action) {
+        None => Err(ApiError::not_found(format!(
+            "project `{project}` has no action `{action}`"
+        ))),
+        Some(Err(e)) => {
+            tracing::warn!(%project, %action, "run refused: {e}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "action_unavailable",
+                format!(
+                    "the plugin of action `{action}` failed to load; `bosun check` on the server says why"
+                ),
+            ))
+        }
+        Some(Ok(loaded)) => Ok(loaded.plugin.meta().clone()),
+    }
 }
 
 /// Wait up to `wait` for job `id` to end, unless a reload revokes the key

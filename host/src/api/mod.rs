@@ -9,6 +9,7 @@ mod auth;
 mod connections;
 mod document;
 mod error;
+mod hooks;
 mod idle;
 mod jobs;
 mod long_requests;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub long_requests: Arc<LongRequests>,
     /// Asks the daemon to reload its config.
     pub control: Control,
+    /// The projects' webhooks.
+    pub hooks: Arc<crate::hooks::Hooks>,
 }
 
 #[derive(OpenApi)]
@@ -105,6 +108,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::run_action))
         .routes(routes!(projects::process_logs))
         .routes(routes!(projects::project_logs))
+        .routes(routes!(hooks::list_deliveries))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
@@ -146,7 +150,9 @@ fn count_down<K: std::hash::Hash + Eq>(counts: &mut std::collections::HashMap<K,
 pub fn router(state: AppState) -> Router {
     let (routes, _) = routes();
     let max = state.server.max_concurrent_requests;
+    // Signed by a forge, not a bearer key: outside the API's document.
     routes
+        .route("/hooks/{project}", axum::routing::post(hooks::receive))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(

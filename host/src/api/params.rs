@@ -59,6 +59,25 @@ pub async fn read_body<H>(
     timeout: Duration,
     slow: impl FnOnce() -> Result<H, ApiError>,
 ) -> Result<RunBody, ApiError> {
+    let bytes = read_bytes(body, limit, timeout, slow).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RunBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON of the form {{\"params\":{{…}}}}: {e}"),
+        )
+    })
+}
+
+/// [`read_body`] without the parsing: the bytes as they came.
+pub async fn read_bytes<H>(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    slow: impl FnOnce() -> Result<H, ApiError>,
+) -> Result<axum::body::Bytes, ApiError> {
     let too_slow = || {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -79,20 +98,11 @@ pub async fn read_body<H>(
                 .map_err(|_| too_slow())?
         }
     };
-    let bytes = read.map_err(|_| {
+    read.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the request body is over the limit of {limit} bytes"),
-        )
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RunBody::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the body is not valid JSON of the form {{\"params\":{{…}}}}: {e}"),
         )
     })
 }

@@ -15,6 +15,7 @@ mod places;
 mod process;
 mod procfile;
 mod server;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use places::{check_inside, lexical, resolved};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
 pub use procfile::{ProcfileConfig, apply as apply_procfile};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
+pub use webhook::{HookSecret, WebhookConfig, branch_matcher};
 
 /// Why a config could not be used. Each message names the file, and the key
 /// (and line, for syntax errors) at fault.
@@ -193,6 +195,8 @@ pub struct ProjectConfig {
     /// file bosun sees. Off by default; bosun warns at every start.
     #[serde(default)]
     pub unconfined: bool,
+    /// A git forge's pushes run an action (`deploy`) on it.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Config {
@@ -255,6 +259,17 @@ impl Config {
             }
         }
         for (name, project) in &mut config.projects {
+            if let Some(hook) = &mut project.webhook
+                && let Err((key, message)) = hook.load_secret(base)
+            {
+                let key = format!("projects.{name}.{key}");
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: line_of(text, &key),
+                    key,
+                    message,
+                });
+            }
             if let Err(e) = procfile::apply(project) {
                 config.procfile_problems.insert(name.clone(), e);
             }
@@ -336,6 +351,16 @@ impl Config {
                 .and_then(|()| project.confinement.validate())
                 .and_then(|()| project.limits.validate())
                 .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
+            if let Some(hook) = &project.webhook {
+                hook.validate(project.git.branch.as_deref())
+                    .map_err(|(key, m)| invalid(format!("projects.{name}.{key}"), m))?;
+                if !project.actions.0.contains_key(&hook.action) {
+                    return Err(invalid(
+                        format!("projects.{name}.webhook.action"),
+                        format!("the project has no action `{}`", hook.action),
+                    ));
+                }
+            }
             for (action, cfg) in &project.actions.0 {
                 let key = format!("projects.{name}.actions.{action}");
                 check_name(action).map_err(|m| invalid(key.clone(), m))?;
@@ -409,6 +434,15 @@ impl Config {
             let at = format!("keys[{i}]");
             if key.name.trim().is_empty() || key.name.len() > 64 {
                 return Err((format!("{at}.name"), "must be 1-64 characters".into()));
+            }
+            if key.name.starts_with(crate::hooks::REQUESTED_BY) {
+                return Err((
+                    format!("{at}.name"),
+                    format!(
+                        "`{}…` names the jobs webhooks start",
+                        crate::hooks::REQUESTED_BY
+                    ),
+                ));
             }
             if let Some(j) = self.keys[..i].iter().position(|k| k.name == key.name) {
                 return Err((

@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Report, Role};
 use crate::control::{Control, Request, UpgradeError};
 use crate::handoff::Handoff;
+use crate::hooks::{Deliveries, DeliveryError, Hooks};
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::plugins::processes::ProcessControl;
@@ -69,6 +70,9 @@ pub enum DaemonError {
     /// The confinement of the projects.
     #[error(transparent)]
     Confine(#[from] ConfineError),
+    /// The webhook deliveries' store.
+    #[error(transparent)]
+    Deliveries(#[from] DeliveryError),
 }
 
 /// A running bosun.
@@ -132,6 +136,8 @@ struct Running {
     checkouts: BTreeMap<String, Checkout>,
     /// Requests to this task, for the scopes of projects with a Procfile.
     control: Control,
+    /// The projects' webhooks.
+    hooks: Arc<Hooks>,
 }
 
 impl Daemon {
@@ -176,6 +182,7 @@ impl Daemon {
             ActionRegistry::load(&engine, config).await,
         ));
         let store = Store::open(&config.state_dir)?;
+        let hooks = Arc::new(Hooks::new(config, Deliveries::open(&config.state_dir)?));
         let role = match handoff {
             Some(_) => Role::Successor,
             None => Role::Server,
@@ -256,6 +263,7 @@ impl Daemon {
             stop: stop.clone(),
             checkouts: pending_checkouts,
             control: control.clone(),
+            hooks: hooks.clone(),
         };
         let state = AppState {
             auth: running.auth.clone(),
@@ -267,6 +275,7 @@ impl Daemon {
             confinement: running.reports.clone(),
             long_requests: LongRequests::new(&config.server),
             control: control.clone(),
+            hooks,
         };
         let grace = config.server.shutdown_grace;
         let http_stop = CancellationToken::new();

@@ -117,6 +117,7 @@ impl Running {
 
         // Keys first: a revocation must not wait for the steps below.
         let keys = self.auth.replace(&config);
+        self.hooks.replace(&config);
         let mut report = ReloadReport {
             plugins: registry.changes_from(&self.registry.load()),
             keys,

@@ -249,6 +249,20 @@ impl Jobs {
 
     /// Store a new job and queue it. Returns the job as stored.
     pub async fn submit(&self, new: NewJob) -> Result<Job, SubmitError> {
+        self.submit_replacing(new, |_| false)
+            .await
+            .map(|(job, _)| job)
+    }
+
+    /// [`Jobs::submit`], and take the project's queued jobs that `replaces`
+    /// picks off its queue: they end `cancelled`, naming the new job, and
+    /// do not count against the queue's bound. Returns the new job and the
+    /// ids of those it replaced.
+    pub async fn submit_replacing(
+        &self,
+        new: NewJob,
+        replaces: impl Fn(&Job) -> bool,
+    ) -> Result<(Job, Vec<String>), SubmitError> {
         if self.inner.stopping.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
@@ -264,7 +278,11 @@ impl Jobs {
             // Removed by a reload while this waited.
             return Err(SubmitError::UnknownProject(new.project));
         }
-        if queue.waiting().len() >= self.inner.cfg.queue_depth {
+        let staying = {
+            let waiting = queue.waiting();
+            waiting.len() - waiting.iter().filter(|a| replaces(&a.job.borrow())).count()
+        };
+        if staying >= self.inner.cfg.queue_depth {
             self.inner.metrics.job_refused(&new.project);
             return Err(SubmitError::QueueFull {
                 project: new.project,
@@ -274,9 +292,33 @@ impl Jobs {
         let job = Job::new(&new.project, &new.action, new.params, &new.requested_by);
         self.inner.store.insert(&job).await?;
         let active = self.inner.activate(job.clone());
-        queue.waiting().push_back(active);
+        // The runner may have taken some meanwhile: only what still waits
+        // is replaced.
+        let replaced: Vec<Arc<ActiveJob>> = {
+            let mut waiting = queue.waiting();
+            let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                waiting.drain(..).partition(|a| replaces(&a.job.borrow()));
+            *waiting = kept;
+            waiting.push_back(active);
+            gone.into()
+        };
         queue.notify.notify_one();
-        Ok(job)
+        let mut ids = Vec::with_capacity(replaced.len());
+        for old in replaced {
+            let why = format!("replaced by job {} before it started", job.id);
+            ids.push(self.inner.cancel_queued(&old, why).await.id);
+        }
+        Ok((job, ids))
+    }
+
+    /// Whether `project` has a job queued or running.
+    pub fn busy(&self, project: &str) -> bool {
+        !self.inner.active_of(project).is_empty()
+    }
+
+    /// What `project`'s jobs may touch now.
+    pub fn scope(&self, project: &str) -> Option<Arc<ProjectScope>> {
+        self.inner.queue(project).map(|q| q.scope.load_full())
     }
 
     /// The job with `id`: its live record while active, else the stored one.

@@ -12,6 +12,9 @@ use super::state::RunState;
 pub trait GitControl: Send + Sync + 'static {
     /// Describe the work tree.
     async fn info(&self) -> Result<RepoInfo, CallError>;
+    /// The full commit id of HEAD: [`GitControl::info`]'s `revision`, at
+    /// the cost of one git.
+    async fn revision(&self) -> Result<String, CallError>;
     /// Fetch from `remote`, or the current branch's remote.
     async fn fetch(&self, remote: Option<&str>) -> Result<(), CallError>;
     /// Move to `target`, or the current branch's upstream.
@@ -31,6 +34,9 @@ fn no_git() -> CallError {
 #[async_trait]
 impl GitControl for NoGit {
     async fn info(&self) -> Result<RepoInfo, CallError> {
+        Err(no_git())
+    }
+    async fn revision(&self) -> Result<String, CallError> {
         Err(no_git())
     }
     async fn fetch(&self, _remote: Option<&str>) -> Result<(), CallError> {

@@ -253,9 +253,13 @@ pub fn redact(text: &str) -> String {
 
 #[async_trait]
 impl GitControl for Git {
-    async fn info(&self) -> Result<RepoInfo, CallError> {
+    async fn revision(&self) -> Result<String, CallError> {
         self.tree.check()?;
-        let revision = self.git(&["rev-parse", "HEAD"]).await?;
+        self.git(&["rev-parse", "HEAD"]).await
+    }
+
+    async fn info(&self) -> Result<RepoInfo, CallError> {
+        let revision = self.revision().await?;
         let branch = self
             .maybe(&["symbolic-ref", "--short", "-q", "HEAD"])
             .await?

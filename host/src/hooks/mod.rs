@@ -1,0 +1,158 @@
+//! Push to deploy: signed webhooks from git forges.
+//!
+//! A forge cannot send a bearer key; it proves a delivery with a secret
+//! shared per project (`[projects.<p>.webhook]`). What bosun does with a
+//! proven push (the HTTP side is `api::hooks`):
+//!
+//! - **The exact commit.** The action runs with `target = <after>`, the
+//!   commit pushed, never "whatever the branch is now".
+//! - **Answered at once.** The deploy is a normal job (one at a time per
+//!   project, a bounded queue); the forge gets 202 and the job's id in
+//!   milliseconds, well within its ~10 s timeout.
+//! - **The newest push wins.** A push replaces a webhook's deploy of the
+//!   same project that is still queued (the queued one ends `cancelled`,
+//!   naming its replacement), so a burst of pushes deploys once, the last.
+//! - **Nothing twice.** Deliveries are deduplicated ([`deliveries`]); a
+//!   push of the commit already deployed, with no job of the project
+//!   queued or running, is ignored.
+//! - **One at a time per project.** Deliveries of one project are decided
+//!   in turn, so two copies of one delivery cannot both start a job.
+//! - **Bounded.** At most [`MAX_BODIES`] bodies (each up to 25 MiB) are
+//!   read at once, whoever sends them.
+
+pub mod deliveries;
+pub mod forge;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use globset::GlobMatcher;
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{Config, HookSecret, branch_matcher};
+pub use deliveries::{Deliveries, Delivery, DeliveryError, Verdict};
+pub use forge::{Event, Forge, Push};
+
+/// Jobs a webhook starts are requested by `webhook:<forge>`; no key may
+/// have a name starting so.
+pub const REQUESTED_BY: &str = "webhook:";
+
+/// The largest body a webhook reads: GitHub caps its payloads at 25 MiB.
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
+/// Bodies read at once, over all projects: 8 × 25 MiB at most in memory.
+pub const MAX_BODIES: usize = 8;
+
+/// One project's webhook, as the config says.
+pub struct HookSettings {
+    /// The shared secret.
+    pub secret: HookSecret,
+    /// The action a push runs.
+    pub action: String,
+    /// The branch globs, as written.
+    pub globs: Vec<String>,
+    branches: Vec<GlobMatcher>,
+}
+
+impl HookSettings {
+    /// Why `push` runs nothing, or `None` when it deploys.
+    pub fn ignored(&self, push: &Push) -> Option<String> {
+        if push.git_ref.starts_with("refs/tags/") {
+            return Some(format!(
+                "`{}` is a tag: only pushes to a branch deploy",
+                push.git_ref
+            ));
+        }
+        let Some(branch) = push.branch() else {
+            return Some(format!("`{}` is not a branch", push.git_ref));
+        };
+        if push.deleted {
+            return Some(format!("branch `{branch}` was deleted"));
+        }
+        if !self.branches.iter().any(|m| m.is_match(branch)) {
+            return Some(format!(
+                "branch `{branch}` is not one this webhook deploys ({})",
+                self.globs.join(", ")
+            ));
+        }
+        None
+    }
+}
+
+/// The webhooks of every project, and what they share.
+pub struct Hooks {
+    settings: ArcSwap<BTreeMap<String, Arc<HookSettings>>>,
+    /// Every delivery received.
+    pub deliveries: Deliveries,
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    bodies: Arc<Semaphore>,
+}
+
+impl Hooks {
+    /// The webhooks of `config`, logging to `deliveries`.
+    pub fn new(config: &Config, deliveries: Deliveries) -> Self {
+        let hooks = Self {
+            settings: ArcSwap::from_pointee(BTreeMap::new()),
+            deliveries,
+            turns: Mutex::new(HashMap::new()),
+            bodies: Arc::new(Semaphore::new(MAX_BODIES)),
+        };
+        hooks.replace(config);
+        hooks
+    }
+
+    /// Take `config`'s webhooks (a reload): secrets, branches and actions
+    /// change for the next delivery; a project without one answers 404.
+    pub fn replace(&self, config: &Config) {
+        let settings = config
+            .projects
+            .iter()
+            .filter_map(|(name, project)| {
+                let hook = project.webhook.as_ref()?;
+                let globs = hook.watched(project.git.branch.as_deref());
+                // Checked at load; a glob that fails here matches nothing.
+                let branches = globs
+                    .iter()
+                    .filter_map(|g| branch_matcher(g).ok())
+                    .collect();
+                Some((
+                    name.clone(),
+                    Arc::new(HookSettings {
+                        secret: hook.secret.clone(),
+                        action: hook.action.clone(),
+                        globs,
+                        branches,
+                    }),
+                ))
+            })
+            .collect::<BTreeMap<_, _>>();
+        self.turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|name, _| settings.contains_key(name));
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// `project`'s webhook, if it has one.
+    pub fn get(&self, project: &str) -> Option<Arc<HookSettings>> {
+        self.settings.load().get(project).cloned()
+    }
+
+    /// A place to read a body in, if one is free.
+    pub fn body_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.bodies.clone().try_acquire_owned().ok()
+    }
+
+    /// `project`'s turn to decide a delivery.
+    pub async fn turn(&self, project: &str) -> OwnedMutexGuard<()> {
+        let lock = self
+            .turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(project.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+}

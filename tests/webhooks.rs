@@ -1,0 +1,688 @@
+//! Push to deploy: a real bare origin a developer's clone pushes to, a
+//! real Python app bosun supervises, and each forge's push payload, signed
+//! the way that forge signs it, sent to `POST /hooks/shop`.
+//!
+//! - every forge (GitHub in JSON and in form encoding, GitLab, Gitea,
+//!   Forgejo, Bitbucket) deploys the commit it names, even when the branch
+//!   has moved on since;
+//! - every other delivery gets its exact status and verdict: a wrong, a
+//!   missing or no proof at all, an unknown project, a ping, a tag, a
+//!   deleted or unwatched branch, another event, a 30 MiB body, a
+//!   redelivery, a replayed body, a commit already deployed, pushes that
+//!   replace a queued deploy, an action that takes no `target`, and a
+//!   tenant whose failures brake only its own webhook;
+//! - the deliveries log lists each, and only to keys that see the project.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::server::{ADMIN, Api, Bosun, admin_config, hash};
+use common::shop::{APP, free_port};
+use common::{git, until};
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tempfile::TempDir;
+
+const SHOP_SECRET: &str = "It's a Secret to Everybody";
+const CAFE_SECRET: &str = "cafe-hook-secret-0123456789";
+/// A key that reads project cafe only.
+const CAFE_READER: &str = "bsk_test_cafe_reader";
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// The origin, the developer's clone, and the config: `shop` (deployed by
+/// its webhook, branches `main` and `release/*`), `cafe` (a webhook whose
+/// action takes no `target`) and `plain` (no webhook).
+struct Forge {
+    root: TempDir,
+    port: u16,
+}
+
+impl Forge {
+    fn new() -> Self {
+        let root = TempDir::new().expect("temp dir");
+        let r = root.path();
+        git(r, &["init", "--quiet", "--bare", "origin.git"]);
+        git(r, &["clone", "--quiet", "origin.git", "dev"]);
+        let port = free_port();
+        let text = format!(
+            r#"{head}
+[[keys]]
+name = "cafe-reader"
+hash = "{reader}"
+projects = ["cafe"]
+role = "read"
+
+[projects.shop]
+dir = "shop"
+actions = ["deploy", "status"]
+[projects.shop.git]
+clone = "./origin.git"
+branch = "main"
+[projects.shop.commands]
+allow = ["python3"]
+[projects.shop.deploy]
+build = [["python3", "build.py"]]
+ready_timeout = "20s"
+settle = "300ms"
+[projects.shop.webhook]
+secret_file = "shop.secret"
+branches = ["main", "release/*"]
+[[projects.shop.processes]]
+name = "web"
+command = "python3"
+args = ["app.py"]
+sockets = ["127.0.0.1:{port}"]
+ready = {{ http = "/", timeout = "20s" }}
+
+[projects.cafe]
+dir = "cafe"
+actions = ["status"]
+[projects.cafe.webhook]
+secret_file = "cafe.secret"
+branches = ["*"]
+action = "status"
+
+[projects.plain]
+dir = "plain"
+actions = ["status"]
+"#,
+            head = admin_config("auth_fail_limit = 4\nauth_fail_window = \"10m\""),
+            reader = hash(CAFE_READER),
+        );
+        std::fs::write(r.join("bosun.toml"), text).expect("config");
+        for (file, secret) in [("shop.secret", SHOP_SECRET), ("cafe.secret", CAFE_SECRET)] {
+            write_private(&r.join(file), &format!("{secret}\n"));
+        }
+        for dir in ["cafe", "plain"] {
+            std::fs::create_dir(r.join(dir)).expect("project dir");
+        }
+        let forge = Self { root, port };
+        forge.commit("v0");
+        forge
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// Commit version `version` of the app and push it to `main`; returns
+    /// the revision.
+    fn commit(&self, version: &str) -> String {
+        let dev = self.path("dev");
+        std::fs::write(dev.join("VERSION"), version).expect("version");
+        std::fs::write(dev.join("app.py"), APP).expect("app");
+        std::fs::write(
+            dev.join("build.py"),
+            "import os, py_compile, time\n\
+             while os.path.exists('slow'):\n    time.sleep(0.1)\n\
+             py_compile.compile('app.py', doraise=True)\n",
+        )
+        .expect("build");
+        git(&dev, &["add", "-A"]);
+        git(&dev, &["commit", "--quiet", "-m", version]);
+        git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
+        git(&dev, &["rev-parse", "HEAD"])
+    }
+
+    /// What the app answers: `<pid> <version>`.
+    async fn serving(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/", self.port))
+            .await
+            .expect("the app answers")
+            .text()
+            .await
+            .expect("text")
+            .trim()
+            .to_string()
+    }
+
+    /// Wait until the app serves `version`.
+    async fn until_serving(&self, version: &str) {
+        until(&format!("the app serves {version}"), async || {
+            let answer = reqwest::get(format!("http://127.0.0.1:{}/", self.port))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            answer.trim().ends_with(version).then_some(())
+        })
+        .await;
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("secret file");
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn form(json: &str) -> String {
+    format!("payload={}", url_escape(json))
+}
+
+/// `application/x-www-form-urlencoded` escaping, as forges send it.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A delivery: headers and body, as a forge sends it.
+struct Delivery {
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+/// GitHub's push (or `event`) with `payload`, in JSON.
+fn github(event: &str, id: &str, payload: &Value, secret: &str) -> Delivery {
+    let body = payload.to_string().into_bytes();
+    Delivery {
+        headers: vec![
+            ("X-GitHub-Event", event.into()),
+            ("X-GitHub-Delivery", id.into()),
+            (
+                "X-Hub-Signature-256",
+                format!("sha256={}", hmac_hex(secret, &body)),
+            ),
+            ("Content-Type", "application/json".into()),
+        ],
+        body,
+    }
+}
+
+/// GitHub's push in its default form encoding: the signature covers the
+/// form body as sent.
+fn github_form(id: &str, payload: &Value) -> Delivery {
+    let body = form(&payload.to_string()).into_bytes();
+    Delivery {
+        headers: vec![
+            ("X-GitHub-Event", "push".into()),
+            ("X-GitHub-Delivery", id.into()),
+            (
+                "X-Hub-Signature-256",
+                format!("sha256={}", hmac_hex(SHOP_SECRET, &body)),
+            ),
+            ("Content-Type", "application/x-www-form-urlencoded".into()),
+        ],
+        body,
+    }
+}
+
+/// GitLab's push: the secret itself in `X-Gitlab-Token`.
+fn gitlab(id: &str, before: &str, after: &str) -> Delivery {
+    let payload = json!({
+        "object_kind": "push", "event_name": "push",
+        "before": before, "after": after, "ref": "refs/heads/main",
+        "checkout_sha": after, "user_name": "Dev",
+        "project": { "path_with_namespace": "acme/shop", "default_branch": "main" },
+        "commits": [], "total_commits_count": 1,
+    });
+    Delivery {
+        headers: vec![
+            ("X-Gitlab-Event", "Push Hook".into()),
+            ("X-Gitlab-Token", SHOP_SECRET.into()),
+            ("X-Gitlab-Event-UUID", id.into()),
+            ("Content-Type", "application/json".into()),
+        ],
+        body: payload.to_string().into_bytes(),
+    }
+}
+
+/// Gitea's push: bare hex HMAC, and GitHub's event header beside its own.
+fn gitea(id: &str, before: &str, after: &str) -> Delivery {
+    let body = push_payload("refs/heads/main", before, after)
+        .to_string()
+        .into_bytes();
+    Delivery {
+        headers: vec![
+            ("X-Gitea-Event", "push".into()),
+            ("X-GitHub-Event", "push".into()),
+            ("X-Gitea-Delivery", id.into()),
+            ("X-Gitea-Signature", hmac_hex(SHOP_SECRET, &body)),
+            ("Content-Type", "application/json".into()),
+        ],
+        body,
+    }
+}
+
+/// Forgejo's push in form mode: the signature covers the JSON inside.
+fn forgejo_form(id: &str, before: &str, after: &str) -> Delivery {
+    let json = push_payload("refs/heads/main", before, after).to_string();
+    Delivery {
+        headers: vec![
+            ("X-Forgejo-Event", "push".into()),
+            ("X-Gitea-Event", "push".into()),
+            ("X-Forgejo-Delivery", id.into()),
+            (
+                "X-Forgejo-Signature",
+                hmac_hex(SHOP_SECRET, json.as_bytes()),
+            ),
+            ("Content-Type", "application/x-www-form-urlencoded".into()),
+        ],
+        body: form(&json).into_bytes(),
+    }
+}
+
+/// Bitbucket Cloud's `repo:push`: one change per ref.
+fn bitbucket(id: &str, before: &str, after: &str) -> Delivery {
+    let target = |hash: &str| json!({ "type": "branch", "name": "main", "target": { "hash": hash, "type": "commit" } });
+    let payload = json!({
+        "push": { "changes": [
+            { "old": { "type": "tag", "name": "v1", "target": { "hash": before } }, "new": null,
+              "forced": false, "created": false, "closed": true },
+            { "old": target(before), "new": target(after),
+              "forced": false, "created": false, "closed": false },
+        ] },
+        "repository": { "full_name": "acme/shop", "type": "repository" },
+        "actor": { "display_name": "Dev" },
+    });
+    let body = payload.to_string().into_bytes();
+    Delivery {
+        headers: vec![
+            ("X-Event-Key", "repo:push".into()),
+            ("X-Request-UUID", id.into()),
+            (
+                "X-Hub-Signature",
+                format!("sha256={}", hmac_hex(SHOP_SECRET, &body)),
+            ),
+            ("Content-Type", "application/json".into()),
+        ],
+        body,
+    }
+}
+
+/// Makes a forge's push delivery: (delivery id, before, after).
+type Sender = dyn Fn(&str, &str, &str) -> Delivery;
+
+/// A push payload as GitHub (and Gitea, Forgejo) send it.
+fn push_payload(git_ref: &str, before: &str, after: &str) -> Value {
+    json!({
+        "ref": git_ref, "before": before, "after": after,
+        "created": before == ZERO, "deleted": after == ZERO, "forced": false,
+        "repository": { "full_name": "acme/shop", "default_branch": "main" },
+        "pusher": { "name": "dev" }, "head_commit": { "id": after },
+    })
+}
+
+async fn send(api: &Api, project: &str, d: &Delivery) -> (StatusCode, Value) {
+    let mut req = api
+        .req(Method::POST, &format!("/hooks/{project}"), None)
+        .body(d.body.clone());
+    for (name, value) in &d.headers {
+        req = req.header(*name, value);
+    }
+    let resp = req.send().await.expect("delivery sent");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Send `d`; it must be accepted. Returns the job's id.
+async fn accepted(api: &Api, d: &Delivery) -> String {
+    let (status, body) = send(api, "shop", d).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["verdict"], "accepted", "{body}");
+    let id = body["job_id"].as_str().expect("a job id").to_string();
+    assert_eq!(body["job_url"], format!("/v1/jobs/{id}"), "{body}");
+    id
+}
+
+/// Send `d`; it must answer `status` with `verdict`. Returns the answer.
+async fn answered(
+    api: &Api,
+    project: &str,
+    d: &Delivery,
+    status: StatusCode,
+    verdict: &str,
+) -> Value {
+    let (got, body) = send(api, project, d).await;
+    assert_eq!(got, status, "{body}");
+    if !verdict.is_empty() {
+        assert_eq!(body["verdict"], verdict, "{body}");
+    }
+    body
+}
+
+async fn succeeded(api: &Api, id: &str) -> Value {
+    let job = api.finished(id).await;
+    if job["state"] != "succeeded" {
+        let log = api.get_text(&format!("/v1/jobs/{id}/log"), ADMIN).await;
+        panic!("job {id} did not succeed: {job}\n{log}");
+    }
+    job
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_forge_deploys_the_commit_it_pushed() {
+    let forge = Forge::new();
+    let bosun = Bosun::start_in(forge.root.path()).await;
+    forge.until_serving("v0").await;
+    let mut before = git(&forge.path("dev"), &["rev-parse", "HEAD"]);
+    let senders: [(&str, &Sender); 6] = [
+        ("github", &|id, b, a| {
+            github(
+                "push",
+                id,
+                &push_payload("refs/heads/main", b, a),
+                SHOP_SECRET,
+            )
+        }),
+        ("github", &|id, b, a| {
+            github_form(id, &push_payload("refs/heads/main", b, a))
+        }),
+        ("gitlab", &gitlab),
+        ("gitea", &gitea),
+        ("forgejo", &forgejo_form),
+        ("bitbucket", &bitbucket),
+    ];
+    for (i, (name, make)) in senders.iter().enumerate() {
+        let version = format!("v{}", i + 1);
+        let after = forge.commit(&version);
+        let id = accepted(&bosun, &make(&format!("{name}-{i}"), &before, &after)).await;
+        let job = succeeded(&bosun, &id).await;
+        assert_eq!(job["requested_by"], format!("webhook:{name}"), "{job}");
+        assert_eq!(job["params"]["target"], after, "{job}");
+        forge.until_serving(&version).await;
+        before = after;
+    }
+    // The commit pushed, not whatever the branch is now.
+    let pushed = forge.commit("v7");
+    forge.commit("v8");
+    let id = accepted(&bosun, &gitea("late", &before, &pushed)).await;
+    succeeded(&bosun, &id).await;
+    assert!(
+        forge.serving().await.ends_with("v7"),
+        "{}",
+        forge.serving().await
+    );
+    bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_delivery_gets_its_exact_status_and_verdict() {
+    let forge = Forge::new();
+    let bosun = Bosun::start_in(forge.root.path()).await;
+    forge.until_serving("v0").await;
+    let v0 = git(&forge.path("dev"), &["rev-parse", "HEAD"]);
+    let push = |id: &str, git_ref: &str, before: &str, after: &str| {
+        github(
+            "push",
+            id,
+            &push_payload(git_ref, before, after),
+            SHOP_SECRET,
+        )
+    };
+
+    // No proof, a wrong one, no forge at all: a generic 401 that never
+    // says what was expected.
+    let mut wrong = push("wrong", "refs/heads/main", &v0, &v0);
+    wrong.headers[2].1 = format!("sha256={}", hmac_hex("guess", &wrong.body));
+    let expected = hmac_hex(SHOP_SECRET, &wrong.body);
+    let body = answered(&bosun, "shop", &wrong, StatusCode::UNAUTHORIZED, "").await;
+    assert_eq!(body["error"]["code"], "bad_signature", "{body}");
+    assert!(!body.to_string().contains(&expected), "{body}");
+    let mut unsigned = push("unsigned", "refs/heads/main", &v0, &v0);
+    unsigned.headers.remove(2);
+    answered(&bosun, "shop", &unsigned, StatusCode::UNAUTHORIZED, "").await;
+    let anonymous = Delivery {
+        headers: vec![],
+        body: b"{}".to_vec(),
+    };
+    answered(&bosun, "shop", &anonymous, StatusCode::UNAUTHORIZED, "").await;
+    // No such project, and a project without a webhook, alike.
+    let ping = github(
+        "ping",
+        "ping-1",
+        &json!({ "zen": "Keep it logically awesome.", "hook_id": 1 }),
+        SHOP_SECRET,
+    );
+    let nope = answered(&bosun, "nope", &ping, StatusCode::NOT_FOUND, "").await;
+    let plain = answered(&bosun, "plain", &ping, StatusCode::NOT_FOUND, "").await;
+    assert_eq!(nope["error"]["code"], plain["error"]["code"]);
+    // A ping, a tag, a deleted branch, an unwatched one, another event.
+    answered(&bosun, "shop", &ping, StatusCode::OK, "ping").await;
+    let tag = answered(
+        &bosun,
+        "shop",
+        &push("tag", "refs/tags/v1", ZERO, &v0),
+        StatusCode::ACCEPTED,
+        "ignored",
+    )
+    .await;
+    assert!(
+        tag["reason"].as_str().unwrap_or("").contains("tag"),
+        "{tag}"
+    );
+    let deleted = answered(
+        &bosun,
+        "shop",
+        &push("del", "refs/heads/release/1", &v0, ZERO),
+        StatusCode::ACCEPTED,
+        "ignored",
+    )
+    .await;
+    assert!(
+        deleted["reason"].as_str().unwrap_or("").contains("deleted"),
+        "{deleted}"
+    );
+    let unwatched = answered(
+        &bosun,
+        "shop",
+        &push("feat", "refs/heads/feature/x", &v0, &v0),
+        StatusCode::ACCEPTED,
+        "ignored",
+    )
+    .await;
+    assert!(
+        unwatched["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not one this webhook deploys"),
+        "{unwatched}"
+    );
+    let issues = github(
+        "issues",
+        "issue-1",
+        &json!({ "action": "opened" }),
+        SHOP_SECRET,
+    );
+    answered(&bosun, "shop", &issues, StatusCode::ACCEPTED, "ignored").await;
+    // A body past 25 MiB.
+    let huge = Delivery {
+        headers: vec![("X-GitHub-Event", "push".into())],
+        body: vec![b' '; 30 * 1024 * 1024],
+    };
+    let body = answered(&bosun, "shop", &huge, StatusCode::PAYLOAD_TOO_LARGE, "").await;
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+
+    // A delivery refused for its signature may come again, and runs.
+    let v1 = forge.commit("v1");
+    let good = push("again-1", "refs/heads/main", &v0, &v1);
+    let mut bad = push("again-1", "refs/heads/main", &v0, &v1);
+    bad.headers[2].1 = format!("sha256={}", "0".repeat(64));
+    answered(&bosun, "shop", &bad, StatusCode::UNAUTHORIZED, "").await;
+    // The fourth failure: shop's webhook is braked for this address,
+    // and only shop's.
+    let braked = answered(&bosun, "shop", &good, StatusCode::TOO_MANY_REQUESTS, "").await;
+    assert_eq!(
+        braked["error"]["code"], "too_many_auth_failures",
+        "{braked}"
+    );
+    let cafe_push = github(
+        "push",
+        "cafe-1",
+        &push_payload("refs/heads/main", &v0, &v1),
+        CAFE_SECRET,
+    );
+    let refused = answered(
+        &bosun,
+        "cafe",
+        &cafe_push,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "",
+    )
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("target"),
+        "{refused}"
+    );
+    let status = bosun.get_json("/v1/projects/shop", ADMIN).await;
+    assert!(
+        status["processes"].is_array(),
+        "the API is not braked: {status}"
+    );
+    // From another address (loopback has a /8), the webhook takes it.
+    let api = Api {
+        url: bosun.url.clone(),
+        http: reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .expect("client"),
+    };
+    // Pushes while a deploy runs: each newer one replaces the queued one.
+    write_private(&forge.path("shop/slow"), "");
+    let first = accepted(&api, &good).await;
+    bosun.until_running(&first).await;
+    let v2 = forge.commit("v2");
+    let second = accepted(&api, &push("p2", "refs/heads/main", &v1, &v2)).await;
+    let v3 = forge.commit("v3");
+    let (status, third) = send(&api, "shop", &push("p3", "refs/heads/main", &v2, &v3)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{third}");
+    assert_eq!(third["replaced"], json!([second]), "{third}");
+    let third = third["job_id"].as_str().expect("job").to_string();
+    let replaced = bosun.finished(&second).await;
+    assert_eq!(replaced["state"], "cancelled", "{replaced}");
+    assert!(
+        replaced["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&third),
+        "{replaced}"
+    );
+    std::fs::remove_file(forge.path("shop/slow")).expect("unblock");
+    succeeded(&bosun, &first).await;
+    succeeded(&bosun, &third).await;
+    forge.until_serving("v3").await;
+
+    // The same delivery again, or its body under a new id: the first job.
+    let again = answered(
+        &api,
+        "shop",
+        &push("p3", "refs/heads/main", &v2, &v3),
+        StatusCode::OK,
+        "duplicate",
+    )
+    .await;
+    assert_eq!(again["job_id"], third.as_str(), "{again}");
+    let replay = answered(
+        &api,
+        "shop",
+        &push("p3-replayed", "refs/heads/main", &v2, &v3),
+        StatusCode::OK,
+        "duplicate",
+    )
+    .await;
+    assert_eq!(replay["job_id"], third.as_str(), "{replay}");
+    // Another push of the commit that runs now: nothing to do.
+    let current = answered(
+        &api,
+        "shop",
+        &push("p4", "refs/heads/release/2", &v1, &v3),
+        StatusCode::ACCEPTED,
+        "ignored",
+    )
+    .await;
+    assert!(
+        current["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already deployed"),
+        "{current}"
+    );
+
+    // The log: every delivery, newest first, to keys that see the project.
+    let log = bosun
+        .get_json("/v1/projects/shop/deliveries?limit=500", ADMIN)
+        .await;
+    let verdicts: Vec<&str> = log["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| d["verdict"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "ignored",
+            "duplicate",
+            "duplicate",
+            "accepted",
+            "accepted",
+            "accepted",
+            "bad_signature",
+            "ignored",
+            "ignored",
+            "ignored",
+            "ignored",
+            "ping",
+            "bad_signature",
+            "bad_signature",
+            "bad_signature",
+        ],
+        "{log}"
+    );
+    let newest = &log["deliveries"][0];
+    assert_eq!(newest["forge"], "github", "{newest}");
+    assert_eq!(newest["ref"], "refs/heads/release/2", "{newest}");
+    assert_eq!(newest["after"], v3.as_str(), "{newest}");
+    let accepted_row = &log["deliveries"][3];
+    assert_eq!(accepted_row["job_id"], third.as_str(), "{accepted_row}");
+    let other = bosun
+        .req(
+            Method::GET,
+            "/v1/projects/shop/deliveries",
+            Some(CAFE_READER),
+        )
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let cafe_log = bosun
+        .get_json("/v1/projects/cafe/deliveries", CAFE_READER)
+        .await;
+    assert_eq!(
+        cafe_log["deliveries"][0]["verdict"], "refused",
+        "{cafe_log}"
+    );
+    bosun.stop().await;
+}
