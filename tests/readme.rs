@@ -190,6 +190,9 @@ fn the_quick_start_runs_as_written_against_the_demo() {
         "howdy from the bosun demo",
         r#""rolled_back":true"#,
         "howdy from the bosun demo",
+        r#""state":"succeeded""#,
+        "ahoy from the bosun demo",
+        "accepted",
         "web",
     ];
     let mut rest: &str = &stdout;

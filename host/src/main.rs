@@ -82,6 +82,11 @@ async fn run() -> std::process::ExitCode {
             })
             .await
         }
+        Command::Deliveries {
+            project,
+            limit,
+            client,
+        } => remote::remote(&client, |c| remote::deliveries(c, &client, &project, limit)).await,
         Command::Job { id, log, client } => {
             remote::remote(&client, |c| remote::job(c, &client, &id, log)).await
         }

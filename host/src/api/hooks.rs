@@ -31,9 +31,10 @@ use super::error::{ApiError, ErrorBody};
 use super::jobs::action_meta;
 use super::params::{check_params, read_bytes};
 use super::query::{ApiPath, query};
+use super::views::rfc3339;
 use crate::config::Role;
 use crate::hooks::{Delivery, Event, Forge, HookSettings, MAX_BODY, Push, REQUESTED_BY, Verdict};
-use crate::jobs::NewJob;
+use crate::jobs::{NewJob, now_ms};
 
 /// How long a push waits to learn the commit deployed now; past it, the
 /// push is taken (a deploy of what is current changes nothing).
@@ -116,7 +117,7 @@ pub async fn receive(
     let mut received = Received {
         record: Delivery {
             seq: 0,
-            received_at: crate::hooks::deliveries::received_now(),
+            received_at: now_ms(),
             forge: forge.map(|f| f.as_str().to_string()),
             event: forge.map(|f| f.event(&headers)).unwrap_or_default(),
             delivery: forge
@@ -304,11 +305,57 @@ pub struct DeliveriesQuery {
     limit: Option<u32>,
 }
 
+/// One delivery of a project's webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// Its place in the log (newer is larger): the `before` of a page.
+    seq: i64,
+    /// When it arrived (RFC 3339).
+    received_at: String,
+    /// The forge its headers named, if any.
+    forge: Option<String>,
+    /// The event, as the forge named it (`push`, `Push Hook`, `repo:push`).
+    event: String,
+    /// The forge's delivery id, or the body's SHA-256 when it sends none.
+    delivery: String,
+    /// The ref pushed, for a proven push.
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    /// The commit pushed, for a proven push.
+    after: Option<String>,
+    /// What became of it.
+    verdict: Verdict,
+    /// Why, for every verdict but `accepted`.
+    reason: Option<String>,
+    /// The job it started (for a duplicate, the first delivery's job).
+    job_id: Option<String>,
+    /// The address it came from.
+    source: String,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            seq: d.seq,
+            received_at: rfc3339(d.received_at),
+            forge: d.forge,
+            event: d.event,
+            delivery: d.delivery,
+            git_ref: d.git_ref,
+            after: d.after,
+            verdict: d.verdict,
+            reason: d.reason,
+            job_id: d.job_id,
+            source: d.source,
+        }
+    }
+}
+
 /// A page of a project's webhook deliveries, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryPage {
     /// The deliveries.
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<DeliveryView>,
     /// The `before` of the next page, when there may be one.
     next: Option<i64>,
 }
@@ -354,5 +401,8 @@ pub async fn list_deliveries(
     let next = (deliveries.len() == limit as usize)
         .then(|| deliveries.last().map(|d| d.seq))
         .flatten();
-    Ok(Json(DeliveryPage { deliveries, next }))
+    Ok(Json(DeliveryPage {
+        deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
+        next,
+    }))
 }

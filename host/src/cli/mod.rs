@@ -155,6 +155,18 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List a project's webhook deliveries, newest first: forge, commit,
+    /// verdict (accepted, duplicate, ignored and why, …) and job.
+    Deliveries {
+        /// The project.
+        project: String,
+        /// How many (1-500).
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+        /// Server, key and output flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show one job; its exit code says how it ended.
     Job {
         /// The job id.

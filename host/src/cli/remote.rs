@@ -1,5 +1,5 @@
-//! The remote subcommands: `run`, `ps`, `logs`, `jobs`, `job`, `cancel`,
-//! `reload`, `upgrade`.
+//! The remote subcommands: `run`, `ps`, `logs`, `jobs`, `deliveries`,
+//! `job`, `cancel`, `reload`, `upgrade`.
 //! Each talks to a running server over the HTTP API (see `client`), prints
 //! text for people or JSON with `--json`, and exits with a code scripts can
 //! branch on: a job's exit code says how it ended (see [`ExitCode`]).
@@ -336,6 +336,50 @@ pub async fn jobs(
         })
         .collect();
     let header = ["ID", "PROJECT", "ACTION", "STATE", "BY", "CREATED", "TOOK"];
+    print!("{}", table(&header, &rows));
+    Ok(ExitCode::Ok)
+}
+
+/// `bosun deliveries`.
+pub async fn deliveries(
+    client: Client,
+    args: &ClientArgs,
+    project: &str,
+    limit: u32,
+) -> Result<ExitCode, ClientError> {
+    let req = client
+        .request(
+            Method::GET,
+            &format!("/v1/projects/{project}/deliveries"),
+            Some(project),
+        )
+        .query(&[("limit", limit.to_string())]);
+    let page = client.json(req).await?;
+    if args.json {
+        print_json(&page);
+        return Ok(ExitCode::Ok);
+    }
+    let rows: Vec<Vec<String>> = page["deliveries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let text = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+            let commit: String = text("after").chars().take(12).collect();
+            vec![
+                text("received_at"),
+                text("forge"),
+                text("ref"),
+                commit,
+                text("verdict"),
+                text("job_id"),
+                text("reason"),
+            ]
+        })
+        .collect();
+    let header = [
+        "RECEIVED", "FORGE", "REF", "COMMIT", "VERDICT", "JOB", "WHY",
+    ];
     print!("{}", table(&header, &rows));
     Ok(ExitCode::Ok)
 }

@@ -86,20 +86,23 @@ impl Verdict {
 }
 
 /// One delivery, as stored and listed.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// Its place in the log (newer is larger); `before` pages by it.
     pub seq: i64,
+    /// The project.
+    pub project: String,
     /// When it arrived, in milliseconds since the Unix epoch.
-    pub received_at: i64,
+    pub received_at: u64,
     /// The forge its headers named, if any.
     pub forge: Option<String>,
     /// The event, as the forge named it.
     pub event: String,
     /// The forge's delivery id, or the body's SHA-256 when it sends none.
     pub delivery: String,
+    /// The SHA-256 of its body.
+    pub body_sha: String,
     /// The ref pushed, for a proven push.
-    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     /// The commit pushed, for a proven push.
     pub after: Option<String>,
@@ -111,12 +114,6 @@ pub struct Delivery {
     pub job_id: Option<String>,
     /// The address it came from.
     pub source: String,
-    /// The SHA-256 of its body.
-    #[serde(skip)]
-    pub body_sha: String,
-    /// The project (not listed: the log is per project).
-    #[serde(skip)]
-    pub project: String,
 }
 
 /// The deliveries store. Cheap to clone.
@@ -150,11 +147,6 @@ CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries(received_at);
 /// Deliveries that arrived before this (ms since the epoch) are forgotten.
 fn cutoff() -> i64 {
     now_ms().saturating_sub(KEEP_FOR.as_millis() as u64) as i64
-}
-
-/// Now, as stored.
-pub fn received_now() -> i64 {
-    now_ms() as i64
 }
 
 impl Deliveries {
@@ -251,7 +243,7 @@ impl Deliveries {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     d.project,
-                    d.received_at,
+                    d.received_at as i64,
                     d.forge,
                     d.event,
                     d.delivery,
@@ -334,7 +326,7 @@ mod tests {
     fn delivery(project: &str, id: &str, verdict: Verdict) -> Delivery {
         Delivery {
             seq: 0,
-            received_at: received_now(),
+            received_at: now_ms(),
             forge: Some("github".into()),
             event: "push".into(),
             delivery: id.into(),
