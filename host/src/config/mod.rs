@@ -439,7 +439,7 @@ impl Config {
                 return Err((
                     format!("{at}.name"),
                     format!(
-                        "`{}…` names the jobs webhooks start",
+                        "may not start with `{}`, which names the jobs webhooks start",
                         crate::hooks::REQUESTED_BY
                     ),
                 ));

@@ -189,6 +189,39 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_file_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("hook.secret");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let mut hook = WebhookConfig {
+            secret_env: None,
+            secret_file: Some(file.clone()),
+            branches: Some(vec!["main".into()]),
+            action: default_action(),
+            secret: HookSecret::default(),
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let (key, message) = hook
+            .clone()
+            .load_secret(dir.path())
+            .expect_err("group-readable");
+        assert_eq!(key, "webhook.secret_file");
+        assert!(message.contains("mode 640"), "{message}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        hook.load_secret(dir.path()).expect("bosun's alone");
+        assert_eq!(
+            hook.secret.bytes(),
+            b"s3cret",
+            "the newline is not part of it"
+        );
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        hook.secret_file = Some(fifo);
+        let (_, message) = hook.load_secret(dir.path()).expect_err("a FIFO");
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+
+    #[test]
     fn the_secret_never_shows_in_debug() {
         let secret = HookSecret(b"hunter2-hunter2".as_slice().into());
         assert!(!format!("{secret:?}").contains("hunter2"));
