@@ -27,9 +27,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
+use super::connections::source;
 use super::error::{ApiError, ErrorBody};
 use super::jobs::action_meta;
-use super::params::{check_params, read_bytes};
+use super::params::{check_params, read_bytes, too_large};
 use super::query::{ApiPath, query};
 use super::views::rfc3339;
 use crate::config::Role;
@@ -96,13 +97,20 @@ pub async fn receive(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    state.auth.hook_allowed(ip, &project)?;
     let not_found = || ApiError::not_found(format!("project `{project}` has no webhook"));
     let hook = state.hooks.get(&project).ok_or_else(not_found)?;
     if !state.projects.load().contains_key(&project) {
         return Err(not_found());
     }
-    let _place = state.hooks.body_place().ok_or_else(|| {
+    // A body declared too large is refused before any of it is read.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large(MAX_BODY));
+    }
+    let place = state.hooks.body_place(source(ip)).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -113,13 +121,14 @@ pub async fn receive(
     let body = read_bytes(body, MAX_BODY, state.server.read_timeout, || Ok(())).await?;
     let headers = parts.headers;
     let forge = Forge::identify(&headers);
-    let body_sha = hex::encode(Sha256::digest(&body));
+    let body_sha = sha256_hex(&body);
+    let event = forge.map(|f| f.event(&headers)).unwrap_or_default();
     let mut received = Received {
         record: Delivery {
             seq: 0,
             received_at: now_ms(),
             forge: forge.map(|f| f.as_str().to_string()),
-            event: forge.map(|f| f.event(&headers)).unwrap_or_default(),
+            event: event.clone(),
             delivery: forge
                 .and_then(|f| f.delivery(&headers))
                 .unwrap_or_else(|| body_sha.clone()),
@@ -133,32 +142,57 @@ pub async fn receive(
             project: project.clone(),
         },
     };
-    let proven = forge.and_then(|f| f.verify(&headers, &body, hook.secret.bytes()));
-    let outcome = match (forge, proven) {
-        (Some(forge), Some(payload)) => {
-            let _turn = state.hooks.turn(&project).await;
-            decide(&state, &hook, forge, &payload, &mut received).await
-        }
-        _ => {
-            state.auth.hook_failed(ip, &project);
-            received.record.reason = Some(match forge {
-                None => "no forge's headers".into(),
-                Some(_) => "the signature (or token) is missing or wrong".into(),
-            });
-            Err(ApiError::unauthorized(
-                "bad_signature",
-                "the delivery's signature is missing or wrong",
-            ))
-        }
+    // Proven and parsed, the body and its place are let go before the
+    // project's turn is awaited.
+    let proven = forge.and_then(|f| {
+        let payload = f.verify(&headers, &body, hook.secret.bytes())?;
+        Some((f, sha256_hex(&payload), f.parse(&event, &payload)))
+    });
+    drop(body);
+    drop(place);
+    let Some((forge, payload_sha, parsed)) = proven else {
+        // Only an unproven delivery is braked: a stranger's wrong secret at
+        // a forge's shared address must not refuse the tenant's own.
+        let braked = state.auth.hook_allowed(ip, &project);
+        state.auth.hook_failed(ip, &project);
+        received.record.reason = Some(match forge {
+            None => "no forge's headers".into(),
+            Some(_) => "the signature (or token) is missing or wrong".into(),
+        });
+        log(&state, received.record).await;
+        braked?;
+        return Err(ApiError::unauthorized(
+            "bad_signature",
+            "the delivery's signature is missing or wrong",
+        ));
     };
-    let record = received.record;
-    let verdict = record.verdict;
-    let delivery = record.delivery.clone();
+    // What the signature covers: a payload re-signed as another forge's,
+    // or padded with form fields, is the same push.
+    received.record.body_sha = payload_sha;
+    let turn = state.hooks.turn(&project).await;
+    let outcome = decide(&state, &hook, forge, parsed, &mut received).await;
+    // Logged before the turn is given back: a copy of this delivery waiting
+    // for it finds it.
+    log(&state, received.record).await;
+    drop(turn);
+    outcome
+}
+
+/// Store `record` in the deliveries log, and say it in bosun's.
+async fn log(state: &AppState, record: Delivery) {
+    let (project, delivery, verdict) = (
+        record.project.clone(),
+        record.delivery.clone(),
+        record.verdict,
+    );
+    tracing::info!(%project, forge = record.forge.as_deref(), %delivery, ?verdict, "webhook delivery");
     if let Err(e) = state.hooks.deliveries.record(record).await {
         tracing::error!(%project, "{e}");
     }
-    tracing::info!(%project, forge = forge.map(Forge::as_str), %delivery, verdict = ?verdict, "webhook delivery");
-    outcome
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Decide a proven delivery; `received` says what it became.
@@ -166,11 +200,11 @@ async fn decide(
     state: &AppState,
     hook: &HookSettings,
     forge: Forge,
-    payload: &[u8],
+    parsed: Result<Event, String>,
     received: &mut Received,
 ) -> Result<Response, ApiError> {
     let event = received.record.event.clone();
-    let pushes = match forge.parse(&event, payload) {
+    let pushes = match parsed {
         Ok(Event::Ping) => {
             received.record.verdict = Verdict::Ping;
             return Ok(answer(StatusCode::OK, &received.answer(None, None)));
@@ -197,24 +231,35 @@ async fn decide(
     received.record.git_ref = Some(push.git_ref.clone());
     received.record.after = Some(push.after.clone());
     let project = received.record.project.clone();
-    if let Some(job) = state
-        .hooks
-        .deliveries
-        .accepted(
-            &project,
-            &received.record.delivery,
-            &received.record.body_sha,
-        )
+    let deliveries = &state.hooks.deliveries;
+    let r = &received.record;
+    if let Some(seen) = deliveries
+        .seen(&project, &r.delivery, &r.body_sha)
         .await
         .map_err(ApiError::internal)?
     {
         received.record.verdict = Verdict::Duplicate;
-        received.record.job_id = Some(job);
-        received.record.reason = Some("this delivery was accepted before".into());
-        let answer = received.answer(received.record.reason.clone(), Some(push));
+        received.record.job_id = seen.job_id;
+        let why = match seen.reason {
+            Some(why) => format!("this delivery was ignored before: {why}"),
+            None => "this delivery was accepted before".into(),
+        };
+        received.record.reason = Some(why.clone());
+        let answer = received.answer(Some(why), Some(push));
         return Ok(answer_job(StatusCode::OK, &answer));
     }
     if let Some(why) = hook.ignored(&push) {
+        return ignored(received, why, Some(push));
+    }
+    if deliveries
+        .superseded(&project, &received.record.delivery, &push.git_ref)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        let why = format!(
+            "a newer push to `{}` was accepted since this delivery first came",
+            push.git_ref
+        );
         return ignored(received, why, Some(push));
     }
     if deployed(state, &project, &push.after).await {

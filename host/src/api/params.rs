@@ -98,13 +98,16 @@ pub async fn read_bytes<H>(
                 .map_err(|_| too_slow())?
         }
     };
-    read.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is over the limit of {limit} bytes"),
-        )
-    })
+    read.map_err(|_| too_large(limit))
+}
+
+/// 413: a body over `limit` bytes.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is over the limit of {limit} bytes"),
+    )
 }
 
 /// Check `given` against `meta`'s declared params; 422 names every problem.

@@ -259,16 +259,12 @@ impl Config {
             }
         }
         for (name, project) in &mut config.projects {
-            if let Some(hook) = &mut project.webhook
-                && let Err((key, message)) = hook.load_secret(base)
+            if let Some(file) = project
+                .webhook
+                .as_mut()
+                .and_then(|h| h.secret_file.as_mut())
             {
-                let key = format!("projects.{name}.{key}");
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    line: line_of(text, &key),
-                    key,
-                    message,
-                });
+                *file = base.join(&*file);
             }
             if let Err(e) = procfile::apply(project) {
                 config.procfile_problems.insert(name.clone(), e);
@@ -285,6 +281,20 @@ impl Config {
             },
             other => other,
         })?;
+        // Once the places are checked: no secret file is in a project's dir.
+        for (name, project) in &mut config.projects {
+            if let Some(hook) = &mut project.webhook
+                && let Err((key, message)) = hook.load_secret()
+            {
+                let key = format!("projects.{name}.{key}");
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: line_of(text, &key),
+                    key,
+                    message,
+                });
+            }
+        }
         Ok(config)
     }
 

@@ -71,12 +71,26 @@ impl Config {
             .map(|(name, p)| (name, lexical(&p.dir)))
             .collect();
         let mut bosuns_own = vec![
-            ("state_dir", lexical(&self.state_dir)),
-            ("the config file", lexical(&self.source)),
+            ("state_dir".to_string(), lexical(&self.state_dir)),
+            ("the config file".to_string(), lexical(&self.source)),
         ];
         if let Some(tls) = &self.server.tls {
-            bosuns_own.push(("server.tls.cert", lexical(&tls.cert)));
-            bosuns_own.push(("server.tls.key", lexical(&tls.key)));
+            bosuns_own.push(("server.tls.cert".into(), lexical(&tls.cert)));
+            bosuns_own.push(("server.tls.key".into(), lexical(&tls.key)));
+        }
+        // A tenant who could replace a webhook's secret file could sign
+        // for that project, or make bosun open a device in its place.
+        for (name, project) in &self.projects {
+            if let Some(file) = project
+                .webhook
+                .as_ref()
+                .and_then(|h| h.secret_file.as_ref())
+            {
+                bosuns_own.push((
+                    format!("projects.{name}.webhook.secret_file"),
+                    lexical(file),
+                ));
+            }
         }
         for (i, (name, dir)) in dirs.iter().enumerate() {
             let key = format!("projects.{name}.dir");

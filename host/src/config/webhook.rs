@@ -68,9 +68,9 @@ impl fmt::Debug for HookSecret {
 }
 
 impl WebhookConfig {
-    /// Resolve `secret_file` against `base` and read the secret.
-    pub(super) fn load_secret(&mut self, base: &Path) -> Result<(), (String, String)> {
-        let secret = match (&self.secret_env, &mut self.secret_file) {
+    /// Read the secret (`secret_file` is absolute by now).
+    pub(super) fn load_secret(&mut self) -> Result<(), (String, String)> {
+        let secret = match (&self.secret_env, &self.secret_file) {
             (Some(_), Some(_)) | (None, None) => {
                 return Err((
                     "webhook".into(),
@@ -84,7 +84,6 @@ impl WebhookConfig {
                 )
             })?,
             (None, Some(file)) => {
-                *file = base.join(&*file);
                 read_secret_file(file).map_err(|m| ("webhook.secret_file".into(), m))?
             }
         };
@@ -147,6 +146,12 @@ pub fn branch_matcher(glob: &str) -> Result<GlobMatcher, String> {
 /// Read the secret in `path`: a regular file, bosun's alone, small.
 fn read_secret_file(path: &Path) -> Result<String, String> {
     let shown = path.display();
+    // Looked at before it is opened: opening a device or a FIFO can block
+    // or act.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -201,14 +206,11 @@ mod tests {
             secret: HookSecret::default(),
         };
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        let (key, message) = hook
-            .clone()
-            .load_secret(dir.path())
-            .expect_err("group-readable");
+        let (key, message) = hook.clone().load_secret().expect_err("group-readable");
         assert_eq!(key, "webhook.secret_file");
         assert!(message.contains("mode 640"), "{message}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        hook.load_secret(dir.path()).expect("bosun's alone");
+        hook.load_secret().expect("bosun's alone");
         assert_eq!(
             hook.secret.bytes(),
             b"s3cret",
@@ -217,7 +219,7 @@ mod tests {
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
         hook.secret_file = Some(fifo);
-        let (_, message) = hook.load_secret(dir.path()).expect_err("a FIFO");
+        let (_, message) = hook.load_secret().expect_err("a FIFO");
         assert!(message.contains("not a regular file"), "{message}");
     }
 

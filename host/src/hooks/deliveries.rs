@@ -1,14 +1,16 @@
 //! Every delivery a webhook received, in `hooks.db` in the state dir.
 //!
-//! - **Exactly once.** An accepted delivery is found again by its id, or by
-//!   its body's SHA-256 (a captured body replayed under a new id is the
-//!   same push), for 30 days: a redelivery answers with the first job.
-//!   Only accepted deliveries count; a refused one may come again and run.
+//! - **Exactly once.** A proven delivery that was accepted or ignored is
+//!   found again by its id, or by the SHA-256 of what its signature covers
+//!   (a captured payload replayed under a new id, or re-signed as another
+//!   forge's, is the same push), for 30 days: a redelivery answers with the
+//!   first job. A refused one may come again and run, unless a push to the
+//!   same ref was accepted since ([`Deliveries::superseded`]).
 //! - **Bounded against strangers.** Anyone can post a bad signature, so
 //!   per project only the newest [`KEEP_OTHERS`] deliveries that were not
-//!   accepted are kept; accepted ones (which only the secret's holder can
-//!   make) stay their 30 days, so a flood cannot erase what replays are
-//!   checked against.
+//!   accepted are kept, and the newest [`KEEP_ACCEPTED`] accepted ones
+//!   (which only the secret's holder can make), so a flood of strangers
+//!   cannot erase what replays are checked against.
 //! - A file of its own, apart from `jobs.db`: deliveries are few, and their
 //!   writes must never wait behind the job writer's batches. One connection
 //!   behind a mutex, used from blocking threads.
@@ -29,6 +31,9 @@ use crate::jobs::now_ms;
 pub const KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Deliveries per project kept whatever their verdict, besides accepted ones.
 pub const KEEP_OTHERS: u32 = 1000;
+/// Accepted deliveries per project kept (within the 30 days): only the
+/// secret's holder makes them, but a tenant may make many.
+pub const KEEP_ACCEPTED: u32 = 10_000;
 
 /// Why the deliveries store failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,17 @@ pub struct Delivery {
     pub source: String,
 }
 
+/// A delivery seen before.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `accepted` or `ignored`.
+    pub verdict: Verdict,
+    /// The job it started.
+    pub job_id: Option<String>,
+    /// Why it was ignored.
+    pub reason: Option<String>,
+}
+
 /// The deliveries store. Cheap to clone.
 #[derive(Clone)]
 pub struct Deliveries {
@@ -190,14 +206,15 @@ impl Deliveries {
         .map_err(DeliveryError)
     }
 
-    /// The job of an accepted delivery of `project` with this id or body,
-    /// within the last 30 days.
-    pub async fn accepted(
+    /// An earlier delivery of `project` with this id or payload that was
+    /// proven and taken (accepted or ignored) within the last 30 days: its
+    /// verdict, its job and its reason.
+    pub async fn seen(
         &self,
         project: &str,
         delivery: &str,
         body_sha: &str,
-    ) -> Result<Option<String>, DeliveryError> {
+    ) -> Result<Option<Seen>, DeliveryError> {
         let (project, delivery, body_sha) = (
             project.to_string(),
             delivery.to_string(),
@@ -205,30 +222,48 @@ impl Deliveries {
         );
         let since = cutoff();
         self.with(move |conn| {
-            let mut found = None;
-            for column in ["delivery", "body_sha"] {
-                let value = if column == "delivery" {
-                    &delivery
-                } else {
-                    &body_sha
-                };
-                found = conn
-                    .query_row(
-                        &format!(
-                            "SELECT job_id FROM deliveries WHERE project = ?1 AND {column} = ?2 \
-                             AND verdict = 'accepted' AND received_at >= ?3 ORDER BY seq LIMIT 1"
-                        ),
-                        params![project, value, since],
-                        |row| row.get::<_, Option<String>>(0),
-                    )
-                    .optional()
-                    .context("looking up earlier deliveries")?
-                    .flatten();
-                if found.is_some() {
-                    break;
-                }
-            }
-            Ok(found)
+            conn.query_row(
+                "SELECT verdict, job_id, reason FROM deliveries WHERE project = ?1 \
+                 AND (delivery = ?2 OR body_sha = ?3) AND verdict IN ('accepted', 'ignored') \
+                 AND received_at >= ?4 ORDER BY verdict = 'accepted' DESC, seq LIMIT 1",
+                params![project, delivery, body_sha, since],
+                |row| {
+                    Ok(Seen {
+                        verdict: Verdict::parse(&row.get::<_, String>(0)?),
+                        job_id: row.get(1)?,
+                        reason: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .context("looking up earlier deliveries")
+        })
+        .await
+    }
+
+    /// Whether a push to `git_ref` was accepted after this delivery first
+    /// arrived (refused, say): a forge redelivering it late must not
+    /// deploy an older commit over the newer one.
+    pub async fn superseded(
+        &self,
+        project: &str,
+        delivery: &str,
+        git_ref: &str,
+    ) -> Result<bool, DeliveryError> {
+        let (project, delivery, git_ref) = (
+            project.to_string(),
+            delivery.to_string(),
+            git_ref.to_string(),
+        );
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE project = ?1 \
+                 AND verdict = 'accepted' AND git_ref = ?3 AND seq > \
+                 (SELECT MIN(seq) FROM deliveries WHERE project = ?1 AND delivery = ?2))",
+                params![project, delivery, git_ref],
+                |row| row.get(0),
+            )
+            .context("looking for newer pushes")
         })
         .await
     }
@@ -263,13 +298,17 @@ impl Deliveries {
                 params![cutoff()],
             )
             .context("forgetting old deliveries")?;
-            tx.execute(
-                "DELETE FROM deliveries WHERE project = ?1 AND verdict != 'accepted' AND seq <= \
-                 (SELECT seq FROM deliveries WHERE project = ?1 AND verdict != 'accepted' \
-                  ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                params![d.project, KEEP_OTHERS],
-            )
-            .context("forgetting the oldest deliveries")?;
+            for (accepted, keep) in [("!=", KEEP_OTHERS), ("=", KEEP_ACCEPTED)] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM deliveries WHERE project = ?1 AND verdict {accepted} 'accepted' \
+                         AND seq <= (SELECT seq FROM deliveries WHERE project = ?1 \
+                         AND verdict {accepted} 'accepted' ORDER BY seq DESC LIMIT 1 OFFSET ?2)"
+                    ),
+                    params![d.project, keep],
+                )
+                .context("forgetting the oldest deliveries")?;
+            }
             tx.commit().context("committing a delivery")?;
             Ok(seq)
         })
@@ -357,35 +396,64 @@ mod tests {
         }
         let all = store.list("shop", None, 5000).await.expect("list");
         assert_eq!(all.len(), KEEP_OTHERS as usize + 1);
-        let job = store
-            .accepted("shop", "good", "other")
-            .await
-            .expect("lookup");
-        assert_eq!(job.as_deref(), Some("job-good"));
+        let job = |seen: Option<Seen>| seen.and_then(|s| s.job_id);
+        let by_id = store.seen("shop", "good", "other").await.expect("lookup");
+        assert_eq!(job(by_id).as_deref(), Some("job-good"));
         let by_body = store
-            .accepted("shop", "new-id", "sha-good")
+            .seen("shop", "new-id", "sha-good")
             .await
             .expect("lookup");
-        assert_eq!(by_body.as_deref(), Some("job-good"));
+        assert_eq!(job(by_body).as_deref(), Some("job-good"));
         // Another project's deliveries are its own.
-        assert_eq!(
-            store
-                .accepted("cafe", "good", "sha-good")
-                .await
-                .expect("lookup"),
-            None
-        );
+        let other = store
+            .seen("cafe", "good", "sha-good")
+            .await
+            .expect("lookup");
+        assert!(other.is_none());
         // A refused delivery does not count as seen.
         store
             .record(delivery("shop", "full", Verdict::Refused))
             .await
             .expect("record");
-        assert_eq!(
-            store
-                .accepted("shop", "full", "sha-full")
+        let refused = store
+            .seen("shop", "full", "sha-full")
+            .await
+            .expect("lookup");
+        assert!(refused.is_none());
+        // Redelivered after a newer push to its ref was accepted: too late.
+        let main = |mut d: Delivery| {
+            d.git_ref = Some("refs/heads/main".into());
+            d
+        };
+        let late = main(delivery("shop", "late", Verdict::Refused));
+        store.record(late).await.expect("record");
+        let main_ref = "refs/heads/main";
+        assert!(
+            !store
+                .superseded("shop", "late", main_ref)
                 .await
-                .expect("lookup"),
-            None
+                .expect("lookup")
+        );
+        let newer = main(delivery("shop", "newer", Verdict::Accepted));
+        store.record(newer).await.expect("record");
+        assert!(
+            store
+                .superseded("shop", "late", main_ref)
+                .await
+                .expect("lookup")
+        );
+        let other_ref = "refs/heads/other";
+        assert!(
+            !store
+                .superseded("shop", "late", other_ref)
+                .await
+                .expect("lookup")
+        );
+        assert!(
+            !store
+                .superseded("shop", "unknown", main_ref)
+                .await
+                .expect("lookup")
         );
     }
 }

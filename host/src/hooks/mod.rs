@@ -14,16 +14,23 @@
 //!   naming its replacement), so a burst of pushes deploys once, the last.
 //! - **Nothing twice.** Deliveries are deduplicated ([`deliveries`]); a
 //!   push of the commit already deployed, with no job of the project
-//!   queued or running, is ignored.
+//!   queued or running, is ignored; so is a redelivery of a push that a
+//!   newer accepted push to its ref has superseded.
+//! - **A proven delivery is never braked.** Only deliveries that fail their
+//!   proof count against the brake and get its 429, so a stranger pointing
+//!   a wrong secret at a tenant's hook from a forge's shared addresses
+//!   cannot have that tenant's real pushes refused.
 //! - **One at a time per project.** Deliveries of one project are decided
 //!   in turn, so two copies of one delivery cannot both start a job.
 //! - **Bounded.** At most [`MAX_BODIES`] bodies (each up to 25 MiB) are
-//!   read at once, whoever sends them.
+//!   read at once, [`MAX_BODIES_PER_SOURCE`] from one source; a body is let
+//!   go once its push is parsed, before the project's turn.
 
 pub mod deliveries;
 pub mod forge;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -31,7 +38,7 @@ use globset::GlobMatcher;
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, HookSecret, branch_matcher};
-pub use deliveries::{Deliveries, Delivery, DeliveryError, Verdict};
+pub use deliveries::{Deliveries, Delivery, DeliveryError, Seen, Verdict};
 pub use forge::{Event, Forge, Push};
 
 /// Jobs a webhook starts are requested by `webhook:<forge>`; no key may
@@ -43,6 +50,14 @@ pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
 /// Bodies read at once, over all projects: 8 × 25 MiB at most in memory.
 pub const MAX_BODIES: usize = 8;
+
+/// Bodies read at once from one source (an IPv4 address or IPv6 /64), so
+/// one client trickling bodies cannot take every place.
+pub const MAX_BODIES_PER_SOURCE: usize = 2;
+
+/// Secrets shorter than this are warned about: a forge's HMAC can be
+/// attacked offline, and GitLab's token guessed online.
+const SHORT_SECRET: usize = 16;
 
 /// One project's webhook, as the config says.
 pub struct HookSettings {
@@ -87,6 +102,29 @@ pub struct Hooks {
     pub deliveries: Deliveries,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     bodies: Arc<Semaphore>,
+    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A place to read one body in; given back when dropped.
+pub struct BodyPlace {
+    _permit: OwnedSemaphorePermit,
+    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl Drop for BodyPlace {
+    fn drop(&mut self) {
+        let mut counts = self
+            .by_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
 }
 
 impl Hooks {
@@ -97,6 +135,7 @@ impl Hooks {
             deliveries,
             turns: Mutex::new(HashMap::new()),
             bodies: Arc::new(Semaphore::new(MAX_BODIES)),
+            by_source: Arc::new(Mutex::new(HashMap::new())),
         };
         hooks.replace(config);
         hooks
@@ -110,6 +149,12 @@ impl Hooks {
             .iter()
             .filter_map(|(name, project)| {
                 let hook = project.webhook.as_ref()?;
+                if hook.secret.bytes().len() < SHORT_SECRET {
+                    tracing::warn!(
+                        project = %name,
+                        "the webhook's secret is shorter than {SHORT_SECRET} bytes: make it 32 random ones (`openssl rand -hex 32`)"
+                    );
+                }
                 let globs = hook.watched(project.git.branch.as_deref());
                 // Checked at load; a glob that fails here matches nothing.
                 let branches = globs
@@ -139,9 +184,24 @@ impl Hooks {
         self.settings.load().get(project).cloned()
     }
 
-    /// A place to read a body in, if one is free.
-    pub fn body_place(&self) -> Option<OwnedSemaphorePermit> {
-        self.bodies.clone().try_acquire_owned().ok()
+    /// A place to read a body from `source` (an address already reduced
+    /// to its IPv4 address or IPv6 /64) in, if one is free.
+    pub fn body_place(&self, source: IpAddr) -> Option<BodyPlace> {
+        let mut counts = self
+            .by_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(source).or_insert(0);
+        if *n >= MAX_BODIES_PER_SOURCE {
+            return None;
+        }
+        let permit = self.bodies.clone().try_acquire_owned().ok()?;
+        *n += 1;
+        Some(BodyPlace {
+            _permit: permit,
+            by_source: self.by_source.clone(),
+            source,
+        })
     }
 
     /// `project`'s turn to decide a delivery.
