@@ -437,6 +437,20 @@ async fn every_forge_deploys_the_commit_it_pushed() {
         "{}",
         forge.serving().await
     );
+    // A new secret is a reload: deliveries signed with the old one are
+    // refused from then on.
+    write_private(&forge.path("shop.secret"), "a-brand-new-secret-for-shop\n");
+    let reload = bosun.post("/v1/reload", ADMIN).await;
+    assert_eq!(reload.status(), StatusCode::OK);
+    let payload = push_payload("refs/heads/main", ZERO, &pushed);
+    let old = github("push", "rotated-old", &payload, SHOP_SECRET);
+    answered(&bosun, "shop", &old, StatusCode::UNAUTHORIZED, "").await;
+    let new = github("push", "rotated-new", &payload, "a-brand-new-secret-for-shop");
+    let body = answered(&bosun, "shop", &new, StatusCode::ACCEPTED, "ignored").await;
+    assert!(
+        body["reason"].as_str().unwrap_or("").contains("already deployed"),
+        "{body}"
+    );
     bosun.stop().await;
 }
 
