@@ -351,12 +351,12 @@ async fn declared_only(url: &str, length: usize) -> String {
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let head = format!(
         "POST /hooks/shop HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: push\r\n\
-         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+         Content-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
     );
     conn.write_all(head.as_bytes()).await.expect("head");
-    let mut answer = vec![0; 4096];
-    let n = conn.read(&mut answer).await.expect("answer");
-    String::from_utf8_lossy(&answer[..n]).into_owned()
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.expect("answer");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Send `d`; it must be accepted. Returns the job's id.
@@ -445,10 +445,18 @@ async fn every_forge_deploys_the_commit_it_pushed() {
     let payload = push_payload("refs/heads/main", ZERO, &pushed);
     let old = github("push", "rotated-old", &payload, SHOP_SECRET);
     answered(&bosun, "shop", &old, StatusCode::UNAUTHORIZED, "").await;
-    let new = github("push", "rotated-new", &payload, "a-brand-new-secret-for-shop");
+    let new = github(
+        "push",
+        "rotated-new",
+        &payload,
+        "a-brand-new-secret-for-shop",
+    );
     let body = answered(&bosun, "shop", &new, StatusCode::ACCEPTED, "ignored").await;
     assert!(
-        body["reason"].as_str().unwrap_or("").contains("already deployed"),
+        body["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already deployed"),
         "{body}"
     );
     bosun.stop().await;
@@ -663,6 +671,19 @@ async fn every_delivery_gets_its_exact_status_and_verdict() {
             .contains("already deployed"),
         "{current}"
     );
+    // The first delivery of all, refused for its signature, redelivered
+    // after newer pushes to main were accepted: it must not take main back
+    // to v0. Replayed under a new id, it is a duplicate of that redelivery.
+    let late = [
+        ("wrong", StatusCode::ACCEPTED, "ignored"),
+        ("wrong-again", StatusCode::OK, "duplicate"),
+    ];
+    for (id, status, verdict) in late {
+        let push = push(id, "refs/heads/main", &v0, &v0);
+        let late = answered(&bosun, "shop", &push, status, verdict).await;
+        let why = late["reason"].as_str().unwrap_or("");
+        assert!(why.contains("a newer push"), "{late}");
+    }
 
     // The log: every delivery, newest first, to keys that see the project.
     let log = bosun
@@ -677,6 +698,8 @@ async fn every_delivery_gets_its_exact_status_and_verdict() {
     assert_eq!(
         verdicts,
         [
+            "duplicate",
+            "ignored",
             "ignored",
             "duplicate",
             "duplicate",
@@ -697,11 +720,11 @@ async fn every_delivery_gets_its_exact_status_and_verdict() {
         ],
         "{log}"
     );
-    let newest = &log["deliveries"][0];
+    let newest = &log["deliveries"][2];
     assert_eq!(newest["forge"], "github", "{newest}");
     assert_eq!(newest["ref"], "refs/heads/release/2", "{newest}");
     assert_eq!(newest["after"], v3.as_str(), "{newest}");
-    let accepted_row = &log["deliveries"][4];
+    let accepted_row = &log["deliveries"][6];
     assert_eq!(accepted_row["job_id"], third.as_str(), "{accepted_row}");
     let other = bosun
         .req(

@@ -72,7 +72,13 @@ fn delivery(i: usize, git_ref: &str) -> (String, Vec<u8>) {
     (hex::encode(mac.finalize().into_bytes()), body)
 }
 
-async fn run(client: &reqwest::Client, url: &str, n: usize, git_ref: &str, want: u16) -> Vec<Duration> {
+async fn run(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    git_ref: &str,
+    want: u16,
+) -> Vec<Duration> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let (sig, body) = delivery(i + n * usize::from(git_ref.contains("tags")), git_ref);
@@ -107,7 +113,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let root = tempfile::tempdir().expect("temp dir");
-        let daemon = Daemon::start(&config(root.path())).await.expect("bosun starts");
+        let daemon = Daemon::start(&config(root.path()))
+            .await
+            .expect("bosun starts");
         let url = daemon.url().to_string();
         let client = reqwest::Client::new();
         println!("| delivery | median | p99 | max |");

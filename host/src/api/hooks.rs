@@ -6,7 +6,9 @@
 //! 200 for a `duplicate` (with the first job) or a `ping`; 401 for a
 //! missing or wrong proof, generic, counted against the address's brake
 //! for this project; 404 for a project without a webhook; 400, 408, 413,
-//! 422, 429 and 503 as for any job. Every one of them is in the log.
+//! 422, 429 and 503 as for any job. Every delivery whose body was read is
+//! in the deliveries log; a 404, 408, 413 or a 503 for want of a place to
+//! read it in is not (bosun's own log has the 503s).
 //!
 //! (`unused_qualifications` is allowed here: utoipa's `IntoParams` expansion
 //! qualifies the query types it is given.)
@@ -110,7 +112,8 @@ pub async fn receive(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_large(MAX_BODY));
     }
-    let place = state.hooks.body_place(source(ip)).ok_or_else(|| {
+    let place = state.hooks.body_place(source(ip)).await.ok_or_else(|| {
+        tracing::warn!(%project, %ip, "webhook delivery refused: no place to read its body in");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -169,6 +172,8 @@ pub async fn receive(
     // What the signature covers: a payload re-signed as another forge's,
     // or padded with form fields, is the same push.
     received.record.body_sha = payload_sha;
+    // Proven: whatever fails from here on is a refusal, not a bad signature.
+    received.record.verdict = Verdict::Refused;
     let turn = state.hooks.turn(&project).await;
     let outcome = decide(&state, &hook, forge, parsed, &mut received).await;
     // Logged before the turn is given back: a copy of this delivery waiting
@@ -251,8 +256,9 @@ async fn decide(
     if let Some(why) = hook.ignored(&push) {
         return ignored(received, why, Some(push));
     }
+    let r = &received.record;
     if deliveries
-        .superseded(&project, &received.record.delivery, &push.git_ref)
+        .superseded(&project, &r.delivery, &r.body_sha, &push.git_ref)
         .await
         .map_err(ApiError::internal)?
     {

@@ -163,6 +163,12 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
     if !meta.is_file() {
         return Err(format!("{shown} is not a regular file"));
     }
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(format!(
+            "{shown} is not owned by bosun's user (uid {me}): whoever owns it could sign for the project"
+        ));
+    }
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(format!(
             "{shown} may be read by its group or others (mode {:o}): `chmod 600` it",

@@ -7,10 +7,10 @@
 //!   first job. A refused one may come again and run, unless a push to the
 //!   same ref was accepted since ([`Deliveries::superseded`]).
 //! - **Bounded against strangers.** Anyone can post a bad signature, so
-//!   per project only the newest [`KEEP_OTHERS`] deliveries that were not
-//!   accepted are kept, and the newest [`KEEP_ACCEPTED`] accepted ones
-//!   (which only the secret's holder can make), so a flood of strangers
-//!   cannot erase what replays are checked against.
+//!   per project only the newest [`KEEP_UNPROVEN`] of those are kept, and
+//!   apart from them the newest [`KEEP_PROVEN`] proven ones (which only the
+//!   secret's holder can make): a flood of strangers cannot erase what
+//!   replays are checked against.
 //! - A file of its own, apart from `jobs.db`: deliveries are few, and their
 //!   writes must never wait behind the job writer's batches. One connection
 //!   behind a mutex, used from blocking threads.
@@ -29,11 +29,12 @@ use crate::jobs::now_ms;
 
 /// How long deliveries are remembered.
 pub const KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Deliveries per project kept whatever their verdict, besides accepted ones.
-pub const KEEP_OTHERS: u32 = 1000;
-/// Accepted deliveries per project kept (within the 30 days): only the
+/// Unproven deliveries (bad signatures) kept per project: anyone can
+/// make them.
+pub const KEEP_UNPROVEN: u32 = 1000;
+/// Proven deliveries kept per project (within the 30 days): only the
 /// secret's holder makes them, but a tenant may make many.
-pub const KEEP_ACCEPTED: u32 = 10_000;
+pub const KEEP_PROVEN: u32 = 10_000;
 
 /// Why the deliveries store failed.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +159,8 @@ CREATE INDEX IF NOT EXISTS deliveries_by_project ON deliveries(project, seq);
 CREATE INDEX IF NOT EXISTS accepted_by_id ON deliveries(project, delivery) WHERE verdict = 'accepted';
 CREATE INDEX IF NOT EXISTS accepted_by_body ON deliveries(project, body_sha) WHERE verdict = 'accepted';
 CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries(received_at);
+CREATE INDEX IF NOT EXISTS unproven_by_project ON deliveries(project, seq) WHERE verdict = 'bad_signature';
+CREATE INDEX IF NOT EXISTS proven_by_project ON deliveries(project, seq) WHERE verdict != 'bad_signature';
 ";
 
 /// Deliveries that arrived before this (ms since the epoch) are forgotten.
@@ -206,9 +209,11 @@ impl Deliveries {
         .map_err(DeliveryError)
     }
 
-    /// An earlier delivery of `project` with this id or payload that was
-    /// proven and taken (accepted or ignored) within the last 30 days: its
-    /// verdict, its job and its reason.
+    /// An earlier push to `project` with this id or payload that was proven
+    /// and taken (accepted or ignored) within the last 30 days: its verdict,
+    /// its job and its reason. Other events do not count: their event
+    /// header is not signed, so a push replayed as one must not mark the
+    /// real push seen.
     pub async fn seen(
         &self,
         project: &str,
@@ -225,7 +230,8 @@ impl Deliveries {
             conn.query_row(
                 "SELECT verdict, job_id, reason FROM deliveries WHERE project = ?1 \
                  AND (delivery = ?2 OR body_sha = ?3) AND verdict IN ('accepted', 'ignored') \
-                 AND received_at >= ?4 ORDER BY verdict = 'accepted' DESC, seq LIMIT 1",
+                 AND git_ref IS NOT NULL AND received_at >= ?4 \
+                 ORDER BY verdict = 'accepted' DESC, seq LIMIT 1",
                 params![project, delivery, body_sha, since],
                 |row| {
                     Ok(Seen {
@@ -241,26 +247,30 @@ impl Deliveries {
         .await
     }
 
-    /// Whether a push to `git_ref` was accepted after this delivery first
-    /// arrived (refused, say): a forge redelivering it late must not
-    /// deploy an older commit over the newer one.
+    /// Whether a push to `git_ref` was accepted after this delivery (found
+    /// by its id or its payload: the id is not signed) first arrived,
+    /// refused say: redelivered or replayed late, it must not deploy an
+    /// older commit over the newer one.
     pub async fn superseded(
         &self,
         project: &str,
         delivery: &str,
+        body_sha: &str,
         git_ref: &str,
     ) -> Result<bool, DeliveryError> {
-        let (project, delivery, git_ref) = (
+        let (project, delivery, body_sha, git_ref) = (
             project.to_string(),
             delivery.to_string(),
+            body_sha.to_string(),
             git_ref.to_string(),
         );
         self.with(move |conn| {
             conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM deliveries WHERE project = ?1 \
                  AND verdict = 'accepted' AND git_ref = ?3 AND seq > \
-                 (SELECT MIN(seq) FROM deliveries WHERE project = ?1 AND delivery = ?2))",
-                params![project, delivery, git_ref],
+                 (SELECT MIN(seq) FROM deliveries WHERE project = ?1 \
+                  AND (delivery = ?2 OR body_sha = ?4)))",
+                params![project, delivery, git_ref, body_sha],
                 |row| row.get(0),
             )
             .context("looking for newer pushes")
@@ -298,17 +308,20 @@ impl Deliveries {
                 params![cutoff()],
             )
             .context("forgetting old deliveries")?;
-            for (accepted, keep) in [("!=", KEEP_OTHERS), ("=", KEEP_ACCEPTED)] {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM deliveries WHERE project = ?1 AND verdict {accepted} 'accepted' \
-                         AND seq <= (SELECT seq FROM deliveries WHERE project = ?1 \
-                         AND verdict {accepted} 'accepted' ORDER BY seq DESC LIMIT 1 OFFSET ?2)"
-                    ),
-                    params![d.project, keep],
-                )
-                .context("forgetting the oldest deliveries")?;
-            }
+            // Only this delivery's own kind can have gone past its bound.
+            let (unproven, keep) = match d.verdict {
+                Verdict::BadSignature => ("=", KEEP_UNPROVEN),
+                _ => ("!=", KEEP_PROVEN),
+            };
+            tx.execute(
+                &format!(
+                    "DELETE FROM deliveries WHERE project = ?1 AND verdict {unproven} 'bad_signature' \
+                     AND seq <= (SELECT seq FROM deliveries WHERE project = ?1 \
+                     AND verdict {unproven} 'bad_signature' ORDER BY seq DESC LIMIT 1 OFFSET ?2)"
+                ),
+                params![d.project, keep],
+            )
+            .context("forgetting the oldest deliveries")?;
             tx.commit().context("committing a delivery")?;
             Ok(seq)
         })
@@ -369,7 +382,7 @@ mod tests {
             forge: Some("github".into()),
             event: "push".into(),
             delivery: id.into(),
-            git_ref: None,
+            git_ref: Some("refs/heads/main".into()),
             after: None,
             verdict,
             reason: None,
@@ -388,14 +401,20 @@ mod tests {
             .record(delivery("shop", "good", Verdict::Accepted))
             .await
             .expect("record");
-        for i in 0..KEEP_OTHERS + 50 {
+        store
+            .record(delivery("shop", "stale", Verdict::Ignored))
+            .await
+            .expect("record");
+        for i in 0..KEEP_UNPROVEN + 50 {
             store
                 .record(delivery("shop", &format!("bad-{i}"), Verdict::BadSignature))
                 .await
                 .expect("record");
         }
         let all = store.list("shop", None, 5000).await.expect("list");
-        assert_eq!(all.len(), KEEP_OTHERS as usize + 1);
+        assert_eq!(all.len(), KEEP_UNPROVEN as usize + 2);
+        let stale = store.seen("shop", "stale", "-").await.expect("lookup");
+        assert_eq!(stale.map(|s| s.verdict), Some(Verdict::Ignored));
         let job = |seen: Option<Seen>| seen.and_then(|s| s.job_id);
         let by_id = store.seen("shop", "good", "other").await.expect("lookup");
         assert_eq!(job(by_id).as_deref(), Some("job-good"));
@@ -421,37 +440,36 @@ mod tests {
             .expect("lookup");
         assert!(refused.is_none());
         // Redelivered after a newer push to its ref was accepted: too late.
-        let main = |mut d: Delivery| {
-            d.git_ref = Some("refs/heads/main".into());
-            d
-        };
-        let late = main(delivery("shop", "late", Verdict::Refused));
+        let late = delivery("shop", "late", Verdict::Refused);
         store.record(late).await.expect("record");
         let main_ref = "refs/heads/main";
         assert!(
             !store
-                .superseded("shop", "late", main_ref)
+                .superseded("shop", "late", "-", main_ref)
                 .await
                 .expect("lookup")
         );
-        let newer = main(delivery("shop", "newer", Verdict::Accepted));
+        let newer = delivery("shop", "newer", Verdict::Accepted);
         store.record(newer).await.expect("record");
         assert!(
             store
-                .superseded("shop", "late", main_ref)
+                .superseded("shop", "late", "-", main_ref)
                 .await
                 .expect("lookup")
         );
+        // Replayed under a new id, it is found by its payload.
+        let replayed = store.superseded("shop", "new-id", "sha-late", main_ref);
+        assert!(replayed.await.expect("lookup"));
         let other_ref = "refs/heads/other";
         assert!(
             !store
-                .superseded("shop", "late", other_ref)
+                .superseded("shop", "late", "-", other_ref)
                 .await
                 .expect("lookup")
         );
         assert!(
             !store
-                .superseded("shop", "unknown", main_ref)
+                .superseded("shop", "unknown", "-", main_ref)
                 .await
                 .expect("lookup")
         );

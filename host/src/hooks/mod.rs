@@ -23,8 +23,9 @@
 //! - **One at a time per project.** Deliveries of one project are decided
 //!   in turn, so two copies of one delivery cannot both start a job.
 //! - **Bounded.** At most [`MAX_BODIES`] bodies (each up to 25 MiB) are
-//!   read at once, [`MAX_BODIES_PER_SOURCE`] from one source; a body is let
-//!   go once its push is parsed, before the project's turn.
+//!   read at once, [`MAX_BODIES_PER_SOURCE`] from one source; a delivery
+//!   waits up to [`BODY_PLACE_WAIT`] for a place, and its body is let go
+//!   once its push is parsed, before the project's turn.
 
 pub mod deliveries;
 pub mod forge;
@@ -48,8 +49,12 @@ pub const REQUESTED_BY: &str = "webhook:";
 /// The largest body a webhook reads: GitHub caps its payloads at 25 MiB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
-/// Bodies read at once, over all projects: 8 × 25 MiB at most in memory.
-pub const MAX_BODIES: usize = 8;
+/// Bodies read at once, over all projects: 16 × 25 MiB at most in memory.
+pub const MAX_BODIES: usize = 16;
+
+/// How long a delivery waits for a place to read its body in, when all
+/// are taken: forges wait about 10 s for their answer.
+pub const BODY_PLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Bodies read at once from one source (an IPv4 address or IPv6 /64), so
 /// one client trickling bodies cannot take every place.
@@ -185,18 +190,32 @@ impl Hooks {
     }
 
     /// A place to read a body from `source` (an address already reduced
-    /// to its IPv4 address or IPv6 /64) in, if one is free.
-    pub fn body_place(&self, source: IpAddr) -> Option<BodyPlace> {
+    /// to its IPv4 address or IPv6 /64) in: `None` at once when the source
+    /// has [`MAX_BODIES_PER_SOURCE`] being read, or when no place frees up
+    /// within [`BODY_PLACE_WAIT`].
+    pub async fn body_place(&self, source: IpAddr) -> Option<BodyPlace> {
+        let taken = |counts: &HashMap<IpAddr, usize>| counts.get(&source).copied().unwrap_or(0);
+        if taken(
+            &self
+                .by_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) >= MAX_BODIES_PER_SOURCE
+        {
+            return None;
+        }
+        let permit = tokio::time::timeout(BODY_PLACE_WAIT, self.bodies.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
         let mut counts = self
             .by_source
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let n = counts.entry(source).or_insert(0);
-        if *n >= MAX_BODIES_PER_SOURCE {
+        if taken(&counts) >= MAX_BODIES_PER_SOURCE {
             return None;
         }
-        let permit = self.bodies.clone().try_acquire_owned().ok()?;
-        *n += 1;
+        *counts.entry(source).or_insert(0) += 1;
         Some(BodyPlace {
             _permit: permit,
             by_source: self.by_source.clone(),
