@@ -436,6 +436,12 @@ pub async fn list_deliveries(
         return Err(ApiError::not_found(format!("no project `{project}`")));
     }
     let q = query(q)?;
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`before` must be a delivery's `seq`, 1 or more",
+        ));
+    }
     let limit = q.limit.unwrap_or(PAGE_DEFAULT);
     if !(1..=PAGE_MAX).contains(&limit) {
         return Err(ApiError::bad_request(

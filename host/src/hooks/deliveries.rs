@@ -15,7 +15,6 @@
 //!   writes must never wait behind the job writer's batches. One connection
 //!   behind a mutex, used from blocking threads.
 
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::jobs::now_ms;
+use crate::jobs::{now_ms, open_private};
 
 /// How long deliveries are remembered.
 pub const KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -171,24 +170,7 @@ fn cutoff() -> i64 {
 impl Deliveries {
     /// Open (or create) `hooks.db` in `state_dir`, bosun's alone.
     pub fn open(state_dir: &Path) -> Result<Self, DeliveryError> {
-        let path = state_dir.join("hooks.db");
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
-            .with_context(|| format!("making {} bosun's alone", path.display()))?;
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .context("setting the busy timeout")?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .context("switching to WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .context("setting synchronous")?;
+        let (_, conn) = open_private(state_dir, "hooks.db")?;
         conn.execute_batch(SCHEMA).context("creating the schema")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

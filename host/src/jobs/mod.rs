@@ -33,6 +33,7 @@ use arc_swap::ArcSwap;
 pub use log::JobLog;
 pub use model::{Job, JobError, JobState, now_ms};
 pub use projects::RemovedJobs;
+pub(crate) use store::open_private;
 pub use store::{JobFilter, Retention, Store, StoreError};
 
 use crate::config::JobsConfig;

@@ -131,20 +131,8 @@ const COLUMNS: &str = "id, project, action, params, requested_by, state, created
 impl Store {
     /// Open (or create) `jobs.db` in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-        let path = state_dir.join("jobs.db");
-        // Every tenant's job logs are in it: bosun's alone, whatever the
-        // umask, before SQLite opens it (it gives its -wal and -shm files
-        // the database's mode).
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
-            .with_context(|| format!("making {} bosun's alone", path.display()))?;
-        let writer = connect(&path)?;
+        // Every tenant's job logs are in it.
+        let (path, writer) = open_private(state_dir, "jobs.db")?;
         writer
             .execute_batch(SCHEMA)
             .context("creating the schema")?;
@@ -358,6 +346,27 @@ fn add_sizes(conn: &Connection) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// Open (or create) the SQLite file `name` in `state_dir`, bosun's alone
+/// whatever the umask: its mode is set before SQLite opens it, which gives
+/// its -wal and -shm files the database's mode.
+pub(crate) fn open_private(
+    state_dir: &Path,
+    name: &str,
+) -> anyhow::Result<(std::path::PathBuf, Connection)> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let path = state_dir.join(name);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+        .with_context(|| format!("making {} bosun's alone", path.display()))?;
+    let conn = connect(&path)?;
+    Ok((path, conn))
 }
 
 fn connect(path: &Path) -> anyhow::Result<Connection> {
