@@ -11,7 +11,9 @@
 //!   redelivery, a replayed body, a commit already deployed, pushes that
 //!   replace a queued deploy, an action that takes no `target`, and a
 //!   tenant whose failures brake only its own webhook;
-//! - the deliveries log lists each, and only to keys that see the project.
+//! - the deliveries log lists each, and only to keys that see the project;
+//! - the test push on each forge's page of the docs, run as written, is
+//!   accepted and deploys.
 
 mod common;
 
@@ -743,5 +745,60 @@ async fn every_delivery_gets_its_exact_status_and_verdict() {
         cafe_log["deliveries"][0]["verdict"], "refused",
         "{cafe_log}"
     );
+    bosun.stop().await;
+}
+
+/// The `sh` blocks of `doc` that post to the hook.
+fn test_pushes(doc: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+    text.split("```sh\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block.to_string()))
+        .filter(|block| block.contains("/hooks/shop"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_forge_pages_test_push_deploys_as_written() {
+    let forge = Forge::new();
+    let bosun = Bosun::start_in(forge.root.path()).await;
+    forge.until_serving("v0").await;
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let pages = [
+        "webhooks.md",
+        "webhooks/github.md",
+        "webhooks/gitlab.md",
+        "webhooks/gitea.md",
+        "webhooks/bitbucket.md",
+    ];
+    let secret = forge.path("shop.secret");
+    for (i, page) in pages.iter().enumerate() {
+        let blocks = test_pushes(&docs.join(page).to_string_lossy());
+        assert_eq!(blocks.len(), 1, "{page} has one test push");
+        let version = format!("doc-{i}");
+        forge.commit(&version);
+        // As written, but against this bosun and this secret file.
+        let script = blocks[0]
+            .replace("https://bosun.example.com", &bosun.url)
+            .replace("/etc/bosun/shop-hook.secret", &secret.to_string_lossy())
+            .replace("shop-hook.secret", &secret.to_string_lossy());
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(forge.path("dev"))
+            .output()
+            .expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{page}: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{page}: {e}: {stdout}"));
+        assert_eq!(answer["verdict"], "accepted", "{page}: {answer}");
+        let id = answer["job_id"].as_str().expect("a job").to_string();
+        succeeded(&bosun, &id).await;
+        forge.until_serving(&version).await;
+    }
     bosun.stop().await;
 }
