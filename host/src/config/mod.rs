@@ -35,7 +35,7 @@ pub use places::{check_inside, lexical, resolved};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
 pub use procfile::{ProcfileConfig, apply as apply_procfile};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};
-pub use webhook::{HookSecret, WebhookConfig, branch_matcher};
+pub use webhook::{HookSecret, WEBHOOK_REQUESTER, WebhookConfig, branch_matcher};
 
 /// Why a config could not be used. Each message names the file, and the key
 /// (and line, for syntax errors) at fault.
@@ -445,12 +445,11 @@ impl Config {
             if key.name.trim().is_empty() || key.name.len() > 64 {
                 return Err((format!("{at}.name"), "must be 1-64 characters".into()));
             }
-            if key.name.starts_with(crate::hooks::REQUESTED_BY) {
+            if key.name.starts_with(WEBHOOK_REQUESTER) {
                 return Err((
                     format!("{at}.name"),
                     format!(
-                        "may not start with `{}`, which names the jobs webhooks start",
-                        crate::hooks::REQUESTED_BY
+                        "may not start with `{WEBHOOK_REQUESTER}`, which names the jobs webhooks start"
                     ),
                 ));
             }

@@ -23,6 +23,10 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 
+/// Jobs a webhook starts are requested by `webhook:<forge>`; no key may
+/// have a name starting so (checked with the keys).
+pub const WEBHOOK_REQUESTER: &str = "webhook:";
+
 /// The longest secret bosun reads from a file.
 const MAX_SECRET: u64 = 4096;
 

@@ -42,9 +42,8 @@ use crate::config::{Config, HookSecret, branch_matcher};
 pub use deliveries::{Deliveries, Delivery, DeliveryError, Seen, Verdict};
 pub use forge::{Event, Forge, Push};
 
-/// Jobs a webhook starts are requested by `webhook:<forge>`; no key may
-/// have a name starting so.
-pub const REQUESTED_BY: &str = "webhook:";
+/// Jobs a webhook starts are requested by `webhook:<forge>`.
+pub use crate::config::WEBHOOK_REQUESTER as REQUESTED_BY;
 
 /// The largest body a webhook reads: GitHub caps its payloads at 25 MiB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
