@@ -190,7 +190,12 @@ async fn log(state: &AppState, record: Delivery) {
         record.delivery.clone(),
         record.verdict,
     );
-    tracing::info!(%project, forge = record.forge.as_deref(), %delivery, ?verdict, "webhook delivery");
+    // Anyone can send bad signatures: they are not worth a line each.
+    if verdict == Verdict::BadSignature {
+        tracing::debug!(%project, %delivery, "webhook delivery with a bad signature");
+    } else {
+        tracing::info!(%project, forge = record.forge.as_deref(), %delivery, ?verdict, "webhook delivery");
+    }
     if let Err(e) = state.hooks.deliveries.record(record).await {
         tracing::error!(%project, "{e}");
     }
