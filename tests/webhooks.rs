@@ -553,9 +553,16 @@ async fn every_delivery_gets_its_exact_status_and_verdict() {
         SHOP_SECRET,
     );
     answered(&bosun, "shop", &issues, StatusCode::ACCEPTED, "ignored").await;
-    // A body of 30 MiB: refused from its length, before it is read (so the
-    // client here sends none of it, and reads the answer).
-    let answer = declared_only(&bosun.url, 30 * 1024 * 1024).await;
+    // A body of 30 MiB, sent whole: read to its end and refused, so the
+    // client gets the answer rather than a reset connection.
+    let huge = Delivery {
+        headers: vec![("X-GitHub-Event", "push".into())],
+        body: vec![b' '; 30 * 1024 * 1024],
+    };
+    let body = answered(&bosun, "shop", &huge, StatusCode::PAYLOAD_TOO_LARGE, "").await;
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    // One that says it is 1 GiB is refused before any of it is sent.
+    let answer = declared_only(&bosun.url, 1 << 30).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 

@@ -72,7 +72,7 @@ pub async fn read_body<H>(
 }
 
 /// [`read_body`] without the parsing: the bytes as they came.
-pub async fn read_bytes<H>(
+async fn read_bytes<H>(
     body: Body,
     limit: usize,
     timeout: Duration,

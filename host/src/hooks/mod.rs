@@ -48,6 +48,11 @@ pub use crate::config::WEBHOOK_REQUESTER as REQUESTED_BY;
 /// The largest body a webhook reads: GitHub caps its payloads at 25 MiB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
+/// A body over [`MAX_BODY`] is still read (and dropped) up to this, so its
+/// sender gets the 413 rather than a reset connection; one declared larger
+/// is refused unread.
+pub const DRAIN_MAX: usize = 64 * 1024 * 1024;
+
 /// Bodies read at once, over all projects: 16 × 25 MiB at most in memory.
 pub const MAX_BODIES: usize = 16;
 
