@@ -379,7 +379,7 @@ fn hmac_matches(secret: &[u8], message: &[u8], sig: &[u8; 32]) -> bool {
 }
 
 /// A full SHA-1 or SHA-256 commit id.
-pub fn is_commit_id(id: &str) -> bool {
+fn is_commit_id(id: &str) -> bool {
     matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -389,7 +389,7 @@ fn is_zero(id: &str) -> bool {
 
 /// Header and payload text made safe to store and show: printable ASCII,
 /// at most 128 characters.
-pub fn printable(text: &str) -> String {
+fn printable(text: &str) -> String {
     text.chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(128)
