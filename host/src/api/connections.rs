@@ -4,11 +4,13 @@
 //! from one source, so one client flooding the door still leaves room for
 //! everyone else. A source is an IPv4 address or an IPv6 /64: one host is
 //! commonly given a whole /64, and a fresh address per connection must not
-//! buy a fresh share.
+//! buy a fresh share. Webhooks count the bodies they read with a set of
+//! slots of their own, in the same way.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -54,15 +56,21 @@ pub struct Slot {
 impl Connections {
     /// The limits of `server`.
     pub fn new(server: &ServerConfig) -> Arc<Self> {
+        Self::with_limits(server.max_connections, server.max_connections_per_address)
+    }
+
+    /// `max` slots, at most `per_source` of them for one source. (Webhooks
+    /// use a set of their own for the bodies they read.)
+    pub fn with_limits(max: usize, per_source: usize) -> Arc<Self> {
         Arc::new(Self {
-            total: Arc::new(Semaphore::new(server.max_connections)),
-            max: server.max_connections,
-            per_source: server.max_connections_per_address,
+            total: Arc::new(Semaphore::new(max)),
+            max,
+            per_source,
             open: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A slot for a connection from `ip`, if there is one.
+    /// A slot for `ip`, if there is one.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
         let source = source(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -75,12 +83,41 @@ impl Connections {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Full::Server)?;
-        open.insert(source, mine + 1);
-        Ok(Slot {
+        Ok(self.slot(&mut open, source, permit))
+    }
+
+    /// [`Connections::admit`], waiting up to `wait` for a slot when all are
+    /// taken (a source at its share is refused at once).
+    pub async fn admit_within(self: &Arc<Self>, ip: IpAddr, wait: Duration) -> Result<Slot, Full> {
+        match self.admit(ip) {
+            Err(Full::Server) => {}
+            admitted => return admitted,
+        }
+        let permit = tokio::time::timeout(wait, self.total.clone().acquire_owned())
+            .await
+            .map_err(|_| Full::Server)?
+            .map_err(|_| Full::Server)?;
+        let source = source(ip);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.get(&source).copied().unwrap_or(0) >= self.per_source {
+            return Err(Full::Source);
+        }
+        Ok(self.slot(&mut open, source, permit))
+    }
+
+    /// Count `permit` against `source`, as a slot.
+    fn slot(
+        self: &Arc<Self>,
+        open: &mut HashMap<IpAddr, usize>,
+        source: IpAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Slot {
+        *open.entry(source).or_insert(0) += 1;
+        Slot {
             owner: self.clone(),
             source,
             _permit: permit,
-        })
+        }
     }
 
     /// Resolves once every connection has closed.
@@ -124,5 +161,25 @@ mod tests {
         drop(a1);
         c.admit(ip("192.0.2.8")).expect("a slot was given back");
         assert_eq!(source(ip("::ffff:192.0.2.8")), ip("192.0.2.8"));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_admit_takes_the_slot_given_back_but_never_a_sources_share() {
+        let c = Connections::with_limits(2, 1);
+        let held = c.admit(ip("192.0.2.1")).expect("first");
+        let wait = Duration::from_secs(30);
+        let full = c.admit_within(ip("192.0.2.1"), wait).await;
+        assert_eq!(full.err(), Some(Full::Source), "refused at once");
+        let _other = c.admit(ip("192.0.2.2")).expect("second source");
+        let short = c
+            .admit_within(ip("192.0.2.3"), Duration::from_millis(10))
+            .await;
+        assert_eq!(short.err(), Some(Full::Server));
+        let waiting = tokio::spawn({
+            let c = c.clone();
+            async move { c.admit_within(ip("192.0.2.3"), wait).await.map(drop) }
+        });
+        drop(held);
+        assert_eq!(waiting.await.expect("task"), Ok(()));
     }
 }

@@ -31,24 +31,21 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
-use super::connections::source;
 use super::error::{ApiError, ErrorBody};
 use super::jobs::action_meta;
 use super::params::{check_params, too_large};
-use super::query::{ApiPath, query};
+use super::query::{ApiPath, page_limit, query};
 use super::views::rfc3339;
 use crate::config::Role;
 use crate::hooks::{
-    DRAIN_MAX, Delivery, Event, Forge, HookSettings, MAX_BODY, Push, REQUESTED_BY, Verdict,
+    BODY_PLACE_WAIT, DRAIN_MAX, Delivery, Event, Forge, HookSettings, MAX_BODY, Push, REQUESTED_BY,
+    Verdict,
 };
 use crate::jobs::{NewJob, now_ms};
 
 /// How long a push waits to learn the commit deployed now; past it, the
 /// push is taken (a deploy of what is current changes nothing).
 const REVISION_WAIT: Duration = Duration::from_secs(5);
-/// Deliveries per page by default, and at most.
-const PAGE_DEFAULT: u32 = 50;
-const PAGE_MAX: u32 = 500;
 
 /// What a delivery became.
 #[derive(Debug, Serialize)]
@@ -117,15 +114,19 @@ pub async fn receive(
     if declared.is_some_and(|n| n > DRAIN_MAX as u64) {
         return Err(too_large(MAX_BODY));
     }
-    let place = state.hooks.body_place(source(ip)).await.ok_or_else(|| {
-        tracing::warn!(%project, %ip, "webhook delivery refused: no place to read its body in");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many webhook deliveries are arriving at once; try again shortly",
-        )
-        .retry_after(1)
-    })?;
+    let place = state
+        .hook_bodies
+        .admit_within(ip, BODY_PLACE_WAIT)
+        .await
+        .map_err(|_| {
+            tracing::warn!(%project, %ip, "webhook delivery refused: no place to read its body in");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many webhook deliveries are arriving at once; try again shortly",
+            )
+            .retry_after(1)
+        })?;
     let body = read_hook_body(body, state.server.read_timeout).await?;
     let headers = parts.headers;
     let forge = Forge::identify(&headers);
@@ -497,13 +498,7 @@ pub async fn list_deliveries(
             "`before` must be a delivery's `seq`, 1 or more",
         ));
     }
-    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`limit` must be 1-{PAGE_MAX}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let deliveries = state
         .hooks
         .deliveries

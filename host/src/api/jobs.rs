@@ -19,7 +19,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::long_requests::Held;
 use super::params::{RunBody, check_params, read_body};
-use super::query::{ApiPath, flag, parse_wait, query};
+use super::query::{ApiPath, flag, page_limit, parse_wait, query};
 use super::views::{JobPage, JobView};
 use super::{AppState, stream};
 use crate::config::Role;
@@ -28,9 +28,6 @@ use crate::plugins::bindings::ActionMeta;
 
 /// How long a cancel waits for a running job to stop before answering 202.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
-/// Jobs per page by default, and at most.
-const PAGE_DEFAULT: u32 = 50;
-const PAGE_MAX: u32 = 500;
 
 /// Query of `POST …/actions/{action}` and `GET /v1/jobs/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -262,13 +259,7 @@ pub async fn list_jobs(
             ApiError::bad_request("invalid_query", format!("no job state is called `{s}`"))
         })?),
     };
-    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`limit` must be 1-{PAGE_MAX}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let jobs = state
         .jobs
         .list(JobFilter {

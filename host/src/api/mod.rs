@@ -36,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Auth, Caller};
+pub use connections::Connections;
 pub use error::ApiError;
 pub use long_requests::LongRequests;
 
@@ -69,6 +70,8 @@ pub struct AppState {
     pub control: Control,
     /// The projects' webhooks.
     pub hooks: Arc<crate::hooks::Hooks>,
+    /// Places to read webhook bodies in, overall and per source.
+    pub hook_bodies: Arc<Connections>,
 }
 
 #[derive(OpenApi)]

@@ -16,6 +16,10 @@ use crate::jobs::JobState;
 
 /// What `wait` takes: whole seconds, or a number with one unit.
 const WAIT_PATTERN: &str = "^[0-9]+(ms|s|m|h)?$";
+/// Items per page of a list (jobs, deliveries) by default, and at most.
+const PAGE_DEFAULT: u32 = 50;
+const PAGE_MAX: u32 = 500;
+
 /// What a flag such as `follow` takes; the empty string (`?follow`) is on.
 const FLAG_VALUES: [&str; 5] = ["", "1", "true", "0", "false"];
 
@@ -42,6 +46,18 @@ where
 pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// A list's page size: `limit`, else the default; 400 outside 1-500.
+pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be 1-{PAGE_MAX}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// A flag: absent, `0` or `false` is off; `1`, `true` or empty is on.

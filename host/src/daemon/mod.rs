@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::server::{Listener, ServeError};
-use crate::api::{AppState, Auth, LongRequests, router};
+use crate::api::{AppState, Auth, Connections, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Report, Role};
@@ -276,6 +276,10 @@ impl Daemon {
             long_requests: LongRequests::new(&config.server),
             control: control.clone(),
             hooks,
+            hook_bodies: Connections::with_limits(
+                crate::hooks::MAX_BODIES,
+                crate::hooks::MAX_BODIES_PER_SOURCE,
+            ),
         };
         let grace = config.server.shutdown_grace;
         let http_stop = CancellationToken::new();

@@ -31,12 +31,11 @@ pub mod deliveries;
 pub mod forge;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use globset::GlobMatcher;
-use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::config::{Config, HookSecret, branch_matcher};
 pub use deliveries::{Deliveries, Delivery, DeliveryError, Seen, Verdict};
@@ -110,30 +109,6 @@ pub struct Hooks {
     /// Every delivery received.
     pub deliveries: Deliveries,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    bodies: Arc<Semaphore>,
-    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-/// A place to read one body in; given back when dropped.
-pub struct BodyPlace {
-    _permit: OwnedSemaphorePermit,
-    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    source: IpAddr,
-}
-
-impl Drop for BodyPlace {
-    fn drop(&mut self) {
-        let mut counts = self
-            .by_source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.source);
-            }
-        }
-    }
 }
 
 impl Hooks {
@@ -143,8 +118,6 @@ impl Hooks {
             settings: ArcSwap::from_pointee(BTreeMap::new()),
             deliveries,
             turns: Mutex::new(HashMap::new()),
-            bodies: Arc::new(Semaphore::new(MAX_BODIES)),
-            by_source: Arc::new(Mutex::new(HashMap::new())),
         };
         hooks.replace(config);
         hooks
@@ -191,40 +164,6 @@ impl Hooks {
     /// `project`'s webhook, if it has one.
     pub fn get(&self, project: &str) -> Option<Arc<HookSettings>> {
         self.settings.load().get(project).cloned()
-    }
-
-    /// A place to read a body from `source` (an address already reduced
-    /// to its IPv4 address or IPv6 /64) in: `None` at once when the source
-    /// has [`MAX_BODIES_PER_SOURCE`] being read, or when no place frees up
-    /// within [`BODY_PLACE_WAIT`].
-    pub async fn body_place(&self, source: IpAddr) -> Option<BodyPlace> {
-        let taken = |counts: &HashMap<IpAddr, usize>| counts.get(&source).copied().unwrap_or(0);
-        if taken(
-            &self
-                .by_source
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) >= MAX_BODIES_PER_SOURCE
-        {
-            return None;
-        }
-        let permit = tokio::time::timeout(BODY_PLACE_WAIT, self.bodies.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
-        let mut counts = self
-            .by_source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if taken(&counts) >= MAX_BODIES_PER_SOURCE {
-            return None;
-        }
-        *counts.entry(source).or_insert(0) += 1;
-        Some(BodyPlace {
-            _permit: permit,
-            by_source: self.by_source.clone(),
-            source,
-        })
     }
 
     /// `project`'s turn to decide a delivery.
