@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use common::load::Load;
 use common::server::{ADMIN, Api, Bosun, BosunProcess, admin_config};
-use common::shop::{APP, free_port, pids};
-use common::{git, until};
+use common::shop::{commit_app, free_port, origin_and_dev, pids, serving};
+use common::until;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -37,8 +37,7 @@ impl Origin {
     fn new(keep: u32) -> Self {
         let root = TempDir::new().expect("temp dir");
         let r = root.path();
-        git(r, &["init", "--quiet", "--bare", "origin.git"]);
-        git(r, &["clone", "--quiet", "origin.git", "dev"]);
+        origin_and_dev(r);
         let port = free_port();
         let text = format!(
             r#"{head}
@@ -77,33 +76,9 @@ ready = {{ http = "/healthz", timeout = "20s" }}
         self.root.path().join(rel)
     }
 
-    /// Commit and push version `version`: the app, a build step that
-    /// checks it compiles (and sleeps while a file `slow` is in the
-    /// release), and `extra` files (e.g. `crash`). Returns the revision.
+    /// Commit and push version `version` (see [`commit_app`]).
     fn commit(&self, version: &str, extra: &[(&str, &str)]) -> String {
-        let dev = self.path("dev");
-        for entry in std::fs::read_dir(&dev).expect("dev") {
-            let path = entry.expect("entry").path();
-            if path.file_name().is_some_and(|n| n != ".git") && path.is_file() {
-                std::fs::remove_file(path).expect("clean");
-            }
-        }
-        std::fs::write(dev.join("VERSION"), version).expect("version");
-        std::fs::write(dev.join("app.py"), APP).expect("app");
-        std::fs::write(
-            dev.join("build.py"),
-            "import os, py_compile, time\n\
-             while os.path.exists('slow'):\n    time.sleep(0.1)\n\
-             py_compile.compile('app.py', doraise=True)\n",
-        )
-        .expect("build");
-        for (name, text) in extra {
-            std::fs::write(dev.join(name), text).expect("extra");
-        }
-        git(&dev, &["add", "-A"]);
-        git(&dev, &["commit", "--quiet", "-m", version]);
-        git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
-        git(&dev, &["rev-parse", "HEAD"])
+        commit_app(&self.path("dev"), version, extra)
     }
 
     /// The release `current` names.
@@ -127,14 +102,7 @@ ready = {{ http = "/healthz", timeout = "20s" }}
 
     /// What the app answers: `<pid> <version>`.
     async fn serving(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/", self.port))
-            .await
-            .expect("the app answers")
-            .text()
-            .await
-            .expect("text")
-            .trim()
-            .to_string()
+        serving(self.port).await
     }
 }
 

@@ -20,7 +20,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::server::{ADMIN, Api, Bosun, admin_config, hash};
-use common::shop::{APP, free_port};
+use common::shop::{commit_app, free_port, origin_and_dev, serving};
 use common::{git, until};
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
@@ -46,8 +46,7 @@ impl Forge {
     fn new() -> Self {
         let root = TempDir::new().expect("temp dir");
         let r = root.path();
-        git(r, &["init", "--quiet", "--bare", "origin.git"]);
-        git(r, &["clone", "--quiet", "origin.git", "dev"]);
+        origin_and_dev(r);
         let port = free_port();
         let text = format!(
             r#"{head}
@@ -113,32 +112,12 @@ actions = ["status"]
     /// Commit version `version` of the app and push it to `main`; returns
     /// the revision.
     fn commit(&self, version: &str) -> String {
-        let dev = self.path("dev");
-        std::fs::write(dev.join("VERSION"), version).expect("version");
-        std::fs::write(dev.join("app.py"), APP).expect("app");
-        std::fs::write(
-            dev.join("build.py"),
-            "import os, py_compile, time\n\
-             while os.path.exists('slow'):\n    time.sleep(0.1)\n\
-             py_compile.compile('app.py', doraise=True)\n",
-        )
-        .expect("build");
-        git(&dev, &["add", "-A"]);
-        git(&dev, &["commit", "--quiet", "-m", version]);
-        git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
-        git(&dev, &["rev-parse", "HEAD"])
+        commit_app(&self.path("dev"), version, &[])
     }
 
     /// What the app answers: `<pid> <version>`.
     async fn serving(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/", self.port))
-            .await
-            .expect("the app answers")
-            .text()
-            .await
-            .expect("text")
-            .trim()
-            .to_string()
+        serving(self.port).await
     }
 
     /// Wait until the app serves `version`.

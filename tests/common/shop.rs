@@ -1,7 +1,9 @@
 //! The app the zero-downtime and release tests serve, as project `shop`.
 
+use std::path::Path;
+
 use super::server::{ADMIN, Api};
-use super::until;
+use super::{git, until};
 
 /// The app: serves on the socket bosun hands it (and only if the
 /// activation variables are right for it), boots for `BOOT` seconds,
@@ -49,6 +51,52 @@ server.serve_forever(poll_interval=0.05)
 server.server_close()
 print("stopped cleanly", flush=True)
 "#;
+
+/// The build step of the deploy tests: checks that the app compiles, and
+/// first waits while a file `slow` is where it runs.
+pub const BUILD: &str = "import os, py_compile, time\n\
+     while os.path.exists('slow'):\n    time.sleep(0.1)\n\
+     py_compile.compile('app.py', doraise=True)\n";
+
+/// In `root`: a bare `origin.git`, and a developer's clone of it, `dev`.
+pub fn origin_and_dev(root: &Path) {
+    git(root, &["init", "--quiet", "--bare", "origin.git"]);
+    git(root, &["clone", "--quiet", "origin.git", "dev"]);
+}
+
+/// In the clone `dev`: replace its files with version `version` of the
+/// app, [`BUILD`] and `extra` files (e.g. `crash`), commit, and push to
+/// `main`. Returns the revision.
+pub fn commit_app(dev: &Path, version: &str, extra: &[(&str, &str)]) -> String {
+    for entry in std::fs::read_dir(dev).expect("dev") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != ".git") && path.is_file() {
+            std::fs::remove_file(path).expect("clean");
+        }
+    }
+    std::fs::write(dev.join("VERSION"), version).expect("version");
+    std::fs::write(dev.join("app.py"), APP).expect("app");
+    std::fs::write(dev.join("build.py"), BUILD).expect("build");
+    for (name, text) in extra {
+        std::fs::write(dev.join(name), text).expect("extra");
+    }
+    git(dev, &["add", "-A"]);
+    git(dev, &["commit", "--quiet", "-m", version]);
+    git(dev, &["push", "--quiet", "origin", "HEAD:main"]);
+    git(dev, &["rev-parse", "HEAD"])
+}
+
+/// What the app on `port` answers: `<pid> <version>`.
+pub async fn serving(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("the app answers")
+        .text()
+        .await
+        .expect("text")
+        .trim()
+        .to_string()
+}
 
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
