@@ -102,7 +102,7 @@ async fn broken_plugins_are_reported_per_action_and_the_rest_load() {
     );
     assert!(errors[1].contains("nope.wasm"), "{}", errors[1]);
     assert!(
-        errors[2].contains("does not export `bosun:plugin/action@0.1.0`"),
+        errors[2].contains("does not export `bosun:plugin/action`"),
         "{}",
         errors[2]
     );

@@ -39,6 +39,7 @@ fn main() {
             max_concurrent_runs: 16,
             max_memory: 1 << 30,
             pooling,
+            compiler: None,
         })
         .expect("engine");
         let plugin = rt.block_on(engine.load("noop", &wasm)).expect("loads");

@@ -5,7 +5,10 @@ use tracing_subscriber::EnvFilter;
 
 use clap::CommandFactory as _;
 
-use bosun::cli::{Cli, Command, ExitCode, KeyCommand, check, exec, import, key_new, remote, serve};
+use bosun::cli::{
+    Cli, Command, ExitCode, KeyCommand, check, compile_plugin, exec, import, key_new, plugin,
+    remote, serve,
+};
 
 fn main() -> std::process::ExitCode {
     // Before the runtime opens anything: see `reserve_low_fds`.
@@ -39,6 +42,11 @@ async fn run() -> std::process::ExitCode {
             command: KeyCommand::New { name },
         } => key_new(&name),
         Command::Import { command } => import(&command),
+        Command::Plugin { command } => plugin(command).await,
+        Command::CompilePlugin {
+            state_dir,
+            max_memory,
+        } => compile_plugin(&state_dir, max_memory),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "bosun", &mut std::io::stdout());
             ExitCode::Ok

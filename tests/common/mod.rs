@@ -41,6 +41,7 @@ pub fn engine_in(state_dir: &Path, pooling: bool) -> Engine {
         max_concurrent_runs: 4,
         max_memory: 1 << 30,
         pooling,
+        compiler: None,
     })
     .expect("engine starts")
 }

@@ -308,7 +308,10 @@ impl Bosun {
     /// Serve the config in `root` in-process.
     pub async fn start_in(root: &Path) -> Self {
         let config = Config::load(&root.join("bosun.toml")).expect("valid test config");
-        let daemon = Daemon::start(&config).await.expect("bosun starts");
+        // Teams' plugins compile in a child, as under `bosun serve`.
+        let daemon = Daemon::start_compiling_with(&config, env!("CARGO_BIN_EXE_bosun").into())
+            .await
+            .expect("bosun starts");
         let api = Api::new(daemon.url().to_string());
         Self {
             daemon: Some(daemon),

@@ -18,12 +18,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -33,7 +31,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::jobs::action_meta;
-use super::params::{check_params, too_large};
+use super::params::{check_params, read_drained, too_large};
 use super::query::{ApiPath, page_limit, query};
 use super::views::rfc3339;
 use crate::config::Role;
@@ -127,7 +125,7 @@ pub async fn receive(
             )
             .retry_after(1)
         })?;
-    let body = read_hook_body(body, state.server.read_timeout).await?;
+    let body = read_drained(body, MAX_BODY, DRAIN_MAX, state.server.read_timeout).await?;
     let headers = parts.headers;
     let forge = Forge::identify(&headers);
     let body_sha = sha256_hex(&body);
@@ -187,51 +185,6 @@ pub async fn receive(
     log(&state, received.record).await;
     drop(turn);
     outcome
-}
-
-/// A delivery's body: at most [`MAX_BODY`] bytes, within `timeout`. Past
-/// the cap, the rest is read and dropped (up to [`DRAIN_MAX`] bytes in all,
-/// in the same time) before the 413: a client still sending would
-/// otherwise see its connection reset instead of the answer.
-async fn read_hook_body(body: Body, timeout: Duration) -> Result<Vec<u8>, ApiError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut chunks = body.into_data_stream();
-    let mut bytes = Vec::new();
-    let mut seen = 0usize;
-    loop {
-        match tokio::time::timeout_at(deadline, chunks.next()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(chunk))) => {
-                seen = seen.saturating_add(chunk.len());
-                if seen <= MAX_BODY {
-                    bytes.extend_from_slice(&chunk);
-                } else {
-                    bytes = Vec::new();
-                    if seen > DRAIN_MAX {
-                        return Err(too_large(MAX_BODY));
-                    }
-                }
-            }
-            Ok(Some(Err(_))) => {
-                return Err(ApiError::bad_request(
-                    "invalid_body",
-                    "the request body could not be read",
-                ));
-            }
-            Err(_) if seen > MAX_BODY => return Err(too_large(MAX_BODY)),
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    format!("the request body did not arrive within {timeout:?}"),
-                ));
-            }
-        }
-    }
-    match seen > MAX_BODY {
-        true => Err(too_large(MAX_BODY)),
-        false => Ok(bytes),
-    }
 }
 
 /// Store `record` in the deliveries log, and say it in bosun's.

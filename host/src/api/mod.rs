@@ -15,6 +15,7 @@ mod jobs;
 mod long_requests;
 mod ops;
 mod params;
+mod plugins;
 mod projects;
 mod query;
 pub mod server;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub hooks: Arc<crate::hooks::Hooks>,
     /// Places to read webhook bodies in, overall and per source.
     pub hook_bodies: Arc<Connections>,
+    /// Uploaded and repository actions.
+    pub catalog: Arc<crate::plugins::Catalog>,
 }
 
 #[derive(OpenApi)]
@@ -85,6 +88,7 @@ pub struct AppState {
     tags(
         (name = "jobs", description = "Running actions and following their jobs"),
         (name = "projects", description = "Projects, processes and their logs"),
+        (name = "plugins", description = "Actions a team uploads: versions, rollback, removal"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]
@@ -108,7 +112,13 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(projects::list_projects))
         .routes(routes!(projects::get_project))
         .routes(routes!(projects::list_actions))
-        .routes(routes!(jobs::run_action))
+        .routes(routes!(
+            jobs::run_action,
+            plugins::upload_action,
+            plugins::remove_action
+        ))
+        .routes(routes!(plugins::list_versions))
+        .routes(routes!(plugins::rollback_action))
         .routes(routes!(projects::process_logs))
         .routes(routes!(projects::project_logs))
         .routes(routes!(hooks::list_deliveries))

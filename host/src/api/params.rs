@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::http::StatusCode;
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -72,7 +73,7 @@ pub async fn read_body<H>(
 }
 
 /// [`read_body`] without the parsing: the bytes as they came.
-async fn read_bytes<H>(
+pub async fn read_bytes<H>(
     body: Body,
     limit: usize,
     timeout: Duration,
@@ -99,6 +100,57 @@ async fn read_bytes<H>(
         }
     };
     read.map_err(|_| too_large(limit))
+}
+
+/// A body of at most `limit` bytes, within `timeout`. Past the limit, the
+/// rest is read and dropped (up to `drain` bytes in all, in the same time)
+/// before the 413: a client still sending would otherwise see its
+/// connection reset instead of the answer (outside tools send a whole
+/// webhook or component before they read).
+pub async fn read_drained(
+    body: Body,
+    limit: usize,
+    drain: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => {
+                seen = seen.saturating_add(chunk.len());
+                if seen <= limit {
+                    bytes.extend_from_slice(&chunk);
+                } else {
+                    bytes = Vec::new();
+                    if seen > drain {
+                        return Err(too_large(limit));
+                    }
+                }
+            }
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "the request body could not be read",
+                ));
+            }
+            Err(_) if seen > limit => return Err(too_large(limit)),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the request body did not arrive within {timeout:?}"),
+                ));
+            }
+        }
+    }
+    match seen > limit {
+        true => Err(too_large(limit)),
+        false => Ok(bytes),
+    }
 }
 
 /// 413: a body over `limit` bytes.

@@ -17,6 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::query::{ApiPath, flag, query};
 use super::views::{ActionView, ParamView, ProcessView, ProjectSummary, ProjectView};
 use super::{AppState, stream};
+use crate::plugins::Source;
 use crate::supervisor::{ProjectHandle, RING_LINES, State as ProcessState, SupervisorError};
 
 /// Lines of a process log served when `lines` is not given.
@@ -155,20 +156,19 @@ pub async fn list_actions(
         .map(|(name, loaded)| match loaded {
             Ok(loaded) => {
                 let meta = loaded.plugin.meta();
+                let (source, version) = match loaded.source {
+                    Source::Stock => ("stock", None),
+                    Source::File => ("file", None),
+                    Source::Repo => ("repository", None),
+                    Source::Upload(v) => ("upload", Some(v)),
+                };
                 ActionView {
                     name: name.to_string(),
                     summary: Some(meta.summary.clone()),
-                    params: meta
-                        .params
-                        .iter()
-                        .map(|p| ParamView {
-                            name: p.name.clone(),
-                            summary: p.summary.clone(),
-                            required: p.required,
-                            default: p.default.clone(),
-                        })
-                        .collect(),
+                    params: meta.params.iter().map(ParamView::from).collect(),
                     available: true,
+                    source: Some(source.into()),
+                    version,
                 }
             }
             Err(_) => ActionView {
@@ -176,6 +176,8 @@ pub async fn list_actions(
                 summary: None,
                 params: Vec::new(),
                 available: false,
+                source: None,
+                version: None,
             },
         })
         .collect();

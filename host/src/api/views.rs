@@ -200,6 +200,23 @@ pub struct ActionView {
     pub params: Vec<ParamView>,
     /// Whether it can run: false when its plugin failed to load.
     pub available: bool,
+    /// Where its plugin comes from: `stock`, `file` (the operator's),
+    /// `repository` (the project's own) or `upload`; absent when it
+    /// failed to load.
+    pub source: Option<String>,
+    /// The uploaded version in service, for an upload.
+    pub version: Option<u32>,
+}
+
+impl From<&crate::plugins::bindings::ParamSpec> for ParamView {
+    fn from(p: &crate::plugins::bindings::ParamSpec) -> Self {
+        Self {
+            name: p.name.clone(),
+            summary: p.summary.clone(),
+            required: p.required,
+            default: p.default.clone(),
+        }
+    }
 }
 
 /// One declared parameter.

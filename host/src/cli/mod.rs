@@ -12,6 +12,7 @@ mod exec;
 mod format;
 mod import;
 mod key;
+mod plugin;
 pub mod remote;
 mod serve;
 
@@ -24,6 +25,7 @@ pub use client::{ClientArgs, ClientError};
 pub use exec::exec;
 pub use import::{ImportCommand, import};
 pub use key::key_new;
+pub use plugin::{PluginCommand, compile_plugin, plugin};
 pub use serve::serve;
 
 use std::path::Path;
@@ -48,7 +50,12 @@ async fn load_actions(config: &Config) -> Result<(Engine, ActionRegistry), ExitC
 }
 
 fn start_engine(config: &Config) -> Result<Engine, ExitCode> {
-    Engine::new(&EngineConfig::from_config(config)).map_err(|e| {
+    let mut engine_config = EngineConfig::from_config(config);
+    // Teams' plugins (`repo_path`) compile in a child within the budget.
+    if let Ok(binary) = std::env::current_exe() {
+        engine_config = engine_config.compiling_with(config, binary);
+    }
+    Engine::new(&engine_config).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::HostError
     })
@@ -217,6 +224,23 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// A team's own actions on a running server: push, versions, rollback, rm.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Compile the component on stdin into the cache (what `serve` runs,
+    /// within its budget, for an uploaded or repository plugin).
+    #[command(name = "compile-plugin", hide = true)]
+    CompilePlugin {
+        /// The state dir whose cache receives it.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The engine's `plugins.max_memory`, in bytes.
+        #[arg(long)]
+        max_memory: u64,
     },
 }
 

@@ -8,11 +8,16 @@
 //! [projects.shop.actions.migrate]
 //! path = "plugins/migrate.wasm"              # a custom plugin
 //! memory = "64MiB"
+//! [projects.shop.actions.report]
+//! repo_path = ".bosun/report.wasm"           # kept in the project's repository
 //! ```
 //!
-//! An action without `path` is the stock plugin of that name; TOML cannot hold
-//! both spellings under one key, so the list form is the short way and the
-//! table form the full one.
+//! An action without `path` or `repo_path` is the stock plugin of that name;
+//! TOML cannot hold both spellings under one key, so the list form is the
+//! short way and the table form the full one. `path` is the operator's file
+//! (relative to the config); `repo_path` is the team's, beneath the project
+//! dir (the current release, in the release layout), compiled within the
+//! upload budget and loaded again when a job changes it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +29,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::PluginSettings;
+use super::places::check_inside;
 use crate::plugins::stock;
 
 /// A project's actions by name.
@@ -37,6 +43,11 @@ pub struct ActionConfig {
     /// A custom plugin's component file; absent means the stock plugin of the
     /// action's name.
     pub path: Option<PathBuf>,
+    /// A component in the project's own repository, relative to its dir.
+    pub repo_path: Option<PathBuf>,
+    /// An upload (`allow_uploads`) may take this action's place.
+    #[serde(default)]
+    pub replaceable: bool,
     /// Wall-clock limit of a run; default `plugins.timeout`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -46,9 +57,14 @@ pub struct ActionConfig {
 
 impl ActionConfig {
     pub(super) fn validate(&self, name: &str, settings: &PluginSettings) -> Result<(), String> {
-        if self.path.is_none() && stock::bytes(name).is_none() {
+        if let Some(rel) = &self.repo_path {
+            if self.path.is_some() {
+                return Err("give `path` or `repo_path`, not both".into());
+            }
+            check_inside(rel).map_err(|m| format!("`repo_path`: {m}"))?;
+        } else if self.path.is_none() && stock::bytes(name).is_none() {
             return Err(format!(
-                "no stock action is called `{name}` (stock actions: {}); give `path` for a custom plugin",
+                "no stock action is called `{name}` (stock actions: {}); give `path` or `repo_path` for a custom plugin",
                 stock::names().collect::<Vec<_>>().join(", ")
             ));
         }

@@ -130,6 +130,15 @@ pub struct PluginSettings {
     /// Bytes of stdout + stderr kept per run; the rest is dropped with a note.
     /// Default 8MiB.
     pub max_output: ByteSize,
+    /// The largest component a team may upload or keep in its repository.
+    /// Default 32MiB (a Python component is ~18 MB).
+    pub max_plugin_size: ByteSize,
+    /// Wall-clock budget for compiling an uploaded or repository plugin.
+    /// Default 2m.
+    #[serde(with = "humantime_serde")]
+    pub compile_timeout: Duration,
+    /// Address-space budget of the process that compiles one. Default 4GiB.
+    pub compile_memory: ByteSize,
 }
 
 impl Default for PluginSettings {
@@ -141,6 +150,9 @@ impl Default for PluginSettings {
             timeout: Duration::from_secs(300),
             memory: ByteSize::mib(256),
             max_output: ByteSize::mib(8),
+            max_plugin_size: ByteSize::mib(32),
+            compile_timeout: Duration::from_secs(120),
+            compile_memory: ByteSize::gib(4),
         }
     }
 }
@@ -197,6 +209,10 @@ pub struct ProjectConfig {
     pub unconfined: bool,
     /// A git forge's pushes run an action (`deploy`) on it.
     pub webhook: Option<WebhookConfig>,
+    /// Admin keys of the project may upload actions over the API. Off by
+    /// default.
+    #[serde(default)]
+    pub allow_uploads: bool,
 }
 
 impl Config {
@@ -316,6 +332,12 @@ impl Config {
             return Err(invalid(
                 "plugins.max_concurrent_runs".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if p.compile_timeout.is_zero() || p.max_plugin_size.as_u64() == 0 {
+            return Err(invalid(
+                "plugins".into(),
+                "`compile_timeout` and `max_plugin_size` must be more than 0".into(),
             ));
         }
         if p.memory > p.max_memory {
@@ -495,6 +517,12 @@ pub fn bosun_name(raw: &str) -> String {
         name.push_str("app");
     }
     name
+}
+
+/// Check an action name from outside the config (an upload's URL) by the
+/// config's own rule.
+pub fn check_action_name(name: &str) -> Result<(), String> {
+    check_name(name)
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), String> {

@@ -40,7 +40,9 @@ use crate::hooks::{Deliveries, DeliveryError, Hooks};
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::plugins::processes::ProcessControl;
-use crate::plugins::{ActionRegistry, Actions, Engine, EngineConfig, EngineError, ProjectScope};
+use crate::plugins::{
+    ActionRegistry, Actions, Catalog, Engine, EngineConfig, EngineError, ProjectScope, UploadStore,
+};
 use crate::project::Checkout;
 use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
@@ -73,6 +75,9 @@ pub enum DaemonError {
     /// The webhook deliveries' store.
     #[error(transparent)]
     Deliveries(#[from] DeliveryError),
+    /// The store of uploaded actions.
+    #[error("opening the upload store: {0:#}")]
+    Uploads(anyhow::Error),
 }
 
 /// A running bosun.
@@ -138,21 +143,38 @@ struct Running {
     control: Control,
     /// The projects' webhooks.
     hooks: Arc<Hooks>,
+    /// Uploaded and repository actions.
+    catalog: Arc<Catalog>,
 }
 
 impl Daemon {
     /// Start serving `config` in-process (tests, benchmarks): everything
     /// but upgrades.
     pub async fn start(config: &Config) -> Result<Self, DaemonError> {
-        Self::start_with(config, None).await
+        Self::start_with(config, None, None).await
+    }
+
+    /// [`Daemon::start`], compiling teams' plugins (uploads, repository
+    /// plugins) with the bosun `binary` within the config's budget, as
+    /// `bosun serve` does with itself.
+    pub async fn start_compiling_with(
+        config: &Config,
+        binary: PathBuf,
+    ) -> Result<Self, DaemonError> {
+        Self::start_with(config, None, Some(binary)).await
     }
 
     /// Start serving `config` as `bosun serve`.
     pub async fn serve(config: &Config, serving: Serving) -> Result<Self, DaemonError> {
-        Self::start_with(config, Some(serving)).await
+        let binary = serving.binary.clone();
+        Self::start_with(config, Some(serving), Some(binary)).await
     }
 
-    async fn start_with(config: &Config, serving: Option<Serving>) -> Result<Self, DaemonError> {
+    async fn start_with(
+        config: &Config,
+        serving: Option<Serving>,
+        compiler: Option<PathBuf>,
+    ) -> Result<Self, DaemonError> {
         crate::confine::reserve_low_fds();
         let (binary, handoff) = match serving {
             Some(s) => (Some(s.binary), s.handoff),
@@ -177,9 +199,20 @@ impl Daemon {
             source,
         })?;
         let url = listener.url();
-        let engine = Engine::new(&EngineConfig::from_config(config))?;
+        let mut engine_config = EngineConfig::from_config(config);
+        if let Some(binary) = compiler {
+            engine_config = engine_config.compiling_with(config, binary);
+        }
+        let engine = Engine::new(&engine_config)?;
+        let uploads = UploadStore::open(&config.state_dir).map_err(DaemonError::Uploads)?;
         let registry: Actions = Arc::new(ArcSwap::from_pointee(
-            ActionRegistry::load(&engine, config).await,
+            ActionRegistry::load_serving(&engine, config, &uploads).await,
+        ));
+        let catalog = Arc::new(Catalog::new(
+            engine.clone(),
+            registry.clone(),
+            uploads,
+            config,
         ));
         let store = Store::open(&config.state_dir)?;
         let hooks = Arc::new(Hooks::new(config, Deliveries::open(&config.state_dir)?));
@@ -237,6 +270,11 @@ impl Daemon {
                 return Err(e.into());
             }
         };
+        let refresher = catalog.clone();
+        jobs.after_each_run(Arc::new(move |project, log| {
+            let catalog = refresher.clone();
+            Box::pin(async move { catalog.refresh_repo(&project, &*log).await })
+        }));
         if report.interrupted > 0 || report.requeued > 0 || report.pruned > 0 {
             tracing::info!(
                 interrupted = report.interrupted,
@@ -264,6 +302,7 @@ impl Daemon {
             checkouts: pending_checkouts,
             control: control.clone(),
             hooks: hooks.clone(),
+            catalog: catalog.clone(),
         };
         let state = AppState {
             auth: running.auth.clone(),
@@ -276,6 +315,7 @@ impl Daemon {
             long_requests: LongRequests::new(&config.server),
             control: control.clone(),
             hooks,
+            catalog,
             hook_bodies: Connections::with_limits(
                 crate::hooks::MAX_BODIES,
                 crate::hooks::MAX_BODIES_PER_SOURCE,

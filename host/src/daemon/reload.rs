@@ -76,7 +76,14 @@ impl Running {
         config
             .validate_again()
             .map_err(|e| ReloadError::Invalid(vec![e.to_string()]))?;
-        let registry = self.registry.load().reload(&self.engine, &config).await;
+        // Uploads wait while the registry is rebuilt and swapped: none is lost.
+        let catalog = self.catalog.clone();
+        let _turn = catalog.lock().await;
+        let registry = self
+            .registry
+            .load()
+            .reload(&self.engine, &config, catalog.store())
+            .await;
         // A plugin file in a project's own dir is the tenant's to break: it
         // must not keep the operator from reloading (a revocation, say).
         // Its action is unavailable, as at startup; any other is refused.
@@ -216,6 +223,7 @@ impl Running {
         }
         // 3. The new actions and project list, at once.
         self.registry.store(registry.into());
+        catalog.replace_config(&config);
         self.projects.store(handles.into());
         self.reports.store(self.confinement.reports().into());
         // 4. Kept projects: what their plugins may reach, and the processes

@@ -173,7 +173,20 @@ pub(crate) struct Inner {
     /// When retention last started.
     /// When each project's history was last pruned.
     pruned_at: Mutex<HashMap<String, Instant>>,
+    /// Called after each run, before its job ends (see [`Jobs::after_each_run`]).
+    after_run: OnceLock<AfterRun>,
 }
+
+/// What runs after each plugin run: given the project and a writer to the
+/// job's log.
+pub type AfterRun = Arc<
+    dyn Fn(
+            String,
+            Arc<dyn Fn(String) + Send + Sync>,
+        ) -> futures_util::future::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
 
 /// The job system. Cheap to clone.
 #[derive(Clone)]
@@ -193,6 +206,13 @@ pub struct BootReport {
 }
 
 impl Jobs {
+    /// Call `hook` after each plugin run, before the job ends, so what it
+    /// writes lands in the job's log (the daemon loads again the plugins a
+    /// job changed in the project's repository). Set once.
+    pub fn after_each_run(&self, hook: AfterRun) {
+        let _ = self.inner.after_run.set(hook);
+    }
+
     /// Open the store, recover what a previous bosun left, and start a runner
     /// per project.
     pub async fn start(
@@ -227,6 +247,7 @@ impl Jobs {
             starting,
             runners: Mutex::new(BTreeMap::new()),
             pruned_at: Mutex::new(HashMap::new()),
+            after_run: OnceLock::new(),
         });
         let requeued = recovered.queued.len();
         for job in recovered.queued {

@@ -35,6 +35,11 @@ pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
             () = queue.closing.cancelled() => return,
             () = checkout.done() => {}
         }
+        // The first checkout may have brought the project's own plugins.
+        if let Some(after) = inner.after_run.get() {
+            let project = queue.scope.load().name.clone();
+            after(project, Arc::new(|line| tracing::info!("{line}"))).await;
+        }
     }
     let mut next: Option<Started> = None;
     loop {
@@ -123,6 +128,14 @@ async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Jo
                 saving.clone(),
             ));
             let outcome = inner.engine.run(&loaded.plugin, request).await;
+            if let Some(after) = inner.after_run.get() {
+                let log = active.clone();
+                after(
+                    job.project.clone(),
+                    Arc::new(move |line| log.log.push(&line)),
+                )
+                .await;
+            }
             saving.cancel();
             let _ = saver.await;
             outcome

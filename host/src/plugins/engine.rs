@@ -30,6 +30,7 @@ use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationCon
 use super::bindings::bosun::plugin::{commands, git, processes, releases, types};
 use super::bindings::{ActionMeta, ActionPluginPre};
 use super::cache::{ComponentCache, Origin};
+use super::compile::Compiler;
 use super::run::{FailureKind, RunLimits};
 use super::state::RunState;
 
@@ -68,6 +69,10 @@ pub struct EngineConfig {
     pub max_memory: u64,
     /// Try the pooling allocator.
     pub pooling: bool,
+    /// Where teams' components (uploads, repository plugins) are compiled
+    /// within a budget; `None` compiles them in-process, unbounded (for
+    /// embedding bosun as a library, not for serving tenants).
+    pub compiler: Option<Compiler>,
 }
 
 impl EngineConfig {
@@ -78,7 +83,19 @@ impl EngineConfig {
             max_concurrent_runs: config.plugins.max_concurrent_runs,
             max_memory: config.plugins.max_memory.as_u64(),
             pooling: config.plugins.pooling,
+            compiler: None,
         }
+    }
+
+    /// The same, compiling teams' components with `binary` within the
+    /// config's budget.
+    pub fn compiling_with(mut self, config: &crate::config::Config, binary: PathBuf) -> Self {
+        self.compiler = Some(Compiler {
+            binary,
+            timeout: config.plugins.compile_timeout,
+            memory: config.plugins.compile_memory.as_u64(),
+        });
+        self
     }
 }
 
@@ -152,6 +169,9 @@ pub(crate) struct Inner {
     allocation: Allocation,
     pub(crate) slots: Semaphore,
     pub(crate) ticker: Ticker,
+    state_dir: PathBuf,
+    max_memory: u64,
+    compiler: Option<Compiler>,
 }
 
 impl Engine {
@@ -171,6 +191,9 @@ impl Engine {
                 allocation,
                 slots,
                 ticker,
+                state_dir: cfg.state_dir.clone(),
+                max_memory: cfg.max_memory,
+                compiler: cfg.compiler.clone(),
             }),
         })
     }
@@ -207,14 +230,45 @@ impl Engine {
         })
     }
 
+    /// [`Engine::load`] for a team's component: compiled in a child within
+    /// the budget first (see `compile`), so a compile bomb fails its own
+    /// load and nothing else.
+    pub async fn load_within_budget(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            plugin: plugin.to_string(),
+            reason,
+        };
+        check_is_component(wasm).map_err(fail)?;
+        if let Some(compiler) = &self.inner.compiler {
+            compiler
+                .compile(&self.inner.state_dir, self.inner.max_memory, wasm)
+                .await
+                .map_err(fail)?;
+        }
+        self.load(plugin, wasm).await
+    }
+
+    /// Compile `wasm` into the cache, in this process (the child's side of
+    /// `compile`).
+    pub(crate) fn precompile(&self, wasm: &[u8]) -> Result<(), String> {
+        check_is_component(wasm)?;
+        self.inner
+            .cache
+            .load_or_compile(&self.inner.wasm, wasm)
+            .map(drop)
+            .map_err(|e| format!("not a valid component: {e:#}"))
+    }
+
     fn link(&self, component: &Component) -> Result<ActionPluginPre<RunState>, String> {
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| format!("does not fit the bosun:plugin@0.1.0 imports: {e:#}"))?;
+        let pre = self.inner.linker.instantiate_pre(component).map_err(|e| {
+            format!(
+                "does not fit the imports of the action-plugin world (bosun:plugin@0.1.1): {e:#}"
+            )
+        })?;
         ActionPluginPre::new(pre).map_err(|e| {
-            format!("does not export `bosun:plugin/action@0.1.0` as the action-plugin world requires: {e:#}")
+            format!(
+                "does not export `bosun:plugin/action` as the action-plugin world requires: {e:#}"
+            )
         })
     }
 

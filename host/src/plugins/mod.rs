@@ -10,7 +10,9 @@
 
 pub mod bindings;
 mod cache;
+pub mod catalog;
 pub mod commands;
+pub mod compile;
 mod engine;
 pub mod git;
 mod limits;
@@ -22,10 +24,14 @@ mod run;
 mod scope;
 mod state;
 pub mod stock;
+pub mod uploads;
 
 pub use cache::Origin;
+pub use catalog::{Catalog, CatalogError, InService};
+pub use compile::Compiler;
 pub use engine::{Allocation, Engine, EngineConfig, EngineError, LoadError, Plugin, TICK};
 pub use output::{LogSink, Stream};
-pub use registry::{ActionRegistry, Actions, LoadedAction, PluginChanges};
+pub use registry::{ActionRegistry, Actions, LoadedAction, PluginChanges, Source};
 pub use run::{FailureKind, RunFailure, RunLimits, RunRequest};
 pub use scope::ProjectScope;
+pub use uploads::{History, UploadStore, Version};

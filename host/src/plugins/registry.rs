@@ -13,7 +13,7 @@
 //! the next one gets the new.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -22,7 +22,23 @@ use sha2::{Digest, Sha256};
 use super::engine::{Engine, LoadError, Plugin};
 use super::run::RunLimits;
 use super::stock;
-use crate::config::{ActionConfig, Config, PluginSettings, resolved};
+use super::uploads::UploadStore;
+use crate::config::{
+    ActionConfig, CURRENT, Config, PluginSettings, ProjectConfig, lexical, resolved,
+};
+
+/// Where an action's component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Built into bosun.
+    Stock,
+    /// The operator's file (`path` in the config).
+    File,
+    /// The project's own repository (`repo_path`).
+    Repo,
+    /// Uploaded over the API; this version of its history.
+    Upload(u32),
+}
 
 /// One loadable action of one project.
 #[derive(Clone)]
@@ -33,10 +49,12 @@ pub struct LoadedAction {
     pub limits: RunLimits,
     /// The SHA-256 of its component's bytes.
     pub hash: [u8; 32],
+    /// Where it came from.
+    pub source: Source,
 }
 
 /// All actions of all projects, each loaded or with the reason it is not.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ActionRegistry {
     actions: BTreeMap<(String, String), Result<LoadedAction, Arc<LoadError>>>,
 }
@@ -55,28 +73,59 @@ pub struct PluginChanges {
     pub replaced: Vec<String>,
 }
 
+type Known = HashMap<[u8; 32], Result<Plugin, String>>;
+
 impl ActionRegistry {
     /// Load every action of every project in `config`.
     pub async fn load(engine: &Engine, config: &Config) -> Self {
-        Self::load_where(engine, config, &HashMap::new(), |_, _| true).await
+        Self::load_where(engine, config, &mut HashMap::new(), |_, _| true).await
     }
 
-    /// Load every action of `config`, reusing each plugin of `self` whose
-    /// component is byte for byte the same (no compile, no cache read).
-    pub async fn reload(&self, engine: &Engine, config: &Config) -> Self {
-        let known = self
+    /// Load every action of `config` and, for projects that allow uploads,
+    /// the uploaded ones in `store`.
+    pub async fn load_serving(engine: &Engine, config: &Config, store: &UploadStore) -> Self {
+        let mut known = HashMap::new();
+        let mut registry = Self::load_where(engine, config, &mut known, |_, _| true).await;
+        registry
+            .add_uploads(engine, config, store, &mut known)
+            .await;
+        registry
+    }
+
+    /// [`ActionRegistry::load_serving`], reusing each plugin of `self`
+    /// whose component is byte for byte the same (no compile, no cache
+    /// read). A repository plugin that no longer loads keeps the version
+    /// that did: the tenant's commit must not take its action away.
+    pub async fn reload(&self, engine: &Engine, config: &Config, store: &UploadStore) -> Self {
+        let mut known = self
             .actions
             .values()
             .filter_map(|a| a.as_ref().ok())
             .map(|a| (a.hash, Ok(a.plugin.clone())))
             .collect();
-        Self::load_where(engine, config, &known, |_, _| true).await
+        let mut registry = Self::load_where(engine, config, &mut known, |_, _| true).await;
+        for (key, entry) in &mut registry.actions {
+            if let (Err(e), Some(Ok(old))) = (&entry, self.actions.get(key))
+                && old.source == Source::Repo
+            {
+                tracing::warn!(
+                    "{e}; `{}/{}` keeps the version that loaded before",
+                    key.0,
+                    key.1
+                );
+                *entry = Ok(old.clone());
+            }
+        }
+        registry
+            .add_uploads(engine, config, store, &mut known)
+            .await;
+        registry
     }
 
     /// Load only `project`'s `action` (what `bosun exec` runs): the other
     /// plugins are neither compiled nor reported.
     pub async fn load_one(engine: &Engine, config: &Config, project: &str, action: &str) -> Self {
-        Self::load_where(engine, config, &HashMap::new(), |p, a| {
+        Self::load_where(engine, config, &mut HashMap::new(), |p, a| {
             p == project && a == action
         })
         .await
@@ -85,50 +134,104 @@ impl ActionRegistry {
     async fn load_where(
         engine: &Engine,
         config: &Config,
-        known: &HashMap<[u8; 32], Result<Plugin, String>>,
+        by_hash: &mut Known,
         wanted: impl Fn(&str, &str) -> bool,
     ) -> Self {
-        let mut by_hash = known.clone();
         let mut actions = BTreeMap::new();
         for (project, pcfg) in &config.projects {
             for (action, acfg) in &pcfg.actions.0 {
                 if !wanted(project, action) {
                     continue;
                 }
-                let loaded = match read_component(action, acfg, &pcfg.dir) {
+                let source = match (&acfg.path, &acfg.repo_path) {
+                    (_, Some(_)) => Source::Repo,
+                    (Some(_), None) => Source::File,
+                    (None, None) => Source::Stock,
+                };
+                let loaded = match read_component(action, acfg, pcfg, &config.plugins) {
                     Err(reason) => Err(reason),
-                    Ok(bytes) => {
-                        let hash: [u8; 32] = Sha256::digest(&bytes).into();
-                        let plugin = match by_hash.get(&hash) {
-                            Some(done) => done.clone(),
-                            None => {
-                                let result =
-                                    engine.load(action, &bytes).await.map_err(|e| e.reason);
-                                by_hash.insert(hash, result.clone());
-                                result
-                            }
-                        };
-                        plugin.map(|plugin| (plugin, hash))
-                    }
+                    Ok(bytes) => load_known(engine, action, &bytes, source, by_hash).await,
                 };
                 let entry = loaded
                     .map(|(plugin, hash)| LoadedAction {
                         plugin,
                         limits: limits(acfg, &config.plugins),
                         hash,
+                        source,
                     })
-                    .map_err(|reason| {
-                        let error = LoadError {
-                            plugin: format!("{project}/{action}"),
-                            reason,
-                        };
-                        tracing::error!(project = %project, action = %action, "{error}");
-                        Arc::new(error)
-                    });
+                    .map_err(|reason| load_error(project, action, reason));
                 actions.insert((project.clone(), action.clone()), entry);
             }
         }
         Self { actions }
+    }
+
+    /// Put the uploaded actions in service over the config's, for each
+    /// project that allows uploads. An upload whose name the config now
+    /// gives an action that is not `replaceable` stays stored, unused.
+    async fn add_uploads(
+        &mut self,
+        engine: &Engine,
+        config: &Config,
+        store: &UploadStore,
+        known: &mut Known,
+    ) {
+        for (project, pcfg) in config.projects.iter().filter(|(_, p)| p.allow_uploads) {
+            let uploaded = store.project(project).unwrap_or_else(|e| {
+                tracing::error!(project = %project, "reading uploaded actions: {e:#}");
+                Vec::new()
+            });
+            for (action, history) in uploaded {
+                let configured = pcfg.actions.0.get(&action);
+                if configured.is_some_and(|a| !a.replaceable) {
+                    tracing::warn!(
+                        project = %project,
+                        action = %action,
+                        "an uploaded action is not used: the config gives this name an action that is not `replaceable`"
+                    );
+                    continue;
+                }
+                let Some(version) = history.current() else {
+                    continue;
+                };
+                let loaded = match store.component(version) {
+                    Err(e) => Err(format!("uploaded version {}: {e:#}", version.version)),
+                    Ok(bytes) => {
+                        load_known(engine, &action, &bytes, Source::Upload(0), known).await
+                    }
+                };
+                let entry = match loaded {
+                    Ok((plugin, hash)) => Ok(LoadedAction {
+                        plugin,
+                        limits: limits(
+                            configured.unwrap_or(&ActionConfig::default()),
+                            &config.plugins,
+                        ),
+                        hash,
+                        source: Source::Upload(version.version),
+                    }),
+                    // The config's own action stays in service.
+                    Err(reason) if configured.is_some() => {
+                        load_error(project, &action, reason);
+                        continue;
+                    }
+                    Err(reason) => Err(load_error(project, &action, reason)),
+                };
+                self.actions.insert((project.clone(), action), entry);
+            }
+        }
+    }
+
+    /// This registry with `project`'s `action` set to `entry` (`None`
+    /// takes it out).
+    pub fn with(&self, project: &str, action: &str, entry: Option<LoadedAction>) -> Self {
+        let mut next = self.clone();
+        let key = (project.to_string(), action.to_string());
+        match entry {
+            Some(entry) => next.actions.insert(key, Ok(entry)),
+            None => next.actions.remove(&key),
+        };
+        next
     }
 
     /// The action, `Some(Err)` when it failed to load, `None` when the project
@@ -188,8 +291,15 @@ impl ActionRegistry {
                     .split_once('/')
                     .and_then(|(project, action)| {
                         let pcfg = config.projects.get(project)?;
-                        let path = pcfg.actions.0.get(action)?.path.as_deref()?;
-                        Some(resolved(path).starts_with(resolved(&pcfg.dir)))
+                        // Not in the config: an upload, the team's.
+                        let Some(acfg) = pcfg.actions.0.get(action) else {
+                            return Some(true);
+                        };
+                        if acfg.repo_path.is_some() {
+                            return Some(true);
+                        }
+                        let path = acfg.path.as_deref()?;
+                        Some(beneath(path, &pcfg.dir).is_some())
                     })
                     .unwrap_or(false);
                 (tenant, problem(e, &config.source, &text))
@@ -217,30 +327,97 @@ fn problem(e: &LoadError, source: &Path, text: &str) -> String {
     format!("{}{line}: `{key}`: {}", source.display(), e.reason)
 }
 
-/// The largest component file read (a Python component is ~18 MB).
+/// `path` relative to `project_dir` when it is written beneath it (or
+/// beneath the dir its operator-chosen links lead to).
+fn beneath(path: &Path, project_dir: &Path) -> Option<PathBuf> {
+    let path = lexical(path);
+    [lexical(project_dir), resolved(project_dir)]
+        .iter()
+        .find_map(|dir| path.strip_prefix(dir).ok().map(Path::to_path_buf))
+}
+
+/// The largest component file the operator's config may name.
 const MAX_COMPONENT: u64 = 256 << 20;
 
-fn read_component(action: &str, cfg: &ActionConfig, project_dir: &Path) -> Result<Vec<u8>, String> {
-    match &cfg.path {
-        Some(path) => {
-            read_file(path, project_dir).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// Compile (within the budget, for a team's component) or reuse a plugin of
+/// the same bytes.
+async fn load_known(
+    engine: &Engine,
+    action: &str,
+    bytes: &[u8],
+    source: Source,
+    known: &mut Known,
+) -> Result<(Plugin, [u8; 32]), String> {
+    let hash: [u8; 32] = Sha256::digest(bytes).into();
+    let plugin = match known.get(&hash) {
+        Some(done) => done.clone(),
+        None => {
+            let result = match source {
+                Source::Repo | Source::Upload(_) => engine.load_within_budget(action, bytes).await,
+                Source::Stock | Source::File => engine.load(action, bytes).await,
+            }
+            .map_err(|e| e.reason);
+            known.insert(hash, result.clone());
+            result
         }
+    };
+    plugin.map(|plugin| (plugin, hash))
+}
+
+fn load_error(project: &str, action: &str, reason: String) -> Arc<LoadError> {
+    let error = LoadError {
+        plugin: format!("{project}/{action}"),
+        reason,
+    };
+    tracing::error!(project = %project, action = %action, "{error}");
+    Arc::new(error)
+}
+
+fn read_component(
+    action: &str,
+    cfg: &ActionConfig,
+    project: &ProjectConfig,
+    settings: &PluginSettings,
+) -> Result<Vec<u8>, String> {
+    if let Some(rel) = &cfg.repo_path {
+        return read_repo_component(rel, project, settings.max_plugin_size.as_u64());
+    }
+    match &cfg.path {
+        Some(path) => read_file(path, &project.dir, MAX_COMPONENT)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => stock::bytes(action)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("no stock action is called `{action}`")),
     }
 }
 
+/// The component at `rel` in the project's repository: its dir, or the
+/// current release in the release layout; opened beneath the project dir.
+pub(crate) fn read_repo_component(
+    rel: &Path,
+    project: &ProjectConfig,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    let base = match project.deploy.releases {
+        Some(_) => project.dir.join(CURRENT),
+        None => project.dir.clone(),
+    };
+    read_file(&base.join(rel), &project.dir, max)
+        .map_err(|e| format!("cannot read `{}` in the project: {e}", rel.display()))
+}
+
 /// Read a component file: a regular file of bounded size, opened without
 /// blocking (a FIFO in its place would hang bosun's start). One in the
 /// project's own dir (which its programs can fill with links) is opened
 /// beneath that dir: a link out of it is refused, not followed as root.
-fn read_file(path: &Path, project_dir: &Path) -> std::io::Result<Vec<u8>> {
+/// "In the project's dir" is decided on the path as written, never on
+/// where its links lead: the tenant chooses those.
+fn read_file(path: &Path, project_dir: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let (path, project) = (resolved(path), resolved(project_dir));
-    let file = match path.strip_prefix(&project) {
-        Ok(rel) => {
+    let file = match beneath(path, project_dir) {
+        Some(rel) => {
             use cap_std::fs::OpenOptionsExt as _;
+            let project = resolved(project_dir);
             let dir = cap_std::fs::Dir::open_ambient_dir(&project, cap_std::ambient_authority())?;
             let mut options = cap_std::fs::OpenOptions::new();
             options
@@ -248,29 +425,30 @@ fn read_file(path: &Path, project_dir: &Path) -> std::io::Result<Vec<u8>> {
                 .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
             dir.open_with(rel, &options)?.into_std()
         }
-        Err(_) => {
+        None => {
             use std::os::unix::fs::OpenOptionsExt as _;
             std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(&path)?
+                .open(path)?
         }
     };
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    if meta.len() > MAX_COMPONENT {
+    if meta.len() > max {
         return Err(std::io::Error::other(format!(
-            "larger than {MAX_COMPONENT} bytes"
+            "{} bytes, more than the limit of {max}",
+            meta.len()
         )));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_COMPONENT).read_to_end(&mut bytes)?;
+    file.take(max).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
-fn limits(action: &ActionConfig, settings: &PluginSettings) -> RunLimits {
+pub(crate) fn limits(action: &ActionConfig, settings: &PluginSettings) -> RunLimits {
     RunLimits {
         timeout: action.timeout.unwrap_or(settings.timeout),
         memory: to_usize(action.memory.unwrap_or(settings.memory).as_u64()),

@@ -1,0 +1,309 @@
+//! Teams' own actions over the API: upload a component, list its versions,
+//! roll back to one, remove it. Only admin keys of a project whose config
+//! sets `allow_uploads`, and only for action names the key may run. The
+//! checks, the store and the swap are the catalog's (`plugins::catalog`);
+//! this module reads the body and maps the answers.
+//!
+//! (`unused_qualifications` is allowed here: utoipa's `IntoParams` expansion
+//! qualifies the query types it is given.)
+#![allow(unused_qualifications)]
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::params::{read_bytes, read_drained, too_large};
+use super::query::ApiPath;
+use super::views::{ParamView, rfc3339};
+use crate::config::Role;
+use crate::plugins::{CatalogError, History, InService, Version};
+
+/// The media type of an uploaded component.
+const WASM: &str = "application/wasm";
+
+/// One uploaded version of an action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    /// 1 for the first upload, then one more for each.
+    pub version: u32,
+    /// The SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was uploaded (RFC 3339).
+    pub uploaded_at: String,
+    /// The name of the key that uploaded it.
+    pub uploaded_by: String,
+    /// Its `describe()` summary.
+    pub summary: String,
+    /// Whether it is the version in service.
+    pub current: bool,
+}
+
+impl VersionView {
+    fn new(v: &Version, current: bool) -> Self {
+        Self {
+            version: v.version,
+            sha256: v.sha256.clone(),
+            size: v.size,
+            uploaded_at: rfc3339(v.uploaded_at),
+            uploaded_by: v.uploaded_by.clone(),
+            summary: v.summary.clone(),
+            current,
+        }
+    }
+}
+
+/// What an upload or a rollback put in service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadView {
+    /// The project.
+    pub project: String,
+    /// The action.
+    pub action: String,
+    /// The version now in service.
+    #[serde(flatten)]
+    pub version: VersionView,
+    /// The parameters it declares.
+    pub params: Vec<ParamView>,
+}
+
+/// An uploaded action's kept versions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionsView {
+    /// The action.
+    pub action: String,
+    /// The version in service.
+    pub current: u32,
+    /// The kept versions, newest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// Body of `POST …/actions/{action}/rollback`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The version to put back; default the one before the version in
+    /// service.
+    pub version: Option<u32>,
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        let message = e.to_string();
+        match e {
+            CatalogError::NoProject(_)
+            | CatalogError::NotUploaded(_)
+            | CatalogError::NoVersion { .. } => ApiError::not_found(message),
+            CatalogError::NotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "uploads_not_allowed", message)
+            }
+            CatalogError::NotReplaceable(_) => {
+                ApiError::new(StatusCode::CONFLICT, "action_not_replaceable", message)
+            }
+            CatalogError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            CatalogError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", message)
+            }
+            CatalogError::Store(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+/// The caller may change `project`'s `action`: an admin of the project
+/// whose key may run the action, and the name is a valid one.
+fn may_change(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    action: &str,
+) -> Result<(), ApiError> {
+    caller.require(Role::Admin)?;
+    state.auth.project(caller, project)?;
+    caller.action(action)?;
+    crate::config::check_action_name(action).map_err(|m| ApiError::bad_request("invalid_name", m))
+}
+
+fn in_service(project: String, action: String, done: &InService) -> UploadView {
+    UploadView {
+        project,
+        action,
+        version: VersionView::new(&done.version, true),
+        params: done.meta.params.iter().map(ParamView::from).collect(),
+    }
+}
+
+/// Upload a component as the newest version of an action, and put it in
+/// service. It is checked first (a component of the `action-plugin` world
+/// that compiles within the budget and whose `describe()` answers); a
+/// failed upload replaces nothing. Running jobs finish on the version they
+/// started with.
+#[utoipa::path(
+    put, path = "/v1/projects/{project}/actions/{action}", tag = "plugins",
+    params(("project" = String, Path), ("action" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses(
+        (status = 201, description = "A new version is in service", body = UploadView),
+        (status = 200, description = "This component was already in service", body = UploadView),
+        (status = 400, description = "An invalid action name", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin of the project, or the project takes no uploads", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `read_timeout`", body = ErrorBody),
+        (status = 409, description = "The config's action of that name is not `replaceable`", body = ErrorBody),
+        (status = 413, description = "Over `plugins.max_plugin_size`", body = ErrorBody),
+        (status = 415, description = "Not `application/wasm`", body = ErrorBody),
+        (status = 422, description = "Not a plugin bosun can run, with the reason", body = ErrorBody),
+        (status = 429, description = "The key holds its most slow requests", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn upload_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project, action)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    may_change(&state, &caller, &project, &action)?;
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case(WASM)) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the component as `Content-Type: {WASM}`"),
+        ));
+    }
+    // Held through the reading and the compiling: a key's uploads count
+    // among its long requests, so they cannot take every place.
+    let _held = state.hold_on(&caller, &project)?;
+    let max = usize::try_from(state.catalog.max_plugin_size()).unwrap_or(usize::MAX);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let drain = max.saturating_mul(2);
+    if declared.is_some_and(|n| n > drain as u64) {
+        return Err(too_large(max));
+    }
+    let wasm = read_drained(body, max, drain, state.server.read_timeout).await?;
+    let done = state
+        .catalog
+        .upload(&project, &action, &wasm, &caller.name)
+        .await?;
+    let status = if done.added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(in_service(project, action, &done))).into_response())
+}
+
+/// The kept versions of an uploaded action, newest first.
+#[utoipa::path(
+    get, path = "/v1/projects/{project}/actions/{action}/versions", tag = "plugins",
+    params(("project" = String, Path), ("action" = String, Path)),
+    responses(
+        (status = 200, body = VersionsView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, description = "No such project, or no uploads of the action", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project, action)): ApiPath<(String, String)>,
+) -> Result<Json<VersionsView>, ApiError> {
+    state.auth.project(&caller, &project)?;
+    let history: History = state.catalog.versions(&project, &action)?;
+    Ok(Json(VersionsView {
+        action,
+        current: history.current,
+        versions: history
+            .versions
+            .iter()
+            .rev()
+            .map(|v| VersionView::new(v, v.version == history.current))
+            .collect(),
+    }))
+}
+
+/// Put a kept version of an uploaded action back in service (default:
+/// the one before the version in service).
+#[utoipa::path(
+    post, path = "/v1/projects/{project}/actions/{action}/rollback", tag = "plugins",
+    params(("project" = String, Path), ("action" = String, Path)),
+    request_body(content = RollbackBody, description = "Optional; `{\"version\": n}`"),
+    responses(
+        (status = 200, body = UploadView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such project, uploaded action or kept version", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, description = "The version no longer loads", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rollback_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project, action)): ApiPath<(String, String)>,
+    body: Body,
+) -> Result<Json<UploadView>, ApiError> {
+    may_change(&state, &caller, &project, &action)?;
+    let limit = usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX);
+    let bytes = read_bytes(body, limit, state.server.read_timeout, || {
+        state.long_requests.hold(&caller)
+    })
+    .await?;
+    let body: RollbackBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RollbackBody::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON of the form {{\"version\": n}}: {e}"),
+            )
+        })?
+    };
+    let done = state
+        .catalog
+        .rollback(&project, &action, body.version)
+        .await?;
+    Ok(Json(in_service(project, action, &done)))
+}
+
+/// Remove an uploaded action and every version of it. An action of the
+/// config that the upload replaced is in service again.
+#[utoipa::path(
+    delete, path = "/v1/projects/{project}/actions/{action}", tag = "plugins",
+    params(("project" = String, Path), ("action" = String, Path)),
+    responses(
+        (status = 204, description = "Removed"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such project, or no uploads of the action", body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn remove_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project, action)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    may_change(&state, &caller, &project, &action)?;
+    state.catalog.remove(&project, &action).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,392 @@
+//! Changing one project's actions while serving: a team's uploads, their
+//! rollbacks and removal, and the plugins a team keeps in its repository,
+//! picked up again after each job of the project.
+//!
+//! Every change is checked before anything is replaced: the component is
+//! compiled within the budget (see `compile`), linked against the contract
+//! and its `describe()` called, and only then stored and swapped into the
+//! registry in one step. A job takes the registry as it starts, so a
+//! running job finishes on the version it started with and the next gets
+//! the new one. Changes (and reloads, which rebuild the registry) take
+//! [`Catalog::lock`] in turn, so none is lost to another.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::bindings::ActionMeta;
+use super::engine::Engine;
+use super::registry::{self, ActionRegistry, Actions, LoadedAction, Source};
+use super::uploads::{History, UploadStore, Version};
+use crate::config::{ActionConfig, Config};
+
+/// Why a change to a project's actions was refused. Nothing was replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The project is not in the config.
+    #[error("no project `{0}`")]
+    NoProject(String),
+    /// The project's config does not allow uploads.
+    #[error(
+        "project `{0}` does not take uploaded actions (its config does not set `allow_uploads = true`)"
+    )]
+    NotAllowed(String),
+    /// The config gives the name an action that may not be replaced.
+    #[error(
+        "`{0}` is an action of the project's config, and its config does not make it `replaceable`"
+    )]
+    NotReplaceable(String),
+    /// The component is over `max_plugin_size`.
+    #[error("the component is {size} bytes, more than `plugins.max_plugin_size` ({max} bytes)")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The component is not a plugin bosun can run.
+    #[error("{0}")]
+    Invalid(String),
+    /// The action has no uploaded versions.
+    #[error("the action `{0}` has no uploaded versions")]
+    NotUploaded(String),
+    /// The action has no such kept version.
+    #[error("the action `{action}` has no uploaded version {version} (kept: {kept})")]
+    NoVersion {
+        /// The action.
+        action: String,
+        /// The version asked for.
+        version: u32,
+        /// The versions kept.
+        kept: String,
+    },
+    /// The state dir could not be read or written.
+    #[error("the upload store: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// What an upload or rollback put in service.
+#[derive(Debug, Clone)]
+pub struct InService {
+    /// The version.
+    pub version: Version,
+    /// Its description.
+    pub meta: ActionMeta,
+    /// Whether the upload added a version (false: it was the one in
+    /// service already).
+    pub added: bool,
+}
+
+/// See the module docs.
+pub struct Catalog {
+    engine: Engine,
+    registry: Actions,
+    store: UploadStore,
+    config: ArcSwap<Config>,
+    writes: Mutex<()>,
+}
+
+impl Catalog {
+    /// A catalog over the registry in use.
+    pub fn new(engine: Engine, registry: Actions, store: UploadStore, config: &Config) -> Self {
+        Self {
+            engine,
+            registry,
+            store,
+            config: ArcSwap::from_pointee(config.clone()),
+            writes: Mutex::new(()),
+        }
+    }
+
+    /// The upload store.
+    pub fn store(&self) -> &UploadStore {
+        &self.store
+    }
+
+    /// Take the turn to change the registry (a reload holds it while it
+    /// rebuilds and swaps).
+    pub async fn lock(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
+    /// Use `config` from now on (after a reload, under [`Catalog::lock`]).
+    pub fn replace_config(&self, config: &Config) {
+        self.config.store(Arc::new(config.clone()));
+    }
+
+    /// The largest component an upload may be.
+    pub fn max_plugin_size(&self) -> u64 {
+        self.config.load().plugins.max_plugin_size.as_u64()
+    }
+
+    /// Check `project` takes uploads named `action`; the action's config,
+    /// when the config has one.
+    fn may_upload(
+        &self,
+        project: &str,
+        action: &str,
+    ) -> Result<Option<ActionConfig>, CatalogError> {
+        let config = self.config.load();
+        let pcfg = config
+            .projects
+            .get(project)
+            .ok_or_else(|| CatalogError::NoProject(project.into()))?;
+        if !pcfg.allow_uploads {
+            return Err(CatalogError::NotAllowed(project.into()));
+        }
+        match pcfg.actions.0.get(action) {
+            Some(a) if !a.replaceable => Err(CatalogError::NotReplaceable(action.into())),
+            configured => Ok(configured.cloned()),
+        }
+    }
+
+    /// Check, store and put in service `wasm` as the newest version of
+    /// `project`'s `action`.
+    pub async fn upload(
+        &self,
+        project: &str,
+        action: &str,
+        wasm: &[u8],
+        by: &str,
+    ) -> Result<InService, CatalogError> {
+        let configured = self.may_upload(project, action)?;
+        let max = self.max_plugin_size();
+        if wasm.len() as u64 > max {
+            return Err(CatalogError::TooLarge {
+                size: wasm.len() as u64,
+                max,
+            });
+        }
+        let plugin = self
+            .engine
+            .load_within_budget(action, wasm)
+            .await
+            .map_err(|e| CatalogError::Invalid(e.reason))?;
+        let hash: [u8; 32] = Sha256::digest(wasm).into();
+        let _turn = self.lock().await;
+        let history = self.history(project, action)?;
+        if let Some(current) = history.as_ref().and_then(History::current)
+            && current.sha256 == hex::encode(hash)
+        {
+            return Ok(InService {
+                version: current.clone(),
+                meta: plugin.meta().clone(),
+                added: false,
+            });
+        }
+        let version = self
+            .store
+            .add(project, action, wasm, by, &plugin.meta().summary)
+            .map_err(CatalogError::Store)?;
+        let meta = plugin.meta().clone();
+        self.swap(project, action, plugin, hash, configured, version.version);
+        tracing::info!(
+            project,
+            action,
+            version = version.version,
+            by,
+            "action uploaded"
+        );
+        Ok(InService {
+            version,
+            meta,
+            added: true,
+        })
+    }
+
+    /// Put a kept version back in service: `version`, or the one before
+    /// the version in service.
+    pub async fn rollback(
+        &self,
+        project: &str,
+        action: &str,
+        version: Option<u32>,
+    ) -> Result<InService, CatalogError> {
+        let configured = self.may_upload(project, action)?;
+        let _turn = self.lock().await;
+        let history = self
+            .history(project, action)?
+            .ok_or_else(|| CatalogError::NotUploaded(action.into()))?;
+        let target = version.or_else(|| {
+            history
+                .versions
+                .iter()
+                .map(|v| v.version)
+                .filter(|v| *v < history.current)
+                .max()
+        });
+        let found = target.and_then(|t| history.versions.iter().find(|v| v.version == t));
+        let Some(found) = found.cloned() else {
+            return Err(CatalogError::NoVersion {
+                action: action.into(),
+                version: target.unwrap_or(0),
+                kept: kept(&history),
+            });
+        };
+        let wasm = self.store.component(&found).map_err(CatalogError::Store)?;
+        let plugin = self
+            .engine
+            .load_within_budget(action, &wasm)
+            .await
+            .map_err(|e| CatalogError::Invalid(e.reason))?;
+        self.store
+            .set_current(project, action, found.version)
+            .map_err(CatalogError::Store)?;
+        let meta = plugin.meta().clone();
+        let hash = Sha256::digest(&wasm).into();
+        self.swap(project, action, plugin, hash, configured, found.version);
+        tracing::info!(
+            project,
+            action,
+            version = found.version,
+            "action rolled back"
+        );
+        Ok(InService {
+            version: found,
+            meta,
+            added: false,
+        })
+    }
+
+    /// Forget every uploaded version of `project`'s `action`. The config's
+    /// action of that name, if any, is in service again.
+    pub async fn remove(&self, project: &str, action: &str) -> Result<(), CatalogError> {
+        self.may_upload(project, action)?;
+        let _turn = self.lock().await;
+        if !self
+            .store
+            .remove(project, action)
+            .map_err(CatalogError::Store)?
+        {
+            return Err(CatalogError::NotUploaded(action.into()));
+        }
+        let config = self.config.load();
+        let from_config = ActionRegistry::load_one(&self.engine, &config, project, action).await;
+        let entry = from_config
+            .get(project, action)
+            .and_then(Result::ok)
+            .cloned();
+        self.registry
+            .store(Arc::new(self.registry.load().with(project, action, entry)));
+        tracing::info!(project, action, "uploaded action removed");
+        Ok(())
+    }
+
+    /// The uploaded versions of `project`'s `action`.
+    pub fn versions(&self, project: &str, action: &str) -> Result<History, CatalogError> {
+        if !self.config.load().projects.contains_key(project) {
+            return Err(CatalogError::NoProject(project.into()));
+        }
+        self.history(project, action)?
+            .ok_or_else(|| CatalogError::NotUploaded(action.into()))
+    }
+
+    fn history(&self, project: &str, action: &str) -> Result<Option<History>, CatalogError> {
+        self.store
+            .history(project, action)
+            .map_err(CatalogError::Store)
+    }
+
+    fn swap(
+        &self,
+        project: &str,
+        action: &str,
+        plugin: super::Plugin,
+        hash: [u8; 32],
+        configured: Option<ActionConfig>,
+        version: u32,
+    ) {
+        let config = self.config.load();
+        let entry = LoadedAction {
+            plugin,
+            limits: registry::limits(&configured.unwrap_or_default(), &config.plugins),
+            hash,
+            source: Source::Upload(version),
+        };
+        self.registry.store(Arc::new(self.registry.load().with(
+            project,
+            action,
+            Some(entry),
+        )));
+    }
+
+    /// Load again each of `project`'s repository plugins whose file a job
+    /// changed. One that does not load keeps the version in service; what
+    /// happened goes to `log` (the job's log) either way.
+    pub async fn refresh_repo(&self, project: &str, log: &(dyn Fn(String) + Send + Sync)) {
+        let config = self.config.load_full();
+        let Some(pcfg) = config.projects.get(project) else {
+            return;
+        };
+        let max = config.plugins.max_plugin_size.as_u64();
+        for (action, acfg) in &pcfg.actions.0 {
+            let Some(rel) = &acfg.repo_path else {
+                continue;
+            };
+            let before = match self.registry.load().get(project, action) {
+                // An upload took this action's place: the file is not used.
+                Some(Ok(loaded)) if matches!(loaded.source, Source::Upload(_)) => continue,
+                Some(Ok(loaded)) => Some(loaded.hash),
+                _ => None,
+            };
+            let read = registry::read_repo_component(rel, pcfg, max)
+                .map(|wasm| (Sha256::digest(&wasm).into(), wasm));
+            let loaded = match read {
+                Ok((hash, _)) if before == Some(hash) => continue,
+                // Unreadable before and now: nothing new to say.
+                Err(_) if before.is_none() => continue,
+                Ok((hash, wasm)) => self
+                    .engine
+                    .load_within_budget(action, &wasm)
+                    .await
+                    .map(|plugin| (plugin, hash))
+                    .map_err(|e| e.reason),
+                Err(reason) => Err(reason),
+            };
+            let _turn = self.lock().await;
+            match loaded {
+                Ok((plugin, hash)) => {
+                    let entry = LoadedAction {
+                        plugin,
+                        limits: registry::limits(acfg, &config.plugins),
+                        hash,
+                        source: Source::Repo,
+                    };
+                    self.registry.store(Arc::new(self.registry.load().with(
+                        project,
+                        action,
+                        Some(entry),
+                    )));
+                    log(format!(
+                        "bosun: action `{action}` now runs the new {} (sha256 {})",
+                        rel.display(),
+                        &hex::encode(hash)[..12]
+                    ));
+                    tracing::info!(project, action, "repository plugin loaded again");
+                }
+                Err(reason) => {
+                    let kept = match before {
+                        Some(_) => "keeps the version that loaded before",
+                        None => "stays unavailable",
+                    };
+                    log(format!(
+                        "bosun: {} changed but does not load, so action `{action}` {kept}: {reason}",
+                        rel.display()
+                    ));
+                    tracing::warn!(project, action, "repository plugin does not load: {reason}");
+                }
+            }
+        }
+    }
+}
+
+fn kept(history: &History) -> String {
+    history
+        .versions
+        .iter()
+        .map(|v| v.version.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
