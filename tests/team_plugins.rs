@@ -367,6 +367,14 @@ async fn uploads_are_checked_versioned_rolled_back_and_kept_across_restarts() {
             .is_some_and(|m| m.contains("describe() failed")),
         "{trap}"
     );
+    // A name is a path component of the store: none leads out of it.
+    let sideways = bosun
+        .get_json(
+            "/v1/projects/alpha/actions/..%2Fbeta%2Ftool/versions",
+            READER,
+        )
+        .await;
+    assert_eq!(sideways["error"]["code"], "invalid_name", "{sideways}");
     let versions = bosun.get_json(&format!("{tool}/versions"), READER).await;
     assert_eq!(versions["current"], 2, "nothing replaced: {versions}");
     assert_eq!(
@@ -547,5 +555,64 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
         .run("app", "tool", "?wait=60s", json!({}), ADMIN)
         .await;
     assert!(job["result"].is_string(), "still the 0.1.0 fixture: {job}");
+    // Nor is a hard link to a file of elsewhere, made by the tenant's
+    // programs in place of the file.
+    let outside = r.join("outside.wasm");
+    std::fs::write(&outside, guest("disk_usage")).expect("outside");
+    let planted = r.join("app/.bosun/tool.wasm");
+    std::fs::remove_file(&planted).expect("rm");
+    std::fs::hard_link(&outside, &planted).expect("hard link");
+    let (_, job) = bosun
+        .run("app", "tool", "?wait=60s", json!({}), ADMIN)
+        .await;
+    let log = bosun
+        .get_text(
+            &format!("/v1/jobs/{}/log", job["id"].as_str().expect("id")),
+            ADMIN,
+        )
+        .await;
+    assert!(log.contains("a file with more than one link"), "{log}");
+    let (_, job) = bosun
+        .run("app", "tool", "?wait=60s", json!({}), ADMIN)
+        .await;
+    assert!(job["result"].is_string(), "still the 0.1.0 fixture: {job}");
     bosun.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_over_its_compile_budget_is_refused_and_replaces_nothing() {
+    for (budget, says) in [
+        (
+            "compile_memory = \"16MiB\"",
+            "compiling needed more than the budget of",
+        ),
+        (
+            "compile_timeout = \"1ms\"",
+            "compiling took longer than the budget of 1ms",
+        ),
+    ] {
+        let root = TempDir::new().expect("root");
+        uploads_config(root.path());
+        let config = root.path().join("bosun.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replace("[plugins]\n", &format!("[plugins]\n{budget}\n"));
+        std::fs::write(&config, text).expect("config");
+        let bosun = Bosun::start_in(root.path()).await;
+        let (status, body) = upload(
+            &bosun,
+            "/v1/projects/alpha/actions/restart",
+            ADMIN,
+            guest("disk_usage"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{body}"
+        );
+        assert_eq!(summary_of(&bosun, "restart").await["source"], "stock");
+        bosun.stop().await;
+    }
 }

@@ -311,6 +311,18 @@ impl Caller {
         )))
     }
 
+    /// Check `action` is among the key's actions (any role: reading about
+    /// an action is scoped as running it is).
+    pub fn scoped_to(&self, action: &str) -> Result<(), ApiError> {
+        if self.actions.allows(action) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "key `{}` does not reach the action `{action}`",
+            self.name
+        )))
+    }
+
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
         self.role >= Role::Admin

@@ -105,6 +105,9 @@ impl From<CatalogError> for ApiError {
             CatalogError::NotAllowed(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "uploads_not_allowed", message)
             }
+            CatalogError::TooMany(_) => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_actions", message)
+            }
             CatalogError::NotReplaceable(_) => {
                 ApiError::new(StatusCode::CONFLICT, "action_not_replaceable", message)
             }
@@ -159,7 +162,7 @@ fn in_service(project: String, action: String, done: &InService) -> UploadView {
         (status = 403, description = "Not an admin of the project, or the project takes no uploads", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 408, description = "The body did not arrive within `read_timeout`", body = ErrorBody),
-        (status = 409, description = "The config's action of that name is not `replaceable`", body = ErrorBody),
+        (status = 409, description = "The config's action of that name is not `replaceable`, or the project has its most uploaded actions", body = ErrorBody),
         (status = 413, description = "Over `plugins.max_plugin_size`", body = ErrorBody),
         (status = 415, description = "Not `application/wasm`", body = ErrorBody),
         (status = 422, description = "Not a plugin bosun can run, with the reason", body = ErrorBody),
@@ -228,6 +231,9 @@ pub async fn list_versions(
     ApiPath((project, action)): ApiPath<(String, String)>,
 ) -> Result<Json<VersionsView>, ApiError> {
     state.auth.project(&caller, &project)?;
+    caller.scoped_to(&action)?;
+    crate::config::check_action_name(&action)
+        .map_err(|m| ApiError::bad_request("invalid_name", m))?;
     let history: History = state.catalog.versions(&project, &action)?;
     Ok(Json(VersionsView {
         action,

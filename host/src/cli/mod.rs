@@ -52,9 +52,8 @@ async fn load_actions(config: &Config) -> Result<(Engine, ActionRegistry), ExitC
 fn start_engine(config: &Config) -> Result<Engine, ExitCode> {
     let mut engine_config = EngineConfig::from_config(config);
     // Teams' plugins (`repo_path`) compile in a child within the budget.
-    if let Ok(binary) = std::env::current_exe() {
-        engine_config = engine_config.compiling_with(config, binary);
-    }
+    engine_config =
+        engine_config.compiling_with(config, crate::plugins::compile::THIS_IMAGE.into());
     Engine::new(&engine_config).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::HostError

@@ -166,8 +166,11 @@ impl Daemon {
 
     /// Start serving `config` as `bosun serve`.
     pub async fn serve(config: &Config, serving: Serving) -> Result<Self, DaemonError> {
-        let binary = serving.binary.clone();
-        Self::start_with(config, Some(serving), Some(binary)).await
+        // The image running now, not the file at its path: an upgrade may
+        // have put another bosun there, whose compiled code this one would
+        // not find in the cache.
+        let this_image = PathBuf::from(crate::plugins::compile::THIS_IMAGE);
+        Self::start_with(config, Some(serving), Some(this_image)).await
     }
 
     async fn start_with(

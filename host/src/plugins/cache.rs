@@ -78,6 +78,27 @@ impl ComponentCache {
         Ok((component, Origin::Compiled))
     }
 
+    /// The compiled form of `wasm` if the cache holds a valid one; never
+    /// compiles.
+    pub(crate) fn cached(&self, engine: &wasmtime::Engine, wasm: &[u8]) -> Option<Component> {
+        let name = entry_name(engine, wasm);
+        let code = self.read_verified(&self.dir.join(&name), &name)?;
+        deserialize(engine, &code).ok()
+    }
+
+    /// Compile `wasm` and store it, unless a valid entry is there already.
+    /// Unlike [`ComponentCache::load_or_compile`], a failed write is an
+    /// error: the compiling child's whole result is the entry.
+    pub(crate) fn compile_into(&self, engine: &wasmtime::Engine, wasm: &[u8]) -> Result<()> {
+        if self.cached(engine, wasm).is_some() {
+            return Ok(());
+        }
+        let name = entry_name(engine, wasm);
+        let component = Component::new(engine, wasm).map_err(anyhow::Error::from)?;
+        self.write(&self.dir.join(&name), &name, &component)
+            .context("storing the compiled component")
+    }
+
     fn mac(&self, name: &str, code: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(name.as_bytes());

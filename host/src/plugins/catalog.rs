@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::bindings::ActionMeta;
 use super::engine::Engine;
 use super::registry::{self, ActionRegistry, Actions, LoadedAction, Source};
-use super::uploads::{History, UploadStore, Version};
+use super::uploads::{History, MAX_ACTIONS, UploadStore, Version};
 use crate::config::{ActionConfig, Config};
 
 /// Why a change to a project's actions was refused. Nothing was replaced.
@@ -46,6 +46,9 @@ pub enum CatalogError {
         /// The cap.
         max: u64,
     },
+    /// The project has its most uploaded actions.
+    #[error("the project has {0} uploaded actions, the most it may have; remove one first")]
+    TooMany(usize),
     /// The component is not a plugin bosun can run.
     #[error("{0}")]
     Invalid(String),
@@ -86,7 +89,13 @@ pub struct Catalog {
     store: UploadStore,
     config: ArcSwap<Config>,
     writes: Mutex<()>,
+    /// Repository components that did not load, by hash, with why (a few:
+    /// forgotten all at once when full).
+    failed: std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>,
 }
+
+/// Failed repository components remembered at most.
+const REMEMBER_FAILED: usize = 64;
 
 impl Catalog {
     /// A catalog over the registry in use.
@@ -97,6 +106,7 @@ impl Catalog {
             store,
             config: ArcSwap::from_pointee(config.clone()),
             writes: Mutex::new(()),
+            failed: std::sync::Mutex::default(),
         }
     }
 
@@ -151,7 +161,7 @@ impl Catalog {
         wasm: &[u8],
         by: &str,
     ) -> Result<InService, CatalogError> {
-        let configured = self.may_upload(project, action)?;
+        self.may_upload(project, action)?;
         let max = self.max_plugin_size();
         if wasm.len() as u64 > max {
             return Err(CatalogError::TooLarge {
@@ -166,7 +176,19 @@ impl Catalog {
             .map_err(|e| CatalogError::Invalid(e.reason))?;
         let hash: [u8; 32] = Sha256::digest(wasm).into();
         let _turn = self.lock().await;
+        // A reload may have changed what the project allows meanwhile.
+        let configured = self.may_upload(project, action)?;
         let history = self.history(project, action)?;
+        if history.is_none() {
+            let have = self
+                .store
+                .project(project)
+                .map_err(CatalogError::Store)?
+                .len();
+            if have >= MAX_ACTIONS {
+                return Err(CatalogError::TooMany(have));
+            }
+        }
         if let Some(current) = history.as_ref().and_then(History::current)
             && current.sha256 == hex::encode(hash)
         {
@@ -204,8 +226,7 @@ impl Catalog {
         action: &str,
         version: Option<u32>,
     ) -> Result<InService, CatalogError> {
-        let configured = self.may_upload(project, action)?;
-        let _turn = self.lock().await;
+        self.may_upload(project, action)?;
         let history = self
             .history(project, action)?
             .ok_or_else(|| CatalogError::NotUploaded(action.into()))?;
@@ -226,11 +247,21 @@ impl Catalog {
             });
         };
         let wasm = self.store.component(&found).map_err(CatalogError::Store)?;
+        // Compiled and described before the turn is taken: a slow one
+        // holds up no reload and no other project.
         let plugin = self
             .engine
             .load_within_budget(action, &wasm)
             .await
             .map_err(|e| CatalogError::Invalid(e.reason))?;
+        let _turn = self.lock().await;
+        let configured = self.may_upload(project, action)?;
+        let still_kept = self
+            .history(project, action)?
+            .is_some_and(|h| h.versions.contains(&found));
+        if !still_kept {
+            return Err(CatalogError::NotUploaded(action.into()));
+        }
         self.store
             .set_current(project, action, found.version)
             .map_err(CatalogError::Store)?;
@@ -333,19 +364,52 @@ impl Catalog {
             };
             let read = registry::read_repo_component(rel, pcfg, max)
                 .map(|wasm| (Sha256::digest(&wasm).into(), wasm));
+            let known_bad = |hash: &[u8; 32]| {
+                self.failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(hash)
+                    .cloned()
+            };
             let loaded = match read {
                 Ok((hash, _)) if before == Some(hash) => continue,
                 // Unreadable before and now: nothing new to say.
                 Err(_) if before.is_none() => continue,
+                // Refused before: not compiled again after every job.
+                Ok((hash, _)) if known_bad(&hash).is_some() => {
+                    Err(known_bad(&hash).unwrap_or_default())
+                }
                 Ok((hash, wasm)) => self
                     .engine
                     .load_within_budget(action, &wasm)
                     .await
                     .map(|plugin| (plugin, hash))
-                    .map_err(|e| e.reason),
+                    .map_err(|e| {
+                        self.remember_failed(hash, &e.reason);
+                        e.reason
+                    }),
                 Err(reason) => Err(reason),
             };
             let _turn = self.lock().await;
+            // Only if nothing changed it meanwhile (an upload, a reload).
+            let config_now = self.config.load();
+            let same_action = config_now
+                .projects
+                .get(project)
+                .and_then(|p| p.actions.0.get(action))
+                .is_some_and(|a| a.repo_path.as_ref() == Some(rel));
+            let now = match self.registry.load().get(project, action) {
+                Some(Ok(loaded)) => Some((loaded.hash, loaded.source)),
+                _ => None,
+            };
+            let same_entry = match now {
+                Some((hash, Source::Repo)) => before == Some(hash),
+                Some(_) => false,
+                None => before.is_none(),
+            };
+            if !same_action || !same_entry {
+                continue;
+            }
             match loaded {
                 Ok((plugin, hash)) => {
                     let entry = LoadedAction {
@@ -379,6 +443,19 @@ impl Catalog {
                 }
             }
         }
+    }
+}
+
+impl Catalog {
+    fn remember_failed(&self, hash: [u8; 32], reason: &str) {
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failed.len() >= REMEMBER_FAILED {
+            failed.clear();
+        }
+        failed.insert(hash, reason.to_string());
     }
 }
 

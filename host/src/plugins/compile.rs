@@ -17,9 +17,14 @@
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// The running image, whatever file is at its path now.
+pub const THIS_IMAGE: &str = "/proc/self/exe";
 
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "compile-plugin";
@@ -36,9 +41,27 @@ pub struct Compiler {
     pub timeout: Duration,
     /// Address-space budget of the child.
     pub memory: u64,
+    /// One compile at a time, server-wide: every tenant's uploads and
+    /// commits together get one child's worth of CPU and memory.
+    pub turns: Arc<Semaphore>,
 }
 
 impl Compiler {
+    /// A compiler running `binary` within `timeout` and `memory`.
+    pub fn new(binary: PathBuf, timeout: Duration, memory: u64) -> Self {
+        Self {
+            binary,
+            timeout,
+            memory,
+            turns: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Wait for the turn to compile.
+    pub(crate) async fn turn(&self) -> Option<SemaphorePermit<'_>> {
+        self.turns.acquire().await.ok()
+    }
+
     /// Compile `wasm` for the engine of `state_dir` and `max_memory` in a
     /// child within the budget; the result lands in the cache. The error
     /// says which budget ran out, or what the compiler said.

