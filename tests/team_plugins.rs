@@ -263,6 +263,21 @@ async fn uploads_are_checked_versioned_rolled_back_and_kept_across_restarts() {
         big
     };
     let refusals: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
+        // Each answered, even to a client still sending a body of 1.2 MB.
+        (
+            tool,
+            "bsk_wrong",
+            over.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            tool,
+            READER,
+            over.clone(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
         (
             tool,
             ADMIN,
@@ -396,6 +411,44 @@ async fn uploads_are_checked_versioned_rolled_back_and_kept_across_restarts() {
         .expect("POST");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
+    // A job running on a version finishes on it; the next gets the new.
+    let slow = "/v1/projects/alpha/actions/slowpoke";
+    assert_eq!(
+        upload(&bosun, slow, ADMIN, guest("fixture_hostile"))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (status, running) = bosun
+        .run(
+            "alpha",
+            "slowpoke",
+            "",
+            json!({"mode": "slow", "count": "40", "ms": "50"}),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{running}");
+    let id = running["id"].as_str().expect("id");
+    bosun.until_running(id).await;
+    assert_eq!(
+        upload(&bosun, slow, ADMIN, v1.clone()).await.0,
+        StatusCode::CREATED
+    );
+    let done = bosun.finished(id).await;
+    assert_eq!(
+        done["result"],
+        json!({"printed": 40}),
+        "the old version: {done}"
+    );
+    let (_, next) = bosun
+        .run("alpha", "slowpoke", "?wait=60s", json!({}), ADMIN)
+        .await;
+    assert!(
+        next["result"]["total_bytes"].is_u64(),
+        "the new version: {next}"
+    );
+
     // A replaceable stock action, replaced and given back.
     let restart = "/v1/projects/alpha/actions/restart";
     assert_eq!(
@@ -439,8 +492,50 @@ async fn uploads_are_checked_versioned_rolled_back_and_kept_across_restarts() {
     assert_eq!(summary_of(&bosun, "tool").await, Value::Null);
     let (status, _) = bosun.run("alpha", "tool", "", json!({}), ADMIN).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let resp = bosun
+        .req(
+            Method::DELETE,
+            "/v1/projects/alpha/actions/slowpoke",
+            Some(ADMIN),
+        )
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let blobs = std::fs::read_dir(root.path().join("state/uploads/blobs")).expect("blobs");
     assert_eq!(blobs.count(), 0, "no component is kept for nothing");
+
+    // The CLI, as a team's CI would call it.
+    let cli = |args: &[&str], key: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+            .args(args)
+            .env("BOSUN_URL", &bosun.url)
+            .env("BOSUN_KEY", key)
+            .output()
+            .expect("bosun runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let file = guest_dir().join("disk_usage.wasm");
+    let file = file.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["plugin", "push", "alpha", "du", file], ALPHA_ADMIN);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("alpha/du: version 1 in service"), "{out}");
+    let (code, out, _) = cli(&["plugin", "versions", "alpha", "du"], READER);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.starts_with("1 *")),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["plugin", "rollback", "alpha", "du"], ALPHA_ADMIN);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("404 not_found"), "{err}");
+    let (code, _, err) = cli(&["plugin", "push", "beta", "du", file], ADMIN);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("403 uploads_not_allowed"), "{err}");
+    let (code, out, err) = cli(&["plugin", "rm", "alpha", "du"], ALPHA_ADMIN);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "alpha/du: uploaded versions removed");
     bosun.stop().await;
 }
 
@@ -460,7 +555,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
     };
     commit(&guest("disk_usage"), "a plugin");
     let text = format!(
-        "{}\n[projects.app]\ndir = \"app\"\n[projects.app.actions.update]\n\
+        "{}\n[projects.app]\ndir = \"app\"\n[projects.app.actions.deploy]\n\
          [projects.app.git]\nclone = \"./origin.git\"\nbranch = \"main\"\n\
          [projects.app.actions.tool]\nrepo_path = \".bosun/tool.wasm\"\n",
         admin_config("")
@@ -488,7 +583,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
     // Another plugin, committed and pulled: the job says so, and it runs.
     commit(&guest("fixture_contract_0_1_0"), "another");
     let (_, job) = bosun
-        .run("app", "update", "?wait=60s", json!({}), ADMIN)
+        .run("app", "deploy", "?wait=60s", json!({}), ADMIN)
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
     let log = bosun
@@ -513,7 +608,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
     // A broken one: the previous stays in service, and the log says why.
     commit(&guest("fixture_describe_trap"), "broken");
     let (_, job) = bosun
-        .run("app", "update", "?wait=60s", json!({}), ADMIN)
+        .run("app", "deploy", "?wait=60s", json!({}), ADMIN)
         .await;
     let log = bosun
         .get_text(
@@ -542,7 +637,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
     git(&dev, &["commit", "--quiet", "-m", "a link out"]);
     git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
     let (_, job) = bosun
-        .run("app", "update", "?wait=60s", json!({}), ADMIN)
+        .run("app", "deploy", "?wait=60s", json!({}), ADMIN)
         .await;
     let log = bosun
         .get_text(

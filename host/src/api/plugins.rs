@@ -136,6 +136,22 @@ fn may_change(
     crate::config::check_action_name(action).map_err(|m| ApiError::bad_request("invalid_name", m))
 }
 
+fn check_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if media.is_some_and(|m| m.eq_ignore_ascii_case(WASM)) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("send the component as `Content-Type: {WASM}`"),
+    ))
+}
+
 fn in_service(project: String, action: String, done: &InService) -> UploadView {
     UploadView {
         project,
@@ -172,36 +188,37 @@ fn in_service(project: String, action: String, done: &InService) -> UploadView {
 )]
 pub async fn upload_action(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     ApiPath((project, action)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    may_change(&state, &caller, &project, &action)?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim);
-    if !media.is_some_and(|m| m.eq_ignore_ascii_case(WASM)) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("send the component as `Content-Type: {WASM}`"),
-        ));
-    }
-    // Held through the reading and the compiling: a key's uploads count
-    // among its long requests, so they cannot take every place.
-    let _held = state.hold_on(&caller, &project)?;
     let max = usize::try_from(state.catalog.max_plugin_size()).unwrap_or(usize::MAX);
+    let drain = max.saturating_mul(2);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let drain = max.saturating_mul(2);
     if declared.is_some_and(|n| n > drain as u64) {
         return Err(too_large(max));
     }
+    let checked = caller.and_then(|caller| {
+        may_change(&state, &caller, &project, &action)?;
+        check_media_type(&headers)?;
+        // Held through the reading and the compiling: a key's uploads
+        // count among its long requests, so they cannot take every place.
+        let held = state.hold_on(&caller, &project)?;
+        Ok((caller, held))
+    });
+    let (caller, _held) = match checked {
+        Ok(checked) => checked,
+        Err(refused) => {
+            // Read to its end first: a client still sending a component
+            // would otherwise see its connection reset, not the answer.
+            let _ = read_drained(body, 0, drain, state.server.read_timeout).await;
+            return Err(refused);
+        }
+    };
     let wasm = read_drained(body, max, drain, state.server.read_timeout).await?;
     let done = state
         .catalog

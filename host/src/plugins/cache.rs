@@ -99,6 +99,12 @@ impl ComponentCache {
             .context("storing the compiled component")
     }
 
+    /// Drop the entry of `wasm` (a team's component that compiled but was
+    /// refused: its code would only take room).
+    pub(crate) fn forget(&self, engine: &wasmtime::Engine, wasm: &[u8]) {
+        let _ = fs::remove_file(self.dir.join(entry_name(engine, wasm)));
+    }
+
     fn mac(&self, name: &str, code: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(name.as_bytes());

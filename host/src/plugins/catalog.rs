@@ -178,6 +178,11 @@ impl Catalog {
         let _turn = self.lock().await;
         // A reload may have changed what the project allows meanwhile.
         let configured = self.may_upload(project, action)?;
+        if let Some(pcfg) = self.config.load().projects.get(project) {
+            self.store
+                .claim(project, &pcfg.dir)
+                .map_err(CatalogError::Store)?;
+        }
         let history = self.history(project, action)?;
         if history.is_none() {
             let have = self
@@ -314,7 +319,17 @@ impl Catalog {
             .ok_or_else(|| CatalogError::NotUploaded(action.into()))
     }
 
+    /// The versions of `project`'s `action`, if they were made for the
+    /// project of that name in the config now.
     fn history(&self, project: &str, action: &str) -> Result<Option<History>, CatalogError> {
+        if let Some(pcfg) = self.config.load().projects.get(project)
+            && !self
+                .store
+                .owned_by(project, &pcfg.dir)
+                .map_err(CatalogError::Store)?
+        {
+            return Ok(None);
+        }
         self.store
             .history(project, action)
             .map_err(CatalogError::Store)

@@ -254,7 +254,11 @@ impl Engine {
                     .ok_or_else(|| fail("the compiled component did not reach the cache".into()))?
             }
         };
-        self.ready(plugin, &component, Origin::Cache).await
+        let ready = self.ready(plugin, &component, Origin::Cache).await;
+        if ready.is_err() {
+            self.inner.cache.forget(&self.inner.wasm, wasm);
+        }
+        ready
     }
 
     /// Compile `wasm` into the cache, in this process (the child's side of

@@ -190,6 +190,13 @@ impl ActionRegistry {
         known: &mut Known,
     ) {
         for (project, pcfg) in config.projects.iter().filter(|(_, p)| p.allow_uploads) {
+            if !store.owned_by(project, &pcfg.dir).unwrap_or(false) {
+                tracing::warn!(
+                    project = %project,
+                    "uploaded actions made for another project of this name (at another dir) are not used"
+                );
+                continue;
+            }
             let uploaded = store.project(project).unwrap_or_else(|e| {
                 tracing::error!(project = %project, "reading uploaded actions: {e:#}");
                 Vec::new()

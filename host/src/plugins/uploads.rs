@@ -32,6 +32,9 @@ pub const KEEP_VERSIONS: usize = 10;
 /// share their blobs between versions that did not change).
 pub const MAX_ACTIONS: usize = 32;
 
+/// The file naming the project dir a project's uploads were made for.
+const OWNER: &str = ".dir";
+
 /// One uploaded version of an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
@@ -132,6 +135,46 @@ impl UploadStore {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
+    }
+
+    /// Whether `project`'s uploads were made for the project at `dir`: a
+    /// project removed from the config and another later given its name
+    /// (another tenant's, elsewhere) must not run the first one's uploads.
+    pub fn owned_by(&self, project: &str, dir: &Path) -> Result<bool> {
+        let owner = self.actions.join(project).join(OWNER);
+        match fs::read(&owner) {
+            Ok(bytes) => Ok(bytes == dir.as_os_str().as_encoded_bytes()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(self.project(project)?.is_empty())
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", owner.display())),
+        }
+    }
+
+    /// Make `project`'s uploads the project at `dir`'s: those of a previous
+    /// project of that name (at another dir) are forgotten.
+    pub fn claim(&self, project: &str, dir: &Path) -> Result<()> {
+        if self.owned_by(project, dir)? {
+            let owner = self.actions.join(project).join(OWNER);
+            if !owner.exists() {
+                self.save_owner(project, dir)?;
+            }
+            return Ok(());
+        }
+        for (action, _) in self.project(project)? {
+            self.remove(project, &action)?;
+        }
+        self.save_owner(project, dir)
+    }
+
+    fn save_owner(&self, project: &str, dir: &Path) -> Result<()> {
+        let home = self.actions.join(project);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&home)
+            .with_context(|| format!("creating {}", home.display()))?;
+        write_atomic(&home.join(OWNER), dir.as_os_str().as_encoded_bytes())
     }
 
     /// The component of `version`, checked against its hash.
@@ -314,6 +357,26 @@ mod tests {
                 .expect("ls")
                 .count(),
             0
+        );
+    }
+
+    #[test]
+    fn another_project_of_the_same_name_does_not_inherit_uploads() {
+        let dir = tempfile::TempDir::new().expect("temp");
+        let store = UploadStore::open(dir.path()).expect("store");
+        let (first, second) = (Path::new("/srv/a/shop"), Path::new("/srv/b/shop"));
+        store.claim("shop", first).expect("claimed");
+        store
+            .add("shop", "migrate", b"v1", "ci", "m")
+            .expect("added");
+        assert!(store.owned_by("shop", first).expect("read"));
+        assert!(!store.owned_by("shop", second).expect("read"));
+        store.claim("shop", second).expect("claimed anew");
+        assert_eq!(store.history("shop", "migrate").expect("read"), None);
+        assert!(store.owned_by("shop", second).expect("read"));
+        assert!(
+            store.history("../x", "migrate").is_err(),
+            "a name is checked"
         );
     }
 }
