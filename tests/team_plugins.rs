@@ -711,3 +711,61 @@ async fn a_component_over_its_compile_budget_is_refused_and_replaces_nothing() {
         bosun.stop().await;
     }
 }
+
+/// Whether a `bosun compile-plugin` child is compiling for the state dir
+/// under `root`.
+fn compiling_for(root: &Path) -> bool {
+    let state = root.join("state");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline")).is_ok_and(|cmd| {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains("compile-plugin") && cmd.contains(&*state.to_string_lossy())
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_while_its_upload_compiles_puts_nothing_in_service() {
+    let python = std::fs::read(example("python-report")).expect("python component");
+    let root = TempDir::new().expect("root");
+    uploads_config(root.path());
+    let config = root.path().join("bosun.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("max_plugin_size = \"1MiB\"", "")).expect("config");
+    let bosun = Bosun::start_in(root.path()).await;
+    let api = (*bosun).clone();
+    let uploading = tokio::spawn(async move {
+        upload(
+            &api,
+            "/v1/projects/alpha/actions/report",
+            ALPHA_ADMIN,
+            python,
+        )
+        .await
+    });
+    until("the upload compiling", async || {
+        compiling_for(root.path()).then_some(())
+    })
+    .await;
+    // The operator revokes the key mid-compile.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let start = text
+        .find("[[keys]]\nname = \"alpha-admin\"")
+        .expect("the key");
+    let end = text[start + 1..].find("[[keys]]").expect("the next key") + start + 1;
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
+    let resp = bosun.post("/v1/reload", ADMIN).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (status, body) = uploading.await.expect("the upload answers");
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "key_revoked", "{body}");
+    assert_eq!(summary_of(&bosun, "report").await, Value::Null);
+    let versions = bosun
+        .get_json("/v1/projects/alpha/actions/report/versions", ADMIN)
+        .await;
+    assert_eq!(versions["error"]["code"], "not_found", "{versions}");
+    bosun.stop().await;
+}

@@ -47,6 +47,12 @@ impl Held {
         self
     }
 
+    /// Whether a reload has revoked the key holding this place, or the
+    /// project it is on.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.is_cancelled() || self.project.as_ref().is_some_and(|p| p.is_cancelled())
+    }
+
     /// Resolves once a reload revokes the key holding this place, or the
     /// project it is on: a wait or a stream then ends.
     pub fn revoked(&self) -> impl Future<Output = ()> + Send + 'static {

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
@@ -27,6 +27,33 @@ use crate::plugins::{CatalogError, History, InService, Version};
 
 /// The media type of an uploaded component.
 const WASM: &str = "application/wasm";
+
+/// The path of an action a team may change: its name is checked as the
+/// config's are.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ActionPath {
+    /// The project.
+    pub project: String,
+    /// The action's name: 1-64 of a-z, 0-9, `-` and `_`.
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub action: String,
+}
+
+/// A WebAssembly component, as its bytes (the request body's schema).
+pub struct Component;
+
+impl utoipa::PartialSchema for Component {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Component {}
 
 /// One uploaded version of an action.
 #[derive(Debug, Serialize, ToSchema)]
@@ -92,7 +119,26 @@ pub struct VersionsView {
 pub struct RollbackBody {
     /// The version to put back; default the one before the version in
     /// service.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub version: Option<u32>,
+}
+
+/// A version number as JSON gives it: `3`, or `3.0` (the same integer to
+/// JSON Schema, and so to clients that write numbers as floats).
+fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(de)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|v| u32::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a version number")))
 }
 
 impl From<CatalogError> for ApiError {
@@ -105,6 +151,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::NotAllowed(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "uploads_not_allowed", message)
             }
+            CatalogError::Revoked => ApiError::unauthorized("key_revoked", message),
             CatalogError::TooMany(_) => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_actions", message)
             }
@@ -168,8 +215,8 @@ fn in_service(project: String, action: String, done: &InService) -> UploadView {
 /// started with.
 #[utoipa::path(
     put, path = "/v1/projects/{project}/actions/{action}", tag = "plugins",
-    params(("project" = String, Path), ("action" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    params(ActionPath),
+    request_body(content = Component, content_type = "application/wasm", description = "The component"),
     responses(
         (status = 201, description = "A new version is in service", body = UploadView),
         (status = 200, description = "This component was already in service", body = UploadView),
@@ -189,7 +236,7 @@ fn in_service(project: String, action: String, done: &InService) -> UploadView {
 pub async fn upload_action(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    ApiPath((project, action)): ApiPath<(String, String)>,
+    ApiPath(ActionPath { project, action }): ApiPath<ActionPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -202,6 +249,7 @@ pub async fn upload_action(
     if declared.is_some_and(|n| n > drain as u64) {
         return Err(too_large(max));
     }
+    let stranger = caller.is_err();
     let checked = caller.and_then(|caller| {
         may_change(&state, &caller, &project, &action)?;
         check_media_type(&headers)?;
@@ -210,20 +258,29 @@ pub async fn upload_action(
         let held = state.hold_on(&caller, &project)?;
         Ok((caller, held))
     });
-    let (caller, _held) = match checked {
+    let (caller, held) = match checked {
         Ok(checked) => checked,
         Err(refused) => {
             // Read to its end first: a client still sending a component
             // would otherwise see its connection reset, not the answer.
+            // Without a valid key, only as much as any request may send.
+            let drain = match stranger {
+                true => usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX),
+                false => drain,
+            };
             let _ = read_drained(body, 0, drain, state.server.read_timeout).await;
             return Err(refused);
         }
     };
     let wasm = read_drained(body, max, drain, state.server.read_timeout).await?;
-    let done = state
+    let revoked = || held.is_revoked();
+    let upload = state
         .catalog
-        .upload(&project, &action, &wasm, &caller.name)
-        .await?;
+        .upload(&project, &action, &wasm, &caller.name, &revoked);
+    let done = tokio::select! {
+        done = upload => done?,
+        () = held.revoked() => return Err(CatalogError::Revoked.into()),
+    };
     let status = if done.added {
         StatusCode::CREATED
     } else {
@@ -235,7 +292,7 @@ pub async fn upload_action(
 /// The kept versions of an uploaded action, newest first.
 #[utoipa::path(
     get, path = "/v1/projects/{project}/actions/{action}/versions", tag = "plugins",
-    params(("project" = String, Path), ("action" = String, Path)),
+    params(ActionPath),
     responses(
         (status = 200, body = VersionsView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, description = "No such project, or no uploads of the action", body = ErrorBody),
@@ -245,7 +302,7 @@ pub async fn upload_action(
 pub async fn list_versions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((project, action)): ApiPath<(String, String)>,
+    ApiPath(ActionPath { project, action }): ApiPath<ActionPath>,
 ) -> Result<Json<VersionsView>, ApiError> {
     state.auth.project(&caller, &project)?;
     caller.scoped_to(&action)?;
@@ -268,7 +325,7 @@ pub async fn list_versions(
 /// the one before the version in service).
 #[utoipa::path(
     post, path = "/v1/projects/{project}/actions/{action}/rollback", tag = "plugins",
-    params(("project" = String, Path), ("action" = String, Path)),
+    params(ActionPath),
     request_body(content = RollbackBody, description = "Optional; `{\"version\": n}`"),
     responses(
         (status = 200, body = UploadView), (status = 400, body = ErrorBody),
@@ -276,21 +333,20 @@ pub async fn list_versions(
         (status = 404, description = "No such project, uploaded action or kept version", body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, description = "The version no longer loads", body = ErrorBody),
+        (status = 429, description = "The key holds its most long requests", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn rollback_action(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((project, action)): ApiPath<(String, String)>,
+    ApiPath(ActionPath { project, action }): ApiPath<ActionPath>,
     body: Body,
 ) -> Result<Json<UploadView>, ApiError> {
     may_change(&state, &caller, &project, &action)?;
+    let held = state.hold_on(&caller, &project)?;
     let limit = usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX);
-    let bytes = read_bytes(body, limit, state.server.read_timeout, || {
-        state.long_requests.hold(&caller)
-    })
-    .await?;
+    let bytes = read_bytes(body, limit, state.server.read_timeout, || Ok(())).await?;
     let body: RollbackBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         RollbackBody::default()
     } else {
@@ -303,7 +359,7 @@ pub async fn rollback_action(
     };
     let done = state
         .catalog
-        .rollback(&project, &action, body.version)
+        .rollback(&project, &action, body.version, &|| held.is_revoked())
         .await?;
     Ok(Json(in_service(project, action, &done)))
 }
@@ -312,21 +368,26 @@ pub async fn rollback_action(
 /// config that the upload replaced is in service again.
 #[utoipa::path(
     delete, path = "/v1/projects/{project}/actions/{action}", tag = "plugins",
-    params(("project" = String, Path), ("action" = String, Path)),
+    params(ActionPath),
     responses(
         (status = 204, description = "Removed"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such project, or no uploads of the action", body = ErrorBody),
         (status = 409, body = ErrorBody),
+        (status = 429, description = "The key holds its most long requests", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn remove_action(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((project, action)): ApiPath<(String, String)>,
+    ApiPath(ActionPath { project, action }): ApiPath<ActionPath>,
 ) -> Result<StatusCode, ApiError> {
     may_change(&state, &caller, &project, &action)?;
-    state.catalog.remove(&project, &action).await?;
+    let held = state.hold_on(&caller, &project)?;
+    state
+        .catalog
+        .remove(&project, &action, &|| held.is_revoked())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -82,7 +82,7 @@ impl Running {
         let registry = self
             .registry
             .load()
-            .reload(&self.engine, &config, catalog.store())
+            .reload(&self.engine, &config, &self.config, catalog.store())
             .await;
         // A plugin file in a project's own dir is the tenant's to break: it
         // must not keep the operator from reloading (a revocation, say).

@@ -38,7 +38,13 @@ pub(super) async fn run_queue(inner: Arc<Inner>, queue: Arc<ProjectQueue>) {
         // The first checkout may have brought the project's own plugins.
         if let Some(after) = inner.after_run.get() {
             let project = queue.scope.load().name.clone();
-            after(project, Arc::new(|line| tracing::info!("{line}"))).await;
+            let hook = after(project, Arc::new(|line| tracing::info!("{line}")));
+            // A reload removing the project waits for this runner.
+            tokio::select! {
+                biased;
+                () = queue.closing.cancelled() => return,
+                () = hook => {}
+            }
         }
     }
     let mut next: Option<Started> = None;
@@ -130,11 +136,17 @@ async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Jo
             let outcome = inner.engine.run(&loaded.plugin, request).await;
             if let Some(after) = inner.after_run.get() {
                 let log = active.clone();
-                after(
+                let hook = after(
                     job.project.clone(),
                     Arc::new(move |line| log.log.push(&line)),
-                )
-                .await;
+                );
+                // Not once the project is closing: a reload removing it
+                // holds the catalog's turn and waits for this runner.
+                tokio::select! {
+                    biased;
+                    () = queue.closing.cancelled() => {}
+                    () = hook => {}
+                }
             }
             saving.cancel();
             let _ = saver.await;

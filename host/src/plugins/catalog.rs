@@ -46,6 +46,9 @@ pub enum CatalogError {
         /// The cap.
         max: u64,
     },
+    /// A reload revoked the caller's key (or the project's) meanwhile.
+    #[error("the key (or the project key) was revoked while the change was being made")]
+    Revoked,
     /// The project has its most uploaded actions.
     #[error("the project has {0} uploaded actions, the most it may have; remove one first")]
     TooMany(usize),
@@ -153,13 +156,16 @@ impl Catalog {
     }
 
     /// Check, store and put in service `wasm` as the newest version of
-    /// `project`'s `action`.
+    /// `project`'s `action`, for a caller whose key is revoked once
+    /// `revoked()` says so. Reloads replace keys holding [`Catalog::lock`],
+    /// so the check made under it is exact: a revoked key changes nothing.
     pub async fn upload(
         &self,
         project: &str,
         action: &str,
         wasm: &[u8],
         by: &str,
+        revoked: &(dyn Fn() -> bool + Sync),
     ) -> Result<InService, CatalogError> {
         self.may_upload(project, action)?;
         let max = self.max_plugin_size();
@@ -176,7 +182,10 @@ impl Catalog {
             .map_err(|e| CatalogError::Invalid(e.reason))?;
         let hash: [u8; 32] = Sha256::digest(wasm).into();
         let _turn = self.lock().await;
-        // A reload may have changed what the project allows meanwhile.
+        // A reload may have changed the keys or what the project allows.
+        if revoked() {
+            return Err(CatalogError::Revoked);
+        }
         let configured = self.may_upload(project, action)?;
         if let Some(pcfg) = self.config.load().projects.get(project) {
             self.store
@@ -230,6 +239,7 @@ impl Catalog {
         project: &str,
         action: &str,
         version: Option<u32>,
+        revoked: &(dyn Fn() -> bool + Sync),
     ) -> Result<InService, CatalogError> {
         self.may_upload(project, action)?;
         let history = self
@@ -260,6 +270,9 @@ impl Catalog {
             .await
             .map_err(|e| CatalogError::Invalid(e.reason))?;
         let _turn = self.lock().await;
+        if revoked() {
+            return Err(CatalogError::Revoked);
+        }
         let configured = self.may_upload(project, action)?;
         let still_kept = self
             .history(project, action)?
@@ -287,10 +300,26 @@ impl Catalog {
     }
 
     /// Forget every uploaded version of `project`'s `action`. The config's
-    /// action of that name, if any, is in service again.
-    pub async fn remove(&self, project: &str, action: &str) -> Result<(), CatalogError> {
+    /// action of that name, if any, is in service again (or recorded as
+    /// failing to load, with why).
+    pub async fn remove(
+        &self,
+        project: &str,
+        action: &str,
+        revoked: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), CatalogError> {
         self.may_upload(project, action)?;
+        if self.history(project, action)?.is_none() {
+            return Err(CatalogError::NotUploaded(action.into()));
+        }
+        // The config's own action of that name, loaded before the turn.
+        let config = self.config.load_full();
+        let from_config = ActionRegistry::load_one(&self.engine, &config, project, action).await;
         let _turn = self.lock().await;
+        if revoked() {
+            return Err(CatalogError::Revoked);
+        }
+        self.may_upload(project, action)?;
         if !self
             .store
             .remove(project, action)
@@ -298,14 +327,11 @@ impl Catalog {
         {
             return Err(CatalogError::NotUploaded(action.into()));
         }
-        let config = self.config.load();
-        let from_config = ActionRegistry::load_one(&self.engine, &config, project, action).await;
-        let entry = from_config
-            .get(project, action)
-            .and_then(Result::ok)
-            .cloned();
-        self.registry
-            .store(Arc::new(self.registry.load().with(project, action, entry)));
+        let next = self
+            .registry
+            .load()
+            .with_entry_of(&from_config, project, action);
+        self.registry.store(Arc::new(next));
         tracing::info!(project, action, "uploaded action removed");
         Ok(())
     }
@@ -400,7 +426,9 @@ impl Catalog {
                     .await
                     .map(|plugin| (plugin, hash))
                     .map_err(|e| {
-                        self.remember_failed(hash, &e.reason);
+                        if !transient(&e.reason) {
+                            self.remember_failed(hash, &e.reason);
+                        }
                         e.reason
                     }),
                 Err(reason) => Err(reason),
@@ -472,6 +500,12 @@ impl Catalog {
         }
         failed.insert(hash, reason.to_string());
     }
+}
+
+/// A failure that may not happen again with the same bytes (a busy host,
+/// a compiler that could not start): not remembered.
+fn transient(reason: &str) -> bool {
+    reason.contains(super::compile::TOOK_TOO_LONG) || reason.contains(super::compile::NOT_STARTED)
 }
 
 fn kept(history: &History) -> String {

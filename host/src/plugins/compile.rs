@@ -5,14 +5,15 @@
 //! process that runs it: a component built to take minutes or gigabytes to
 //! compile would stall or kill the server of every tenant. So such a
 //! component is compiled by a child, `bosun compile-plugin` (the same
-//! binary), under `RLIMIT_AS` and a wall-clock kill. The child writes the
+//! image), under `RLIMIT_AS` and a wall-clock kill, on one thread at a
+//! lower priority, one child at a time server-wide. The child writes the
 //! compiled code into the authenticated cache (see `cache`), where the
 //! engine's load then finds it; what is loaded is still checked, linked and
 //! described by the server as any plugin is.
 //!
-//! The operator's own plugins (config `path`, stock) are compiled in-process
-//! as before: they are trusted, and a restart should not pay a process per
-//! plugin.
+//! The operator's own plugins (stock, and config `path`s outside every
+//! project's dir) are compiled in-process as before: they are trusted, and
+//! a restart should not pay a process per plugin.
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,11 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The running image, whatever file is at its path now.
 pub const THIS_IMAGE: &str = "/proc/self/exe";
+
+/// How a compile over the time budget is reported.
+pub(crate) const TOOK_TOO_LONG: &str = "compiling took longer than the budget of";
+/// How a compiler that did not start is reported.
+pub(crate) const NOT_STARTED: &str = "cannot start the compiler";
 
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "compile-plugin";
@@ -78,18 +84,25 @@ impl Compiler {
             .arg(state_dir)
             .arg("--max-memory")
             .arg(max_memory.to_string())
-            // One malloc arena per thread reserves 64 MiB of address space
-            // each: on a machine of many cores that alone would pass the cap.
+            // Nothing of bosun's environment; one compile thread (wasmtime
+            // compiles in parallel on rayon's pool: a bomb would take every
+            // core); one malloc arena per thread would reserve 64 MiB of
+            // address space each.
+            .env_clear()
+            .env("RAYON_NUM_THREADS", "1")
             .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: between fork and exec the closure only calls setrlimit,
-        // which is async-signal-safe, and allocates nothing.
+        // SAFETY: between fork and exec the closure only calls setrlimit
+        // and setpriority, which are async-signal-safe, and allocates
+        // nothing.
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {
+                // Below the tenants' own programs, which run at 0.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
                 let limit = libc::rlimit {
                     rlim_cur: memory,
                     rlim_max: memory,
@@ -102,7 +115,7 @@ impl Compiler {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start the compiler ({}): {e}", self.binary.display()))?;
+            .map_err(|e| format!("{NOT_STARTED} ({}): {e}", self.binary.display()))?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         let mut stderr = child.stderr.take().expect("piped stderr");
         let feed = async move {
@@ -124,7 +137,7 @@ impl Compiler {
         };
         let Ok((text, status)) = tokio::time::timeout(self.timeout, run).await else {
             return Err(format!(
-                "compiling took longer than the budget of {}",
+                "{TOOK_TOO_LONG} {}",
                 humantime::format_duration(self.timeout)
             ));
         };

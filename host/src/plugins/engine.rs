@@ -232,7 +232,6 @@ impl Engine {
         let Some(compiler) = &self.inner.compiler else {
             return self.load(plugin, wasm).await;
         };
-        let _compiling = compiler.turn().await;
         let inner = self.inner.clone();
         let bytes = wasm.to_vec();
         let cached = move || inner.cache.cached(&inner.wasm, &bytes);
@@ -243,10 +242,14 @@ impl Engine {
         {
             Some(component) => component,
             None => {
+                // The turn covers the compile only: what follows (a run
+                // slot, describe()) must not hold up other compiles.
+                let turn = compiler.turn().await;
                 compiler
                     .compile(&self.inner.state_dir, self.inner.max_memory, wasm)
                     .await
                     .map_err(fail)?;
+                drop(turn);
                 tokio::task::spawn_blocking(cached)
                     .await
                     .ok()

@@ -94,34 +94,46 @@ impl ActionRegistry {
 
     /// [`ActionRegistry::load_serving`], reusing each plugin of `self`
     /// whose component is byte for byte the same (no compile, no cache
-    /// read). A repository plugin that no longer loads keeps the version
-    /// that did: the tenant's commit must not take its action away.
-    pub async fn reload(&self, engine: &Engine, config: &Config, store: &UploadStore) -> Self {
+    /// read). A repository plugin in service whose place in the config
+    /// (`old` → `config`) did not change is kept as it is, with the new
+    /// limits, unread: the tenant rewrites that file at will, and a reload
+    /// (a key's revocation, say) must not wait on compiling it. The next
+    /// job of the project picks up what changed (see `catalog`).
+    pub async fn reload(
+        &self,
+        engine: &Engine,
+        config: &Config,
+        old: &Config,
+        store: &UploadStore,
+    ) -> Self {
         let mut known = self
             .actions
             .values()
             .filter_map(|a| a.as_ref().ok())
             .map(|a| (a.hash, Ok(a.plugin.clone())))
             .collect();
-        let mut registry = Self::load_where(engine, config, &mut known, |_, _| true).await;
-        for (key, entry) in &mut registry.actions {
-            let acfg = config
-                .projects
-                .get(&key.0)
-                .and_then(|p| p.actions.0.get(&key.1));
-            if let (Err(e), Some(Ok(old)), Some(acfg)) = (&entry, self.actions.get(key), acfg)
-                && old.source == Source::Repo
-                && acfg.repo_path.is_some()
-            {
-                tracing::warn!(
-                    "{e}; `{}/{}` keeps the version that loaded before",
-                    key.0,
-                    key.1
-                );
-                *entry = Ok(LoadedAction {
-                    limits: limits(acfg, &config.plugins),
-                    ..old.clone()
-                });
+        let kept = |project: &str, action: &str| -> Option<LoadedAction> {
+            let in_service = self.get(project, action)?.ok()?;
+            let (new, was) = (config.projects.get(project)?, old.projects.get(project)?);
+            let (acfg, before) = (new.actions.0.get(action)?, was.actions.0.get(action)?);
+            let same_place = acfg.repo_path.is_some()
+                && acfg.repo_path == before.repo_path
+                && new.dir == was.dir
+                && new.deploy.releases.is_some() == was.deploy.releases.is_some();
+            (in_service.source == Source::Repo && same_place).then(|| LoadedAction {
+                limits: limits(acfg, &config.plugins),
+                ..in_service.clone()
+            })
+        };
+        let mut registry =
+            Self::load_where(engine, config, &mut known, |p, a| kept(p, a).is_none()).await;
+        for (project, pcfg) in &config.projects {
+            for action in pcfg.actions.0.keys() {
+                if let Some(entry) = kept(project, action) {
+                    registry
+                        .actions
+                        .insert((project.clone(), action.clone()), Ok(entry));
+                }
             }
         }
         registry
@@ -158,10 +170,10 @@ impl ActionRegistry {
                 };
                 // A file the tenant can write is the tenant's, whoever named it.
                 let teams = match &acfg.path {
-                    Some(path) => beneath(path, &pcfg.dir).is_some(),
+                    Some(path) => tenant_dir(path, config).is_some(),
                     None => source == Source::Repo,
                 };
-                let loaded = match read_component(action, acfg, pcfg, &config.plugins) {
+                let loaded = match read_component(action, acfg, pcfg, config) {
                     Err(reason) => Err(reason),
                     Ok(bytes) => load_known(engine, action, &bytes, teams, by_hash).await,
                 };
@@ -329,7 +341,7 @@ impl ActionRegistry {
                             return Some(true);
                         }
                         let path = acfg.path.as_deref()?;
-                        Some(beneath(path, &pcfg.dir).is_some())
+                        Some(tenant_dir(path, config).is_some())
                     })
                     .unwrap_or(false);
                 (tenant, problem(e, &config.source, &text))
@@ -360,10 +372,31 @@ fn problem(e: &LoadError, source: &Path, text: &str) -> String {
 /// `path` relative to `project_dir` when it is written beneath it (or
 /// beneath the dir its operator-chosen links lead to).
 fn beneath(path: &Path, project_dir: &Path) -> Option<PathBuf> {
-    let path = lexical(path);
-    [lexical(project_dir), resolved(project_dir)]
+    let written = lexical(path);
+    let dirs = [lexical(project_dir), resolved(project_dir)];
+    if let Some(rel) = dirs
         .iter()
-        .find_map(|dir| path.strip_prefix(dir).ok().map(Path::to_path_buf))
+        .find_map(|dir| written.strip_prefix(dir).ok().map(Path::to_path_buf))
+    {
+        return Some(rel);
+    }
+    // Written elsewhere, but its dir leads into the project (an operator's
+    // link to it): still the tenant's file, opened beneath its dir.
+    let (parent, name) = (written.parent()?, written.file_name()?);
+    resolved(parent)
+        .strip_prefix(&dirs[1])
+        .ok()
+        .map(|rel| rel.join(name))
+}
+
+/// The dir of the project (any project of `config`) that `path` lies in,
+/// if it lies in one: a file there is that tenant's to write.
+fn tenant_dir<'a>(path: &Path, config: &'a Config) -> Option<&'a Path> {
+    config
+        .projects
+        .values()
+        .map(|p| p.dir.as_path())
+        .find(|dir| beneath(path, dir).is_some())
 }
 
 /// The largest component file the operator's config may name.
@@ -407,14 +440,19 @@ fn read_component(
     action: &str,
     cfg: &ActionConfig,
     project: &ProjectConfig,
-    settings: &PluginSettings,
+    config: &Config,
 ) -> Result<Vec<u8>, String> {
     if let Some(rel) = &cfg.repo_path {
-        return read_repo_component(rel, project, settings.max_plugin_size.as_u64());
+        return read_repo_component(rel, project, config.plugins.max_plugin_size.as_u64());
     }
     match &cfg.path {
-        Some(path) => read_file(path, &project.dir, MAX_COMPONENT)
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        // Opened beneath whichever project's dir it lies in.
+        Some(path) => read_file(
+            path,
+            tenant_dir(path, config).unwrap_or(&project.dir),
+            MAX_COMPONENT,
+        )
+        .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => stock::bytes(action)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("no stock action is called `{action}`")),
