@@ -204,13 +204,33 @@ fn print_in_service(args: &ClientArgs, done: &Value, what: &str) {
 }
 
 /// The hidden `compile-plugin`: compile the component on stdin into the
-/// cache of `state_dir` (see `plugins::compile`).
+/// cache of `state_dir` for an engine of `max_memory` (see
+/// `plugins::compile`).
 pub fn compile_plugin(state_dir: &Path, max_memory: u64) -> ExitCode {
-    match crate::plugins::compile::compile_child(state_dir, max_memory) {
+    match compile_stdin(state_dir, max_memory) {
         Ok(()) => ExitCode::Ok,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::InvalidPlugin
         }
     }
+}
+
+fn compile_stdin(state_dir: &Path, max_memory: u64) -> Result<(), String> {
+    use std::io::Read as _;
+    let mut wasm = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut wasm)
+        .map_err(|e| format!("reading the component: {e}"))?;
+    let config = crate::plugins::EngineConfig {
+        state_dir: state_dir.to_path_buf(),
+        max_concurrent_runs: 1,
+        max_memory,
+        // No pool to reserve: the address space is the budget's. Pooling
+        // does not change the code, so the server's engine finds it.
+        pooling: false,
+        compiler: None,
+    };
+    let engine = crate::plugins::Engine::new(&config).map_err(|e| e.to_string())?;
+    engine.precompile(&wasm)
 }

@@ -5,8 +5,8 @@
 //! process that runs it: a component built to take minutes or gigabytes to
 //! compile would stall or kill the server of every tenant. So such a
 //! component is compiled by a child, `bosun compile-plugin` (the same
-//! image), under `RLIMIT_AS` and a wall-clock kill, on one thread at a
-//! lower priority, one child at a time server-wide. The child writes the
+//! image), under `RLIMIT_AS` and a wall-clock kill, at a lower priority
+//! (nice 10), one child at a time server-wide. The child writes the
 //! compiled code into the authenticated cache (see `cache`), where the
 //! engine's load then finds it; what is loaded is still checked, linked and
 //! described by the server as any plugin is.
@@ -84,12 +84,10 @@ impl Compiler {
             .arg(state_dir)
             .arg("--max-memory")
             .arg(max_memory.to_string())
-            // Nothing of bosun's environment; one compile thread (wasmtime
-            // compiles in parallel on rayon's pool: a bomb would take every
-            // core); one malloc arena per thread would reserve 64 MiB of
-            // address space each.
+            // Nothing of bosun's environment. wasmtime compiles on a thread
+            // per core, each of which would reserve a 64 MiB malloc arena
+            // of the address space the budget counts.
             .env_clear()
-            .env("RAYON_NUM_THREADS", "1")
             .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -101,7 +99,9 @@ impl Compiler {
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {
-                // Below the tenants' own programs, which run at 0.
+                // Below the tenants' own programs, which run at 0: its
+                // threads take the cores the others leave idle (about a
+                // tenth of one under contention), not the others' share.
                 libc::setpriority(libc::PRIO_PROCESS, 0, 10);
                 let limit = libc::rlimit {
                     rlim_cur: memory,
@@ -170,25 +170,4 @@ impl Compiler {
 
 fn last_line(text: &str) -> &str {
     text.lines().last().unwrap_or(text).trim()
-}
-
-/// The child's side: read a component on stdin and compile it into the
-/// cache of `state_dir` for an engine of `max_memory`.
-pub fn compile_child(state_dir: &Path, max_memory: u64) -> Result<(), String> {
-    use std::io::Read as _;
-    let mut wasm = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut wasm)
-        .map_err(|e| format!("reading the component: {e}"))?;
-    let config = super::EngineConfig {
-        state_dir: state_dir.to_path_buf(),
-        max_concurrent_runs: 1,
-        max_memory,
-        // No pool to reserve: the address space is the budget's. Pooling
-        // does not change the code, so the server's engine finds it.
-        pooling: false,
-        compiler: None,
-    };
-    let engine = super::Engine::new(&config).map_err(|e| e.to_string())?;
-    engine.precompile(&wasm)
 }
