@@ -74,6 +74,14 @@ fn repo_at(dir: &Path) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
+/// Run `action` of project `app` and wait for it: the job and its log.
+async fn ran(api: &Api, action: &str) -> (Value, String) {
+    let (_, job) = api.run("app", action, "?wait=60s", json!({}), ADMIN).await;
+    let id = job["id"].as_str().expect("a job id");
+    let log = api.get_text(&format!("/v1/jobs/{id}/log"), ADMIN).await;
+    (job, log)
+}
+
 async fn run(api: &Api, action: &str, params: Value) -> Value {
     let (status, job) = api.run("app", action, "?wait=120s", params, ADMIN).await;
     assert_eq!(status, StatusCode::OK, "{job}");
@@ -607,15 +615,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
 
     // A broken one: the previous stays in service, and the log says why.
     commit(&guest("fixture_describe_trap"), "broken");
-    let (_, job) = bosun
-        .run("app", "deploy", "?wait=60s", json!({}), ADMIN)
-        .await;
-    let log = bosun
-        .get_text(
-            &format!("/v1/jobs/{}/log", job["id"].as_str().expect("id")),
-            ADMIN,
-        )
-        .await;
+    let (_, log) = ran(&bosun, "deploy").await;
     assert!(
         log.contains(".bosun/tool.wasm changed but does not load, so action `tool` keeps the version that loaded before")
             && log.contains("describe() failed"),
@@ -636,15 +636,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
     git(&dev, &["add", "-A"]);
     git(&dev, &["commit", "--quiet", "-m", "a link out"]);
     git(&dev, &["push", "--quiet", "origin", "HEAD:main"]);
-    let (_, job) = bosun
-        .run("app", "deploy", "?wait=60s", json!({}), ADMIN)
-        .await;
-    let log = bosun
-        .get_text(
-            &format!("/v1/jobs/{}/log", job["id"].as_str().expect("id")),
-            ADMIN,
-        )
-        .await;
+    let (_, log) = ran(&bosun, "deploy").await;
     assert!(log.contains("changed but does not load"), "{log}");
     let (_, job) = bosun
         .run("app", "tool", "?wait=60s", json!({}), ADMIN)
@@ -657,15 +649,7 @@ async fn a_plugin_kept_in_the_repository_is_picked_up_and_a_broken_one_keeps_the
     let planted = r.join("app/.bosun/tool.wasm");
     std::fs::remove_file(&planted).expect("rm");
     std::fs::hard_link(&outside, &planted).expect("hard link");
-    let (_, job) = bosun
-        .run("app", "tool", "?wait=60s", json!({}), ADMIN)
-        .await;
-    let log = bosun
-        .get_text(
-            &format!("/v1/jobs/{}/log", job["id"].as_str().expect("id")),
-            ADMIN,
-        )
-        .await;
+    let (_, log) = ran(&bosun, "tool").await;
     assert!(log.contains("a file with more than one link"), "{log}");
     let (_, job) = bosun
         .run("app", "tool", "?wait=60s", json!({}), ADMIN)
