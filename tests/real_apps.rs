@@ -381,10 +381,14 @@ async fn a_pm2_ecosystem_imports_to_a_config_that_checks_and_runs_both_apps() {
         "{names:?}"
     );
     assert!(names.contains(&"worker"), "{names:?}");
-    let logs = bosun
-        .get_text("/v1/projects/app/processes/worker/logs?lines=5", ADMIN)
-        .await;
-    assert!(logs.contains("worker --queue default"), "{logs}");
+    // Running is spawned: the worker says its line once it has started.
+    until("the worker's first line", async || {
+        let logs = bosun
+            .get_text("/v1/projects/app/processes/worker/logs?lines=5", ADMIN)
+            .await;
+        logs.contains("worker --queue default").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
