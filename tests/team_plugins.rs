@@ -753,3 +753,56 @@ async fn a_key_revoked_while_its_upload_compiles_puts_nothing_in_service() {
     assert_eq!(versions["error"]["code"], "not_found", "{versions}");
     bosun.stop().await;
 }
+
+#[test]
+fn a_refused_repository_component_is_not_compiled_again_until_it_changes() {
+    let root = TempDir::new().expect("root");
+    let app = root.path().join("app");
+    std::fs::create_dir_all(app.join(".bosun")).expect("dirs");
+    std::fs::write(app.join(".bosun/tool.wasm"), guest("disk_usage")).expect("plugin");
+    let config = |budget: &str| {
+        let text = format!(
+            "state_dir = \"state\"\n[plugins]\n{budget}\n[projects.app]\ndir = \"app\"\n\
+             [projects.app.actions.tool]\nrepo_path = \".bosun/tool.wasm\"\n"
+        );
+        std::fs::write(root.path().join("bosun.toml"), text).expect("config");
+    };
+    let check = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+            .args(["check", "--config"])
+            .arg(root.path().join("bosun.toml"))
+            .output()
+            .expect("bosun runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Over its budget once: refused, and remembered.
+    config("compile_timeout = \"1ms\"");
+    let (ok, err) = check();
+    assert!(
+        !ok && err.contains("compiling took longer than the budget of 1ms"),
+        "{err}"
+    );
+    // With the budget back, the same bytes are not compiled again (a
+    // component made to take its whole budget would take it at every
+    // start, check and job).
+    config("");
+    let (ok, err) = check();
+    assert!(
+        !ok && err.contains("refused before: compiling took longer"),
+        "{err}"
+    );
+    // New bytes are tried; so are the old once the operator clears the memory.
+    std::fs::write(
+        app.join(".bosun/tool.wasm"),
+        guest("fixture_contract_0_1_0"),
+    )
+    .expect("new");
+    assert!(check().0, "{}", check().1);
+    std::fs::write(app.join(".bosun/tool.wasm"), guest("disk_usage")).expect("old");
+    std::fs::remove_dir_all(root.path().join("state/cache/refused")).expect("cleared");
+    let (ok, err) = check();
+    assert!(ok, "{err}");
+}

@@ -25,6 +25,8 @@ use wasmtime::component::Component;
 
 type HmacSha256 = Hmac<Sha256>;
 const MAC_LEN: usize = 32;
+/// Bytes of a remembered refusal's reason read back.
+const MAX_REASON: u64 = 4 << 10;
 
 /// Where a loaded component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub enum Origin {
 /// The on-disk cache of compiled components.
 pub(crate) struct ComponentCache {
     dir: PathBuf,
+    refused: PathBuf,
     key: [u8; 32],
 }
 
@@ -51,8 +54,14 @@ impl ComponentCache {
             .mode(0o700)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+        let refused = root.join("refused");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&refused)
+            .with_context(|| format!("creating {}", refused.display()))?;
         let key = load_or_create_key(&root.join("key"))?;
-        Ok(Self { dir, key })
+        Ok(Self { dir, refused, key })
     }
 
     /// The compiled form of `wasm`, from the cache when a valid entry exists.
@@ -103,6 +112,36 @@ impl ComponentCache {
     /// refused: its code would only take room).
     pub(crate) fn forget(&self, engine: &wasmtime::Engine, wasm: &[u8]) {
         let _ = fs::remove_file(self.dir.join(entry_name(engine, wasm)));
+    }
+
+    /// Why a team's `wasm` was refused before, if it was (see
+    /// [`ComponentCache::refuse`]).
+    pub(crate) fn refused(&self, wasm: &[u8]) -> Option<String> {
+        use std::io::Read as _;
+        let mut reason = String::new();
+        fs::File::open(self.refused.join(hex::encode(Sha256::digest(wasm))))
+            .ok()?
+            .take(MAX_REASON)
+            .read_to_string(&mut reason)
+            .ok()?;
+        Some(reason)
+    }
+
+    /// Remember that a team's `wasm` was refused and why, across restarts
+    /// and the new binary of an upgrade: a component that takes all its
+    /// budget to fail must not take it again at every start, every check
+    /// and every job. Keyed by the bytes only, so a new wasmtime does not
+    /// retry it either; deleting `cache/refused/` retries them all.
+    pub(crate) fn refuse(&self, wasm: &[u8], reason: &str) {
+        let name = hex::encode(Sha256::digest(wasm));
+        let written = tempfile::NamedTempFile::new_in(&self.refused).and_then(|mut tmp| {
+            tmp.write_all(reason.as_bytes())?;
+            tmp.persist(self.refused.join(name)).map_err(|e| e.error)?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!("could not remember a refused component: {e}");
+        }
     }
 
     fn mac(&self, name: &str, code: &[u8]) -> HmacSha256 {

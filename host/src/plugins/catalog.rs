@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::bindings::ActionMeta;
 use super::engine::Engine;
+use super::engine::REFUSED_BEFORE;
 use super::registry::{self, ActionRegistry, Actions, LoadedAction, Source};
 use super::uploads::{History, MAX_ACTIONS, UploadStore, Version};
 use crate::config::{ActionConfig, Config};
@@ -92,13 +93,7 @@ pub struct Catalog {
     store: UploadStore,
     config: ArcSwap<Config>,
     writes: Mutex<()>,
-    /// Repository components that did not load, by hash, with why (a few:
-    /// forgotten all at once when full).
-    failed: std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>,
 }
-
-/// Failed repository components remembered at most.
-const REMEMBER_FAILED: usize = 64;
 
 impl Catalog {
     /// A catalog over the registry in use.
@@ -109,7 +104,6 @@ impl Catalog {
             store,
             config: ArcSwap::from_pointee(config.clone()),
             writes: Mutex::new(()),
-            failed: std::sync::Mutex::default(),
         }
     }
 
@@ -177,7 +171,7 @@ impl Catalog {
         }
         let plugin = self
             .engine
-            .load_within_budget(action, wasm)
+            .load_offered(action, wasm)
             .await
             .map_err(|e| CatalogError::Invalid(e.reason))?;
         let hash: [u8; 32] = Sha256::digest(wasm).into();
@@ -266,7 +260,7 @@ impl Catalog {
         // holds up no reload and no other project.
         let plugin = self
             .engine
-            .load_within_budget(action, &wasm)
+            .load_offered(action, &wasm)
             .await
             .map_err(|e| CatalogError::Invalid(e.reason))?;
         let _turn = self.lock().await;
@@ -405,32 +399,16 @@ impl Catalog {
             };
             let read = registry::read_repo_component(rel, pcfg, max)
                 .map(|wasm| (Sha256::digest(&wasm).into(), wasm));
-            let known_bad = |hash: &[u8; 32]| {
-                self.failed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(hash)
-                    .cloned()
-            };
             let loaded = match read {
                 Ok((hash, _)) if before == Some(hash) => continue,
                 // Unreadable before and now: nothing new to say.
                 Err(_) if before.is_none() => continue,
-                // Refused before: not compiled again after every job.
-                Ok((hash, _)) if known_bad(&hash).is_some() => {
-                    Err(known_bad(&hash).unwrap_or_default())
-                }
                 Ok((hash, wasm)) => self
                     .engine
                     .load_within_budget(action, &wasm)
                     .await
                     .map(|plugin| (plugin, hash))
-                    .map_err(|e| {
-                        if !transient(&e.reason) {
-                            self.remember_failed(hash, &e.reason);
-                        }
-                        e.reason
-                    }),
+                    .map_err(|e| e.reason),
                 Err(reason) => Err(reason),
             };
             let _turn = self.lock().await;
@@ -473,6 +451,8 @@ impl Catalog {
                     ));
                     tracing::info!(project, action, "repository plugin loaded again");
                 }
+                // Said when it was refused: nothing new to say.
+                Err(reason) if reason.starts_with(REFUSED_BEFORE) => {}
                 Err(reason) => {
                     let kept = match before {
                         Some(_) => "keeps the version that loaded before",
@@ -487,25 +467,6 @@ impl Catalog {
             }
         }
     }
-}
-
-impl Catalog {
-    fn remember_failed(&self, hash: [u8; 32], reason: &str) {
-        let mut failed = self
-            .failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failed.len() >= REMEMBER_FAILED {
-            failed.clear();
-        }
-        failed.insert(hash, reason.to_string());
-    }
-}
-
-/// A failure that may not happen again with the same bytes (a busy host,
-/// a compiler that could not start): not remembered.
-fn transient(reason: &str) -> bool {
-    reason.contains(super::compile::TOOK_TOO_LONG) || reason.contains(super::compile::NOT_STARTED)
 }
 
 fn kept(history: &History) -> String {

@@ -27,8 +27,6 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// The running image, whatever file is at its path now.
 pub const THIS_IMAGE: &str = "/proc/self/exe";
 
-/// How a compile over the time budget is reported.
-pub(crate) const TOOK_TOO_LONG: &str = "compiling took longer than the budget of";
 /// How a compiler that did not start is reported.
 pub(crate) const NOT_STARTED: &str = "cannot start the compiler";
 
@@ -137,7 +135,7 @@ impl Compiler {
         };
         let Ok((text, status)) = tokio::time::timeout(self.timeout, run).await else {
             return Err(format!(
-                "{TOOK_TOO_LONG} {}",
+                "compiling took longer than the budget of {}",
                 humantime::format_duration(self.timeout)
             ));
         };

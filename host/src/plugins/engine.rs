@@ -40,6 +40,9 @@ const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
 /// The same for a slot's tables.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
+/// How a team's component refused at an earlier load is reported again.
+pub(crate) const REFUSED_BEFORE: &str = "refused before: ";
+
 /// How often the epoch advances: the granularity of deadlines and cancellation.
 pub const TICK: Duration = Duration::from_millis(10);
 
@@ -223,7 +226,25 @@ impl Engine {
     /// [`Engine::load`] for a team's component: compiled in a child within
     /// the budget (see `compile`), then taken from the cache only, so a
     /// compile bomb fails its own load and never runs in this process.
+    /// One refused before (see `ComponentCache::refuse`) is refused again
+    /// at once: a team's file is loaded at every start and after every job.
     pub async fn load_within_budget(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_team(plugin, wasm, true).await
+    }
+
+    /// [`Engine::load_within_budget`] for a component a caller offers now
+    /// (an upload): tried again even if the same bytes were refused
+    /// before, since a busy host may have made them miss the time budget.
+    pub async fn load_offered(&self, plugin: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_team(plugin, wasm, false).await
+    }
+
+    async fn load_team(
+        &self,
+        plugin: &str,
+        wasm: &[u8],
+        recall: bool,
+    ) -> Result<Plugin, LoadError> {
         let fail = |reason: String| LoadError {
             plugin: plugin.to_string(),
             reason,
@@ -232,6 +253,9 @@ impl Engine {
         let Some(compiler) = &self.inner.compiler else {
             return self.load(plugin, wasm).await;
         };
+        if let Some(reason) = recall.then(|| self.inner.cache.refused(wasm)).flatten() {
+            return Err(fail(format!("{REFUSED_BEFORE}{reason}")));
+        }
         let inner = self.inner.clone();
         let bytes = wasm.to_vec();
         let cached = move || inner.cache.cached(&inner.wasm, &bytes);
@@ -245,11 +269,17 @@ impl Engine {
                 // The turn covers the compile only: what follows (a run
                 // slot, describe()) must not hold up other compiles.
                 let turn = compiler.turn().await;
-                compiler
+                let compiled = compiler
                     .compile(&self.inner.state_dir, self.inner.max_memory, wasm)
-                    .await
-                    .map_err(fail)?;
+                    .await;
                 drop(turn);
+                if let Err(reason) = compiled {
+                    // A compiler that did not start says nothing of the bytes.
+                    if !reason.starts_with(super::compile::NOT_STARTED) {
+                        self.inner.cache.refuse(wasm, &reason);
+                    }
+                    return Err(fail(reason));
+                }
                 tokio::task::spawn_blocking(cached)
                     .await
                     .ok()
@@ -258,8 +288,9 @@ impl Engine {
             }
         };
         let ready = self.ready(plugin, &component, Origin::Cache).await;
-        if ready.is_err() {
+        if let Err(e) = &ready {
             self.inner.cache.forget(&self.inner.wasm, wasm);
+            self.inner.cache.refuse(wasm, &e.reason);
         }
         ready
     }
