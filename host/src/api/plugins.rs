@@ -28,6 +28,11 @@ use crate::plugins::{CatalogError, History, InService, Version};
 /// The media type of an uploaded component.
 const WASM: &str = "application/wasm";
 
+/// Bytes of a refused upload read (and dropped) for a caller without a
+/// valid key, so that its 401 arrives: enough for a small component, not
+/// a way for strangers to make bosun read a large one.
+const STRANGER_DRAIN: usize = 4 << 20;
+
 /// The path of an action a team may change: its name is checked as the
 /// config's are.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -263,9 +268,9 @@ pub async fn upload_action(
         Err(refused) => {
             // Read to its end first: a client still sending a component
             // would otherwise see its connection reset, not the answer.
-            // Without a valid key, only as much as any request may send.
+            // Without a valid key, at most a few MiB.
             let drain = match stranger {
-                true => usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX),
+                true => drain.min(STRANGER_DRAIN),
                 false => drain,
             };
             let _ = read_drained(body, 0, drain, state.server.read_timeout).await;

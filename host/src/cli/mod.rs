@@ -232,7 +232,7 @@ pub enum Command {
     },
     /// Compile the component on stdin into the cache (what `serve` runs,
     /// within its budget, for an uploaded or repository plugin).
-    #[command(name = "compile-plugin", hide = true)]
+    #[command(name = crate::plugins::compile::SUBCOMMAND, hide = true)]
     CompilePlugin {
         /// The state dir whose cache receives it.
         #[arg(long)]
