@@ -74,6 +74,12 @@ fn repo_at(dir: &Path) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
+/// Assert `job` failed with a message starting with `prefix`.
+fn failed_with(job: &Value, prefix: &str) {
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(prefix), "{job}");
+}
+
 /// Run `action` of project `app` and wait for it: the job and its log.
 async fn ran(api: &Api, action: &str) -> (Value, String) {
     let (_, job) = api.run("app", action, "?wait=60s", json!({}), ADMIN).await;
@@ -150,12 +156,7 @@ async fn python_and_javascript_plugins_run_through_the_api() {
         "{job}"
     );
     let job = run(&bosun, "report", json!({"max_restarts": "many"})).await;
-    assert!(
-        job["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("invalid: param `max_restarts` is not a number")),
-        "{job}"
-    );
+    failed_with(&job, "invalid: param `max_restarts` is not a number");
 
     // JavaScript: the default process, and each typed error.
     let job = run(&bosun, "uptime", json!({})).await;
@@ -165,19 +166,9 @@ async fn python_and_javascript_plugins_run_through_the_api() {
         json!({"process": "web", "instances": 1, "revision": revision, "min_seconds": 0})
     );
     let job = run(&bosun, "uptime", json!({"min_seconds": "999999"})).await;
-    assert!(
-        job["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("failed: web#0 has been up")),
-        "{job}"
-    );
+    failed_with(&job, "failed: web#0 has been up");
     let job = run(&bosun, "uptime", json!({"min_seconds": "soon"})).await;
-    assert!(
-        job["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("invalid: param `min_seconds`")),
-        "{job}"
-    );
+    failed_with(&job, "invalid: param `min_seconds`");
     let job = run(&bosun, "uptime", json!({"process": "worker"})).await;
     assert_eq!(
         job["error"]["message"], "not found: the project has no process called `worker`",

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use common::load::Load;
 use common::server::{ADMIN, Bosun, BosunProcess, admin_config};
-use common::shop::{APP, free_port, pids};
+use common::shop::{APP, free_port, pids, serving};
 use common::{git, until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -328,14 +328,6 @@ ready = {{ http = "/healthz", timeout = "20s" }}
     std::fs::write(r.join("bosun.toml"), text).expect("config");
     let bosun = Bosun::start_in(r).await;
     pids(&bosun, 2).await;
-    let serving = async || {
-        reqwest::get(format!("http://127.0.0.1:{port}/"))
-            .await
-            .expect("the app answers")
-            .text()
-            .await
-            .expect("text")
-    };
     let deploy = async || {
         let (status, job) = bosun
             .run("shop", "deploy", "?wait=120s", json!({}), ADMIN)
@@ -350,14 +342,14 @@ ready = {{ http = "/healthz", timeout = "20s" }}
     let job = deploy().await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["to"], v2);
-    assert!(serving().await.ends_with(" v2\n"));
+    assert!(serving(port).await.ends_with(" v2"));
 
     std::fs::write(r.join("dev/crash"), "").expect("crash file");
     commit("v3", APP);
     let job = deploy().await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
-    assert!(serving().await.ends_with(" v2\n"));
+    assert!(serving(port).await.ends_with(" v2"));
     std::fs::remove_file(r.join("dev/crash")).expect("crash file");
 
     commit("v4", "this is not python (");
@@ -366,7 +358,7 @@ ready = {{ http = "/healthz", timeout = "20s" }}
     assert_eq!(job["error"]["detail"]["rolled_back"], true, "{job}");
     load.answered(50).await;
     load.none_failed().await;
-    assert!(serving().await.ends_with(" v2\n"));
+    assert!(serving(port).await.ends_with(" v2"));
     bosun.stop().await;
 }
 

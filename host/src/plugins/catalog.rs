@@ -211,7 +211,9 @@ impl Catalog {
             .add(project, action, wasm, by, &plugin.meta().summary)
             .map_err(CatalogError::Store)?;
         let meta = plugin.meta().clone();
-        self.swap(project, action, plugin, hash, configured, version.version);
+        let acfg = configured.unwrap_or_default();
+        let source = Source::Upload(version.version);
+        self.swap(project, action, (plugin, hash), &acfg, source);
         tracing::info!(
             project,
             action,
@@ -279,7 +281,9 @@ impl Catalog {
             .map_err(CatalogError::Store)?;
         let meta = plugin.meta().clone();
         let hash = Sha256::digest(&wasm).into();
-        self.swap(project, action, plugin, hash, configured, found.version);
+        let acfg = configured.unwrap_or_default();
+        let source = Source::Upload(found.version);
+        self.swap(project, action, (plugin, hash), &acfg, source);
         tracing::info!(
             project,
             action,
@@ -355,27 +359,24 @@ impl Catalog {
             .map_err(CatalogError::Store)
     }
 
+    /// Put `plugin` in service as `project`'s `action`, with the limits of
+    /// its config (`acfg`) and `source`.
     fn swap(
         &self,
         project: &str,
         action: &str,
-        plugin: super::Plugin,
-        hash: [u8; 32],
-        configured: Option<ActionConfig>,
-        version: u32,
+        (plugin, hash): (super::Plugin, [u8; 32]),
+        acfg: &ActionConfig,
+        source: Source,
     ) {
-        let config = self.config.load();
         let entry = LoadedAction {
             plugin,
-            limits: registry::limits(&configured.unwrap_or_default(), &config.plugins),
+            limits: registry::limits(acfg, &self.config.load().plugins),
             hash,
-            source: Source::Upload(version),
+            source,
         };
-        self.registry.store(Arc::new(self.registry.load().with(
-            project,
-            action,
-            Some(entry),
-        )));
+        let next = self.registry.load().with(project, action, Some(entry));
+        self.registry.store(Arc::new(next));
     }
 
     /// Load again each of `project`'s repository plugins whose file a job
@@ -433,17 +434,7 @@ impl Catalog {
             }
             match loaded {
                 Ok((plugin, hash)) => {
-                    let entry = LoadedAction {
-                        plugin,
-                        limits: registry::limits(acfg, &config.plugins),
-                        hash,
-                        source: Source::Repo,
-                    };
-                    self.registry.store(Arc::new(self.registry.load().with(
-                        project,
-                        action,
-                        Some(entry),
-                    )));
+                    self.swap(project, action, (plugin, hash), acfg, Source::Repo);
                     log(format!(
                         "bosun: action `{action}` now runs the new {} (sha256 {})",
                         rel.display(),
