@@ -83,7 +83,14 @@ pub async fn upgrade(State(state): State<AppState>, caller: Caller) -> Result<Re
     require_server_admin(&caller, "an upgrade")?;
     tracing::info!(by = %caller.name, "upgrade requested over the API");
     match state.control.upgrade().await {
-        Ok(report) => Ok((StatusCode::ACCEPTED, Json(report)).into_response()),
+        // This image hands over now and its connections end with it: a
+        // client must not send its next request on this one.
+        Ok(report) => Ok((
+            StatusCode::ACCEPTED,
+            [(header::CONNECTION, "close")],
+            Json(report),
+        )
+            .into_response()),
         Err(e @ UpgradeError::Check(_)) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "upgrade_refused",
