@@ -409,6 +409,17 @@ async fn uploads_are_checked_versioned_rolled_back_and_kept_across_restarts() {
         .await
         .expect("POST");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    for not_object in ["[2]", "[]"] {
+        let resp = bosun
+            .req(Method::POST, &format!("{tool}/rollback"), Some(ADMIN))
+            .header("content-type", "application/json")
+            .body(not_object)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{not_object}");
+    }
+    assert_eq!(summary_of(&bosun, "tool").await["version"], 1);
 
     // A job running on a version finishes on it; the next gets the new.
     let slow = "/v1/projects/alpha/actions/slowpoke";

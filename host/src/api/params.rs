@@ -8,6 +8,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::StatusCode;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -61,15 +62,27 @@ pub async fn read_body<H>(
     slow: impl FnOnce() -> Result<H, ApiError>,
 ) -> Result<RunBody, ApiError> {
     let bytes = read_bytes(body, limit, timeout, slow).await?;
+    json_object(&bytes, "{\"params\":{…}}")
+}
+
+/// A body that is empty (the default) or one JSON object of the form
+/// `shape`. serde's derived structs also take a JSON array (their fields by
+/// position, `[]` as all defaults), which no schema of ours allows.
+pub fn json_object<T: DeserializeOwned + Default>(
+    bytes: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RunBody::default());
+        return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let invalid = |e: &dyn std::fmt::Display| {
         ApiError::bad_request(
             "invalid_json",
-            format!("the body is not valid JSON of the form {{\"params\":{{…}}}}: {e}"),
+            format!("the body is not valid JSON of the form {shape}: {e}"),
         )
-    })
+    };
+    let object: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| invalid(&e))?;
+    serde_json::from_value(Value::Object(object)).map_err(|e| invalid(&e))
 }
 
 /// [`read_body`] without the parsing: the bytes as they came.

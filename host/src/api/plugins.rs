@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::params::{read_bytes, read_drained, too_large};
+use super::params::{json_object, read_bytes, read_drained, too_large};
 use super::query::ApiPath;
 use super::views::{ParamView, rfc3339};
 use crate::config::Role;
@@ -352,16 +352,7 @@ pub async fn rollback_action(
     let held = state.hold_on(&caller, &project)?;
     let limit = usize::try_from(state.server.max_body.as_u64()).unwrap_or(usize::MAX);
     let bytes = read_bytes(body, limit, state.server.read_timeout, || Ok(())).await?;
-    let body: RollbackBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RollbackBody::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("the body is not valid JSON of the form {{\"version\": n}}: {e}"),
-            )
-        })?
-    };
+    let body: RollbackBody = json_object(&bytes, "{\"version\": n}")?;
     let done = state
         .catalog
         .rollback(&project, &action, body.version, &|| held.is_revoked())
