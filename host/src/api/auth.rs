@@ -337,6 +337,15 @@ impl Caller {
     pub fn revoked(&self) -> &CancellationToken {
         &self.revoked
     }
+
+    /// The same caller for a dashboard session: revoked with its key, and
+    /// apart from it when the session is signed out.
+    pub fn for_session(&self) -> Caller {
+        Caller {
+            revoked: self.revoked.child_token(),
+            ..self.clone()
+        }
+    }
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -355,6 +364,14 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        // A bearer key wins; without one, a dashboard session's cookie.
+        let bearer = parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION);
+        if let Some(token) = super::dashboard::cookie(&parts.headers).filter(|_| !bearer) {
+            state.auth.brake.check(ip)?;
+            return state.sessions.caller(token, &parts.method, &parts.headers);
+        }
         state.auth.authenticate(&parts.headers, ip)
     }
 }

@@ -30,7 +30,7 @@ use crate::plugins::bindings::ActionMeta;
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Query of `POST …/actions/{action}` and `GET /v1/jobs/{id}`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {

@@ -7,6 +7,7 @@
 
 mod auth;
 mod connections;
+mod dashboard;
 mod document;
 mod error;
 mod hooks;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub hook_bodies: Arc<Connections>,
     /// Uploaded and repository actions.
     pub catalog: Arc<crate::plugins::Catalog>,
+    /// The dashboard's signed-in browsers.
+    pub sessions: Arc<dashboard::Sessions>,
 }
 
 #[derive(OpenApi)]
@@ -166,6 +169,7 @@ pub fn router(state: AppState) -> Router {
     // Signed by a forge, not a bearer key: outside the API's document.
     routes
         .route("/hooks/{project}", axum::routing::post(hooks::receive))
+        .merge(dashboard::routes())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(

@@ -47,7 +47,7 @@ fn action_names(state: &AppState, project: &str) -> Vec<String> {
 
 /// Check scope, then look the project up: the order keeps project names
 /// private from keys that may not see them.
-fn visible_project(
+pub(super) fn visible_project(
     state: &AppState,
     caller: &Caller,
     project: &str,

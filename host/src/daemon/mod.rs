@@ -323,6 +323,7 @@ impl Daemon {
                 crate::hooks::MAX_BODIES,
                 crate::hooks::MAX_BODIES_PER_SOURCE,
             ),
+            sessions: Arc::default(),
         };
         let grace = config.server.shutdown_grace;
         let http_stop = CancellationToken::new();

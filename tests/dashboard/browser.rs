@@ -1,0 +1,132 @@
+//! A real headless Chromium for the dashboard's tests, driven through
+//! chromedriver (W3C WebDriver) with fantoccini. Both come from Debian's
+//! packages, installed by `tests/browser/install` when missing.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tempfile::TempDir;
+
+static INSTALL: Once = Once::new();
+
+/// One browser with its own driver and profile; both end on drop.
+pub struct Browser {
+    /// The WebDriver session.
+    pub client: Client,
+    driver: Child,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// A fresh headless Chromium with an empty profile.
+    pub async fn start() -> Self {
+        INSTALL.call_once(|| {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/install");
+            let status = Command::new(script)
+                .status()
+                .expect("run tests/browser/install");
+            assert!(status.success(), "tests/browser/install failed: {status}");
+        });
+        let profile = TempDir::new().expect("profile dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let caps = json!({
+            "goog:chromeOptions": {
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let caps = caps.as_object().cloned().expect("an object");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = crate::common::until("chromedriver and Chromium to start", async || {
+            let mut builder =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+            builder.capabilities(caps.clone()).connect(&url).await.ok()
+        })
+        .await;
+        Self {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// The text of the first element `css` finds.
+    pub async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The text of `css`, or none when the page has no such element.
+    pub async fn try_text(&self, css: &str) -> Option<String> {
+        let el = self.client.find(Locator::Css(css)).await.ok()?;
+        el.text().await.ok()
+    }
+
+    /// How many elements `css` finds.
+    pub async fn count(&self, css: &str) -> usize {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .map_or(0, |v| v.len())
+    }
+
+    /// Click the first element `css` finds.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+    }
+
+    /// The page's path (and query).
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("current url");
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    }
+
+    /// Save a screenshot of the page as `name`.png under the tests' output
+    /// dir (`target/tmp/dashboard-screenshots`).
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let png = self.client.screenshot().await.expect("screenshot");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The driver takes its browser with it.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
