@@ -608,17 +608,40 @@ async fn tls_serves_https_with_the_configured_certificate() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    tls.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf);
+    let exchange = async |request: String| {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await.expect("read");
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let text =
+        exchange("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into())
+            .await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("{\"status\":\"ok\"}"), "{text}");
+
+    // The dashboard's session cookie is a Secure `__Host-` cookie under TLS.
+    let form = format!("key={ADMIN}");
+    let text = exchange(format!(
+        "POST /ui/signin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    ))
+    .await;
+    let cookie = text
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: __host-bosun_session=")
+        })
+        .unwrap_or_else(|| panic!("a session cookie: {text}"));
+    assert!(
+        cookie.contains("; HttpOnly; SameSite=Strict") && cookie.trim_end().ends_with("; Secure"),
+        "{cookie}"
+    );
 
     // Plain HTTP on the TLS port gets nothing useful.
     let plain = reqwest::get(format!("http://{addr}/healthz")).await;

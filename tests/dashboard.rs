@@ -197,6 +197,38 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
     // books is there too, for this key.
     assert_eq!(browser.count(r#"tr[data-row="books/worker-0"]"#).await, 1);
 
+    // On a phone's screen the page does not scroll sideways (a table may,
+    // inside its own box), and the buttons stay reachable.
+    c.set_window_size(390, 844).await.expect("a phone's size");
+    let overflow = c
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .expect("js");
+    assert_eq!(overflow, json!(0), "the page is wider than a phone");
+    browser.screenshot("projects-phone").await;
+    c.set_window_size(1280, 1000)
+        .await
+        .expect("back to a desktop's size");
+
+    // Keyboard: the first Tab reaches "Skip to content", the next ones the
+    // navigation, each focusable element in page order.
+    c.goto(&format!("{}/", bosun.url)).await.expect("reload /");
+    let active = async || {
+        c.execute("return document.activeElement.textContent.trim();", vec![])
+            .await
+            .expect("js")
+    };
+    c.active_element()
+        .await
+        .expect("body")
+        .send_keys("\u{E004}")
+        .await
+        .expect("Tab");
+    assert_eq!(active().await, json!("Skip to content"));
+
     c.goto(&format!("{}/ui/projects/shop", bosun.url))
         .await
         .expect("project page");
@@ -388,8 +420,18 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_key_sees_no_buttons_and_a_key_of_one_project_never_sees_another() {
     let (_root, bosun) = serve().await;
-    let browser = Browser::start().await;
+    // This reader prefers the dark scheme: the page follows it.
+    let browser = Browser::start_with(&["--force-dark-mode"]).await;
     sign_in(&browser, &bosun, VIEWER).await;
+    let background = browser
+        .client
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .expect("js");
+    assert_eq!(background, json!("rgb(21, 23, 26)"), "the dark palette");
     until("web in the viewer's table", async || {
         browser
             .try_text(r#"tr[data-row="shop/web-0"] td[data-cell="state"]"#)
@@ -422,7 +464,34 @@ async fn a_read_key_sees_no_buttons_and_a_key_of_one_project_never_sees_another(
 
     // A key of shop: every way to books is refused, and no page names it.
     let (cookie, _) = session_of(&bosun, SHOP_OPS).await;
-    let (_, books_job) = bosun.run("books", "status", "", json!({}), ADMIN).await;
+    let (_, shop_job) = bosun
+        .run("shop", "status", "?wait=30s", json!({}), ADMIN)
+        .await;
+    let (_, books_job) = bosun
+        .run("books", "status", "?wait=30s", json!({}), ADMIN)
+        .await;
+    let books_id = books_job["id"].as_str().expect("id");
+    // Paging from another project's job finds nothing, as from an unknown
+    // id: `before` tells neither its existence nor its age.
+    let before = async |id: &str| {
+        let page = bosun
+            .get_json(&format!("/v1/jobs?before={id}"), SHOP_OPS)
+            .await;
+        page["jobs"].as_array().map(Vec::len)
+    };
+    assert_eq!(before(books_id).await, Some(0));
+    assert_eq!(before("no-such-job").await, Some(0));
+    let newest = bosun
+        .run("shop", "status", "?wait=30s", json!({}), ADMIN)
+        .await
+        .1;
+    let older = bosun
+        .get_json(
+            &format!("/v1/jobs?before={}", newest["id"].as_str().expect("id")),
+            SHOP_OPS,
+        )
+        .await;
+    assert_eq!(older["jobs"][0]["id"], shop_job["id"], "{older}");
     let get = async |path: &str| {
         let resp = bosun
             .req(Method::GET, path, None)
@@ -469,7 +538,7 @@ async fn a_read_key_sees_no_buttons_and_a_key_of_one_project_never_sees_another(
 
 #[tokio::test]
 async fn a_cross_site_request_is_refused_and_pages_forbid_framing() {
-    let (_root, bosun) = serve().await;
+    let (root, bosun) = serve().await;
     let (cookie, csrf) = session_of(&bosun, ADMIN).await;
     let post = async |token: Option<&str>, headers: &[(&str, &str)]| {
         let mut req = bosun
@@ -555,6 +624,86 @@ async fn a_cross_site_request_is_refused_and_pages_forbid_framing() {
     assert!(
         csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
+    );
+
+    // A sibling site's page fetching with the cookie (an `<img>` of a live
+    // feed) is refused, though following a link from it is not.
+    let get = async |path: &str, headers: &[(&str, &str)], cookie: &str| {
+        let mut req = bosun.req(Method::GET, path, None).header("Cookie", cookie);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("get")
+    };
+    let sibling = [
+        ("Sec-Fetch-Site", "same-site"),
+        ("Sec-Fetch-Mode", "no-cors"),
+    ];
+    assert_eq!(
+        get("/ui/live", &sibling, &cookie).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get("/v1/projects", &sibling, &cookie).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let link = [
+        ("Sec-Fetch-Site", "same-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+    ];
+    assert_eq!(get("/", &link, &cookie).await.status(), StatusCode::OK);
+    // What the API answers a session is no shared cache's to keep.
+    let read = get("/v1/projects", &[], &cookie).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()["cache-control"], "no-store");
+    assert_eq!(read.headers()["vary"], "Cookie");
+    // A cookie planted beside the real one voids both.
+    let (planted, _) = session_of(&bosun, VIEWER).await;
+    let twins = format!("{cookie}; {planted}");
+    assert_eq!(
+        get("/v1/projects", &[], &twins).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // One key holds at most 8 sessions: a ninth sign-in ends its oldest,
+    // and no other key's.
+    let (viewer_first, _) = session_of(&bosun, VIEWER).await;
+    for _ in 0..8 {
+        session_of(&bosun, VIEWER).await;
+    }
+    assert_eq!(
+        get("/v1/projects", &[], &viewer_first).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/v1/projects", &[], &planted).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/v1/projects", &[], &cookie).await.status(),
+        StatusCode::OK
+    );
+
+    // A reload that changes a key ends its sessions, and no other key's.
+    let (viewer, _) = session_of(&bosun, VIEWER).await;
+    assert_eq!(
+        get("/v1/projects", &[], &viewer).await.status(),
+        StatusCode::OK
+    );
+    let config = root.path().join("bosun.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let rotated = text.replace(&hash(VIEWER), &hash("bsk_rotated"));
+    assert_ne!(text, rotated);
+    std::fs::write(&config, rotated).expect("config");
+    let reload = bosun.post("/v1/reload", ADMIN).await;
+    assert_eq!(reload.status(), StatusCode::OK);
+    assert_eq!(
+        get("/v1/projects", &[], &viewer).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/v1/projects", &[], &cookie).await.status(),
+        StatusCode::OK
     );
     bosun.stop().await;
 }

@@ -24,6 +24,11 @@ pub struct Browser {
 impl Browser {
     /// A fresh headless Chromium with an empty profile.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The same, with `extra` command-line switches for Chromium.
+    pub async fn start_with(extra: &[&str]) -> Self {
         INSTALL.call_once(|| {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/install");
             let status = Command::new(script)
@@ -42,15 +47,16 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let caps = json!({
-            "goog:chromeOptions": {
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-dev-shm-usage", "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
-        });
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1280,1000".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let caps = json!({ "goog:chromeOptions": { "args": args } });
         let caps = caps.as_object().cloned().expect("an object");
         let url = format!("http://127.0.0.1:{port}");
         let client = crate::common::until("chromedriver and Chromium to start", async || {

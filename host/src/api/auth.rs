@@ -368,9 +368,11 @@ impl FromRequestParts<AppState> for Caller {
         let bearer = parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION);
-        if let Some(token) = super::dashboard::cookie(&parts.headers).filter(|_| !bearer) {
+        if let Some(token) = super::dashboard::token(state, &parts.headers).filter(|_| !bearer) {
             state.auth.brake.check(ip)?;
-            return state.sessions.caller(token, &parts.method, &parts.headers);
+            return state
+                .sessions
+                .caller(token, &parts.method, &parts.uri, &parts.headers);
         }
         state.auth.authenticate(&parts.headers, ip)
     }

@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> Router {
                 // layer, and a plain concurrency limit would count per route.
                 .layer(GlobalConcurrencyLimitLayer::new(max)),
         )
+        .layer(axum::middleware::from_fn(dashboard::private_to_sessions))
         // Outermost, so the answers of load shedding are counted too.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

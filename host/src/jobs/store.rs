@@ -249,6 +249,10 @@ impl Store {
         self.with(move |c| {
             let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1");
             let mut args: Vec<String> = Vec::new();
+            // The same project bound applies to the `before` job, so a job
+            // id of a project out of the caller's reach finds nothing, as an
+            // unknown id does: its existence and age are not told.
+            let mut in_projects = String::new();
             if let Some(projects) = &filter.projects {
                 let marks: Vec<String> = projects
                     .iter()
@@ -257,7 +261,8 @@ impl Store {
                         format!("?{}", args.len())
                     })
                     .collect();
-                sql.push_str(&format!(" AND project IN ({})", marks.join(", ")));
+                in_projects = format!(" AND project IN ({})", marks.join(", "));
+                sql.push_str(&in_projects);
             }
             if let Some(action) = &filter.action {
                 args.push(action.clone());
@@ -270,7 +275,7 @@ impl Store {
             if let Some(before) = &filter.before {
                 args.push(before.clone());
                 sql.push_str(&format!(
-                    " AND seq < (SELECT seq FROM jobs WHERE id = ?{})",
+                    " AND seq < (SELECT seq FROM jobs WHERE id = ?{}{in_projects})",
                     args.len()
                 ));
             }

@@ -62,8 +62,11 @@ pub async fn processes(
         loop {
             tick.tick().await;
             let all = state.projects.load();
+            // Seen again each time: a reload may have closed a project
+            // to this key (a project key added) while the feed runs.
             let rows: Vec<_> = projects
                 .iter()
+                .filter(|p| state.auth.sees(&caller, p))
                 .filter_map(|p| all.get(p).map(|h| (p, h.list())))
                 .flat_map(|(p, list)| {
                     list.iter()

@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-pub use session::{Sessions, cookie};
+pub use session::Sessions;
 
 use super::AppState;
 use super::error::ApiError;
@@ -108,7 +108,19 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match cookie(&parts.headers).and_then(|t| state.sessions.find(t)) {
+        // A page another site's page fetches (not a link followed) is
+        // refused: a sibling subdomain's `<img>` must not hold streams.
+        let navigating = parts
+            .headers
+            .get("sec-fetch-mode")
+            .is_none_or(|m| m.as_bytes() == b"navigate");
+        if session::from_elsewhere(&parts.headers) && !navigating {
+            return Err(layout::error_page(
+                StatusCode::FORBIDDEN,
+                "a request from another site is refused for a session",
+            ));
+        }
+        match token(state, &parts.headers).and_then(|t| state.sessions.find(t)) {
             Some(session) => Ok(Viewer(session)),
             None => Err(Redirect::to("/ui/signin").into_response()),
         }
@@ -116,7 +128,7 @@ impl FromRequestParts<AppState> for Viewer {
 }
 
 async fn sign_in_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if cookie(&headers)
+    if token(&state, &headers)
         .and_then(|t| state.sessions.find(t))
         .is_some()
     {
@@ -131,7 +143,7 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let tls = secure(&state, &parts.headers);
     let refused = |status, message: &str| layout::sign_in(status, Some(Flash::error(message)));
-    if let Err(e) = session::same_origin(&parts.headers) {
+    if let Err(e) = session::same_origin(&parts.uri, &parts.headers) {
         return refused(e.status(), e.message());
     }
     let Some(key) = read_form(body, "key").await else {
@@ -160,12 +172,12 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
 async fn sign_out(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let tls = secure(&state, &parts.headers);
-    let Some(token) = cookie(&parts.headers).map(str::to_string) else {
+    let Some(token) = token(&state, &parts.headers).map(str::to_string) else {
         return Redirect::to("/ui/signin").into_response();
     };
     if let Some(session) = state.sessions.find(&token) {
         let sent = read_form(body, "csrf").await.unwrap_or_default();
-        if let Err(e) = session.check(&sent, &parts.headers) {
+        if let Err(e) = session.check(&sent, &parts.uri, &parts.headers) {
             return e.into_response();
         }
         state.sessions.close(&token);
@@ -173,6 +185,28 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Response {
     }
     let mut response = Redirect::to("/ui/signin").into_response();
     insert_cookie(&mut response, &session::set_cookie("", tls));
+    response
+}
+
+/// The session token a request carries, if any.
+pub fn token<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
+    session::cookie(headers, state.server.tls.is_some())
+}
+
+/// API answers read with a session are the browser's alone: never kept
+/// by a shared cache, which would not tell one cookie from another.
+pub async fn private_to_sessions(request: Request, next: axum::middleware::Next) -> Response {
+    let by_session = !request.headers().contains_key(header::AUTHORIZATION)
+        && request
+            .headers()
+            .get(header::COOKIE)
+            .is_some_and(|c| c.as_bytes().windows(13).any(|w| w == b"bosun_session"));
+    let mut response = next.run(request).await;
+    if by_session {
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
     response
 }
 
