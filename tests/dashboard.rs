@@ -86,7 +86,7 @@ async fn serve() -> (TempDir, Bosun) {
 /// Sign `browser` in with `key` through the form.
 async fn sign_in(browser: &Browser, api: &Api, key: &str) {
     let c = &browser.client;
-    c.goto(&format!("{}/", api.url)).await.expect("open /");
+    browser.open(&api.url, "/").await;
     assert_eq!(
         browser.path().await,
         "/ui/signin",
@@ -154,7 +154,7 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
     let (_root, bosun) = serve().await;
     let browser = Browser::start().await;
     let c = &browser.client;
-    c.goto(&format!("{}/", bosun.url)).await.expect("open /");
+    browser.open(&bosun.url, "/").await;
     browser.screenshot("sign-in").await;
     sign_in(&browser, &bosun, ADMIN).await;
 
@@ -215,7 +215,7 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
 
     // Keyboard: the first Tab reaches "Skip to content", the next ones the
     // navigation, each focusable element in page order.
-    c.goto(&format!("{}/", bosun.url)).await.expect("reload /");
+    browser.open(&bosun.url, "/").await;
     let active = async || {
         c.execute("return document.activeElement.textContent.trim();", vec![])
             .await
@@ -229,15 +229,13 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
         .expect("Tab");
     assert_eq!(active().await, json!("Skip to content"));
 
-    c.goto(&format!("{}/ui/projects/shop", bosun.url))
-        .await
-        .expect("project page");
+    browser.open(&bosun.url, "/ui/projects/shop").await;
     browser.screenshot("project").await;
 
     // Run an action through the form built from its declared params.
-    c.goto(&format!("{}/ui/projects/shop/actions/slow", bosun.url))
-        .await
-        .expect("the action's form");
+    browser
+        .open(&bosun.url, "/ui/projects/shop/actions/slow")
+        .await;
     assert_eq!(
         c.find(Locator::Css("#param-ms"))
             .await
@@ -307,14 +305,12 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
     .await;
 
     // The history, filtered.
-    c.goto(&format!("{}/ui/jobs?action=slow", bosun.url))
-        .await
-        .expect("jobs");
+    browser.open(&bosun.url, "/ui/jobs?action=slow").await;
     assert_eq!(browser.count("table.jobs tbody tr").await, 2);
     browser.screenshot("jobs").await;
-    c.goto(&format!("{}/ui/jobs?action=slow&limit=1", bosun.url))
-        .await
-        .expect("jobs");
+    browser
+        .open(&bosun.url, "/ui/jobs?action=slow&limit=1")
+        .await;
     assert_eq!(browser.count("table.jobs tbody tr").await, 1);
     browser.click("a[rel=next]").await;
     until("the second page", async || {
@@ -324,9 +320,9 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
     assert_eq!(browser.count("table.jobs tbody tr").await, 1);
 
     // A process's log, with a filter; new lines follow live.
-    c.goto(&format!("{}/ui/projects/shop/logs?process=web", bosun.url))
-        .await
-        .expect("logs");
+    browser
+        .open(&bosun.url, "/ui/projects/shop/logs?process=web")
+        .await;
     let ups = async || {
         let texts = c
             .execute(
@@ -366,9 +362,7 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
     })
     .await;
 
-    c.goto(&format!("{}/ui/projects/shop/deploy", bosun.url))
-        .await
-        .expect("deploy");
+    browser.open(&bosun.url, "/ui/projects/shop/deploy").await;
     browser.click("button.run[data-action=status]").await;
     until("the status as of a job", async || {
         browser
@@ -409,9 +403,7 @@ async fn sign_in_watch_a_restart_live_run_an_action_by_its_form_and_sign_out() {
         .await
         .expect("request");
     assert_eq!(stolen.status(), StatusCode::UNAUTHORIZED);
-    c.goto(&format!("{}/ui/jobs", bosun.url))
-        .await
-        .expect("jobs");
+    browser.open(&bosun.url, "/ui/jobs").await;
     assert_eq!(browser.path().await, "/ui/signin");
     let _ = browser.client.clone().close().await;
     bosun.stop().await;
@@ -744,19 +736,10 @@ ready = {{ http = "/", timeout = "20s" }}
         head = admin_config("")
     );
     std::fs::write(r.join("bosun.toml"), text).expect("config");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut secret = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(r.join("shop.secret"))
-            .expect("secret file");
-        secret
-            .write_all(b"a-dashboard-test-secret-of-some-length\n")
-            .expect("write");
-    }
+    common::write_private(
+        &r.join("shop.secret"),
+        "a-dashboard-test-secret-of-some-length\n",
+    );
     shop::commit_app(&r.join("dev"), "v1", &[]);
     let bosun = Bosun::start_in(r).await;
     let browser = Browser::start().await;
@@ -764,9 +747,7 @@ ready = {{ http = "/", timeout = "20s" }}
     sign_in(&browser, &bosun, ADMIN).await;
 
     // Deploy from the page: a confirmation, then the job's page.
-    c.goto(&format!("{}/ui/projects/shop/deploy", bosun.url))
-        .await
-        .expect("deploy page");
+    browser.open(&bosun.url, "/ui/projects/shop/deploy").await;
     browser.click("button.run[data-action=deploy]").await;
     c.accept_alert().await.expect("confirm the deploy");
     until("the deploy's job page", async || {
@@ -797,9 +778,7 @@ ready = {{ http = "/", timeout = "20s" }}
         .expect("hook");
     assert_eq!(hook.status(), StatusCode::UNAUTHORIZED);
 
-    c.goto(&format!("{}/ui/projects/shop/deploy", bosun.url))
-        .await
-        .expect("deploy page");
+    browser.open(&bosun.url, "/ui/projects/shop/deploy").await;
     browser.click("button.run[data-action=status]").await;
     until("the revision and both releases", async || {
         let revision = browser.try_text("p.revision code").await?;

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use common::server::{ADMIN, Api, Bosun, admin_config, hash};
 use common::shop::{commit_app, free_port, origin_and_dev, serving};
-use common::{git, until};
+use common::{git, until, write_private};
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -133,19 +133,6 @@ actions = ["status"]
         })
         .await;
     }
-}
-
-fn write_private(path: &std::path::Path, text: &str) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .expect("secret file");
 }
 
 fn hmac_hex(secret: &str, body: &[u8]) -> String {

@@ -72,6 +72,15 @@ impl Browser {
         }
     }
 
+    /// Open `path` of the server at `base`.
+    pub async fn open(&self, base: &str, path: &str) {
+        let url = format!("{base}{path}");
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
     /// The text of the first element `css` finds.
     pub async fn text(&self, css: &str) -> String {
         self.client
