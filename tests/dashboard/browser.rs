@@ -3,11 +3,14 @@
 //! packages, installed by `tests/browser/install` when missing.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -41,7 +44,10 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // A process group of its own, so the browser's processes end with
+        // the driver even when a test fails before closing its session.
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -53,6 +59,8 @@ impl Browser {
             "--disable-gpu".into(),
             "--disable-dev-shm-usage".into(),
             "--window-size=1280,1000".into(),
+            "--disable-crash-reporter".into(),
+            "--disable-breakpad".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
@@ -140,8 +148,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The driver takes its browser with it.
-        let _ = self.driver.kill();
+        // The driver's whole group: the browser and its helpers too.
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         let _ = self.driver.wait();
     }
 }

@@ -80,14 +80,17 @@
     error.hidden = false;
   }
 
-  // The live process feed: each frame has every row; a row set that changed
-  // (a process added or removed by a reload) reloads the page.
+  // The live process feed: each frame has the rows that changed, and the
+  // ids of every row when rows came or went; a page showing other rows
+  // than those (a reload added or removed a process) loads again.
   function live(container) {
     const source = new EventSource(container.dataset.live);
     source.onmessage = (event) => {
-      const { rows } = JSON.parse(event.data);
-      const shown = container.querySelectorAll("tr[data-row]");
-      if (shown.length !== rows.length) { source.close(); window.location.reload(); return; }
+      const { rows, ids } = JSON.parse(event.data);
+      if (ids) {
+        const shown = [...container.querySelectorAll("tr[data-row]")].map((tr) => tr.dataset.row);
+        if (shown.join("\n") !== ids.join("\n")) { source.close(); window.location.reload(); return; }
+      }
       for (const row of rows) {
         const tr = container.querySelector(`tr[data-row="${CSS.escape(row.id)}"]`);
         if (!tr) { source.close(); window.location.reload(); return; }
