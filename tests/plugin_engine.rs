@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bosun::plugins::bindings::{CallError, ProcessInfo, ProcessState, UnixSignal};
-use bosun::plugins::processes::ProcessControl;
-use bosun::plugins::{Allocation, Engine, FailureKind, Plugin, ProjectScope, Stream, stock};
+use bosun::plugins::grants::ProcessControl;
+use bosun::plugins::{Allocation, Engine, FailureKind, Plugin, ProjectScope, Stream};
+use bosun::stock;
 use common::{Log, engine, guest, project_dir, request};
 use serde_json::Value;
 

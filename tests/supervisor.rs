@@ -812,7 +812,8 @@ async fn followers_get_recent_lines_then_live_ones_and_signals_reach_the_group()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_drive_their_own_project_through_the_handle_and_no_other() {
-    use bosun::plugins::{ProjectScope, stock};
+    use bosun::plugins::ProjectScope;
+    use bosun::stock;
     let s = Setup::new(
         "[[projects.app.processes]]\nname = \"web\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
          [projects.other]\ndir = \"other\"\n[[projects.other.processes]]\nname = \"db\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",

@@ -8,12 +8,14 @@ pub mod config;
 pub mod confine;
 pub mod control;
 pub mod daemon;
-pub mod handoff;
 pub mod hooks;
 pub mod import;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod lines;
 pub mod metrics;
 pub mod plugins;
 pub mod project;
+pub mod stock;
 pub mod supervisor;

@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::jobs::Job;
-
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
@@ -101,6 +99,22 @@ impl Default for Metrics {
     }
 }
 
+/// What the metrics count of a finished job: plain fields, so the jobs
+/// module reports to the metrics without the metrics knowing a job.
+#[derive(Debug, Clone, Copy)]
+pub struct FinishedJob<'a> {
+    /// The job's project.
+    pub project: &'a str,
+    /// The action it ran.
+    pub action: &'a str,
+    /// How it ended (`succeeded`, `failed`, `cancelled`).
+    pub state: &'a str,
+    /// Seconds it ran, when it started.
+    pub run_seconds: Option<f64>,
+    /// Seconds it waited in the queue, when it started.
+    pub wait_seconds: Option<f64>,
+}
+
 impl Metrics {
     /// Count an HTTP response.
     pub fn request(&self, status: u16) {
@@ -119,19 +133,18 @@ impl Metrics {
     }
 
     /// Count a finished job and observe its times.
-    pub fn job_finished(&self, job: &Job) {
+    pub fn job_finished(&self, job: FinishedJob<'_>) {
         let labels = vec![
-            ("project", job.project.clone()),
-            ("action", job.action.clone()),
+            ("project", job.project.to_string()),
+            ("action", job.action.to_string()),
         ];
         let mut with_state = labels.clone();
         with_state.push(("state", job.state.to_string()));
         self.inner.jobs.get_or_create(&with_state).inc();
-        if let Some(run) = job.run_seconds() {
+        if let Some(run) = job.run_seconds {
             self.inner.run_seconds.get_or_create(&labels).observe(run);
         }
-        if let Some(started) = job.started_at {
-            let wait = started.saturating_sub(job.created_at) as f64 / 1000.0;
+        if let Some(wait) = job.wait_seconds {
             self.inner.wait_seconds.get_or_create(&labels).observe(wait);
         }
     }

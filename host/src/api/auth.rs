@@ -21,18 +21,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use arc_swap::ArcSwap;
 use hashlink::LruCache;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
-use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
 use super::connections::source;
 use super::error::ApiError;
 use crate::config::{Config, KeyHash, Role, Scope};
@@ -169,6 +166,12 @@ impl Auth {
     pub fn hook_failed(&self, ip: IpAddr, project: &str) {
         // Never `""`: that is the API's own count.
         self.brake.fail_in(ip, project);
+    }
+
+    /// Whether `ip` may try to authenticate to the API now: 429 once its
+    /// tries have failed too often.
+    pub fn allowed(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.brake.check(ip)
     }
 
     /// Identify the caller of a request from `ip` with `headers`.
@@ -356,28 +359,6 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        // A bearer key wins; without one, a dashboard session's cookie.
-        let bearer = parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION);
-        if let Some(token) = super::dashboard::token(state, &parts.headers).filter(|_| !bearer) {
-            state.auth.brake.check(ip)?;
-            return state
-                .sessions
-                .caller(token, &parts.method, &parts.uri, &parts.headers);
-        }
-        state.auth.authenticate(&parts.headers, ip)
-    }
-}
-
 /// Failed authentications per source, in fixed windows. A source is an
 /// IPv4 address or an IPv6 /64 (one host is commonly given a whole /64, so
 /// a fresh address per guess must not buy a fresh budget), counted apart
@@ -435,6 +416,8 @@ impl Brake {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn brake() -> Brake {

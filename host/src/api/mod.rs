@@ -6,6 +6,7 @@
 //! shutdown. Every answer that is not a success is an [`ApiError`].
 
 mod auth;
+mod caller;
 mod connections;
 mod dashboard;
 mod document;

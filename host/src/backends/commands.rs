@@ -38,7 +38,7 @@ use crate::confine::{self, GroupKill, Jail, SpawnError};
 use crate::lines::{LineAssembler, Stream, join, to_text};
 use crate::plugins::LogSink;
 use crate::plugins::bindings::{CallError, Command, Output};
-use crate::plugins::commands::CommandRunner;
+use crate::plugins::grants::CommandRunner;
 use crate::project::{self, DirError};
 
 /// Lines of each stream kept for the result.

@@ -1,12 +1,14 @@
-//! The real backends behind the `git` and `commands` imports, and the
-//! one place that assembles a project's grant to its plugins.
+//! The real backends behind the `git`, `commands`, `releases` and
+//! `processes` imports, and the one place that assembles a project's grant
+//! to its plugins.
 //!
-//! The engine only knows the import traits (`plugins::git`,
-//! `plugins::commands`); the backends here are what a server plugs in. The
-//! supervisor provides the third, `processes`, through its project handle.
+//! The engine only knows the import traits (`plugins::grants`); the
+//! backends here are what a server plugs in. `processes` adapts the
+//! supervisor's project handle, which knows nothing of the WIT.
 
 mod commands;
 mod git;
+mod processes;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::ExitCode;
 use crate::daemon::{Daemon, Ended, Serving};
-use crate::handoff::Handoff;
+use crate::supervisor::handoff::Handoff;
 
 /// Serve `path` until told to stop.
 pub async fn serve(path: &Path) -> ExitCode {
@@ -80,7 +80,7 @@ pub async fn serve(path: &Path) -> ExitCode {
     );
     let _ = stdout.flush();
     tracing::info!(config = %path.display(), url = daemon.url(), upgraded, "bosun is serving");
-    if upgraded && std::env::var_os(crate::handoff::STOP_ENV).is_some() {
+    if upgraded && std::env::var_os(crate::supervisor::handoff::STOP_ENV).is_some() {
         tracing::info!("a stop was asked for during the upgrade: stopping");
         return stop(daemon).await;
     }
@@ -173,7 +173,7 @@ fn finish(ended: Ended, then_stop: bool) -> ExitCode {
     let Ended::Upgrade(upgrade) = ended else {
         return ExitCode::Ok;
     };
-    crate::handoff::ignore_reload_signals();
+    crate::supervisor::handoff::ignore_reload_signals();
     let exec = |binary: &Path| {
         let mut cmd = std::process::Command::new(binary);
         // argv[0] is the path it was started as, also after the fallback
@@ -183,12 +183,12 @@ fn finish(ended: Ended, then_stop: bool) -> ExitCode {
             .arg("--config")
             .arg(&upgrade.config);
         match &upgrade.handoff {
-            Some(handoff) => cmd.env(crate::handoff::ENV, handoff),
-            None => cmd.env_remove(crate::handoff::ENV),
+            Some(handoff) => cmd.env(crate::supervisor::handoff::ENV, handoff),
+            None => cmd.env_remove(crate::supervisor::handoff::ENV),
         };
         match then_stop {
-            true => cmd.env(crate::handoff::STOP_ENV, "1"),
-            false => cmd.env_remove(crate::handoff::STOP_ENV),
+            true => cmd.env(crate::supervisor::handoff::STOP_ENV, "1"),
+            false => cmd.env_remove(crate::supervisor::handoff::STOP_ENV),
         };
         cmd.exec()
     };

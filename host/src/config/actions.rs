@@ -30,7 +30,7 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::PluginSettings;
 use super::places::check_inside;
-use crate::plugins::stock;
+use crate::stock;
 
 /// A project's actions by name.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -192,13 +192,4 @@ impl JobsConfig {
         }
         Ok(())
     }
-
-    /// What the job history keeps.
-    pub fn retention(&self) -> crate::jobs::Retention {
-        crate::jobs::Retention {
-            keep: self.keep,
-            max_bytes: self.max_bytes.as_u64(),
-            keep_for: self.keep_for,
-        }
-    }
 }

@@ -35,15 +35,15 @@ use crate::backends;
 use crate::config::Config;
 use crate::confine::{ConfineError, Confinement, Report, Role};
 use crate::control::{Control, Request, UpgradeError};
-use crate::handoff::Handoff;
 use crate::hooks::{Deliveries, DeliveryError, Hooks};
 use crate::jobs::{Jobs, Store, StoreError};
 use crate::metrics::Metrics;
-use crate::plugins::processes::ProcessControl;
+use crate::plugins::grants::ProcessControl;
 use crate::plugins::{
     ActionRegistry, Actions, Catalog, Engine, EngineConfig, EngineError, ProjectScope, UploadStore,
 };
 use crate::project::Checkout;
+use crate::supervisor::handoff::Handoff;
 use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
 mod procfile;
@@ -187,7 +187,7 @@ impl Daemon {
             .as_ref()
             .and_then(|h| h.listener)
             .map(|fd| {
-                crate::handoff::adopt_fd(fd).map_err(|source| ServeError::Bind {
+                crate::supervisor::handoff::adopt_fd(fd).map_err(|source| ServeError::Bind {
                     addr: config.server.listen,
                     source,
                 })

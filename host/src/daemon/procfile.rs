@@ -20,7 +20,7 @@ use super::Running;
 use crate::config;
 use crate::control::Control;
 use crate::plugins::bindings::{CallError, ProcessInfo, UnixSignal};
-use crate::plugins::processes::ProcessControl;
+use crate::plugins::grants::ProcessControl;
 use crate::supervisor::ProcessChanges;
 
 impl Running {

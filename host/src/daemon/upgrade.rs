@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use super::{Ended, Running, Upgrade};
 use crate::config::Config;
 use crate::control::{UpgradeError, UpgradeReport};
-use crate::handoff::{Handoff, keep_across_exec};
+use crate::supervisor::handoff::{Handoff, keep_across_exec};
 
 /// How long the new binary's `check` may take (it compiles plugins the
 /// cache lacks).
@@ -103,7 +103,7 @@ impl Running {
         self.jobs.hand_over(self.config.server.shutdown_grace).await;
         let (instances, sockets, mut fds) = self.supervisor.hand_over().await;
         let handoff = Handoff {
-            version: crate::handoff::VERSION,
+            version: crate::supervisor::handoff::VERSION,
             listener: listener.as_ref().map(AsRawFd::as_raw_fd),
             nofile_soft: crate::confine::started_open_files().unwrap_or(1024),
             instances,

@@ -37,7 +37,7 @@ pub(crate) use store::open_private;
 pub use store::{JobFilter, Retention, Store, StoreError};
 
 use crate::config::JobsConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{FinishedJob, Metrics};
 use crate::plugins::{Actions, Engine, ProjectScope};
 use crate::project::Checkout;
 
@@ -225,7 +225,7 @@ impl Jobs {
         checkouts: &BTreeMap<String, Checkout>,
     ) -> Result<(Self, BootReport), StoreError> {
         let recovered = store.recover().await?;
-        let pruned = store.prune(cfg.retention(), None).await?;
+        let pruned = store.prune(Retention::from(&cfg), None).await?;
         let stopping = CancellationToken::new();
         let starting = stopping.child_token();
         let queues = scopes
@@ -595,7 +595,15 @@ impl Inner {
         // Counted and forgotten first: whoever sees the end (a `?wait`)
         // finds it in the metrics, and the job in the store, never still
         // active.
-        self.metrics.job_finished(&job);
+        self.metrics.job_finished(FinishedJob {
+            project: &job.project,
+            action: &job.action,
+            state: job.state.as_str(),
+            run_seconds: job.run_seconds(),
+            wait_seconds: job
+                .started_at
+                .map(|started| started.saturating_sub(job.created_at) as f64 / 1000.0),
+        });
         self.active
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -626,7 +634,7 @@ impl Inner {
             *last = Instant::now();
         }
         let store = self.store.clone();
-        let retention = self.cfg.retention();
+        let retention = Retention::from(&self.cfg);
         let project = project.to_string();
         tokio::spawn(async move {
             if let Err(e) = store.prune(retention, Some(&project)).await {

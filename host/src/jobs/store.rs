@@ -34,6 +34,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::oneshot;
 
 use super::model::{Job, JobError, JobState, now_ms};
+use crate::config::JobsConfig;
 
 /// Why the job store failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,16 @@ pub struct Retention {
     pub max_bytes: u64,
     /// Finished jobs older than this go.
     pub keep_for: Duration,
+}
+
+impl From<&JobsConfig> for Retention {
+    fn from(cfg: &JobsConfig) -> Self {
+        Self {
+            keep: cfg.keep,
+            max_bytes: cfg.max_bytes.as_u64(),
+            keep_for: cfg.keep_for,
+        }
+    }
 }
 
 struct Write {

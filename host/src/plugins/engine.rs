@@ -17,22 +17,29 @@
 //!   each run only instantiates. A plugin that does not fit the contract is
 //!   refused at load with the missing import or export named.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::bosun::plugin::{commands, git, processes, releases, types};
-use super::bindings::{ActionMeta, ActionPluginPre};
+use super::bindings::{ActionMeta, ActionPlugin, ActionPluginPre};
 use super::cache::{ComponentCache, Origin};
 use super::compile::Compiler;
-use super::run::{FailureKind, RunLimits};
+use super::failure::{FailureKind, Interrupted, RunFailure, RunLimits, classify};
+use super::limits::MemoryLimiter;
+use super::scope::ProjectScope;
 use super::state::RunState;
+use super::ticker::Ticker;
 
 /// Bytes of a freed slot's linear memory reset with `memset` (only the
 /// resident pages, with PAGEMAP_SCAN) instead of `madvise`.
@@ -42,9 +49,6 @@ const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
 /// How a team's component refused at an earlier load is reported again.
 pub(crate) const REFUSED_BEFORE: &str = "refused before: ";
-
-/// How often the epoch advances: the granularity of deadlines and cancellation.
-pub const TICK: Duration = Duration::from_millis(10);
 
 /// Time and memory a plugin's `describe()` gets at load: the default run
 /// limits, so any plugin that can run at all can also describe itself (a
@@ -162,16 +166,16 @@ impl Plugin {
 /// The plugin engine. Cheap to clone; all clones share one wasmtime engine.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) wasm: wasmtime::Engine,
+struct Inner {
+    wasm: wasmtime::Engine,
     linker: Linker<RunState>,
     cache: ComponentCache,
     allocation: Allocation,
-    pub(crate) slots: Semaphore,
-    pub(crate) ticker: Ticker,
+    slots: Semaphore,
+    ticker: Ticker,
     state_dir: PathBuf,
     max_memory: u64,
     compiler: Option<Compiler>,
@@ -342,24 +346,82 @@ impl Engine {
         })
     }
 
-    async fn describe(
-        &self,
-        pre: &ActionPluginPre<RunState>,
-    ) -> Result<ActionMeta, super::run::RunFailure> {
+    async fn describe(&self, pre: &ActionPluginPre<RunState>) -> Result<ActionMeta, RunFailure> {
         // A run's slot: the pool holds one instance per slot, and a
         // describe() that spins must not take one from a tenant's job.
-        let _slot = self
-            .inner
-            .slots
-            .acquire()
-            .await
-            .expect("the slot semaphore is never closed");
+        let _slot = self.slot().await;
         self.call_detached(pre, DESCRIBE_LIMITS, |plugin, store| {
             Box::pin(async move { plugin.bosun_plugin_action().call_describe(store).await })
         })
         .await
     }
+
+    /// One of the engine's execution slots, held for the whole of a run.
+    pub(super) async fn slot(&self) -> SemaphorePermit<'_> {
+        self.inner
+            .slots
+            .acquire()
+            .await
+            .expect("the slot semaphore is never closed")
+    }
+
+    /// Call into a plugin with no project: no preopen, no log, no backends.
+    async fn call_detached<R>(
+        &self,
+        pre: &ActionPluginPre<RunState>,
+        limits: RunLimits,
+        call: impl for<'a> FnOnce(ActionPlugin, &'a mut Store<RunState>) -> Call<'a, R>,
+    ) -> Result<R, RunFailure> {
+        let state = RunState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory),
+            scope: ProjectScope::new("", ""),
+            log: Arc::new(|_, _| {}),
+        };
+        self.execute(pre, state, limits, &CancellationToken::new(), call)
+            .await
+    }
+
+    /// Instantiate into a fresh store and make one call, under the limits.
+    pub(super) async fn execute<R>(
+        &self,
+        pre: &ActionPluginPre<RunState>,
+        state: RunState,
+        limits: RunLimits,
+        cancel: &CancellationToken,
+        call: impl for<'a> FnOnce(ActionPlugin, &'a mut Store<RunState>) -> Call<'a, R>,
+    ) -> Result<R, RunFailure> {
+        let deadline = Instant::now() + limits.timeout;
+        let _ticking = self.inner.ticker.hold();
+        let mut store = Store::new(&self.inner.wasm, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        let token = cancel.clone();
+        store.epoch_deadline_callback(move |_| {
+            if token.is_cancelled() {
+                return Err(Interrupted::Cancelled.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::Deadline.into());
+            }
+            // Yield at every tick so a long computation shares its tokio worker.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let work = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            call(plugin, &mut store).await
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), work) => r.unwrap_or_else(|_| Err(Interrupted::Deadline.into())),
+            () = cancel.cancelled() => Err(Interrupted::Cancelled.into()),
+        };
+        result.map_err(|e| classify(&e, store.data().limiter.hit, limits))
+    }
 }
+
+/// One call into a plugin's instance, borrowing its store.
+pub(super) type Call<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 fn build_engine(cfg: &EngineConfig) -> Result<(wasmtime::Engine, Allocation), EngineError> {
     let mut config = Config::new();
@@ -401,69 +463,6 @@ fn build_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>>
     commands::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
     releases::add_to_linker::<_, HasSelf<RunState>>(&mut linker, |s| s)?;
     Ok(linker)
-}
-
-/// The epoch thread: advances the engine's epoch every [`TICK`] while some
-/// [`TickGuard`] is alive, parked otherwise, stopped when dropped.
-pub(crate) struct Ticker {
-    shared: Arc<TickState>,
-    thread: thread::Thread,
-}
-
-#[derive(Default)]
-struct TickState {
-    /// Live guards: stores that need their deadlines checked.
-    active: AtomicUsize,
-    stop: AtomicBool,
-}
-
-impl Ticker {
-    fn start(engine: wasmtime::Engine) -> Self {
-        let shared = Arc::new(TickState::default());
-        let state = shared.clone();
-        let handle = thread::Builder::new()
-            .name("bosun-epoch".into())
-            .spawn(move || {
-                while !state.stop.load(Ordering::Acquire) {
-                    if state.active.load(Ordering::Acquire) == 0 {
-                        // An unpark between the load and here is not lost:
-                        // it makes this park return at once.
-                        thread::park();
-                        continue;
-                    }
-                    thread::sleep(TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawning the epoch thread");
-        Self {
-            shared,
-            thread: handle.thread().clone(),
-        }
-    }
-
-    /// Keep the epoch advancing until the guard is dropped.
-    pub(crate) fn hold(&self) -> TickGuard<'_> {
-        self.shared.active.fetch_add(1, Ordering::AcqRel);
-        self.thread.unpark();
-        TickGuard(&self.shared)
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.thread.unpark();
-    }
-}
-
-/// See [`Ticker::hold`].
-pub(crate) struct TickGuard<'a>(&'a TickState);
-
-impl Drop for TickGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Name the common ways a file is not a component, before wasmtime's

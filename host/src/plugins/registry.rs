@@ -20,12 +20,12 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::engine::{Engine, LoadError, Plugin};
-use super::run::RunLimits;
-use super::stock;
+use super::failure::RunLimits;
 use super::uploads::UploadStore;
 use crate::config::{
     ActionConfig, CURRENT, Config, PluginSettings, ProjectConfig, lexical, resolved,
 };
+use crate::stock;
 
 /// Where an action's component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::commands::{CommandRunner, NoCommands};
-use super::git::{GitControl, NoGit};
-use super::processes::{NoProcesses, ProcessControl};
-use super::releases::{NoReleases, ReleaseControl};
+use super::grants::{
+    CommandRunner, GitControl, NoCommands, NoGit, NoProcesses, NoReleases, ProcessControl,
+    ReleaseControl,
+};
 
 /// One project's grant to its plugins.
 #[derive(Clone)]

@@ -26,5 +26,3 @@ impl WasiView for RunState {
         }
     }
 }
-
-impl super::bindings::bosun::plugin::types::Host for RunState {}

@@ -7,17 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::logs::{LogLine, ProcessLog};
+use super::log_line::LogLine;
+use super::logs::ProcessLog;
 use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use super::worker::Command;
 use crate::config::RestartOrder;
-use crate::plugins::bindings::{CallError, ProcessInfo, UnixSignal};
-use crate::plugins::processes::ProcessControl;
 
 /// Why a handle operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,16 +29,6 @@ pub enum SupervisorError {
     /// `wait_ready` ran out of time.
     #[error("{0}")]
     Timeout(String),
-}
-
-impl From<SupervisorError> for CallError {
-    fn from(e: SupervisorError) -> Self {
-        match e {
-            SupervisorError::NotFound(_) => CallError::NotFound(e.to_string()),
-            SupervisorError::Failed(m) => CallError::Failed(m),
-            SupervisorError::Timeout(m) => CallError::Timeout(m),
-        }
-    }
 }
 
 /// A log follower: the recent lines, then each new one as it comes.
@@ -340,54 +328,4 @@ fn gone(inst: &Instance) -> SupervisorError {
         "`{}` was stopped by a reload or bosun's shutdown",
         inst.spec.label
     ))
-}
-
-fn infos(r: Result<Vec<Status>, SupervisorError>) -> Result<Vec<ProcessInfo>, CallError> {
-    r.map(|v| v.iter().map(Status::to_info).collect())
-        .map_err(CallError::from)
-}
-
-fn to_signal(s: UnixSignal) -> Signal {
-    match s {
-        UnixSignal::Hup => Signal::SIGHUP,
-        UnixSignal::Int => Signal::SIGINT,
-        UnixSignal::Quit => Signal::SIGQUIT,
-        UnixSignal::Kill => Signal::SIGKILL,
-        UnixSignal::Usr1 => Signal::SIGUSR1,
-        UnixSignal::Usr2 => Signal::SIGUSR2,
-        UnixSignal::Term => Signal::SIGTERM,
-    }
-}
-
-#[async_trait]
-impl ProcessControl for ProjectHandle {
-    async fn list(&self) -> Vec<ProcessInfo> {
-        ProjectHandle::list(self)
-            .iter()
-            .map(Status::to_info)
-            .collect()
-    }
-    async fn start(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
-        infos(ProjectHandle::start(self, name).await)
-    }
-    async fn stop(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
-        infos(ProjectHandle::stop(self, name).await)
-    }
-    async fn restart(&self, name: Option<&str>) -> Result<Vec<ProcessInfo>, CallError> {
-        infos(ProjectHandle::restart(self, name).await)
-    }
-    async fn signal(
-        &self,
-        name: Option<&str>,
-        signal: UnixSignal,
-    ) -> Result<Vec<ProcessInfo>, CallError> {
-        infos(ProjectHandle::signal(self, name, to_signal(signal)).await)
-    }
-    async fn wait_ready(
-        &self,
-        name: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Vec<ProcessInfo>, CallError> {
-        infos(ProjectHandle::wait_ready(self, name, timeout).await)
-    }
 }

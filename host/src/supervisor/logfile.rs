@@ -25,7 +25,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use tokio::sync::mpsc;
 
-use super::logs::LogLine;
+use super::log_line::LogLine;
 
 /// Lines written per batch at most, so rotation and flushing stay timely.
 const BATCH: usize = 4096;

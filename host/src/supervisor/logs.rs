@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use regex::Regex;
-use serde::Serialize;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::log_line::LogLine;
 use super::logfile::{FileSpec, WriteMsg};
 use crate::config::resolved;
 use crate::lines::{LineAssembler, Stream, to_text};
@@ -44,19 +44,6 @@ const READ_CHUNK: usize = 8 * 1024;
 /// each of 1M lines: its run time under bosun went from ~2.45 s to ~2.0 s,
 /// where the same writer piped into `cat` takes ~1.9 s.
 const COALESCE: Duration = Duration::from_millis(1);
-
-/// One line of a supervised process's log.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogLine {
-    /// `<name>-<instance>`.
-    pub process: String,
-    /// Which stream it came from.
-    pub stream: Stream,
-    /// The line, after ANSI stripping and with its timestamp prefix, if configured.
-    pub text: String,
-    /// When bosun read it.
-    pub time: SystemTime,
-}
 
 /// The recent lines and live followers of one process instance.
 pub(crate) struct ProcessLog {

@@ -20,6 +20,8 @@
 mod adopt;
 mod group;
 mod handle;
+pub mod handoff;
+mod log_line;
 mod logfile;
 mod logs;
 mod persist;
@@ -28,6 +30,7 @@ mod procfs;
 mod reaper;
 mod reload;
 mod replace;
+mod running;
 mod sockets;
 mod spawn;
 mod spec;
@@ -46,15 +49,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use handle::{Follow, ProjectHandle, SupervisorError};
-pub use logs::{LogLine, RING_LINES};
+pub use log_line::LogLine;
+pub use logs::RING_LINES;
 pub use reload::ProcessChanges;
 pub use status::{State, Status};
 
 use crate::config::{Config, ProcessConfig, ProjectConfig};
 use crate::confine::Confinement;
-use crate::handoff::{HandedInstance, HandedSocket};
 use crate::project::Checkout;
 use handle::Instance;
+use handoff::{HandedInstance, HandedSocket};
 use logfile::WriteMsg;
 use logs::{LineSink, ProcessLog, file_spec};
 use persist::Persist;
@@ -193,7 +197,7 @@ impl Supervisor {
         // any more closes after.
         let _adopted: Vec<_> = sockets
             .into_iter()
-            .filter_map(|s| match crate::handoff::adopt_fd(s.fd) {
+            .filter_map(|s| match handoff::adopt_fd(s.fd) {
                 Ok(fd) => Some(supervisor.sockets.adopt(s.owner, s.address, fd)),
                 Err(e) => {
                     tracing::warn!(address = %s.address, "a handed-over socket: {e}; binding anew");
@@ -528,9 +532,9 @@ async fn stop_all(instances: &[Instance]) {
 /// longer has: its pipes closed, its group stopped, its leader reaped.
 async fn stop_unclaimed(gone: HandedInstance, pid: u32) {
     for pipe in [gone.stdout, gone.stderr].into_iter().flatten() {
-        drop(crate::handoff::adopt_fd(pipe.fd));
+        drop(handoff::adopt_fd(pipe.fd));
     }
-    let mut leader = adopt::Proc::Adopted(adopt::Adopted::new(pid));
+    let mut leader = running::Proc::Adopted(running::Adopted::new(pid));
     let exited = async {
         let _ = leader.wait().await;
     };

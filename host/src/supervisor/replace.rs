@@ -32,9 +32,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::adopt::{Proc, Run};
 use super::group::{StopOutcome, signal_group, stop_group_after};
 use super::probe;
+use super::running::{Proc, Run};
 use super::spawn::spawn;
 use super::spec::Ready;
 use super::worker::{CHECK_EVERY, Command, Worker, describe_exit};

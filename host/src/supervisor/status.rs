@@ -4,8 +4,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::plugins::bindings::{ProcessInfo, ProcessState};
-
 /// Where a process instance is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,30 +93,6 @@ impl Status {
     /// Time since the current run began; zero when not running.
     pub fn uptime(&self) -> Duration {
         self.started_at.map(|t| t.elapsed()).unwrap_or_default()
-    }
-
-    /// The WIT shape, for plugins.
-    pub fn to_info(&self) -> ProcessInfo {
-        ProcessInfo {
-            name: self.name.clone(),
-            instance: self.instance,
-            pid: self.pid,
-            state: match self.state {
-                State::Stopped => ProcessState::Stopped,
-                State::Starting => ProcessState::Starting,
-                State::Running => ProcessState::Running,
-                State::Backoff => ProcessState::Backoff,
-                State::Stopping => ProcessState::Stopping,
-                State::Exited => ProcessState::Exited,
-                State::Fatal => ProcessState::Fatal,
-            },
-            restarts: self.restarts,
-            uptime_ms: u64::try_from(self.uptime().as_millis()).unwrap_or(u64::MAX),
-            exit_code: self.exit_code,
-            exit_signal: self.exit_signal,
-            cpu_percent: self.cpu_percent,
-            rss_bytes: self.rss_bytes,
-        }
     }
 }
 

@@ -20,15 +20,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::adopt::{Proc, Run};
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
+use super::handoff::HandedInstance;
 use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
+use super::running::{Proc, Run};
 use super::spawn::{Failure, spawn};
 use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use crate::confine::Leaf;
-use crate::handoff::HandedInstance;
 use crate::lines::Stream;
 use crate::project::Checkout;
 

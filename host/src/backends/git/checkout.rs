@@ -34,7 +34,7 @@ use super::{fetch_from_mirror, mirror_path, redact};
 use crate::config::Config;
 use crate::confine::{Confinement, Jail};
 use crate::plugins::bindings::CallError;
-use crate::plugins::releases::ReleaseControl as _;
+use crate::plugins::grants::ReleaseControl as _;
 use crate::project::{self, Checkout};
 
 /// Why a first clone failed.

@@ -32,7 +32,7 @@ pub use releases::Releases;
 use crate::config::{CURRENT, ProjectConfig};
 use crate::confine::{GroupKill, Jail, JailCommand};
 use crate::plugins::bindings::{CallError, RepoInfo, UpdateResult};
-use crate::plugins::git::GitControl;
+use crate::plugins::grants::GitControl;
 use mirror::Mirror;
 use worktree::{Reach, WorkTree};
 

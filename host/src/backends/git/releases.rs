@@ -44,7 +44,7 @@ use super::{check_ref, fetch_from_mirror, finish};
 use crate::config::{CURRENT, RELEASES};
 use crate::confine::Jail;
 use crate::plugins::bindings::{CallError, Release};
-use crate::plugins::releases::ReleaseControl;
+use crate::plugins::grants::ReleaseControl;
 use crate::project;
 
 /// The marker a release gets when it is first made current.

@@ -8,7 +8,7 @@
 //! [`ENV`]: which descriptor is which instance's, the bytes of a line a
 //! process had half written, and each instance's restart count and uptime.
 //! The new image reads the file once, removes it, and adopts the children
-//! instead of spawning them (see `supervisor::adopt`).
+//! instead of spawning them (see `adopt`).
 
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::State;
+use super::status::State;
 
 /// The environment variable naming the handoff file of an upgrade.
 pub const ENV: &str = "BOSUN_HANDOFF";

@@ -1,5 +1,8 @@
 //! The stock actions (`plugins/stock/*`), built from source by `build.rs` and
 //! embedded in the binary, so a server needs no plugin files to do the basics.
+//!
+//! A leaf of its own: the config checks an action's name against these, and
+//! the plugin registry loads them, without either knowing the other.
 
 include!(concat!(env!("OUT_DIR"), "/stock_plugins.rs"));
 
