@@ -1,6 +1,9 @@
 //! Every failure the API answers with: a status, a stable `code` and a
 //! message meant for the caller, as `{"error":{"code","message"}}`.
 //!
+//! Each domain error becomes an answer here, in one `From` per error type,
+//! so a handler says `?` and every route answers the same failure alike.
+//!
 //! Messages never carry internals: a store failure is logged in full and
 //! answered with a plain "internal error". Keys never appear in either.
 
@@ -130,6 +133,58 @@ impl From<crate::jobs::SubmitError> for ApiError {
             )
             .retry_after(5),
             SubmitError::Store(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::jobs::CancelError> for ApiError {
+    fn from(e: crate::jobs::CancelError) -> Self {
+        use crate::jobs::CancelError;
+        match e {
+            CancelError::NotFound(_) => Self::not_found(e.to_string()),
+            CancelError::Finished(_) => {
+                Self::new(StatusCode::CONFLICT, "job_finished", e.to_string())
+            }
+            CancelError::Store(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::supervisor::SupervisorError> for ApiError {
+    fn from(e: crate::supervisor::SupervisorError) -> Self {
+        use crate::supervisor::SupervisorError;
+        match e {
+            SupervisorError::NotFound(_) => Self::not_found(e.to_string()),
+            SupervisorError::Failed(_) | SupervisorError::Timeout(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::plugins::CatalogError> for ApiError {
+    fn from(e: crate::plugins::CatalogError) -> Self {
+        use crate::plugins::CatalogError;
+        let message = e.to_string();
+        match e {
+            CatalogError::NoProject(_)
+            | CatalogError::NotUploaded(_)
+            | CatalogError::NoVersion { .. } => Self::not_found(message),
+            CatalogError::NotAllowed(_) => {
+                Self::new(StatusCode::FORBIDDEN, "uploads_not_allowed", message)
+            }
+            CatalogError::Revoked => Self::unauthorized("key_revoked", message),
+            CatalogError::TooMany(_) => {
+                Self::new(StatusCode::CONFLICT, "too_many_actions", message)
+            }
+            CatalogError::NotReplaceable(_) => {
+                Self::new(StatusCode::CONFLICT, "action_not_replaceable", message)
+            }
+            CatalogError::TooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            CatalogError::Invalid(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", message)
+            }
+            CatalogError::Store(e) => Self::internal(format!("{e:#}")),
         }
     }
 }

@@ -18,8 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -32,7 +31,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::jobs::action_meta;
 use super::params::{check_params, read_drained, too_large};
-use super::query::{ApiPath, page_limit, query};
+use super::query::{ApiPath, ApiQuery, page_limit};
 use super::views::rfc3339;
 use crate::config::Role;
 use crate::hooks::{
@@ -437,14 +436,13 @@ pub async fn list_deliveries(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(project): ApiPath<String>,
-    q: Result<Query<DeliveriesQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     caller.require(Role::Read)?;
     state.auth.project(&caller, &project)?;
     if !state.projects.load().contains_key(&project) {
         return Err(ApiError::not_found(format!("no project `{project}`")));
     }
-    let q = query(q)?;
     if q.before.is_some_and(|b| b < 1) {
         return Err(ApiError::bad_request(
             "invalid_query",

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -19,11 +18,11 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::long_requests::Held;
 use super::params::{RunBody, check_params, read_body};
-use super::query::{ApiPath, flag, page_limit, parse_wait, query};
+use super::query::{ApiPath, ApiQuery, flag, page_limit, parse_wait};
 use super::views::{JobPage, JobView};
 use super::{AppState, stream};
 use crate::config::Role;
-use crate::jobs::{CancelError, Job, JobFilter, JobState, NewJob};
+use crate::jobs::{Job, JobFilter, JobState, NewJob};
 use crate::plugins::bindings::ActionMeta;
 
 /// How long a cancel waits for a running job to stop before answering 202.
@@ -110,7 +109,7 @@ pub async fn run_action(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((project, action)): ApiPath<(String, String)>,
-    q: Result<Query<RunQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<RunQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Run)?;
@@ -120,7 +119,6 @@ pub async fn run_action(
         return Err(ApiError::not_found(format!("no project `{project}`")));
     }
     let meta = action_meta(&state, &project, &action)?;
-    let q = query(q)?;
     let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
     // Refused before the job exists: a caller over its share loses nothing.
     let project_revoked = state.auth.project_revoked(&project);
@@ -237,9 +235,8 @@ async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job,
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let q = query(q)?;
     let projects = match &q.project {
         Some(p) => {
             state.auth.project(&caller, p)?;
@@ -294,9 +291,9 @@ pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    q: Result<Query<RunQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<RunQuery>,
 ) -> Result<Json<JobView>, ApiError> {
-    let wait = parse_wait(query(q)?.wait.as_deref(), state.server.max_wait)?;
+    let wait = parse_wait(q.wait.as_deref(), state.server.max_wait)?;
     let mut job = visible_job(&state, &caller, &id).await?;
     if let Some(wait) = wait {
         let held = state.hold_on(&caller, &job.project)?;
@@ -330,17 +327,7 @@ pub async fn cancel_job(
             "only the key that started a job, or an admin key, may cancel it",
         ));
     }
-    let job = state
-        .jobs
-        .cancel(&id, CANCEL_WAIT)
-        .await
-        .map_err(|e| match e {
-            CancelError::NotFound(_) => ApiError::not_found(format!("no job `{id}`")),
-            CancelError::Finished(_) => {
-                ApiError::new(StatusCode::CONFLICT, "job_finished", e.to_string())
-            }
-            CancelError::Store(e) => ApiError::internal(e),
-        })?;
+    let job = state.jobs.cancel(&id, CANCEL_WAIT).await?;
     tracing::info!(job = %id, by = %caller.name, "job cancelled");
     let status = if job.state.is_terminal() {
         StatusCode::OK
@@ -368,9 +355,9 @@ pub async fn job_log(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    q: Result<Query<LogQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let follow = flag(query(q)?.follow.as_deref())?;
+    let follow = flag(q.follow.as_deref())?;
     let job = visible_job(&state, &caller, &id).await?;
     // Held before the log is loaded: a follower over its share costs nothing.
     let held = follow

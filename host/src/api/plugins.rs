@@ -146,34 +146,6 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u32>, 
         .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a version number")))
 }
 
-impl From<CatalogError> for ApiError {
-    fn from(e: CatalogError) -> Self {
-        let message = e.to_string();
-        match e {
-            CatalogError::NoProject(_)
-            | CatalogError::NotUploaded(_)
-            | CatalogError::NoVersion { .. } => ApiError::not_found(message),
-            CatalogError::NotAllowed(_) => {
-                ApiError::new(StatusCode::FORBIDDEN, "uploads_not_allowed", message)
-            }
-            CatalogError::Revoked => ApiError::unauthorized("key_revoked", message),
-            CatalogError::TooMany(_) => {
-                ApiError::new(StatusCode::CONFLICT, "too_many_actions", message)
-            }
-            CatalogError::NotReplaceable(_) => {
-                ApiError::new(StatusCode::CONFLICT, "action_not_replaceable", message)
-            }
-            CatalogError::TooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-            }
-            CatalogError::Invalid(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", message)
-            }
-            CatalogError::Store(e) => ApiError::internal(format!("{e:#}")),
-        }
-    }
-}
-
 /// The caller may change `project`'s `action`: an admin of the project
 /// whose key may run the action, and the name is a valid one.
 fn may_change(

@@ -5,8 +5,7 @@
 #![allow(unused_qualifications)]
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
@@ -14,11 +13,11 @@ use utoipa::IntoParams;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::query::{ApiPath, flag, query};
+use super::query::{ApiPath, ApiQuery, flag};
 use super::views::{ActionView, ParamView, ProcessView, ProjectSummary, ProjectView};
 use super::{AppState, stream};
 use crate::plugins::Source;
-use crate::supervisor::{ProjectHandle, RING_LINES, State as ProcessState, SupervisorError};
+use crate::supervisor::{ProjectHandle, RING_LINES, State as ProcessState};
 
 /// Lines of a process log served when `lines` is not given.
 const DEFAULT_LINES: usize = 100;
@@ -203,7 +202,7 @@ pub async fn process_logs(
     caller: Caller,
     ApiPath((project, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    q: Result<Query<ProcessLogQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ProcessLogQuery>,
 ) -> Result<Response, ApiError> {
     logs(&state, &caller, &project, Some(&name), &headers, q)
 }
@@ -227,7 +226,7 @@ pub async fn project_logs(
     caller: Caller,
     ApiPath(project): ApiPath<String>,
     headers: HeaderMap,
-    q: Result<Query<ProcessLogQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ProcessLogQuery>,
 ) -> Result<Response, ApiError> {
     logs(&state, &caller, &project, None, &headers, q)
 }
@@ -238,10 +237,9 @@ fn logs(
     project: &str,
     name: Option<&str>,
     headers: &HeaderMap,
-    q: Result<Query<ProcessLogQuery>, QueryRejection>,
+    q: ProcessLogQuery,
 ) -> Result<Response, ApiError> {
     let handle = visible_project(state, caller, project)?;
-    let q = query(q)?;
     let follow = flag(q.follow.as_deref())?;
     let lines = q.lines.unwrap_or(DEFAULT_LINES);
     if lines > RING_LINES {
@@ -250,19 +248,15 @@ fn logs(
             format!("`lines` must be 0-{RING_LINES}"),
         ));
     }
-    let not_found = |e: SupervisorError| match e {
-        SupervisorError::NotFound(_) => ApiError::not_found(e.to_string()),
-        other => ApiError::internal(other),
-    };
     if follow {
         let held = state.hold_on(caller, project)?;
-        let follow = handle.follow(name, lines).map_err(not_found)?;
+        let follow = handle.follow(name, lines)?;
         return Ok(stream::respond(
             stream::wants_sse(headers),
             stream::process_log(follow),
             held,
         ));
     }
-    let lines = handle.logs(name, lines).map_err(not_found)?;
+    let lines = handle.logs(name, lines)?;
     Ok(stream::plain(lines.iter().map(|l| stream::format_line(l))))
 }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::Uri;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -42,10 +42,29 @@ where
     }
 }
 
-/// The decoded query, or the 400 that says what is wrong with it.
-pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+/// The query string, decoded, or the JSON 400 that says what is wrong
+/// with it (as [`ApiPath`] for the path).
+pub(super) struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned> ApiQuery<T> {
+    /// Decode the query of `uri`.
+    pub(super) fn from_uri(uri: &Uri) -> Result<Self, ApiError> {
+        Query::try_from_uri(uri)
+            .map(|Query(q)| Self(q))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Self::from_uri(&parts.uri)
+    }
 }
 
 /// A list's page size: `limit`, else the default; 400 outside 1-500.

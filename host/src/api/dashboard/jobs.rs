@@ -2,7 +2,7 @@
 //! with its log live while it runs, its result, cancel and run-again.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::super::AppState;
 use super::super::jobs::{RunQuery, get_job, list_jobs};
-use super::super::query::ApiPath;
+use super::super::query::{ApiPath, ApiQuery};
 use super::layout::{self, can_run, enc, run_button};
 use super::{PageError, Viewer};
 use crate::jobs::JobState;
@@ -37,7 +37,7 @@ pub async fn list(
     let Json(page) = list_jobs(
         State(state.clone()),
         caller.clone(),
-        Query::try_from_uri(&uri),
+        ApiQuery::from_uri(&uri)?,
     )
     .await?;
     let given: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
@@ -143,12 +143,12 @@ pub async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, PageError> {
     let caller = &session.caller;
-    let no_wait = Query(RunQuery::default());
+    let no_wait = ApiQuery(RunQuery::default());
     let Json(job) = get_job(
         State(state.clone()),
         caller.clone(),
         ApiPath(id.clone()),
-        Ok(no_wait),
+        no_wait,
     )
     .await?;
     let ended = JobState::parse(&job.state).is_some_and(|s| s.is_terminal());

@@ -17,7 +17,7 @@ use super::super::AppState;
 use super::super::error::ApiError;
 use super::super::jobs::{ListQuery, list_jobs};
 use super::super::projects::{get_project, list_actions, list_projects, visible_project};
-use super::super::query::ApiPath;
+use super::super::query::{ApiPath, ApiQuery};
 use super::super::stream::format_line;
 use super::super::views::{JobView, ProjectView, rfc3339};
 use super::layout::{self, can_run, enc, run_button};
@@ -135,7 +135,7 @@ pub async fn jobs_of(
     let uri: Uri = format!("/?{query}")
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_query", "a malformed query"))?;
-    let q = Query::<ListQuery>::try_from_uri(&uri);
+    let q = ApiQuery::<ListQuery>::from_uri(&uri)?;
     let Json(page) = list_jobs(State(state.clone()), caller.clone(), q).await?;
     Ok(page.jobs)
 }
@@ -271,7 +271,7 @@ pub async fn deploy(
     let deliveries = match state.hooks.get(&name) {
         Some(_) => {
             let uri: Uri = "/?limit=20".parse().map_err(ApiError::internal)?;
-            let q = Query::try_from_uri(&uri);
+            let q = ApiQuery::from_uri(&uri)?;
             let Json(page) = super::super::hooks::list_deliveries(
                 State(state.clone()),
                 caller.clone(),
