@@ -42,6 +42,7 @@ pub use auth::{Auth, Caller};
 pub use connections::Connections;
 pub use error::ApiError;
 pub use long_requests::LongRequests;
+pub use views::{JobErrorView, JobPage, JobView};
 
 use crate::config::ServerConfig;
 use crate::control::Control;

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::plugins::bindings::ActionMeta;
+use crate::plugins::{self, Given};
 
 /// The request body; it may also be empty.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -175,50 +176,32 @@ pub fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Check `given` against `meta`'s declared params; 422 names every problem.
-/// Returns the params as strings, in the declared order.
+/// Check `given` against `meta`'s declared params (`plugins::check_params`,
+/// the same check `bosun exec` makes); 422 names every problem. Returns the
+/// params as strings, in the declared order.
 pub fn check_params(
     action: &str,
     meta: &ActionMeta,
     given: &Map<String, Value>,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let mut problems = Vec::new();
-    let declared: Vec<&str> = meta.params.iter().map(|p| p.name.as_str()).collect();
-    for name in given.keys() {
-        if !declared.contains(&name.as_str()) {
-            let accepted = if declared.is_empty() {
-                "it takes none".to_string()
-            } else {
-                format!("it takes {}", declared.join(", "))
+    let given = given
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(s) => Given::Text(s.clone()),
+                Value::Number(_) | Value::Bool(_) => Given::Text(value.to_string()),
+                _ => Given::Unusable,
             };
-            problems.push(format!("unknown param `{name}` ({accepted})"));
-        }
-    }
-    let mut params = Vec::new();
-    for spec in &meta.params {
-        match given.get(&spec.name) {
-            None if spec.required => {
-                problems.push(format!("missing required param `{}`", spec.name));
-            }
-            None => {}
-            Some(Value::String(s)) => params.push((spec.name.clone(), s.clone())),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
-                params.push((spec.name.clone(), v.to_string()));
-            }
-            Some(_) => problems.push(format!(
-                "param `{}` must be a string, number or boolean",
-                spec.name
-            )),
-        }
-    }
-    if problems.is_empty() {
-        return Ok(params);
-    }
-    Err(ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_params",
-        format!("action `{action}`: {}", problems.join("; ")),
-    ))
+            (name.clone(), value)
+        })
+        .collect();
+    plugins::check_params(action, meta, given).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            e.to_string(),
+        )
+    })
 }
 
 #[cfg(test)]

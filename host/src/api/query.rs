@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::error::ApiError;
-use crate::jobs::JobState;
+use crate::jobs::{JobErrorKind, JobState};
 
 /// What `wait` takes: whole seconds, or a number with one unit.
 const WAIT_PATTERN: &str = "^[0-9]+(ms|s|m|h)?$";
@@ -107,6 +107,16 @@ pub(super) fn job_state_schema() -> Schema {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .enum_values(Some(JobState::ALL.map(JobState::as_str)))
+            .build(),
+    )
+}
+
+/// The schema of a job error's kind.
+pub(super) fn job_error_kind_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(JobErrorKind::ALL.map(JobErrorKind::as_str)))
             .build(),
     )
 }

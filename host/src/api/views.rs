@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::jobs::Job;
+use crate::jobs::{Job, JobErrorKind, JobState};
 use crate::supervisor::Status;
 
-/// A job.
-#[derive(Debug, Serialize, ToSchema)]
+/// A job. The CLI reads it back with the same type.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     /// The job's id.
     pub id: String,
@@ -26,7 +26,7 @@ pub struct JobView {
     pub requested_by: String,
     /// `queued`, `running`, `succeeded`, `failed`, `cancelled`, `timed_out` or `interrupted`.
     #[schema(schema_with = super::query::job_state_schema)]
-    pub state: String,
+    pub state: JobState,
     /// When it was accepted (RFC 3339).
     pub created_at: String,
     /// When its plugin started.
@@ -44,11 +44,12 @@ pub struct JobView {
 }
 
 /// Why a job did not succeed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobErrorView {
     /// `plugin_error`, `timeout`, `cancelled`, `memory_limit`, `trap`,
     /// `invalid_plugin`, `host_error` or `interrupted`.
-    pub kind: String,
+    #[schema(schema_with = super::query::job_error_kind_schema)]
+    pub kind: JobErrorKind,
     /// What happened.
     pub message: String,
     /// The plugin's structured account, when its error message is a JSON
@@ -68,7 +69,7 @@ pub(super) fn any_json() -> utoipa::openapi::schema::Schema {
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
     /// The jobs.
     pub jobs: Vec<JobView>,
@@ -89,7 +90,7 @@ impl From<&Job> for JobView {
             action: job.action.clone(),
             params: job.params.iter().cloned().collect(),
             requested_by: job.requested_by.clone(),
-            state: job.state.to_string(),
+            state: job.state,
             created_at: rfc3339(job.created_at),
             started_at: job.started_at.map(rfc3339),
             finished_at: job.finished_at.map(rfc3339),
@@ -98,7 +99,7 @@ impl From<&Job> for JobView {
                 .as_ref()
                 .map(|r| serde_json::from_str(r).unwrap_or_else(|_| Value::String(r.clone()))),
             error: job.error.as_ref().map(|e| JobErrorView {
-                kind: e.kind.clone(),
+                kind: e.kind,
                 message: e.message.clone(),
                 detail: detail(&e.message),
             }),

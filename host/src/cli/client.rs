@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::Args;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ExitCode;
@@ -193,6 +194,22 @@ impl Client {
             url: self.url.clone(),
             message: format!("the answer is not JSON: {e}"),
         })
+    }
+
+    /// Send `req`: the answer as the server wrote it (for `--json`), and
+    /// read into the API's own type (`JobView`, `JobPage`), `what` naming
+    /// it when the answer does not fit.
+    pub async fn typed<T: DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+        what: &str,
+    ) -> Result<(Value, T), ClientError> {
+        let json = self.json(req).await?;
+        let typed = serde_json::from_value(json.clone()).map_err(|e| ClientError::Unreachable {
+            url: self.url.clone(),
+            message: format!("the answer is not {what}: {e}"),
+        })?;
+        Ok((json, typed))
     }
 }
 

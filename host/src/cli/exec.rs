@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::ExitCode;
-use crate::plugins::{LogSink, RunRequest, Stream};
+use crate::plugins::{Given, LogSink, RunRequest, Stream, check_params};
 
 /// Run `project`/`action` with `params`. Log lines go to stderr, the result to
 /// stdout; Ctrl-C cancels the run.
@@ -40,6 +40,17 @@ pub async fn exec(
             return ExitCode::InvalidPlugin;
         }
         Some(Ok(loaded)) => loaded.clone(),
+    };
+    let given = params
+        .into_iter()
+        .map(|(n, v)| (n, Given::Text(v)))
+        .collect();
+    let params = match check_params(action, loaded.plugin.meta(), given) {
+        Ok(params) => params,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::Usage;
+        }
     };
     let confinement =
         match crate::confine::Confinement::start(&config, crate::confine::Role::Guest).await {

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use super::ExitCode;
 use super::client::{Client, ClientArgs, ClientError};
 use super::format::{TerminalLines, bytes, duration_ms, for_terminal, table};
+use crate::api::{JobPage, JobView};
+use crate::jobs::{JobErrorKind, JobState};
 
 /// How long one `GET …?wait=` may block before the client asks again.
 const WAIT_SLICE: &str = "20s";
@@ -45,48 +47,42 @@ fn print_json(v: &Value) {
 }
 
 /// The exit code of a job in `job`'s state.
-pub fn job_code(job: &Value) -> ExitCode {
-    match job["state"].as_str().unwrap_or("") {
-        "succeeded" => ExitCode::Ok,
-        "timed_out" => ExitCode::Timeout,
-        "cancelled" => ExitCode::Cancelled,
-        "interrupted" => ExitCode::Interrupted,
-        "queued" | "running" => ExitCode::Pending,
-        _ => match job["error"]["kind"].as_str().unwrap_or("") {
-            "memory_limit" => ExitCode::MemoryLimit,
-            "trap" => ExitCode::Trap,
-            "invalid_plugin" => ExitCode::InvalidPlugin,
-            "host_error" => ExitCode::HostError,
-            _ => ExitCode::PluginError,
-        },
+pub fn job_code(job: &JobView) -> ExitCode {
+    match (job.state, job.error.as_ref().map(|e| e.kind)) {
+        (JobState::Succeeded, _) => ExitCode::Ok,
+        (JobState::TimedOut, _) => ExitCode::Timeout,
+        (JobState::Cancelled, _) => ExitCode::Cancelled,
+        (JobState::Interrupted, _) => ExitCode::Interrupted,
+        (JobState::Queued | JobState::Running, _) => ExitCode::Pending,
+        (JobState::Failed, Some(JobErrorKind::MemoryLimit)) => ExitCode::MemoryLimit,
+        (JobState::Failed, Some(JobErrorKind::Trap)) => ExitCode::Trap,
+        (JobState::Failed, Some(JobErrorKind::InvalidPlugin)) => ExitCode::InvalidPlugin,
+        (JobState::Failed, Some(JobErrorKind::HostError)) => ExitCode::HostError,
+        (JobState::Failed, _) => ExitCode::PluginError,
     }
 }
 
 /// Print a finished job for a person: its result, or why it failed.
-fn report(job: &Value) {
-    if job["state"] == "succeeded" {
-        match &job["result"] {
-            Value::String(s) if std::io::stdout().is_terminal() => {
+fn report(job: &JobView) {
+    if job.state == JobState::Succeeded {
+        match &job.result {
+            Some(Value::String(s)) if std::io::stdout().is_terminal() => {
                 println!("{}", String::from_utf8_lossy(&for_terminal(s.as_bytes())));
             }
-            Value::String(s) => println!("{s}"),
-            Value::Null => {}
-            other => print_json(other),
+            Some(Value::String(s)) => println!("{s}"),
+            None | Some(Value::Null) => {}
+            Some(other) => print_json(other),
         }
         return;
     }
     // The message is the plugin's own words: a tenant's bytes.
-    let message = job["error"]["message"].as_str().unwrap_or("");
+    let message = job.error.as_ref().map_or("", |e| e.message.as_str());
     let message = if std::io::stderr().is_terminal() {
         String::from_utf8_lossy(&for_terminal(message.as_bytes())).into_owned()
     } else {
         message.to_string()
     };
-    eprintln!(
-        "error: job {} {}: {message}",
-        job["id"].as_str().unwrap_or("?"),
-        job["state"].as_str().unwrap_or("?"),
-    );
+    eprintln!("error: job {} {}: {message}", job.id, job.state);
 }
 
 /// `bosun run`.
@@ -107,11 +103,11 @@ pub async fn run(
     let req = client
         .request(Method::POST, &path, Some(project))
         .json(&json!({ "params": params }));
-    let job = client.json(req).await?;
-    let id = job["id"].as_str().unwrap_or_default().to_string();
+    let (json, job): (Value, JobView) = client.typed(req, "a job").await?;
+    let id = job.id;
     if detach {
         if args.json {
-            print_json(&job);
+            print_json(&json);
         } else {
             println!("{id}");
         }
@@ -126,9 +122,9 @@ pub async fn run(
         )
         .await?;
     }
-    let job = wait(&client, &id, project, !follow && !args.json).await?;
+    let (json, job) = wait(&client, &id, project, !follow && !args.json).await?;
     if args.json {
-        print_json(&job);
+        print_json(&json);
     } else {
         report(&job);
     }
@@ -141,14 +137,14 @@ async fn wait(
     id: &str,
     project: &str,
     progress: bool,
-) -> Result<Value, ClientError> {
+) -> Result<(Value, JobView), ClientError> {
     let progress = progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let path = format!("/v1/jobs/{id}?wait={WAIT_SLICE}");
     loop {
         let req = client.request(Method::GET, &path, Some(project));
-        let ask = client.json(req);
+        let ask = client.typed::<JobView>(req, "a job");
         tokio::pin!(ask);
         let job = loop {
             tokio::select! {
@@ -159,7 +155,7 @@ async fn wait(
                 }
             }
         };
-        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+        if job.1.state.is_terminal() {
             if progress {
                 eprint!("\r\x1b[K");
             }
@@ -313,25 +309,24 @@ pub async fn jobs(
     let req = client
         .request(Method::GET, "/v1/jobs", project)
         .query(&query);
-    let page = client.json(req).await?;
+    let (json, page): (Value, JobPage) = client.typed(req, "a page of jobs").await?;
     if args.json {
-        print_json(&page);
+        print_json(&json);
         return Ok(ExitCode::Ok);
     }
-    let rows: Vec<Vec<String>> = page["jobs"]
-        .as_array()
+    let rows: Vec<Vec<String>> = page
+        .jobs
         .into_iter()
-        .flatten()
         .map(|j| {
-            let text = |k: &str| j[k].as_str().unwrap_or("-").to_string();
+            let took = took(&j);
             vec![
-                text("id"),
-                text("project"),
-                text("action"),
-                text("state"),
-                text("requested_by"),
-                text("created_at"),
-                took(j),
+                j.id,
+                j.project,
+                j.action,
+                j.state.to_string(),
+                j.requested_by,
+                j.created_at,
+                took,
             ]
         })
         .collect();
@@ -385,13 +380,9 @@ pub async fn deliveries(
 }
 
 /// How long a job ran, from its RFC 3339 times.
-fn took(job: &Value) -> String {
-    let at = |k: &str| {
-        job[k]
-            .as_str()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-    };
-    match (at("started_at"), at("finished_at")) {
+fn took(job: &JobView) -> String {
+    let at = |t: Option<&String>| t.and_then(|t| humantime::parse_rfc3339(t).ok());
+    match (at(job.started_at.as_ref()), at(job.finished_at.as_ref())) {
         (Some(a), Some(b)) => b
             .duration_since(a)
             .map(|d| format!("{}ms", d.as_millis()))
@@ -407,35 +398,34 @@ pub async fn job(
     id: &str,
     log: bool,
 ) -> Result<ExitCode, ClientError> {
-    let job = client
-        .json(client.request(Method::GET, &format!("/v1/jobs/{id}"), None))
+    let (json, job): (Value, JobView) = client
+        .typed(
+            client.request(Method::GET, &format!("/v1/jobs/{id}"), None),
+            "a job",
+        )
         .await?;
     if args.json {
-        print_json(&job);
+        print_json(&json);
     } else {
-        for key in [
-            "id",
-            "project",
-            "action",
-            "state",
-            "requested_by",
-            "created_at",
-            "started_at",
-            "finished_at",
+        let state = job.state.to_string();
+        for (key, value) in [
+            ("id", Some(&job.id)),
+            ("project", Some(&job.project)),
+            ("action", Some(&job.action)),
+            ("state", Some(&state)),
+            ("requested_by", Some(&job.requested_by)),
+            ("created_at", Some(&job.created_at)),
+            ("started_at", job.started_at.as_ref()),
+            ("finished_at", job.finished_at.as_ref()),
         ] {
-            println!("{key:<13} {}", job[key].as_str().unwrap_or("-"));
+            println!("{key:<13} {}", value.map_or("-", String::as_str));
         }
-        if !job["error"].is_null() {
-            println!(
-                "{:<13} {}: {}",
-                "error",
-                job["error"]["kind"].as_str().unwrap_or(""),
-                job["error"]["message"].as_str().unwrap_or("")
-            );
+        if let Some(error) = &job.error {
+            println!("{:<13} {}: {}", "error", error.kind, error.message);
         }
-        if !job["result"].is_null() {
+        if let Some(result) = job.result.as_ref().filter(|r| !r.is_null()) {
             println!("result");
-            print_json(&job["result"]);
+            print_json(result);
         }
     }
     if log {
@@ -446,13 +436,16 @@ pub async fn job(
 
 /// `bosun cancel`.
 pub async fn cancel(client: Client, args: &ClientArgs, id: &str) -> Result<ExitCode, ClientError> {
-    let job = client
-        .json(client.request(Method::POST, &format!("/v1/jobs/{id}/cancel"), None))
+    let (json, job): (Value, JobView) = client
+        .typed(
+            client.request(Method::POST, &format!("/v1/jobs/{id}/cancel"), None),
+            "a job",
+        )
         .await?;
     if args.json {
-        print_json(&job);
+        print_json(&json);
     } else {
-        println!("job {id}: {}", job["state"].as_str().unwrap_or("?"));
+        println!("job {id}: {}", job.state);
     }
     Ok(ExitCode::Ok)
 }

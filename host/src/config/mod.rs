@@ -9,8 +9,8 @@
 mod actions;
 mod backends;
 mod confine;
+mod key_lines;
 mod keys;
-mod lines;
 mod places;
 mod process;
 mod procfile;
@@ -29,8 +29,8 @@ pub use backends::{CURRENT, CommandsConfig, DeployConfig, GitConfig, RELEASES};
 pub use confine::{
     ConfinementSettings, DEFAULT_ID_RANGE, DEFAULT_PIDS, Limits, ProjectConfinement,
 };
+pub use key_lines::line_of;
 pub use keys::{KeyConfig, KeyHash, Role, Scope};
-pub use lines::line_of;
 pub use places::{check_inside, lexical, resolved};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
 pub use procfile::{ProcfileConfig, apply as apply_procfile};

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use arc_swap::ArcSwap;
 pub use log::JobLog;
-pub use model::{Job, JobError, JobState, now_ms};
+pub use model::{Job, JobError, JobErrorKind, JobState, now_ms};
 pub use projects::RemovedJobs;
 pub(crate) use store::open_private;
 pub use store::{JobFilter, Retention, Store, StoreError};
@@ -553,13 +553,7 @@ impl Inner {
             }
             None => {
                 let message = format!("project `{}` is no longer configured", job.project);
-                job.finish(
-                    Err(JobError {
-                        kind: "invalid_plugin".into(),
-                        message,
-                    }),
-                    JobState::Failed,
-                );
+                job.finish(Err(JobError::new(JobErrorKind::InvalidPlugin, message)));
                 if let Err(e) = self.store.update(&job, None).await {
                     tracing::error!(job = %job.id, "{e}");
                 }
@@ -571,13 +565,7 @@ impl Inner {
     /// saying `why`. Returns its final record.
     async fn cancel_queued(&self, active: &ActiveJob, why: String) -> Job {
         let mut job = active.job.borrow().clone();
-        job.finish(
-            Err(JobError {
-                kind: "cancelled".into(),
-                message: why,
-            }),
-            JobState::Cancelled,
-        );
+        job.finish(Err(JobError::new(JobErrorKind::Cancelled, why)));
         self.complete(active, job.clone()).await;
         job
     }

@@ -4,12 +4,12 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plugins::{FailureKind, RunFailure};
 
 /// Where a job is. `queued` and `running` are the only states a job leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Stored, waiting for its project's earlier jobs.
@@ -70,14 +70,120 @@ impl fmt::Display for JobState {
     }
 }
 
+/// What kind of failure ended a job: a run's [`FailureKind`], or
+/// `interrupted` (bosun stopped while it ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobErrorKind {
+    /// The plugin returned its own error.
+    PluginError,
+    /// The run's deadline passed.
+    Timeout,
+    /// Cancelled by a caller, before or while it ran.
+    Cancelled,
+    /// The plugin tried to use more memory than its cap.
+    MemoryLimit,
+    /// The plugin trapped.
+    Trap,
+    /// The plugin does not fit the contract, failed to load, or its
+    /// project or action is gone.
+    InvalidPlugin,
+    /// bosun could not set up the run.
+    HostError,
+    /// bosun stopped (or a reload took the project away) while it ran.
+    Interrupted,
+}
+
+impl JobErrorKind {
+    /// Every kind.
+    pub const ALL: [JobErrorKind; 8] = [
+        Self::PluginError,
+        Self::Timeout,
+        Self::Cancelled,
+        Self::MemoryLimit,
+        Self::Trap,
+        Self::InvalidPlugin,
+        Self::HostError,
+        Self::Interrupted,
+    ];
+
+    /// The name used in JSON and SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PluginError => "plugin_error",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+            Self::MemoryLimit => "memory_limit",
+            Self::Trap => "trap",
+            Self::InvalidPlugin => "invalid_plugin",
+            Self::HostError => "host_error",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The kind called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The state a job ends in with this error.
+    pub fn state(self) -> JobState {
+        match self {
+            Self::Timeout => JobState::TimedOut,
+            Self::Cancelled => JobState::Cancelled,
+            Self::Interrupted => JobState::Interrupted,
+            Self::PluginError
+            | Self::MemoryLimit
+            | Self::Trap
+            | Self::InvalidPlugin
+            | Self::HostError => JobState::Failed,
+        }
+    }
+}
+
+impl fmt::Display for JobErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<FailureKind> for JobErrorKind {
+    fn from(kind: FailureKind) -> Self {
+        match kind {
+            FailureKind::Timeout => Self::Timeout,
+            FailureKind::Cancelled => Self::Cancelled,
+            FailureKind::MemoryLimit => Self::MemoryLimit,
+            FailureKind::Trap => Self::Trap,
+            FailureKind::PluginError => Self::PluginError,
+            FailureKind::InvalidPlugin => Self::InvalidPlugin,
+            FailureKind::HostError => Self::HostError,
+        }
+    }
+}
+
 /// Why a job did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobError {
-    /// A stable word: a run failure kind (`plugin_error`, `timeout`, `trap`,
-    /// …), `cancelled`, or `interrupted`.
-    pub kind: String,
+    /// What kind of failure.
+    pub kind: JobErrorKind,
     /// What happened, in words.
     pub message: String,
+}
+
+impl JobError {
+    /// An error of `kind`.
+    pub fn new(kind: JobErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RunFailure> for JobError {
+    fn from(failure: RunFailure) -> Self {
+        Self::new(failure.kind.into(), failure.message)
+    }
 }
 
 /// A job's record, as stored and as served.
@@ -130,13 +236,19 @@ impl Job {
         }
     }
 
-    /// Record the end of the job: its state, and the result or the error.
-    pub fn finish(&mut self, outcome: Result<String, JobError>, state: JobState) {
-        self.state = state;
+    /// Record the end of the job: the result, or the error, whose kind
+    /// decides the state, so the two cannot disagree.
+    pub fn finish(&mut self, outcome: Result<String, JobError>) {
         self.finished_at = Some(now_ms());
         match outcome {
-            Ok(result) => self.result = Some(result),
-            Err(error) => self.error = Some(error),
+            Ok(result) => {
+                self.state = JobState::Succeeded;
+                self.result = Some(result);
+            }
+            Err(error) => {
+                self.state = error.kind.state();
+                self.error = Some(error);
+            }
         }
     }
 
@@ -144,20 +256,6 @@ impl Job {
     pub fn run_seconds(&self) -> Option<f64> {
         Some(self.finished_at?.saturating_sub(self.started_at?) as f64 / 1000.0)
     }
-}
-
-/// The state and error of a failed run.
-pub fn failure_outcome(failure: RunFailure) -> (JobState, JobError) {
-    let state = match failure.kind {
-        FailureKind::Timeout => JobState::TimedOut,
-        FailureKind::Cancelled => JobState::Cancelled,
-        _ => JobState::Failed,
-    };
-    let error = JobError {
-        kind: failure.kind.to_string(),
-        message: failure.message,
-    };
-    (state, error)
 }
 
 /// Milliseconds since the Unix epoch.

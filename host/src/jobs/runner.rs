@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::model::{Job, JobError, JobState, failure_outcome, now_ms};
+use super::model::{Job, JobError, JobErrorKind, JobState, now_ms};
 use super::{ActiveJob, Inner, ProjectQueue};
 use crate::plugins::{LogSink, ProjectScope, RunFailure, RunRequest};
 
@@ -170,24 +170,16 @@ async fn run(inner: &Inner, queue: &ProjectQueue, active: &Arc<ActiveJob>) -> Jo
         job.started_at = None;
         return job;
     }
-    let (state, outcome) = match outcome {
-        Ok(result) => (JobState::Succeeded, Ok(result)),
-        Err(failure) => {
-            let (state, error) = failure_outcome(failure);
-            if state == JobState::Cancelled
-                && let Some(why) = active.interrupted.get()
-            {
-                let error = JobError {
-                    kind: "interrupted".into(),
-                    message: why.clone(),
-                };
-                (JobState::Interrupted, Err(error))
-            } else {
-                (state, Err(error))
+    let outcome = outcome.map_err(|failure| {
+        let error = JobError::from(failure);
+        match active.interrupted.get() {
+            Some(why) if error.kind == JobErrorKind::Cancelled => {
+                JobError::new(JobErrorKind::Interrupted, why.clone())
             }
+            _ => error,
         }
-    };
-    job.finish(outcome, state);
+    });
+    job.finish(outcome);
     job
 }
 

@@ -33,7 +33,7 @@ use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::oneshot;
 
-use super::model::{Job, JobError, JobState, now_ms};
+use super::model::{Job, JobError, JobErrorKind, JobState, now_ms};
 use crate::config::JobsConfig;
 
 /// Why the job store failed.
@@ -307,18 +307,22 @@ impl Store {
         self.with(|c| {
             let interrupted = c
                 .execute(
-                    "UPDATE jobs SET state = 'interrupted', finished_at = ?1,
-                            error_kind = 'interrupted',
+                    "UPDATE jobs SET state = ?2, finished_at = ?1, error_kind = ?3,
                             error_message = 'bosun stopped while the job was running'
-                     WHERE state = 'running'",
-                    [now_ms() as i64],
+                     WHERE state = ?4",
+                    params![
+                        now_ms() as i64,
+                        JobState::Interrupted.as_str(),
+                        JobErrorKind::Interrupted.as_str(),
+                        JobState::Running.as_str(),
+                    ],
                 )
                 .context("marking interrupted jobs")?;
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq"
+                "SELECT {COLUMNS} FROM jobs WHERE state = ?1 ORDER BY seq"
             ))?;
             let queued = stmt
-                .query_map([], read_job)?
+                .query_map([JobState::Queued.as_str()], read_job)?
                 .collect::<Result<Vec<_>, _>>()
                 .context("reading queued jobs")?;
             Ok(Recovered {
@@ -586,9 +590,13 @@ fn read_job(row: &Row<'_>) -> rusqlite::Result<Job> {
         started_at: ms(7)?,
         finished_at: ms(8)?,
         result: row.get(9)?,
-        error: kind.map(|kind| JobError {
-            kind,
-            message: message.unwrap_or_default(),
+        // A kind this version does not know (a newer bosun's) reads as a
+        // host error, its message kept.
+        error: kind.map(|kind| {
+            JobError::new(
+                JobErrorKind::parse(&kind).unwrap_or(JobErrorKind::HostError),
+                message.unwrap_or_default(),
+            )
         }),
     })
 }

@@ -15,9 +15,9 @@ wasmtime::component::bindgen!({
     with: { "wasi": wasmtime_wasi::p2::bindings },
 });
 
-pub use bosun::plugin::commands::{Command, Output};
-pub use bosun::plugin::git::{RepoInfo, UpdateResult};
-pub use bosun::plugin::processes::UnixSignal;
-pub use bosun::plugin::releases::Release;
-pub use bosun::plugin::types::{Error as CallError, ProcessInfo, ProcessState};
-pub use exports::bosun::plugin::action::{ActionMeta, ParamSpec};
+pub use self::bosun::plugin::commands::{Command, Output};
+pub use self::bosun::plugin::git::{RepoInfo, UpdateResult};
+pub use self::bosun::plugin::processes::UnixSignal;
+pub use self::bosun::plugin::releases::Release;
+pub use self::bosun::plugin::types::{Error as CallError, ProcessInfo, ProcessState};
+pub use self::exports::bosun::plugin::action::{ActionMeta, ParamSpec};

@@ -14,7 +14,7 @@ use super::log_line::LogLine;
 use super::logs::ProcessLog;
 use super::spec::InstanceSpec;
 use super::status::{State, Status};
-use super::worker::Command;
+use super::worker::Order;
 use crate::config::RestartOrder;
 
 /// Why a handle operation failed.
@@ -44,7 +44,7 @@ pub(crate) struct Instance {
     pub name: String,
     /// What it runs; a reload compares it with the new config.
     pub spec: Arc<InstanceSpec>,
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mpsc::Sender<Order>,
     pub status: Arc<watch::Sender<Status>>,
     pub log: Arc<ProcessLog>,
 }
@@ -90,7 +90,7 @@ impl ProjectHandle {
     async fn each<R>(
         &self,
         name: Option<&str>,
-        make: impl Fn(oneshot::Sender<R>) -> Command,
+        make: impl Fn(oneshot::Sender<R>) -> Order,
     ) -> Result<(Vec<Instance>, Vec<R>), SupervisorError> {
         let selected = self.select(name)?;
         let mut replies = Vec::new();
@@ -113,13 +113,13 @@ impl ProjectHandle {
     /// Start the selected processes (all when `None`). Returns once each has
     /// been spawned (or failed to).
     pub async fn start(&self, name: Option<&str>) -> Result<Vec<Status>, SupervisorError> {
-        let (selected, _) = self.each(name, Command::Start).await?;
+        let (selected, _) = self.each(name, Order::Start).await?;
         Ok(Self::statuses(&selected))
     }
 
     /// Stop the selected processes; returns once their groups are gone.
     pub async fn stop(&self, name: Option<&str>) -> Result<Vec<Status>, SupervisorError> {
-        let (selected, _) = self.each(name, Command::Stop).await?;
+        let (selected, _) = self.each(name, Order::Stop).await?;
         Ok(Self::statuses(&selected))
     }
 
@@ -178,7 +178,7 @@ impl ProjectHandle {
         name: Option<&str>,
         signal: Signal,
     ) -> Result<Vec<Status>, SupervisorError> {
-        let (selected, results) = self.each(name, |tx| Command::Signal(signal, tx)).await?;
+        let (selected, results) = self.each(name, |tx| Order::Signal(signal, tx)).await?;
         if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
             return Err(SupervisorError::Failed(e));
         }
@@ -273,7 +273,7 @@ async fn restart_one(
 ) -> Result<oneshot::Receiver<Result<(), String>>, SupervisorError> {
     let (tx, rx) = oneshot::channel();
     inst.commands
-        .send(Command::Restart(tx))
+        .send(Order::Restart(tx))
         .await
         .map_err(|_| gone(inst))?;
     Ok(rx)

@@ -64,7 +64,7 @@ use logs::{LineSink, ProcessLog, file_spec};
 use persist::Persist;
 use sockets::Sockets;
 use spec::{InstanceSpec, Ready};
-use worker::{Command, Worker};
+use worker::{Order, Worker};
 
 /// How long an upgrade waits for each worker and for the log writers.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
@@ -427,7 +427,7 @@ impl Supervisor {
         let mut replies = Vec::new();
         for inst in &all {
             let (tx, rx) = oneshot::channel();
-            if inst.commands.send(Command::Handover(tx)).await.is_ok() {
+            if inst.commands.send(Order::Handover(tx)).await.is_ok() {
                 replies.push(rx);
             }
         }
@@ -519,7 +519,7 @@ async fn stop_all(instances: &[Instance]) {
     let mut acks = Vec::new();
     for inst in instances {
         let (tx, rx) = oneshot::channel();
-        if inst.commands.send(Command::Shutdown(tx)).await.is_ok() {
+        if inst.commands.send(Order::Shutdown(tx)).await.is_ok() {
             acks.push(rx);
         }
     }

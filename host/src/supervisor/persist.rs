@@ -33,7 +33,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
@@ -397,7 +397,11 @@ async fn stop_processes(processes: Vec<procfs::ProcStat>, grace: Duration) {
 
 /// Move an unreadable state file aside, loudly, for an empty state.
 fn set_aside(path: &Path, e: &serde_json::Error) -> anyhow::Result<Data> {
-    let aside = path.with_extension(format!("json.bad-{}", crate::jobs::now_ms()));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let aside = path.with_extension(format!("json.bad-{now}"));
     std::fs::rename(path, &aside)
         .with_context(|| format!("moving the unreadable {} aside", path.display()))?;
     tracing::error!(

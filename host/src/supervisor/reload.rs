@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{Instance, until_up};
 use super::spec::InstanceSpec;
-use super::worker::Command;
+use super::worker::Order;
 use super::{Begin, Supervisor, numbered, stop_all};
 use crate::config::{ProcessConfig, ProjectConfig};
 
@@ -202,12 +202,7 @@ async fn respawn(
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if inst
-        .commands
-        .send(Command::Respawn(spec, tx))
-        .await
-        .is_err()
-    {
+    if inst.commands.send(Order::Respawn(spec, tx)).await.is_err() {
         return Err("its worker has ended".into());
     }
     tokio::select! {

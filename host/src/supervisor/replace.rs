@@ -37,7 +37,7 @@ use super::probe;
 use super::running::{Proc, Run};
 use super::spawn::spawn;
 use super::spec::Ready;
-use super::worker::{CHECK_EVERY, Command, Worker, describe_exit};
+use super::worker::{CHECK_EVERY, Order, Worker, describe_exit};
 use crate::confine::{Frozen, Leaf};
 
 /// How long a probe waits, with the others held, for them to stop and
@@ -120,7 +120,7 @@ impl Worker {
                 // An upgrade waits for this worker: no grace for a process
                 // that never served.
                 let grace = match self.deferred {
-                    Some(Command::Handover(_)) => Duration::ZERO,
+                    Some(Order::Handover(_)) => Duration::ZERO,
                     _ => self.spec.config.kill_timeout,
                 };
                 let how = self.stop_run(&mut new, leaf.as_ref(), grace).await;
@@ -154,10 +154,10 @@ impl Worker {
                     return Err(status.map_or_else(|e| e.to_string(), describe_exit));
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Start(ack) | Command::Restart(ack)) => {
+                    Some(Order::Start(ack) | Order::Restart(ack)) => {
                         let _ = ack.send(Ok(()));
                     }
-                    Some(Command::Signal(sig, ack)) => {
+                    Some(Order::Signal(sig, ack)) => {
                         let sent = signal_group(old, sig).map_err(|e| format!("sending {sig}: {e}"));
                         let _ = ack.send(sent);
                     }

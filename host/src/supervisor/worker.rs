@@ -1,7 +1,7 @@
 //! One task per process instance: the state machine.
 //!
 //! The worker alone owns its child and its schedule position; everything
-//! else talks to it through [`Command`]s and watches its [`Status`]. A run
+//! else talks to it through [`Order`]s and watches its [`Status`]. A run
 //! ends in one of three ways: the process exits (restart on the schedule),
 //! someone asks for a stop or restart (stop the whole group first), or it
 //! fails its readiness check or memory cap (treated like a crash).
@@ -41,8 +41,9 @@ const MEMORY_STRIKES: u32 = 3;
 /// The reply to a start or a restart: done, or why not.
 pub(crate) type Reply = oneshot::Sender<Result<(), String>>;
 
-/// A request to a worker; each carries its reply.
-pub(crate) enum Command {
+/// An order to a worker (named apart from the commands programs run);
+/// each carries its reply.
+pub(crate) enum Order {
     Start(Reply),
     Stop(oneshot::Sender<()>),
     /// Stop, then start; with sockets, start the new process first and
@@ -69,7 +70,7 @@ pub(crate) struct Worker {
     pub spec: Arc<InstanceSpec>,
     pub status: Arc<watch::Sender<Status>>,
     pub sink: LineSink,
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<Order>,
     pub persist: Arc<Persist>,
     /// The instance's cgroup leaf, kept across its restarts; dropping the
     /// worker (an aborted supervisor) kills what is in it.
@@ -87,7 +88,7 @@ pub(crate) struct Worker {
     pub handing: CancellationToken,
     /// A command that came while a replacement was starting, to act on
     /// next.
-    pub deferred: Option<Command>,
+    pub deferred: Option<Order>,
 }
 
 /// What a command that arrives while a worker waits (out a restart delay,
@@ -120,34 +121,34 @@ impl Worker {
         loop {
             if !want_running {
                 match self.commands.recv().await {
-                    Some(Command::Start(ack) | Command::Restart(ack)) => {
+                    Some(Order::Start(ack) | Order::Restart(ack)) => {
                         self.persist.set_desired(&self.spec, true);
                         want_running = true;
                         step = 0;
                         pending_ack = Some(ack);
                     }
-                    Some(Command::Stop(ack)) => {
+                    Some(Order::Stop(ack)) => {
                         // An explicit stop of a fatal or exited process is
                         // remembered too, so the next boot does not start it.
                         self.persist.set_desired(&self.spec, false);
                         self.set(|s| s.state = State::Stopped);
                         let _ = ack.send(());
                     }
-                    Some(Command::Shutdown(ack)) => {
+                    Some(Order::Shutdown(ack)) => {
                         let _ = ack.send(());
                         return;
                     }
                     // Not running: handed over as it is (an exited one-shot
                     // must not run again in the next image). Its leaf is
                     // empty and goes.
-                    Some(Command::Handover(ack)) => {
+                    Some(Order::Handover(ack)) => {
                         let _ = ack.send(Some((self.handed(None), Vec::new())));
                         return;
                     }
-                    Some(Command::Signal(_, ack)) => {
+                    Some(Order::Signal(_, ack)) => {
                         let _ = ack.send(Err(format!("`{}` is not running", self.spec.label)));
                     }
-                    Some(Command::Respawn(spec, ack)) => {
+                    Some(Order::Respawn(spec, ack)) => {
                         self.spec = spec;
                         let _ = ack.send(Ok(()));
                     }
@@ -460,36 +461,36 @@ impl Worker {
     }
 
     /// Handle a command that arrived while waiting `doing`.
-    fn while_waiting(&mut self, cmd: Option<Command>, doing: &str) -> Interrupt {
+    fn while_waiting(&mut self, cmd: Option<Order>, doing: &str) -> Interrupt {
         match cmd {
-            Some(Command::Start(ack) | Command::Restart(ack)) => Interrupt::Run(ack),
-            Some(Command::Stop(ack)) => {
+            Some(Order::Start(ack) | Order::Restart(ack)) => Interrupt::Run(ack),
+            Some(Order::Stop(ack)) => {
                 self.persist.set_desired(&self.spec, false);
                 self.set(|s| s.state = State::Stopped);
                 let _ = ack.send(());
                 Interrupt::Halt
             }
-            Some(Command::Shutdown(ack)) => {
+            Some(Order::Shutdown(ack)) => {
                 self.set(|s| s.state = State::Stopped);
                 let _ = ack.send(());
                 self.commands.close();
                 Interrupt::Halt
             }
             // Nothing runs to hand over; the next image starts it anew.
-            Some(Command::Handover(ack)) => {
+            Some(Order::Handover(ack)) => {
                 let _ = ack.send(None);
                 self.commands.close();
                 Interrupt::Halt
             }
             None => Interrupt::Halt,
-            Some(Command::Signal(_, ack)) => {
+            Some(Order::Signal(_, ack)) => {
                 let _ = ack.send(Err(format!(
                     "`{}` is {doing}, not running",
                     self.spec.label
                 )));
                 Interrupt::Answered
             }
-            Some(Command::Respawn(spec, ack)) => {
+            Some(Order::Respawn(spec, ack)) => {
                 self.spec = spec;
                 let _ = ack.send(Ok(()));
                 Interrupt::Answered
@@ -596,19 +597,19 @@ impl Worker {
 
 /// What a command means to a running process: the end of its run, or
 /// nothing (answered on the spot).
-fn on_command(cmd: Option<Command>, pgid: i32) -> Option<RunEnd> {
+fn on_command(cmd: Option<Order>, pgid: i32) -> Option<RunEnd> {
     match cmd {
-        Some(Command::Stop(ack)) => Some(RunEnd::Stop(ack)),
-        Some(Command::Restart(ack)) => Some(RunEnd::Restart(ack)),
-        Some(Command::Respawn(spec, ack)) => Some(RunEnd::Respawn(spec, ack)),
-        Some(Command::Shutdown(ack)) => Some(RunEnd::Shutdown(Some(ack))),
-        Some(Command::Handover(ack)) => Some(RunEnd::Handover(ack)),
+        Some(Order::Stop(ack)) => Some(RunEnd::Stop(ack)),
+        Some(Order::Restart(ack)) => Some(RunEnd::Restart(ack)),
+        Some(Order::Respawn(spec, ack)) => Some(RunEnd::Respawn(spec, ack)),
+        Some(Order::Shutdown(ack)) => Some(RunEnd::Shutdown(Some(ack))),
+        Some(Order::Handover(ack)) => Some(RunEnd::Handover(ack)),
         None => Some(RunEnd::Shutdown(None)),
-        Some(Command::Start(ack)) => {
+        Some(Order::Start(ack)) => {
             let _ = ack.send(Ok(()));
             None
         }
-        Some(Command::Signal(sig, ack)) => {
+        Some(Order::Signal(sig, ack)) => {
             let sent = signal_group(pgid, sig).map_err(|e| format!("sending {sig}: {e}"));
             let _ = ack.send(sent);
             None

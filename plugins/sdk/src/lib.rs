@@ -4,7 +4,7 @@
 //! This crate turns that into a short file: implement [`Action`], call
 //! [`export_action!`], build for `wasm32-wasip2` as a `cdylib`.
 //!
-//! ```ignore
+//! ```no_run
 //! use bosun_plugin_sdk::{Action, Error, Param, Params, export_action};
 //!
 //! struct Hello;
@@ -33,7 +33,10 @@ pub mod rollout;
 pub use json::{process_json, processes_json, release_json, releases_json};
 pub use params::{Param, Params};
 
-/// The generated bindings of the `action-plugin` world.
+/// The generated bindings of the `action-plugin` world: what
+/// [`export_action!`] expands to reaches them here. Hidden from the docs;
+/// the types a plugin uses are re-exported at the crate's root.
+#[doc(hidden)]
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -49,6 +52,20 @@ pub use bindings::bosun::plugin::types::{Error, ProcessInfo, ProcessState};
 pub use bindings::bosun::plugin::{commands, git, processes, releases};
 
 use bindings::exports::bosun::plugin::action::{ActionMeta, ParamSpec};
+
+/// A file or other I/O error, so a plugin can use `?` on `std::fs`:
+/// `NotFound` and `PermissionDenied` keep their kinds (`not_found`,
+/// `denied`), a timeout is `timeout`, anything else `failed`.
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(e.to_string()),
+            std::io::ErrorKind::PermissionDenied => Error::Denied(e.to_string()),
+            std::io::ErrorKind::TimedOut => Error::Timeout(e.to_string()),
+            _ => Error::Failed(e.to_string()),
+        }
+    }
+}
 
 /// An action a plugin exports.
 pub trait Action {

@@ -129,12 +129,13 @@ impl Params {
             .transpose()
     }
 
-    /// A boolean: `true/false`, `yes/no`, `1/0`, `on/off`; absent is `false`.
+    /// A boolean: `true/false`, `yes/no`, `1/0`, `on/off`; given empty
+    /// (`force=`) is `true`, as `?follow` is in the API; absent is `false`.
     pub fn flag(&self, name: &str) -> Result<bool, Error> {
         match self.get(name) {
             None => Ok(false),
-            Some("true" | "yes" | "1" | "on") => Ok(true),
-            Some("false" | "no" | "0" | "off" | "") => Ok(false),
+            Some("true" | "yes" | "1" | "on" | "") => Ok(true),
+            Some("false" | "no" | "0" | "off") => Ok(false),
             Some(other) => Err(invalid(format_args!(
                 "param `{name}`: expected true or false, got `{other}`"
             ))),
@@ -149,5 +150,67 @@ impl Params {
                     .map_err(|e| invalid(format_args!("param `{name}`: {e} (e.g. 30s, 500ms, 2m)")))
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DECLARED: &[Param] = &[
+        Param::required("ref", "What to deploy"),
+        Param::optional("force", "Deploy over local changes", "false"),
+        Param::maybe("note", "A note"),
+    ];
+
+    fn check(raw: &[(&str, &str)]) -> Result<Params, Error> {
+        Params::check(
+            DECLARED,
+            raw.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_in_and_an_empty_flag_is_on() {
+        let params = check(&[("ref", "main")]).expect("valid");
+        assert_eq!(params.get("force"), Some("false"));
+        assert_eq!(params.get("note"), None);
+        assert!(!params.flag("force").expect("a flag"));
+        for on in ["", "1", "true", "yes", "on"] {
+            let params = check(&[("ref", "main"), ("force", on)]).expect("valid");
+            assert!(params.flag("force").expect("a flag"), "`{on}` is on");
+        }
+        let params = check(&[("ref", "main"), ("force", "maybe")]).expect("valid");
+        assert!(matches!(params.flag("force"), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn unknown_repeated_and_missing_names_are_invalid() {
+        for raw in [
+            &[("ref", "a"), ("colour", "red")][..],
+            &[("ref", "a"), ("ref", "b")][..],
+            &[("force", "true")][..],
+        ] {
+            assert!(matches!(check(raw), Err(Error::Invalid(_))), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn an_io_error_keeps_its_kind() {
+        let io = |kind| std::io::Error::new(kind, "x");
+        assert!(matches!(
+            Error::from(io(std::io::ErrorKind::NotFound)),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            Error::from(io(std::io::ErrorKind::PermissionDenied)),
+            Error::Denied(_)
+        ));
+        assert!(matches!(
+            Error::from(io(std::io::ErrorKind::Other)),
+            Error::Failed(_)
+        ));
     }
 }

@@ -15,17 +15,6 @@ use super::layout::{self, can_run, enc, run_button};
 use super::{PageError, Viewer};
 use crate::jobs::JobState;
 
-/// The job states, for the filter.
-const STATES: [&str; 7] = [
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "timed_out",
-    "interrupted",
-];
-
 /// `/ui/jobs`: the history, newest first, filtered and paged by the very
 /// query `GET /v1/jobs` takes.
 pub async fn list(
@@ -76,7 +65,7 @@ pub async fn list(
             label { "State "
                 select name="state" {
                     option value="" { "any" }
-                    @for s in STATES { option value=(s) selected[get("state") == s] { (s) } }
+                    @for s in JobState::ALL.map(JobState::as_str) { option value=(s) selected[get("state") == s] { (s) } }
                 }
             }
             button type="submit" { "Filter" }
@@ -151,7 +140,7 @@ pub async fn show(
         no_wait,
     )
     .await?;
-    let ended = JobState::parse(&job.state).is_some_and(|s| s.is_terminal());
+    let ended = job.state.is_terminal();
     let lines = match state
         .jobs
         .follow(&id)
