@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -26,6 +26,7 @@ pub struct JobView {
     pub requested_by: String,
     /// `queued`, `running`, `succeeded`, `failed`, `cancelled`, `timed_out` or `interrupted`.
     #[schema(schema_with = super::query::job_state_schema)]
+    #[serde(deserialize_with = "state_or_failed")]
     pub state: JobState,
     /// When it was accepted (RFC 3339).
     pub created_at: String,
@@ -49,6 +50,7 @@ pub struct JobErrorView {
     /// `plugin_error`, `timeout`, `cancelled`, `memory_limit`, `trap`,
     /// `invalid_plugin`, `host_error` or `interrupted`.
     #[schema(schema_with = super::query::job_error_kind_schema)]
+    #[serde(deserialize_with = "kind_or_plugin_error")]
     pub kind: JobErrorKind,
     /// What happened.
     pub message: String,
@@ -56,6 +58,20 @@ pub struct JobErrorView {
     /// object (the stock `deploy` says `{"rolled_back": true, "reason": …}`).
     #[schema(schema_with = any_json)]
     pub detail: Option<Value>,
+}
+
+/// A state this version does not know (a newer server's) reads as
+/// `failed`: an older CLI still ends its wait and exits non-zero, and
+/// `--json` prints the server's own words.
+fn state_or_failed<'de, D: Deserializer<'de>>(de: D) -> Result<JobState, D::Error> {
+    let name = String::deserialize(de)?;
+    Ok(JobState::parse(&name).unwrap_or(JobState::Failed))
+}
+
+/// An error kind this version does not know reads as `plugin_error`.
+fn kind_or_plugin_error<'de, D: Deserializer<'de>>(de: D) -> Result<JobErrorKind, D::Error> {
+    let name = String::deserialize(de)?;
+    Ok(JobErrorKind::parse(&name).unwrap_or(JobErrorKind::PluginError))
 }
 
 /// Any JSON value, null included.
@@ -231,4 +247,29 @@ pub struct ParamView {
     pub required: bool,
     /// Its default.
     pub default: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_reads_back_and_a_newer_servers_words_do_not_break_it() {
+        let mut job = Job::new("shop", "deploy", vec![("ref".into(), "v1".into())], "ci");
+        job.finish(Err(crate::jobs::JobError::new(
+            JobErrorKind::Timeout,
+            "did not finish",
+        )));
+        let json = serde_json::to_value(JobView::from(&job)).expect("serializes");
+        let back: JobView = serde_json::from_value(json.clone()).expect("reads back");
+        assert_eq!(back.state, JobState::TimedOut);
+        assert_eq!(back.error.map(|e| e.kind), Some(JobErrorKind::Timeout));
+
+        let mut newer = json;
+        newer["state"] = "paused".into();
+        newer["error"]["kind"] = "quota".into();
+        let read: JobView = serde_json::from_value(newer).expect("still a job");
+        assert_eq!(read.state, JobState::Failed);
+        assert_eq!(read.error.map(|e| e.kind), Some(JobErrorKind::PluginError));
+    }
 }
