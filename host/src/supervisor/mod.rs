@@ -18,6 +18,7 @@
 //! reaches a project's instances only through its [`ProjectHandle`].
 
 mod adopt;
+mod backoff;
 mod group;
 mod handle;
 pub mod handoff;
@@ -27,6 +28,7 @@ mod logs;
 mod persist;
 mod probe;
 mod procfs;
+mod readiness;
 mod reaper;
 mod reload;
 mod replace;
@@ -381,6 +383,7 @@ impl Supervisor {
             captures: Vec::new(),
             handing: CancellationToken::new(),
             deferred: None,
+            backoff: backoff::Backoff::default(),
         };
         self.workers.push(tokio::spawn(worker.run()));
         Instance {

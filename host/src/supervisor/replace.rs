@@ -34,10 +34,11 @@ use tokio::time::MissedTickBehavior;
 
 use super::group::{StopOutcome, signal_group, stop_group_after};
 use super::probe;
+use super::readiness::CHECK_EVERY;
 use super::running::{Proc, Run};
 use super::spawn::spawn;
 use super::spec::Ready;
-use super::worker::{CHECK_EVERY, Order, Worker, describe_exit};
+use super::worker::{Order, Reaction, Situation, Worker, describe_exit};
 use crate::confine::{Frozen, Leaf};
 
 /// How long a probe waits, with the others held, for them to stop and
@@ -153,21 +154,13 @@ impl Worker {
                 status = new.proc.wait() => {
                     return Err(status.map_or_else(|e| e.to_string(), describe_exit));
                 }
-                cmd = self.commands.recv() => match cmd {
-                    Some(Order::Start(ack) | Order::Restart(ack)) => {
-                        let _ = ack.send(Ok(()));
-                    }
-                    Some(Order::Signal(sig, ack)) => {
-                        let sent = signal_group(old, sig).map_err(|e| format!("sending {sig}: {e}"));
-                        let _ = ack.send(sent);
-                    }
-                    // A stop, a shutdown, a handover or a new spec: acted on
-                    // once the replacement is undone.
-                    Some(other) => {
-                        self.deferred = Some(other);
+                order = self.commands.recv() => match self.answer(order, Situation::Replacing(old)) {
+                    Reaction::Defer(order) => {
+                        self.deferred = Some(order);
                         return Err("another command came first".into());
                     }
-                    None => return Err("bosun is stopping".into()),
+                    Reaction::Done => return Err("bosun is stopping".into()),
+                    _ => {}
                 },
                 Ok(()) = async { logged.as_mut().expect("guarded").changed().await }, if logged.is_some() => {
                     if logged.as_mut().is_some_and(|rx| *rx.borrow_and_update()) {

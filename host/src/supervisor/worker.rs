@@ -20,10 +20,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::group::{StopOutcome, signal_group, stop_group, stop_group_after};
 use super::handoff::HandedInstance;
 use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
+use super::readiness::{Readiness, Verdict};
 use super::running::{Proc, Run};
 use super::spawn::{Failure, spawn};
 use super::spec::InstanceSpec;
@@ -32,8 +34,6 @@ use crate::confine::Leaf;
 use crate::lines::Stream;
 use crate::project::Checkout;
 
-/// How often readiness by port is probed.
-pub(super) const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Consecutive memory samples (one per `stats::SAMPLE_EVERY`) over
 /// `max_memory` before a restart: one spike is not "stays above".
 const MEMORY_STRIKES: u32 = 3;
@@ -86,24 +86,60 @@ pub(crate) struct Worker {
     /// them give the pipes back.
     pub captures: Vec<(Stream, JoinHandle<Handback>)>,
     pub handing: CancellationToken,
-    /// A command that came while a replacement was starting, to act on
+    /// An order that came while a replacement was starting, to act on
     /// next.
     pub deferred: Option<Order>,
+    /// Where the instance is in its restart schedule.
+    pub backoff: Backoff,
 }
 
-/// What a command that arrives while a worker waits (out a restart delay,
-/// for the first checkout) means.
-enum Interrupt {
-    /// Start now (or as soon as possible); answer this then.
-    Run(Reply),
-    /// Stay stopped.
-    Halt,
-    /// Answered; keep waiting.
+/// Where the worker's loop is, and so what it does next. The worker alone
+/// moves it, in [`Worker::run`].
+enum Phase {
+    /// Not meant to run: waits for an order.
+    Stopped,
+    /// Meant to run: waits for the project's first checkout if it has not
+    /// come yet, then spawns (or adopts). The reply, when an order asked
+    /// for the start, is answered once the process has started or failed to.
+    Starting(Option<Reply>),
+    /// Over: a shutdown, a handover, or nobody left to give orders.
+    Done,
+}
+
+/// Where an order finds the worker.
+#[derive(Clone, Copy)]
+pub(super) enum Situation<'a> {
+    /// Nothing runs, nor is meant to.
+    Stopped,
+    /// Meant to run and waiting, `doing` so: out a restart delay, or for
+    /// the first checkout.
+    Waiting(&'a str),
+    /// A process runs, leading group `pgid`.
+    Running(i32),
+    /// A replacement is starting, new first, while the process leading
+    /// group `pgid` serves.
+    Replacing(i32),
+}
+
+/// What an order means to the worker, once [`Worker::answer`] has
+/// answered what can be answered at once.
+pub(super) enum Reaction {
+    /// Answered; carry on.
     Answered,
+    /// Start now, or as soon as possible; answer this once started.
+    Start(Reply),
+    /// Stay stopped, or stop waiting to run.
+    Halt,
+    /// The worker's work is over.
+    Done,
+    /// The running process's run ends so.
+    End(RunEnd),
+    /// Acted on once the replacement under way is undone.
+    Defer(Order),
 }
 
 /// How one run of the process ended.
-enum RunEnd {
+pub(super) enum RunEnd {
     Exited(ExitStatus),
     FailedCheck(String),
     Stop(oneshot::Sender<()>),
@@ -115,106 +151,78 @@ enum RunEnd {
 
 impl Worker {
     pub(crate) async fn run(mut self) {
-        let mut want_running = self.start;
-        let mut step = 0usize;
-        let mut pending_ack: Option<Reply> = None;
+        let mut phase = if self.start {
+            Phase::Starting(None)
+        } else {
+            Phase::Stopped
+        };
         loop {
-            if !want_running {
-                match self.commands.recv().await {
-                    Some(Order::Start(ack) | Order::Restart(ack)) => {
-                        self.persist.set_desired(&self.spec, true);
-                        want_running = true;
-                        step = 0;
-                        pending_ack = Some(ack);
+            phase = match phase {
+                Phase::Stopped => {
+                    let order = self.commands.recv().await;
+                    match self.answer(order, Situation::Stopped) {
+                        Reaction::Start(ack) => Phase::Starting(Some(ack)),
+                        Reaction::Done => Phase::Done,
+                        _ => Phase::Stopped,
                     }
-                    Some(Order::Stop(ack)) => {
-                        // An explicit stop of a fatal or exited process is
-                        // remembered too, so the next boot does not start it.
-                        self.persist.set_desired(&self.spec, false);
-                        self.set(|s| s.state = State::Stopped);
-                        let _ = ack.send(());
-                    }
-                    Some(Order::Shutdown(ack)) => {
-                        let _ = ack.send(());
-                        return;
-                    }
-                    // Not running: handed over as it is (an exited one-shot
-                    // must not run again in the next image). Its leaf is
-                    // empty and goes.
-                    Some(Order::Handover(ack)) => {
-                        let _ = ack.send(Some((self.handed(None), Vec::new())));
-                        return;
-                    }
-                    Some(Order::Signal(_, ack)) => {
-                        let _ = ack.send(Err(format!("`{}` is not running", self.spec.label)));
-                    }
-                    Some(Order::Respawn(spec, ack)) => {
-                        self.spec = spec;
-                        let _ = ack.send(Ok(()));
-                    }
-                    None => return,
                 }
-                continue;
-            }
-
-            // Kept when a stop interrupted the wait: a start after it must
-            // wait for the checkout again, not spawn into a missing dir. Not
-            // kept once it is done or abandoned (its clone task gone).
-            if let Some(mut checkout) = self.checkout.take().filter(|c| !c.is_done()) {
-                want_running = self
-                    .wait_for_checkout(&mut checkout, &mut pending_ack)
-                    .await;
-                if !want_running {
-                    self.checkout = Some(checkout);
-                }
-                continue;
-            }
-            let spawned = match self.adopt.take() {
-                Some(handed) => Ok(self.adopted(handed).await),
-                None => match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
-                    Ok(child) => Ok(self.started(child).await),
-                    Err(failure) => Err(failure),
-                },
+                Phase::Starting(ack) => self.starting(ack).await,
+                Phase::Done => return,
             };
-            let mut run = match spawned {
-                Ok(run) => run,
-                Err(failure) if failure.transient && !self.spec.config.never_restarts() => {
-                    self.sink
-                        .note(format!("cannot start for now: {}", failure.message))
-                        .await;
-                    self.set(|s| s.message = Some(failure.message));
-                    if let Some(ack) = pending_ack.take() {
-                        let _ = ack.send(Ok(()));
-                    }
-                    want_running = self
-                        .back_off(Duration::ZERO, &mut step, &mut pending_ack)
-                        .await;
-                    continue;
-                }
-                Err(Failure { message, .. }) => {
-                    self.sink.note(format!("cannot start: {message}")).await;
-                    let why = format!("cannot start: {message}");
-                    self.set(|s| {
-                        s.state = State::Fatal;
-                        s.pid = None;
-                        s.started_at = None;
-                        s.message = Some(message);
-                    });
-                    want_running = false;
-                    if let Some(ack) = pending_ack.take() {
-                        let _ = ack.send(Err(why));
-                    }
-                    continue;
-                }
-            };
-            if let Some(ack) = pending_ack.take() {
-                let _ = ack.send(Ok(()));
-            }
-            match self.run_to_end(&mut run, &mut step, &mut pending_ack).await {
-                Some(next) => want_running = next,
-                None => return,
-            }
         }
+    }
+
+    /// Start the process (after the project's first checkout, if it has
+    /// not come) and supervise it until its run ends; the phase after.
+    async fn starting(&mut self, mut ack: Option<Reply>) -> Phase {
+        // Kept when a stop interrupted the wait: a start after it must wait
+        // for the checkout again, not spawn into a missing dir. Not kept
+        // once it is done or abandoned (its clone task gone).
+        if let Some(mut checkout) = self.checkout.take().filter(|c| !c.is_done()) {
+            let next = self.wait_for_checkout(&mut checkout, ack).await;
+            if matches!(next, Phase::Stopped) {
+                self.checkout = Some(checkout);
+            }
+            return next;
+        }
+        let spawned = match self.adopt.take() {
+            Some(handed) => Ok(self.adopted(handed).await),
+            None => match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
+                Ok(child) => Ok(self.started(child).await),
+                Err(failure) => Err(failure),
+            },
+        };
+        let mut run = match spawned {
+            Ok(run) => run,
+            Err(failure) if failure.transient && !self.spec.config.never_restarts() => {
+                self.sink
+                    .note(format!("cannot start for now: {}", failure.message))
+                    .await;
+                self.set(|s| s.message = Some(failure.message));
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(Ok(()));
+                }
+                return self.back_off(Duration::ZERO).await;
+            }
+            Err(Failure { message, .. }) => {
+                self.sink.note(format!("cannot start: {message}")).await;
+                let why = format!("cannot start: {message}");
+                self.set(|s| {
+                    s.state = State::Fatal;
+                    s.pid = None;
+                    s.started_at = None;
+                    s.message = Some(message);
+                });
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(Err(why));
+                }
+                return Phase::Stopped;
+            }
+        };
+        if let Some(ack) = ack.take() {
+            let _ = ack.send(Ok(()));
+        }
+        self.run_to_end(&mut run).await
     }
 
     /// A process just spawned: its group recorded, its output read, its
@@ -247,15 +255,9 @@ impl Worker {
         });
     }
 
-    /// Supervise the run of `child` to its end and act on how it ended.
-    /// Returns whether the process should run again, or `None` when the
-    /// worker is done (a shutdown or a handover).
-    async fn run_to_end(
-        &mut self,
-        run: &mut Run,
-        step: &mut usize,
-        pending_ack: &mut Option<Reply>,
-    ) -> Option<bool> {
+    /// Supervise the run of `child` to its end and act on how it ended;
+    /// the phase after.
+    async fn run_to_end(&mut self, run: &mut Run) -> Phase {
         loop {
             let end = self.supervise(&mut run.proc, run.pgid).await;
             let uptime = self.status.borrow().uptime();
@@ -280,7 +282,7 @@ impl Worker {
                     self.persist.set_desired(&self.spec, false);
                     self.set(|s| s.state = State::Stopped);
                     let _ = ack.send(());
-                    Some(false)
+                    Phase::Stopped
                 }
                 RunEnd::Shutdown(ack) => {
                     self.stop(&mut run.proc, pgid).await;
@@ -288,20 +290,19 @@ impl Worker {
                     if let Some(ack) = ack {
                         let _ = ack.send(());
                     }
-                    None
+                    Phase::Done
                 }
                 RunEnd::Handover(ack) => {
                     let handed = self.hand_over(pgid).await;
                     run.proc.leave();
                     let _ = ack.send(Some(handed));
-                    None
+                    Phase::Done
                 }
                 RunEnd::Restart(ack) => {
                     self.stop(&mut run.proc, pgid).await;
                     self.set(|s| s.restarts += 1);
-                    *step = 0;
-                    *pending_ack = Some(ack);
-                    Some(true)
+                    self.backoff.reset();
+                    Phase::Starting(Some(ack))
                 }
                 RunEnd::Exited(status) => {
                     self.sink.note(describe_exit(status)).await;
@@ -311,32 +312,30 @@ impl Worker {
                     });
                     // The leader is gone; leave none of its group behind.
                     self.stop_remains(pgid).await;
-                    Some(self.back_off(uptime, step, pending_ack).await)
+                    self.back_off(uptime).await
                 }
                 RunEnd::FailedCheck(why) => {
                     self.sink.note(why).await;
                     self.stop(&mut run.proc, pgid).await;
-                    Some(self.back_off(uptime, step, pending_ack).await)
+                    self.back_off(uptime).await
                 }
             };
         }
     }
 
-    /// Wait for the run to end, handling commands and checks meanwhile.
+    /// Wait for the run to end, answering orders and checking readiness
+    /// and memory meanwhile.
     async fn supervise(&mut self, child: &mut Proc, pgid: i32) -> RunEnd {
-        let started = Instant::now();
-        let mut ready_rx = self.sink.ready.as_ref().map(|(_, flag)| flag.subscribe());
-        if ready_rx.as_mut().is_some_and(|rx| *rx.borrow_and_update()) {
+        let mut readiness = Readiness::new(&self.sink, &self.spec, self.status.clone());
+        if readiness.logged_already() {
             self.mark_ready().await;
-            ready_rx = None;
         }
-        if let Some(cmd) = self.deferred.take()
-            && let Some(end) = on_command(Some(cmd), pgid)
+        if let Some(order) = self.deferred.take()
+            && let Reaction::End(end) = self.answer(Some(order), Situation::Running(pgid))
         {
             return end;
         }
         let mut strikes = 0;
-        let mut tick = tokio::time::interval(CHECK_EVERY);
         let mut memory_tick = tokio::time::interval(super::stats::SAMPLE_EVERY);
         loop {
             tokio::select! {
@@ -346,23 +345,15 @@ impl Worker {
                         Err(e) => RunEnd::FailedCheck(format!("lost track of the process: {e}")),
                     };
                 }
-                cmd = self.commands.recv() => if let Some(end) = on_command(cmd, pgid) {
-                    return end;
-                },
-                Ok(()) = async { ready_rx.as_mut().expect("guarded").changed().await }, if ready_rx.is_some() => {
-                    self.mark_ready().await;
-                    ready_rx = None;
-                }
-                _ = tick.tick() => {
-                    if self.status.borrow().state == State::Starting {
-                        let (check, timeout) = self.spec.ready.as_ref().expect("starting implies a check");
-                        if super::probe::passes(check).await {
-                            self.mark_ready().await;
-                        } else if started.elapsed() >= *timeout {
-                            return RunEnd::FailedCheck(format!("not ready within {timeout:?}; restarting"));
-                        }
+                order = self.commands.recv() => {
+                    if let Reaction::End(end) = self.answer(order, Situation::Running(pgid)) {
+                        return end;
                     }
                 }
+                verdict = readiness.next() => match verdict {
+                    Verdict::Ready => self.mark_ready().await,
+                    Verdict::NotReady(why) => return RunEnd::FailedCheck(why),
+                },
                 _ = memory_tick.tick(), if self.spec.config.max_memory.is_some() => {
                     let max = self.spec.config.max_memory.expect("guarded");
                     let rss = self.status.borrow().rss_bytes;
@@ -383,28 +374,22 @@ impl Worker {
         }
     }
 
-    /// Wait out the next restart delay, unless told otherwise meanwhile.
-    /// Returns whether the process should run again.
-    async fn back_off(
-        &mut self,
-        uptime: Duration,
-        step: &mut usize,
-        pending_ack: &mut Option<Reply>,
-    ) -> bool {
+    /// Wait out the next restart delay after a run of `uptime`, unless an
+    /// order says otherwise meanwhile; the phase after.
+    async fn back_off(&mut self, uptime: Duration) -> Phase {
         let cfg = &self.spec.config;
         self.set(|s| {
             s.pid = None;
             s.started_at = None;
         });
-        if cfg.never_restarts() {
+        let delay = match cfg.never_restarts() {
+            true => None,
+            false => self.backoff.next(uptime, &cfg.restart_at, cfg.restart_ok),
+        };
+        let Some(delay) = delay else {
             self.set(|s| s.state = State::Exited);
-            return false;
-        }
-        if uptime >= cfg.restart_ok {
-            *step = 0;
-        }
-        let delay = cfg.restart_at[(*step).min(cfg.restart_at.len() - 1)];
-        *step += 1;
+            return Phase::Stopped;
+        };
         self.set(|s| {
             s.state = State::Backoff;
             s.restarts += 1;
@@ -414,14 +399,12 @@ impl Worker {
         tokio::pin!(wake);
         loop {
             tokio::select! {
-                () = &mut wake => return true,
-                cmd = self.commands.recv() => match self.while_waiting(cmd, "waiting to restart") {
-                    Interrupt::Run(ack) => {
-                        *pending_ack = Some(ack);
-                        return true;
-                    }
-                    Interrupt::Halt => return false,
-                    Interrupt::Answered => {}
+                () = &mut wake => return Phase::Starting(None),
+                order = self.commands.recv() => match self.answer(order, Situation::Waiting("waiting to restart")) {
+                    Reaction::Start(ack) => return Phase::Starting(Some(ack)),
+                    Reaction::Halt => return Phase::Stopped,
+                    Reaction::Done => return Phase::Done,
+                    _ => {}
                 },
             }
         }
@@ -429,72 +412,119 @@ impl Worker {
 
     /// Wait for the project's first checkout before the first start. A
     /// start asked for meanwhile is answered at once (it happens once the
-    /// checkout is done); a stop or shutdown ends the wait. Returns whether
-    /// the process should then run.
-    async fn wait_for_checkout(
-        &mut self,
-        checkout: &mut Checkout,
-        pending_ack: &mut Option<Reply>,
-    ) -> bool {
+    /// checkout is done); a stop or shutdown ends the wait. The phase after.
+    async fn wait_for_checkout(&mut self, checkout: &mut Checkout, ack: Option<Reply>) -> Phase {
         self.set(|s| {
             s.state = State::Starting;
             s.message = Some("waiting for the project's first checkout (git clone)".into());
         });
-        if let Some(ack) = pending_ack.take() {
+        if let Some(ack) = ack {
             let _ = ack.send(Ok(()));
         }
         loop {
             tokio::select! {
                 () = checkout.done() => {
                     self.set(|s| s.message = None);
-                    return true;
+                    return Phase::Starting(None);
                 }
-                cmd = self.commands.recv() => match self.while_waiting(cmd, "waiting for its checkout") {
-                    Interrupt::Run(ack) => {
+                order = self.commands.recv() => match self.answer(order, Situation::Waiting("waiting for its checkout")) {
+                    Reaction::Start(ack) => {
                         let _ = ack.send(Ok(()));
                     }
-                    Interrupt::Halt => return false,
-                    Interrupt::Answered => {}
+                    Reaction::Halt => return Phase::Stopped,
+                    Reaction::Done => return Phase::Done,
+                    _ => {}
                 },
             }
         }
     }
 
-    /// Handle a command that arrived while waiting `doing`.
-    fn while_waiting(&mut self, cmd: Option<Order>, doing: &str) -> Interrupt {
-        match cmd {
-            Some(Order::Start(ack) | Order::Restart(ack)) => Interrupt::Run(ack),
-            Some(Order::Stop(ack)) => {
+    /// The one place an order is answered, in each situation the worker
+    /// can be in: what can be answered at once is, and the rest is what
+    /// the order means to the caller's loop.
+    pub(super) fn answer(&mut self, order: Option<Order>, at: Situation<'_>) -> Reaction {
+        use Situation::{Replacing, Running, Stopped, Waiting};
+        let Some(order) = order else {
+            // Nobody can give orders any more: bosun is going away.
+            return match at {
+                Running(_) => Reaction::End(RunEnd::Shutdown(None)),
+                Stopped | Waiting(_) | Replacing(_) => Reaction::Done,
+            };
+        };
+        let label = &self.spec.label;
+        match (order, at) {
+            (Order::Start(ack) | Order::Restart(ack), Stopped) => {
+                self.persist.set_desired(&self.spec, true);
+                self.backoff.reset();
+                Reaction::Start(ack)
+            }
+            (Order::Start(ack) | Order::Restart(ack), Waiting(_)) => Reaction::Start(ack),
+            (Order::Start(ack), Running(_))
+            | (Order::Start(ack) | Order::Restart(ack), Replacing(_)) => {
+                let _ = ack.send(Ok(()));
+                Reaction::Answered
+            }
+            (Order::Restart(ack), Running(_)) => Reaction::End(RunEnd::Restart(ack)),
+            (Order::Stop(ack), Running(_)) => Reaction::End(RunEnd::Stop(ack)),
+            // An explicit stop of a fatal or exited process is remembered
+            // too, so the next boot does not start it.
+            (Order::Stop(ack), Stopped | Waiting(_)) => {
                 self.persist.set_desired(&self.spec, false);
                 self.set(|s| s.state = State::Stopped);
                 let _ = ack.send(());
-                Interrupt::Halt
+                Reaction::Halt
             }
-            Some(Order::Shutdown(ack)) => {
+            (Order::Shutdown(ack), Running(_)) => Reaction::End(RunEnd::Shutdown(Some(ack))),
+            (Order::Shutdown(ack), Stopped) => {
+                let _ = ack.send(());
+                Reaction::Done
+            }
+            (Order::Shutdown(ack), Waiting(_)) => {
                 self.set(|s| s.state = State::Stopped);
                 let _ = ack.send(());
-                self.commands.close();
-                Interrupt::Halt
+                Reaction::Done
             }
-            // Nothing runs to hand over; the next image starts it anew.
-            Some(Order::Handover(ack)) => {
+            (Order::Handover(ack), Running(_)) => Reaction::End(RunEnd::Handover(ack)),
+            // Not running: handed over as it is (an exited one-shot must
+            // not run again in the next image). Its leaf is empty and goes.
+            (Order::Handover(ack), Stopped) => {
+                let _ = ack.send(Some((self.handed(None), Vec::new())));
+                Reaction::Done
+            }
+            // Waiting to run: nothing runs to hand over; the next image
+            // starts it anew.
+            (Order::Handover(ack), Waiting(_)) => {
                 let _ = ack.send(None);
-                self.commands.close();
-                Interrupt::Halt
+                Reaction::Done
             }
-            None => Interrupt::Halt,
-            Some(Order::Signal(_, ack)) => {
-                let _ = ack.send(Err(format!(
-                    "`{}` is {doing}, not running",
-                    self.spec.label
-                )));
-                Interrupt::Answered
+            (Order::Signal(sig, ack), Running(pgid) | Replacing(pgid)) => {
+                let sent = signal_group(pgid, sig).map_err(|e| format!("sending {sig}: {e}"));
+                let _ = ack.send(sent);
+                Reaction::Answered
             }
-            Some(Order::Respawn(spec, ack)) => {
+            (Order::Signal(_, ack), Stopped) => {
+                let _ = ack.send(Err(format!("`{label}` is not running")));
+                Reaction::Answered
+            }
+            (Order::Signal(_, ack), Waiting(doing)) => {
+                let _ = ack.send(Err(format!("`{label}` is {doing}, not running")));
+                Reaction::Answered
+            }
+            (Order::Respawn(spec, ack), Running(_)) => Reaction::End(RunEnd::Respawn(spec, ack)),
+            (Order::Respawn(spec, ack), Stopped | Waiting(_)) => {
                 self.spec = spec;
                 let _ = ack.send(Ok(()));
-                Interrupt::Answered
+                Reaction::Answered
             }
+            // A stop, a shutdown, a handover or a new spec: acted on once
+            // the replacement is undone.
+            (
+                order @ (Order::Stop(_)
+                | Order::Shutdown(_)
+                | Order::Handover(_)
+                | Order::Respawn(..)),
+                Replacing(_),
+            ) => Reaction::Defer(order),
         }
     }
 
@@ -592,28 +622,6 @@ impl Worker {
 
     pub(super) fn set(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(f);
-    }
-}
-
-/// What a command means to a running process: the end of its run, or
-/// nothing (answered on the spot).
-fn on_command(cmd: Option<Order>, pgid: i32) -> Option<RunEnd> {
-    match cmd {
-        Some(Order::Stop(ack)) => Some(RunEnd::Stop(ack)),
-        Some(Order::Restart(ack)) => Some(RunEnd::Restart(ack)),
-        Some(Order::Respawn(spec, ack)) => Some(RunEnd::Respawn(spec, ack)),
-        Some(Order::Shutdown(ack)) => Some(RunEnd::Shutdown(Some(ack))),
-        Some(Order::Handover(ack)) => Some(RunEnd::Handover(ack)),
-        None => Some(RunEnd::Shutdown(None)),
-        Some(Order::Start(ack)) => {
-            let _ = ack.send(Ok(()));
-            None
-        }
-        Some(Order::Signal(sig, ack)) => {
-            let sent = signal_group(pgid, sig).map_err(|e| format!("sending {sig}: {e}"));
-            let _ = ack.send(sent);
-            None
-        }
     }
 }
 
