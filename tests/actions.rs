@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::git;
 use common::server::{ADMIN, Bosun, admin_config};
@@ -139,8 +138,7 @@ async fn web(b: &Bosun) -> Value {
 
 /// Wait until the web process's latest `serving` line is `want`.
 async fn wait_for_log(b: &Bosun, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    common::until_ok(&format!("`{want}` served"), async || {
         let logs = b
             .get_text("/v1/projects/app/processes/web/logs?lines=200", ADMIN)
             .await;
@@ -149,11 +147,12 @@ async fn wait_for_log(b: &Bosun, want: &str) {
             .rfind(|l| l.contains("| serving"))
             .unwrap_or("");
         if last.contains(want) {
-            return;
+            Ok(())
+        } else {
+            Err(logs)
         }
-        assert!(Instant::now() < deadline, "no `{want}` in:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +366,7 @@ async fn commands_run_only_allowed_programs_inside_the_project() {
     assert_eq!(daemon["state"], "succeeded", "{daemon}");
     assert_eq!(daemon["result"]["status"], 0, "{daemon}");
     assert_eq!(daemon["result"]["stdout_tail"], "done\n", "{daemon}");
-    common::tenants::eventually("the daemon it left is gone", || {
+    common::eventually("the daemon it left is gone", || {
         !common::tenants::running("sleep 4242")
     })
     .await;

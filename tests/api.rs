@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::server::{
     ADMIN, ADMIN_ALPHA, ALPHA_STATUS_ONLY, Api, BETA_PROJECT_KEY, Bosun, READ, RUN_ALPHA,
 };
+use common::{until, until_ok};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -355,17 +356,11 @@ async fn load_past_the_concurrency_limit_is_shed_not_queued() {
         })
         .collect();
     // Wait until both slow jobs are running, so both requests hold a slot.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut shed = None;
-    while std::time::Instant::now() < deadline {
+    let shed = until("a third request shed while two were held", async || {
         let r = call(b.req(Method::GET, "/healthz", None)).await;
-        if r.0 == StatusCode::SERVICE_UNAVAILABLE {
-            shed = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let shed = shed.expect("a third request was shed while two were held");
+        (r.0 == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    })
+    .await;
     assert_error(&shed, 503, "overloaded");
     assert!(shed.2.contains_key("retry-after"));
     for h in held {
@@ -375,14 +370,10 @@ async fn load_past_the_concurrency_limit_is_shed_not_queued() {
     }
     // The server gives a place back as it answers; the client may read the
     // answer first, so this waits for the place rather than racing it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while call(b.req(Method::GET, "/healthz", None)).await.0 != StatusCode::OK {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "capacity is back once they end"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("capacity back once they end", async || {
+        (call(b.req(Method::GET, "/healthz", None)).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
     let metrics = b
         .req(Method::GET, "/metrics", Some(ADMIN))
         .send()
@@ -435,15 +426,13 @@ instances = 4
     for _ in 0..50 {
         follow_and_hang_up().await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tasks() > before + 20 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} tasks alive, {before} before 50 followers came and went",
-            tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok("the followers' tasks to end", async || match tasks() {
+        now if now <= before + 20 => Ok(()),
+        now => Err(format!(
+            "{now} tasks alive, {before} before 50 followers came and went"
+        )),
+    })
+    .await;
     b.stop().await;
 }
 

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::{
     ADMIN, Api, Bosun, BosunProcess, RUN_ALPHA, RUN_BETA, TICKER, config_dir, config_text,
@@ -375,19 +375,15 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, job) = b.hostile("?wait=30s", json!({"mode": "noop"}), ADMIN).await;
     let want = vec![id(&job), ids[5].clone(), ids[4].clone()];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = b.get_json("/v1/jobs", ADMIN).await;
-        let kept = ids_of(&page);
+    common::until_ok(&format!("pruned to {want:?}"), async || {
+        let kept = ids_of(&b.get_json("/v1/jobs", ADMIN).await);
         if kept == want {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{kept:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "never pruned to {want:?}: {kept:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     b.stop().await;
 
     // And by age: nothing finished is younger than a millisecond by now.
@@ -497,8 +493,7 @@ async fn projects_show_their_processes_actions_and_logs() {
     );
 
     // Recent lines, then live ones.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    common::until_ok("three ticks in the log", async || {
         let logs = b
             .get_text(
                 "/v1/projects/alpha/processes/ticker/logs?lines=3",
@@ -506,12 +501,11 @@ async fn projects_show_their_processes_actions_and_logs() {
             )
             .await;
         // The first line is bosun's own `[bosun] started` note.
-        if logs.lines().count() == 3 && logs.lines().all(|l| l.starts_with("ticker-0 | tick ")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no log lines: {logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let ticks =
+            logs.lines().count() == 3 && logs.lines().all(|l| l.starts_with("ticker-0 | tick "));
+        if ticks { Ok(()) } else { Err(logs) }
+    })
+    .await;
     let resp = b
         .req(
             Method::GET,

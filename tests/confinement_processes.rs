@@ -7,10 +7,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::eventually;
 use common::server::{ADMIN, BosunProcess};
-use common::tenants::{Tenants, act, alive, attempts, eventually, log_with, uid_of};
+use common::tenants::{Tenants, act, alive, attempts, log_with, uid_of};
 use serde_json::json;
 
 /// A process whose grandchild leaves the group and the session, and
@@ -145,15 +146,15 @@ ready = {{ port = {port}, timeout = "20s" }}
         .and_then(|n| n.parse().ok())
         .expect("a count");
     assert!(forks < 32, "{logs}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let hog = loop {
+    let hog = common::until_ok("the hog to exit", async || {
         let hog = b.get_json("/v1/projects/hog", ADMIN).await["processes"][0].clone();
         if hog["state"] == "exited" {
-            break hog;
+            Ok(hog)
+        } else {
+            Err(hog.to_string())
         }
-        assert!(Instant::now() < deadline, "{hog}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(hog["exit_signal"], 9, "killed by its cgroup's OOM: {hog}");
     assert!(
         !b.get_text("/v1/projects/hog/processes/hog/logs", ADMIN)
@@ -280,17 +281,17 @@ exec sleep 1000
             .any(|m| m.as_str().unwrap_or("").contains("not root")),
         "{report}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let logs = loop {
+    let logs = common::until_ok("`peeked` in the log", async || {
         let logs = server
             .get_text("/v1/projects/a/processes/peek/logs?lines=100", ADMIN)
             .await;
         if logs.contains("peeked") {
-            break logs;
+            Ok(logs)
+        } else {
+            Err(logs)
         }
-        assert!(Instant::now() < deadline, "{logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let got = attempts(&logs);
     assert_eq!(got.get("own").map(String::as_str), Some("yes"), "{logs}");
     for what in [
@@ -325,11 +326,7 @@ async fn bosuns_own_files_are_its_own_whatever_the_umask() {
     assert_eq!(mode("state"), 0o700);
     assert_eq!(mode("state/jobs.db"), 0o600);
     assert_eq!(mode("state/logs/a"), 0o700);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !t.path("state/logs/a/web-0.log").exists() {
-        assert!(Instant::now() < deadline, "no log file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the log file", || t.path("state/logs/a/web-0.log").exists()).await;
     assert_eq!(mode("state/logs/a/web-0.log"), 0o600);
     b.stop().await;
 }

@@ -13,12 +13,13 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::{
     ADMIN, BETA_PROJECT_KEY, BosunProcess, READ, RUN_ALPHA, RUN_BETA, TICKER, config_dir,
     config_text,
 };
+use common::{until, until_ok};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -160,15 +161,14 @@ async fn silent_half_sent_and_idle_connections_are_closed_after_read_timeout() {
             "{kind}: still open a minute after read_timeout"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fds(b.pid()) > baseline + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "bosun holds {} descriptors, {baseline} before",
-            fds(b.pid())
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok(
+        "bosun's descriptors back to its baseline",
+        async || match fds(b.pid()) {
+            now if now <= baseline + 2 => Ok(()),
+            now => Err(format!("bosun holds {now} descriptors, {baseline} before")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,18 +209,13 @@ async fn past_the_connection_caps_new_connections_get_503_and_open_ones_are_serv
 
     // Once some close, new connections get in again.
     flood.truncate(2);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until("a slot to come back", async || {
         let mut s = connect_from("127.0.0.4", server).await;
-        if try_request(&mut s, "/healthz")
+        try_request(&mut s, "/healthz")
             .await
-            .is_some_and(|answer| answer.starts_with("HTTP/1.1 200"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no slot came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .filter(|answer| answer.starts_with("HTTP/1.1 200"))
+    })
+    .await;
 }
 
 /// Open a log follow; the response is the open stream.
@@ -295,15 +290,11 @@ async fn a_key_over_its_share_of_waits_and_streams_gets_429_while_others_are_ser
 
     // A stream closed by its client gives its place back.
     streams.pop();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until("the place given back", async || {
         let s = follow(&client, &b.url, alpha_logs, RUN_ALPHA).await;
-        if s.status() == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the place was not given back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (s.status() == StatusCode::OK).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,17 +360,13 @@ async fn a_keys_trickled_bodies_count_against_its_share_not_the_servers() {
     for trickle in trickles {
         trickle.abort();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until("the share to come back", async || {
         let (status, _) = b
             .run("alpha", "status", "?wait=30s", json!({}), RUN_ALPHA)
             .await;
-        if status == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the share did not come back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,15 +477,14 @@ async fn under_a_flood_of_connections_followers_and_waits_other_tenants_are_answ
     );
 
     // The silent and half-sent ones are let go; the followers stay.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while fds(b.pid()) > baseline + streams.len() + 32 + 100 {
-        assert!(
-            Instant::now() < deadline,
-            "bosun still holds {} descriptors",
-            fds(b.pid())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let most = baseline + streams.len() + 32 + 100;
+    until_ok("the silent connections let go", async || {
+        match fds(b.pid()) {
+            now if now <= most => Ok(()),
+            now => Err(format!("bosun still holds {now} descriptors")),
+        }
+    })
+    .await;
     // The waits within the share were still waiting; they end with the job.
     let cancel = b.post(&format!("/v1/jobs/{id}/cancel"), ADMIN).await;
     assert!(cancel.status().is_success());

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use bosun::config::Config;
 use bosun::confine::{Confinement, Role};
 use bosun::supervisor::{ProjectHandle, State, Status, Supervisor};
+use common::eventually;
+use common::procfs::{self, alive};
 use tempfile::TempDir;
 
 /// A project dir with `bosun.toml` around `processes` (TOML for the project's
@@ -86,31 +88,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Wait until `cond` holds, polling; panic with `what` after a generous deadline.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn status(app: &ProjectHandle, i: usize) -> Status {
     app.list()[i].clone()
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').expect("stat") + 2..]
-                .chars()
-                .next()
-                .expect("state");
-            state != 'Z' && state != 'X'
-        }
-        Err(_) => false,
-    }
 }
 
 fn notes(app: &ProjectHandle) -> Vec<String> {
@@ -864,34 +843,17 @@ async fn plugins_drive_their_own_project_through_the_handle_and_no_other() {
 
 /// The host pid of the process whose parent is `ppid`.
 fn child_of(ppid: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-                rest.split_whitespace().nth(1) == Some(&ppid.to_string())
-            })
-        })
+    procfs::pids()
+        .into_iter()
+        .find(|pid| procfs::stat(*pid).is_some_and(|s| s.ppid == ppid))
 }
 
 /// Zombie children of `ppid`.
 fn zombies_of(ppid: u32) -> usize {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| {
-                    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                        let rest: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
-                            .split_whitespace()
-                            .collect();
-                        rest.first() == Some(&"Z")
-                            && rest.get(1) == Some(&ppid.to_string().as_str())
-                    })
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    procfs::pids()
+        .into_iter()
+        .filter(|pid| procfs::stat(*pid).is_some_and(|s| s.state == 'Z' && s.ppid == ppid))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

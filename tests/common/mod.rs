@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod load;
+pub mod procfs;
 pub mod server;
 pub mod shop;
 pub mod tenants;
@@ -161,18 +162,41 @@ pub fn write_private(path: &Path, text: &str) {
         .expect("secret file");
 }
 
-/// Poll `check` every 50 ms until it gives a value; fail after 90 s,
-/// naming `what` was awaited.
-pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+/// How long a test waits for a condition before it fails: generous, for a
+/// loaded CI machine. A condition that holds ends the wait at once, so
+/// this is never a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+/// How often a waited-for condition is tried again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Poll `check` until it gives `Ok`; fail after [`PATIENCE`], naming
+/// `what` was awaited and what the last try found (`Err`).
+pub async fn until_ok<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        if let Some(v) = check().await {
-            return v;
-        }
+        let found = match check().await {
+            Ok(v) => return v,
+            Err(found) => found,
+        };
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
+            "timed out waiting for: {what}{}",
+            if found.is_empty() {
+                String::new()
+            } else {
+                format!("; the last try found:\n{found}")
+            }
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Poll `check` until it gives a value; see [`until_ok`].
+pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    until_ok(what, async || check().await.ok_or_else(String::new)).await
+}
+
+/// Poll `cond` until it holds; see [`until_ok`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    until(what, async || cond().then_some(())).await;
 }

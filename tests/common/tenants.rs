@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -185,20 +184,16 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// Wait until `process` of `project` has logged a line containing `want`;
 /// return the whole log.
 pub async fn log_with(b: &Bosun, project: &str, process: &str, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = b
-            .get_text(
-                &format!("/v1/projects/{project}/processes/{process}/logs?lines=500"),
-                ADMIN,
-            )
-            .await;
+    let path = format!("/v1/projects/{project}/processes/{process}/logs?lines=500");
+    super::until_ok(&format!("`{want}` in the log"), async || {
+        let logs = b.get_text(&path, ADMIN).await;
         if logs.contains(want) {
-            return logs;
+            Ok(logs)
+        } else {
+            Err(logs)
         }
-        assert!(Instant::now() < deadline, "no `{want}` in:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// The `attempt <name>: yes|no` lines of `text`.
@@ -211,10 +206,7 @@ pub fn attempts(text: &str) -> BTreeMap<String, String> {
 
 /// Whether `pid` is a live process.
 pub fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
-        .unwrap_or(false)
+    u32::try_from(pid).is_ok_and(super::procfs::alive)
 }
 
 /// Whether a live process runs exactly `cmdline` (its arguments joined by
@@ -233,13 +225,4 @@ pub fn running(cmdline: &str) -> bool {
             .collect();
         pid.is_some_and(alive) && args.join(" ") == cmdline
     })
-}
-
-/// Wait until `cond` holds, polling; panic with `what` after a generous deadline.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
