@@ -2,7 +2,7 @@
 
 A followed process log (`?follow=1` on `.../logs`) streams until the client
 hangs up: it has no end for schemathesis to wait for. Such requests are sent
-with the flag off; following is tested by tests/api.rs and tests/front_door.rs.
+with the flag off; following is tested by tests/api/surface.rs and tests/api/front_door.rs.
 A followed job log ends with its job and is checked as it is.
 
 Uploads (`PUT .../actions/{action}`) send `application/wasm`: bytes, as

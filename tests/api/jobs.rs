@@ -2,15 +2,11 @@
 //! duplicates nothing, one job at a time per project in order, live logs,
 //! cancellation of queued and endless jobs, durability across a SIGKILL and
 //! a graceful stop, retention, and the process endpoints.
-//!
-//! Run with: cargo test --test api_jobs
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::server::{
+use crate::common::server::{
     ADMIN, Api, Bosun, BosunProcess, RUN_ALPHA, RUN_BETA, TICKER, config_dir, config_text,
 };
 use futures_util::StreamExt as _;
@@ -375,7 +371,7 @@ async fn retention_keeps_the_newest_jobs_and_pages_through_them() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, job) = b.hostile("?wait=30s", json!({"mode": "noop"}), ADMIN).await;
     let want = vec![id(&job), ids[5].clone(), ids[4].clone()];
-    common::until_ok(&format!("pruned to {want:?}"), async || {
+    crate::common::until_ok(&format!("pruned to {want:?}"), async || {
         let kept = ids_of(&b.get_json("/v1/jobs", ADMIN).await);
         if kept == want {
             Ok(())
@@ -493,7 +489,7 @@ async fn projects_show_their_processes_actions_and_logs() {
     );
 
     // Recent lines, then live ones.
-    common::until_ok("three ticks in the log", async || {
+    crate::common::until_ok("three ticks in the log", async || {
         let logs = b
             .get_text(
                 "/v1/projects/alpha/processes/ticker/logs?lines=3",

@@ -1,11 +1,7 @@
 //! The `bosun` client subcommands, as the real binary, against a real
 //! server: output, `--json`, and exit codes for every way a job can end.
-//!
-//! Run with: cargo test --test cli
 
-mod common;
-
-use common::server::{ADMIN, Bosun, TICKER, config_dir, config_text};
+use crate::common::server::{ADMIN, Bosun, TICKER, config_dir, config_text};
 use serde_json::Value;
 
 struct Out {

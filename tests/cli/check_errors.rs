@@ -2,8 +2,7 @@
 //! with exactly the text in `tests/ui/<case>.err`, naming the file, the line
 //! and the key, so error messages are part of the contract.
 //!
-//! Run with: cargo test --test check_errors
-//! (BOSUN_BLESS=1 rewrites the .err files from the current output.)
+//! BOSUN_BLESS=1 rewrites the .err files from the current output.
 
 use std::path::Path;
 use std::process::Command;

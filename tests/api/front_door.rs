@@ -7,19 +7,15 @@
 //!
 //! Clients bind distinct loopback addresses (127.0.0.2, …: all of 127/8 is
 //! loopback on Linux) to stand for distinct hosts.
-//!
-//! Run with: cargo test --test front_door
-
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::server::{
+use crate::common::server::{
     ADMIN, BETA_PROJECT_KEY, BosunProcess, READ, RUN_ALPHA, RUN_BETA, TICKER, config_dir,
     config_text,
 };
-use common::{until, until_ok};
+use crate::common::{until, until_ok};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -380,7 +376,7 @@ async fn under_a_flood_of_connections_followers_and_waits_other_tenants_are_answ
     // whole attack, however slow a loaded machine makes it.
     let long = format!(
         "[projects.alpha.actions.long]\npath = {:?}\ntimeout = \"10m\"\n",
-        common::guest_dir().join("fixture_hostile.wasm")
+        crate::common::guest_dir().join("fixture_hostile.wasm")
     );
     let (_root, b) = serve(
         "read_timeout = \"5s\"\nmax_connections = 800\nmax_connections_per_address = 200",

@@ -1,17 +1,13 @@
 //! The HTTP API's front door, over real HTTP on 127.0.0.1:0: who gets in,
 //! what every kind of bad input gets back, slow and greedy clients, the
 //! OpenAPI document against the router, metrics, and TLS.
-//!
-//! Run with: cargo test --test api
-
-mod common;
 
 use std::time::Duration;
 
-use common::server::{
+use crate::common::server::{
     ADMIN, ADMIN_ALPHA, ALPHA_STATUS_ONLY, Api, BETA_PROJECT_KEY, Bosun, READ, RUN_ALPHA,
 };
-use common::{until, until_ok};
+use crate::common::{until, until_ok};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
