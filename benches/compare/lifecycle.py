@@ -7,7 +7,8 @@ import os
 import signal
 import time
 
-from scenarios import TOOLS, log
+from harness import Row, log
+from scenarios import TOOLS
 from tools import Program, alive, cpu_seconds, wait_for
 
 
@@ -31,9 +32,9 @@ def crash_loop(ctx):
         log(f"  crash loop {tool}: {starts[tool]} starts at {first[tool]} s; CPU {cpu[tool]:.0f} ms")
     what = f"Crash loop: the program exits 1 at once, first {seconds} s"
     return [
-        (what, "starts", "", "info", starts),
-        (what, "starts, from the first", "s", "info", first),
-        (what, "daemon CPU", "ms", "lower", cpu),
+        Row(what, "starts", "", "info", starts),
+        Row(what, "starts, from the first", "s", "info", first),
+        Row(what, "daemon CPU", "ms", "lower", cpu),
     ]
 
 
@@ -81,8 +82,8 @@ def stop(ctx):
         )
     what = "Stop, each tool's defaults"
     return [
-        (what, "app that needs 2 s after SIGTERM: stopped after", "s", "info", rows["graceful"]),
-        (what, "... and it finished its shutdown", "", "info", rows["graceful_ok"]),
-        (what, "app that ignores SIGTERM: killed after", "s", "info", rows["stubborn"]),
-        (what, "script's background child left running", "orphans", "lower", rows["orphans"]),
+        Row(what, "app that needs 2 s after SIGTERM: stopped after", "s", "info", rows["graceful"]),
+        Row(what, "... and it finished its shutdown", "", "info", rows["graceful_ok"]),
+        Row(what, "app that ignores SIGTERM: killed after", "s", "info", rows["stubborn"]),
+        Row(what, "script's background child left running", "orphans", "lower", rows["orphans"]),
     ]

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from scenarios import TOOLS, log
+from harness import Row, log
+from scenarios import TOOLS
 from tools import Program, wait_for
 
 WRITER = r"""
@@ -121,8 +122,8 @@ def merged_capture(ctx):
         log(f"  merged log {tool}: {broken[tool]} broken, {lost[tool]} lost")
     what = f"Two writers, ANSI, 8 KiB chunks, {count:,} lines each, one merged log"
     return [
-        (what, "broken lines", "", "lower", broken),
-        (what, "lost lines", "", "lower", lost),
+        Row(what, "broken lines", "", "lower", broken),
+        Row(what, "lost lines", "", "lower", lost),
     ]
 
 
@@ -160,6 +161,6 @@ def writer_slowdown(ctx):
     what = f"A writer flushing every line, {count:,} lines: its run time"
     slow = {k: v / base for k, v in times.items() if k != "stdout to a file"}
     return [
-        (what, "seconds", "s", "lower", times),
-        (what, "slowdown vs stdout to a file", "x", "lower", slow),
+        Row(what, "seconds", "s", "lower", times),
+        Row(what, "slowdown vs stdout to a file", "x", "lower", slow),
     ]

@@ -1,6 +1,5 @@
 """The scenarios: each runs every tool in turn on a fresh work dir and
-returns result rows `(scenario, measure, unit, better, {tool: value})`,
-`better` being "lower" or "higher".
+returns `harness.Row`s.
 
 Rules every scenario keeps: loopback only, every loop bounded in count and
 time, every daemon stopped by its own pid in a `with` block (so also when a
@@ -11,49 +10,14 @@ this harness recorded itself.
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import time
 
-from tools import Bosun, Pm2, Program, Supervisord, Webhook, alive, rss_kib, wait_for
+from harness import Row, free_port, log
+from tools import Bosun, Program, Supervisord, Webhook, alive, rss_kib, wait_for
 
 TOOLS = ("bosun", "PM2", "supervisord")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Ctx:
-    def __init__(self, root, peers, work, quick):
-        self.root, self.peers, self.quick = root, peers, quick
-        self.work = work
-        self.bosun_bin = str(root / "target/release/bosun")
-        self.noop = root / "target/wasm-guests/wasm32-wasip2/release/fixture_hostile.wasm"
-        self.run_id = str(os.getpid())
-        self.n = 0
-
-    def dir(self, name):
-        self.n += 1
-        d = self.work / f"{self.n:02d}-{name}"
-        d.mkdir(parents=True)
-        return d
-
-    def start(self, tool, programs, **kw):
-        d = self.dir(tool)
-        if tool == "bosun":
-            return Bosun(d, self.bosun_bin, programs, **kw)
-        if tool == "PM2":
-            return Pm2(d, self.peers, programs)
-        return Supervisord(d, self.peers, programs, free_port(), **kw)
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def sleeper(ctx, name, instances=1):
@@ -77,8 +41,8 @@ def idle_rss(ctx):
             log(f"  idle RSS {tool}: {values[tool]:.1f} MiB ({private[tool]:.1f} MiB private)")
     what = "Idle daemon, 10 `sleep` processes"
     return [
-        (what, "RSS", "MiB", "lower", values),
-        (what, "of which private (RssAnon)", "MiB", "lower", private),
+        Row(what, "RSS", "MiB", "lower", values),
+        Row(what, "of which private (RssAnon)", "MiB", "lower", private),
     ]
 
 
@@ -166,7 +130,7 @@ def restart(ctx):
     for k, v in medians.items():
         log(f"  restart {k}: {v:.2f} ms")
     return [
-        ("Restart through the remote interface, until the new pid runs", "median", "ms", "lower",
+        Row("Restart through the remote interface, until the new pid runs", "median", "ms", "lower",
          medians)
     ]
 
@@ -245,9 +209,9 @@ def noop_requests(ctx):
         log(f"  no-op {k}: {v}")
     what = "No-op request over the remote interface (wrk, 16 connections)"
     rows = [
-        (what, "p50", "ms", "lower", {k: v["p50"] for k, v in results.items()}),
-        (what, "p99", "ms", "lower", {k: v["p99"] for k, v in results.items()}),
-        (what, "requests/s", "req/s", "higher", {k: v["rps"] for k, v in results.items()}),
-        (what, "non-2xx answers", "", "lower", {k: v["non2xx"] for k, v in results.items()}),
+        Row(what, "p50", "ms", "lower", {k: v["p50"] for k, v in results.items()}),
+        Row(what, "p99", "ms", "lower", {k: v["p99"] for k, v in results.items()}),
+        Row(what, "requests/s", "req/s", "higher", {k: v["rps"] for k, v in results.items()}),
+        Row(what, "non-2xx answers", "", "lower", {k: v["non2xx"] for k, v in results.items()}),
     ]
     return rows, results

@@ -1,4 +1,6 @@
-"""The four tools under test, behind one small interface.
+"""The four tools under test. The three process managers share one
+declared interface, `Supervisor` (pids, restart, stop); the webhook server
+is a `Daemon` with `call`.
 
 Each tool is started on a fresh work dir with a list of programs, reached
 only over loopback, and stopped by its own pid at the end (PM2's daemon by
@@ -14,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 import xmlrpc.client
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +116,24 @@ class Daemon:
         self.close()
 
 
-class Bosun(Daemon):
+class Supervisor(Daemon, ABC):
+    """A compared process manager: what every scenario may ask of one."""
+
+    @abstractmethod
+    def pids(self, name):
+        """The pids of program `name`'s instances, as the tool reports them."""
+
+    @abstractmethod
+    def restart(self, name):
+        """Restart program `name` through the tool's own remote interface;
+        returns when the tool says it is done."""
+
+    @abstractmethod
+    def stop(self, name):
+        """Stop program `name` through the tool's own remote interface."""
+
+
+class Bosun(Supervisor):
     name = "bosun"
 
     def __init__(
@@ -243,7 +263,7 @@ class Bosun(Daemon):
         assert job["state"] == "succeeded", job
 
 
-class Pm2(Daemon):
+class Pm2(Supervisor):
     name = "PM2"
 
     def __init__(self, work, peers, programs):
@@ -348,7 +368,7 @@ pm2.connect(async (e) => {
             super().close()
 
 
-class Supervisord(Daemon):
+class Supervisord(Supervisor):
     name = "supervisord"
 
     def __init__(self, work, peers, programs, port, startsecs=None):

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 
-from scenarios import free_port, log
+from harness import Row, free_port, log
 from tools import Bosun, Program, wait_for
 
 PY_APP = r'''
@@ -153,9 +153,9 @@ def restart_under_load(ctx):
             f"restart {took[label]:.0f} ms")
     what = "Restart under load: 4 clients, a new connection per request, 3 restarts"
     return [
-        (what, "failed requests", "", "lower", failed),
-        (what, "answered requests", "", "info", answered),
-        (what, "restart, median (until the tool says done)", "ms", "info", took),
+        Row(what, "failed requests", "", "lower", failed),
+        Row(what, "answered requests", "", "info", answered),
+        Row(what, "restart, median (until the tool says done)", "ms", "info", took),
     ]
 
 
@@ -232,9 +232,9 @@ def deploys_under_load(ctx, releases):
         f"(medians of {deploys})")
     what = f"Deploy under load (bosun, {layout}): {deploys} deploys, 2 instances on one socket"
     return [
-        (what, "failed requests", "", "lower", {"bosun": failed}),
-        (what, "request to the new version's first answer, median", "ms", "info",
+        Row(what, "failed requests", "", "lower", {"bosun": failed}),
+        Row(what, "request to the new version's first answer, median", "ms", "info",
          {"bosun": med(serving)}),
-        (what, "request to the job's end (settle 1 s included), median", "ms", "info",
+        Row(what, "request to the job's end (settle 1 s included), median", "ms", "info",
          {"bosun": med(done)}),
     ]

@@ -10,6 +10,11 @@
 //! Run with: cargo bench -p bosun --bench supervisor
 //! (needs python3 for the flood writer)
 
+/// The tests' `/proc` reader: one parser of `stat` for tests and benches.
+#[path = "../../tests/common/procfs.rs"]
+#[allow(dead_code)] // the bench reads part of it
+mod procfs;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,17 +85,9 @@ fn config(dir: &Path, processes: &str) -> Config {
 }
 
 fn live_children(ppid: u32) -> usize {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| {
-            std::fs::read_to_string(format!("/proc/{}/stat", e.ok()?.file_name().to_str()?)).ok()
-        })
-        .filter(|stat| {
-            let f: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
-                .split_whitespace()
-                .collect();
-            f[0] != "Z" && f[1] == ppid.to_string()
-        })
+    procfs::pids()
+        .into_iter()
+        .filter(|pid| procfs::stat(*pid).is_some_and(|s| s.state != 'Z' && s.ppid == ppid))
         .count()
 }
 

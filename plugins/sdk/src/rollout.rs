@@ -25,16 +25,25 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Read `BOSUN_DEPLOY`; defaults where it says nothing.
+    /// Read `BOSUN_DEPLOY`. bosun always sets every field, its config's
+    /// defaults included, so each default lives in one place (the host's
+    /// `[projects.<p>.deploy]`); a missing one means the action is not
+    /// running under bosun, and fails saying so.
     pub fn from_env() -> Result<Self, Error> {
-        let text = std::env::var("BOSUN_DEPLOY").unwrap_or_else(|_| "{}".into());
+        let text = std::env::var("BOSUN_DEPLOY")
+            .map_err(|_| failed("BOSUN_DEPLOY is not set: the deploy settings come from bosun"))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| failed(format_args!("BOSUN_DEPLOY is not JSON: {e}")))?;
+        let ms = |key: &str| {
+            v[key]
+                .as_u64()
+                .ok_or_else(|| failed(format_args!("BOSUN_DEPLOY has no `{key}`")))
+        };
         Ok(Self {
             build: steps(&v["build"]),
             release: steps(&v["release"]),
-            ready_timeout_ms: v["ready_timeout_ms"].as_u64().unwrap_or(60_000),
-            settle_ms: v["settle_ms"].as_u64().unwrap_or(2_000),
+            ready_timeout_ms: ms("ready_timeout_ms")?,
+            settle_ms: ms("settle_ms")?,
             releases: v["releases"].as_u64(),
             procfile: v["procfile"].as_str().map(str::to_string),
         })
