@@ -256,3 +256,37 @@ async fn a_program_being_written_is_retried_on_the_schedule_not_made_fatal() {
     .await;
     sup.shutdown().await;
 }
+
+/// A readiness probe that hangs (the port accepts, nothing answers) while
+/// the memory check also ticks every second: the probe in flight must not
+/// be started over at every tick, or the deadline would never be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_probe_still_meets_its_deadline_while_memory_is_watched() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port();
+    let s = Setup::new(&format!(
+        "[[projects.app.processes]]\nname = \"mute\"\ncommand = \"python3\"\n\
+         args = [\"-c\", \"import socket, time\\ns = socket.socket()\\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\\n\
+         s.bind(('127.0.0.1', {port}))\\ns.listen(64)\\nheld = []\\n\
+         while True: held.append(s.accept())\"]\n\
+         max_memory = \"1GiB\"\nrestart_at = [\"50ms\"]\n\
+         ready = {{ http = \"/healthz\", port = {port}, timeout = \"3s\" }}\n"
+    ));
+    let (sup, app) = s.start().await;
+    eventually("mute restarted for missing its deadline", || {
+        status(&app, 0).restarts >= 1
+    })
+    .await;
+    assert!(
+        notes(&app)
+            .iter()
+            .any(|n| n == "not ready within 3s; restarting"),
+        "{:?}",
+        notes(&app)
+    );
+    sup.shutdown().await;
+}

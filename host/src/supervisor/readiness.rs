@@ -10,7 +10,8 @@
 //! the same probes, but in a loop of its own: its probe must not be
 //! answered by the process it replaces.
 
-use std::future::pending;
+use std::future::{Future, pending};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,21 +43,37 @@ pub(super) struct Readiness {
     status: Arc<watch::Sender<Status>>,
     started: Instant,
     tick: Interval,
+    /// The probe under way, if any: at most one, each within
+    /// `probe::PROBE_TIMEOUT`.
+    probing: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
 }
 
 impl Readiness {
     /// Watch the run of `spec` whose status is `status`.
-    pub(super) fn new(
+    pub(super) fn of(
         sink: &LineSink,
         spec: &InstanceSpec,
         status: Arc<watch::Sender<Status>>,
     ) -> Self {
+        Self::new(
+            sink.ready.as_ref().map(|(_, flag)| flag.subscribe()),
+            spec.ready.clone(),
+            status,
+        )
+    }
+
+    fn new(
+        logged: Option<watch::Receiver<bool>>,
+        check: Option<(Ready, Duration)>,
+        status: Arc<watch::Sender<Status>>,
+    ) -> Self {
         Self {
-            logged: sink.ready.as_ref().map(|(_, flag)| flag.subscribe()),
-            check: spec.ready.clone(),
+            logged,
+            check,
             status,
             started: Instant::now(),
             tick: tokio::time::interval(CHECK_EVERY),
+            probing: None,
         }
     }
 
@@ -75,31 +92,87 @@ impl Readiness {
 
     /// The next finding: resolves when the log says ready, a probe passes
     /// or the timeout passes while the run is `starting`; never otherwise.
-    /// Cancel-safe: a `select!` may drop it and call it again.
+    /// Cancel-safe: a `select!` may drop it and call it again, and a probe
+    /// under way is kept (in `probing`) and carries on at the next call,
+    /// so a busy worker cannot starve its probes or its timeout.
     pub(super) async fn next(&mut self) -> Verdict {
+        let Self {
+            logged,
+            check,
+            status,
+            started,
+            tick,
+            probing,
+        } = self;
         loop {
             tokio::select! {
-                Ok(()) = async { self.logged.as_mut().expect("guarded").changed().await }, if self.logged.is_some() => {
-                    self.logged = None;
+                Ok(()) = async { logged.as_mut().expect("guarded").changed().await }, if logged.is_some() => {
+                    *logged = None;
                     return Verdict::Ready;
                 }
-                _ = self.tick.tick() => {
-                    if self.status.borrow().state != State::Starting {
+                passed = async { probing.as_mut().expect("guarded").await }, if probing.is_some() => {
+                    *probing = None;
+                    if passed {
+                        return Verdict::Ready;
+                    }
+                }
+                _ = tick.tick(), if probing.is_none() => {
+                    if status.borrow().state != State::Starting {
                         continue;
                     }
-                    let Some((check, timeout)) = &self.check else {
+                    let Some((check, timeout)) = check else {
                         // Starting without a check happens only before the
                         // first checkout, which the worker waits for itself.
                         return pending().await;
                     };
-                    if probe::passes(check).await {
-                        return Verdict::Ready;
-                    }
-                    if self.started.elapsed() >= *timeout {
+                    if started.elapsed() >= *timeout {
                         return Verdict::NotReady(format!("not ready within {timeout:?}; restarting"));
                     }
+                    let check = check.clone();
+                    *probing = Some(Box::pin(async move { probe::passes(&check).await }));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller whose `select!` drops `next()` every 50 ms (a busy worker)
+    /// still gets the deadline: the probe under way (an HTTP check that a
+    /// port accepts and never answers, 1 s each) is kept across the drops.
+    #[tokio::test]
+    async fn a_busy_caller_still_gets_the_deadline_of_a_hanging_probe() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let holding = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let status = Arc::new(watch::Sender::new(Status::new("web", 0, true)));
+        let check = Ready::Http(addr, "/healthz".into());
+        let mut readiness = Readiness::new(None, Some((check, Duration::from_millis(300))), status);
+        // 600 drops of 50 ms: 30 s, ten times what the fix needs.
+        let mut verdict = None;
+        for _ in 0..600 {
+            if let Ok(found) =
+                tokio::time::timeout(Duration::from_millis(50), readiness.next()).await
+            {
+                verdict = Some(found);
+                break;
+            }
+        }
+        holding.abort();
+        match verdict {
+            Some(Verdict::NotReady(why)) => assert_eq!(why, "not ready within 300ms; restarting"),
+            Some(Verdict::Ready) => panic!("a probe nobody answered passed"),
+            None => panic!("the deadline never came while next() was dropped every 50 ms"),
         }
     }
 }

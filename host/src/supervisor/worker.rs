@@ -326,7 +326,7 @@ impl Worker {
     /// Wait for the run to end, answering orders and checking readiness
     /// and memory meanwhile.
     async fn supervise(&mut self, child: &mut Proc, pgid: i32) -> RunEnd {
-        let mut readiness = Readiness::new(&self.sink, &self.spec, self.status.clone());
+        let mut readiness = Readiness::of(&self.sink, &self.spec, self.status.clone());
         if readiness.logged_already() {
             self.mark_ready().await;
         }
