@@ -9,6 +9,10 @@
 //! Run with: cargo bench -p bosun --bench api
 //! (BENCH_REQUESTS, default 20000; BENCH_CONNECTIONS, default 32)
 
+mod common;
+
+use common::{env_count, runtime};
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,13 +28,6 @@ const PROJECTS: usize = 16;
 /// Builds the i-th request of a load run.
 type MakeRequest = fn(usize) -> Vec<u8>;
 const KEY: &str = "bsk_bench";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(root: &std::path::Path) -> Config {
     let hostile = std::path::Path::new(env!("BOSUN_GUEST_DIR")).join("fixture_hostile.wasm");
@@ -163,12 +160,9 @@ fn health_request(_: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let total = env("BENCH_REQUESTS", 20_000);
-    let connections = env("BENCH_CONNECTIONS", 32);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let total = env_count("BENCH_REQUESTS", 20_000);
+    let connections = env_count("BENCH_CONNECTIONS", 32);
+    let rt = runtime();
     let root = tempfile::TempDir::new().expect("temp dir");
     let config = config(root.path());
     rt.block_on(async {

@@ -8,6 +8,10 @@
 //! Run with: cargo bench -p bosun --bench confine
 //! (as root, for every layer; without root it measures what bosun can do)
 
+mod common;
+
+use common::runtime;
+
 use std::time::{Duration, Instant};
 
 use bosun::config::Config;
@@ -16,10 +20,7 @@ use bosun::confine::{Confinement, Role};
 const SPAWNS: usize = 500;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let dir = tempfile::TempDir::new().expect("temp");
         for p in ["confined", "unconfined"] {

@@ -12,6 +12,10 @@
 //! Run with: cargo bench -p bosun --bench dashboard
 //! (BENCH_REQUESTS, default 200 per row)
 
+mod common;
+
+use common::{env_count, runtime};
+
 use std::time::{Duration, Instant};
 
 use bosun::config::Config;
@@ -68,14 +72,8 @@ async fn time(n: usize, mut get: impl AsyncFnMut() -> usize) -> (Vec<Duration>, 
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let n: usize = env_count("BENCH_REQUESTS", 200);
+    let runtime = runtime();
     runtime.block_on(async {
         let root = tempfile::tempdir().expect("temp dir");
         let daemon = Daemon::start(&config(root.path()))

@@ -10,6 +10,10 @@
 //!
 //! Run with: cargo bench -p bosun --bench live
 
+mod common;
+
+use common::runtime;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -71,10 +75,7 @@ fn serve(root: &Path) -> Serve {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let root = tempfile::TempDir::new().expect("temp");
     for p in 0..PROJECTS {
         std::fs::create_dir_all(root.path().join(format!("p{p}"))).expect("dir");

@@ -6,6 +6,10 @@
 //! Run with: cargo bench -p bosun --bench plugin_run
 //! (set BENCH_RUNS to change the number of timed runs; default 20000)
 
+mod common;
+
+use common::env_count;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,10 +21,7 @@ use tokio_util::sync::CancellationToken;
 const WARMUP: usize = 1_000;
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let runs: usize = env_count("BENCH_RUNS", 20_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,10 +10,14 @@
 //! Run with: cargo bench -p bosun --bench supervisor
 //! (needs python3 for the flood writer)
 
+mod common;
+
 /// The tests' `/proc` reader: one parser of `stat` for tests and benches.
 #[path = "../../tests/common/procfs.rs"]
 #[allow(dead_code)] // the bench reads part of it
 mod procfs;
+
+use common::runtime;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,10 +40,7 @@ for i in range(int(sys.argv[1])):\n    w('line %07d\\n' % i); f()\n\
 sys.stderr.write('elapsed %.6f\\n' % (time.perf_counter() - t))\n";
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     println!("| measure | result |\n|---|---|");
     for n in [10, 100] {
         println!(

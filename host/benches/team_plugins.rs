@@ -11,6 +11,10 @@
 //! Run with: cargo bench -p bosun --bench team_plugins
 //! (BENCH_RUNS, default 50 runs of each; 3 cold uploads of each)
 
+mod common;
+
+use common::env_count;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -96,10 +100,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let runs: usize = env_count("BENCH_RUNS", 50);
     let client = reqwest::Client::new();
     println!(
         "| example | size | upload, compiling | upload again | restart, from the cache (over none) | run median | run p99 |"

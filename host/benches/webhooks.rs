@@ -16,6 +16,10 @@
 //! Run with: cargo bench -p bosun --bench webhooks
 //! (BENCH_DELIVERIES, default 500 of each)
 
+mod common;
+
+use common::{env_count, runtime};
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
@@ -103,14 +107,8 @@ async fn run(
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_DELIVERIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let n: usize = env_count("BENCH_DELIVERIES", 500);
+    let runtime = runtime();
     runtime.block_on(async {
         let root = tempfile::tempdir().expect("temp dir");
         let daemon = Daemon::start(&config(root.path()))
