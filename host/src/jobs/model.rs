@@ -265,3 +265,33 @@ pub fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's failure kind keeps its name as a job's error kind, in JSON,
+    /// in SQL and in the API's words alike.
+    #[test]
+    fn a_failure_kind_keeps_its_name_as_a_job_error_kind() {
+        for failure in [
+            FailureKind::Timeout,
+            FailureKind::Cancelled,
+            FailureKind::MemoryLimit,
+            FailureKind::Trap,
+            FailureKind::PluginError,
+            FailureKind::InvalidPlugin,
+            FailureKind::HostError,
+        ] {
+            assert_eq!(JobErrorKind::from(failure).as_str(), failure.to_string());
+        }
+        for kind in JobErrorKind::ALL {
+            assert_eq!(JobErrorKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).expect("json"), kind.as_str());
+        }
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).expect("json"), state.as_str());
+        }
+    }
+}
