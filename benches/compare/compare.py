@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 import lifecycle  # noqa: E402
 import logs  # noqa: E402
+import scale  # noqa: E402
 import scenarios  # noqa: E402
 import zero_downtime  # noqa: E402
 
@@ -26,6 +27,7 @@ SCENARIOS = {
     "logs": logs.merged_capture,
     "writer": logs.writer_slowdown,
     "stop": lifecycle.stop,
+    "scale": scale.at_scale,
 }
 
 

@@ -145,6 +145,7 @@ class Bosun(Supervisor):
         noop_projects=0,
         confined=False,
         project_tables=(),
+        others=(),
     ):
         super().__init__(work)
         digest = hashlib.sha256(KEY.encode()).hexdigest()
@@ -181,9 +182,17 @@ class Bosun(Supervisor):
         shared = len(logs) > 1 and len(set(logs)) == 1
         if shared:
             lines.append(f'merged_log = "{logs[0]}"')
-        for p in programs:
+        # More projects (`others`: (name, programs) pairs), as many as asked.
+        for project, _ in others:
+            lines += [f"[projects.{project}]", f'dir = "{project}"']
+            if not confined:
+                lines.append("unconfined = true")
+            (work / project).mkdir(parents=True, exist_ok=True)
+        for project, p in [("app", p) for p in programs] + [
+            (project, p) for project, ps in others for p in ps
+        ]:
             lines += [
-                "[[projects.app.processes]]",
+                f"[[projects.{project}.processes]]",
                 f'name = "{p.name}"',
                 f"command = {json.dumps(p.argv[0])}",
                 f"args = {json.dumps(p.argv[1:])}",
@@ -216,6 +225,7 @@ class Bosun(Supervisor):
         subprocess.run(
             [binary, "check", "--config", str(config)], check=True, capture_output=True
         )
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", str(config)],
             stdout=subprocess.PIPE,

@@ -2,6 +2,8 @@
 //! groups, shutdown and restore, a killed bosun's leftovers found at the
 //! next boot, reaping as PID 1, and the state file.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,11 +204,9 @@ async fn killed_bosun_then_restart(drop_group_records: bool) {
     // The group record is written by bosun's state thread soon after the
     // spawn; the case of a record never written is the marker's test.
     let state = s.root.path().join("state/supervisor.json");
+    let journal = s.root.path().join("state/supervisor.journal");
     eventually("the group recorded", || {
-        std::fs::read(&state)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|v| v["groups"].as_object().is_some_and(|g| !g.is_empty()))
+        recorded_groups(&state, &journal) > 0
     })
     .await;
     bosun.kill().expect("SIGKILL bosun");
@@ -221,6 +221,10 @@ async fn killed_bosun_then_restart(drop_group_records: bool) {
             serde_json::from_slice(&std::fs::read(&state).expect("state file")).expect("JSON");
         saved["groups"] = serde_json::json!({});
         std::fs::write(&state, serde_json::to_vec(&saved).expect("JSON")).expect("rewrite state");
+        // The journal's records go too (the desired states it holds are
+        // not this test's: every process here starts by `autostart`).
+        std::fs::remove_file(&journal).expect("remove the journal");
+        assert_eq!(recorded_groups(&state, &journal), 0);
     }
     std::fs::remove_file(&pids_file).expect("rm");
     let mut bosun = serve();
@@ -246,6 +250,36 @@ async fn killed_bosun_then_restart(drop_group_records: bool) {
         "graceful shutdown stops every process"
     );
     guard.0.clear();
+}
+
+/// How many process groups bosun's state on disk records: the snapshot's,
+/// then the journal's changes replayed over them (a line cut short ends
+/// the replay, as it does for bosun).
+fn recorded_groups(snapshot: &Path, journal: &Path) -> usize {
+    let Some(saved) = std::fs::read(snapshot)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return 0;
+    };
+    let mut groups: BTreeSet<String> = saved["groups"]
+        .as_object()
+        .map(|g| g.keys().cloned().collect())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(journal).unwrap_or_default();
+    for line in text.lines().skip(1) {
+        let Ok(change) = serde_json::from_str::<serde_json::Value>(line) else {
+            break;
+        };
+        if let Some(key) = change["group"]["key"].as_str() {
+            groups.insert(key.to_string());
+        } else if let Some(key) = change["ungroup"]["key"].as_str() {
+            groups.remove(key);
+        } else if change == "no_groups" {
+            groups.clear();
+        }
+    }
+    groups.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

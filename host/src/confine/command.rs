@@ -101,6 +101,11 @@ impl GroupKill {
     pub fn of(child: &Child) -> Self {
         Self(child.id().map(|id| nix::unistd::Pid::from_raw(id as i32)))
     }
+
+    /// Kill nothing after all: the program is in hands that will stop it.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
 }
 
 impl Drop for GroupKill {

@@ -330,6 +330,8 @@ impl Daemon {
         let keep = Arc::new(AtomicBool::new(false));
         let http =
             tokio::spawn(listener.serve(router(state), http_stop.clone(), grace, keep.clone()));
+        // Serving first: the processes start after, a few forks at a time.
+        running.supervisor.release();
         let stopping = stop.clone();
         // The control task: reloads one at a time, then the stop in order,
         // or an upgrade's handover.

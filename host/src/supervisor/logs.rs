@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -30,11 +29,14 @@ pub const RING_LINES: usize = 1000;
 /// 1,000 of them (16 MiB per instance, in bosun's memory) are the tenant's
 /// to choose. The oldest lines go first.
 pub const RING_BYTES: usize = 1 << 20;
-/// Lines a slow follower may fall behind before it skips ahead. Each process
-/// pays for these slots up front, so this stays small: at 100 processes a
-/// 4,096-slot buffer alone cost 20 MiB of bosun's RSS.
+/// Lines a slow follower may fall behind before it skips ahead. The slots
+/// are paid for up front, so this stays small (at 100 processes a 4,096-slot
+/// buffer alone cost 20 MiB of bosun's RSS), and only while somebody
+/// follows: the channel is made by the first follower and dropped once none
+/// is left.
 const FOLLOW_BUFFER: usize = 256;
-/// Bytes read from a pipe at once; two buffers per process (stdout, stderr).
+/// Bytes read from a pipe at once. The buffer is made at the first output:
+/// a process that never writes (most of a fleet's `stderr`) holds none.
 const READ_CHUNK: usize = 8 * 1024;
 /// After a read that found less than a full chunk, let the pipe fill this
 /// long before reading again. A program that flushes every line otherwise
@@ -48,14 +50,15 @@ const COALESCE: Duration = Duration::from_millis(1);
 /// The recent lines and live followers of one process instance.
 pub(crate) struct ProcessLog {
     ring: Mutex<Ring>,
-    followers: broadcast::Sender<Arc<LogLine>>,
 }
 
-/// The recent lines and the bytes of text they hold.
+/// The recent lines and the bytes of text they hold, and the channel to
+/// the live followers while there are any.
 #[derive(Default)]
 struct Ring {
     lines: VecDeque<Arc<LogLine>>,
     bytes: usize,
+    followers: Option<broadcast::Sender<Arc<LogLine>>>,
 }
 
 impl std::ops::Deref for Ring {
@@ -70,7 +73,6 @@ impl ProcessLog {
     pub(crate) fn new() -> Self {
         Self {
             ring: Mutex::new(Ring::default()),
-            followers: broadcast::channel(FOLLOW_BUFFER).0,
         }
     }
 
@@ -84,7 +86,11 @@ impl ProcessLog {
             }
         }
         // Sent under the ring's lock, so `follow` sees each line exactly once.
-        let _ = self.followers.send(line);
+        if let Some(followers) = &ring.followers
+            && followers.send(line).is_err()
+        {
+            ring.followers = None;
+        }
     }
 
     /// The last `n` lines, oldest first.
@@ -102,13 +108,16 @@ impl ProcessLog {
         &self,
         n: usize,
     ) -> (Vec<Arc<LogLine>>, broadcast::Receiver<Arc<LogLine>>) {
-        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let recent = ring
             .iter()
             .skip(ring.len().saturating_sub(n))
             .cloned()
             .collect();
-        (recent, self.followers.subscribe())
+        let followers = ring
+            .followers
+            .get_or_insert_with(|| broadcast::channel(FOLLOW_BUFFER).0);
+        (recent, followers.subscribe())
     }
 }
 
@@ -196,14 +205,14 @@ pub(crate) type Handback = Option<(OwnedFd, Vec<u8>)>;
 /// unfinished line back, so the next image reads on without losing or
 /// breaking a line.
 pub(crate) async fn capture(
-    mut pipe: pipe::Receiver,
+    pipe: pipe::Receiver,
     stream: Stream,
     sink: LineSink,
     partial: Vec<u8>,
     handover: CancellationToken,
 ) -> Handback {
     let mut asm = LineAssembler::resume(partial);
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = Vec::new();
     let mut lines = Vec::new();
     loop {
         let read = tokio::select! {
@@ -211,11 +220,17 @@ pub(crate) async fn capture(
             () = handover.cancelled() => {
                 return pipe.into_blocking_fd().ok().map(|fd| (fd, asm.into_partial()));
             }
-            read = pipe.read(&mut buf) => read,
+            ready = pipe.readable() => ready.and_then(|()| {
+                if buf.is_empty() {
+                    buf = vec![0u8; READ_CHUNK];
+                }
+                pipe.try_read(&mut buf)
+            }),
         };
         let n = match read {
             Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 sink.note(format!("reading {stream:?}: {e}")).await;
                 break;

@@ -65,6 +65,7 @@ use logfile::WriteMsg;
 use logs::{LineSink, ProcessLog, file_spec};
 use persist::Persist;
 use sockets::Sockets;
+use spawn::Forks;
 use spec::{InstanceSpec, Ready};
 use worker::{Order, Worker};
 
@@ -97,6 +98,8 @@ pub struct Supervisor {
     handed_over: bool,
     /// The listening sockets bound for processes.
     sockets: Arc<Sockets>,
+    /// The workers' turns to fork: held until [`Supervisor::release`].
+    forks: Forks,
 }
 
 /// The statuses of every instance, shared with the sampler and the reaper.
@@ -160,7 +163,17 @@ impl Supervisor {
         confinement: Arc<Confinement>,
         checkouts: &BTreeMap<String, Checkout>,
     ) -> Result<Self, StartError> {
-        Self::start_adopting(config, confinement, checkouts, Vec::new(), Vec::new()).await
+        let supervisor =
+            Self::start_adopting(config, confinement, checkouts, Vec::new(), Vec::new()).await?;
+        supervisor.release();
+        Ok(supervisor)
+    }
+
+    /// Let the processes start. Until then every worker waits for its turn
+    /// to fork: bosun's start sets up every project and serves its API
+    /// first, then starts hundreds of processes without keeping it waiting.
+    pub fn release(&self) {
+        self.forks.release();
     }
 
     /// [`Supervisor::start_after`] in a new image after an upgrade: the
@@ -194,6 +207,7 @@ impl Supervisor {
             handed: handed.into_iter().map(|h| (h.key.clone(), h)).collect(),
             handed_over: false,
             sockets: Arc::default(),
+            forks: Forks::held(),
         };
         // Held until the instances have taken them; one no process names
         // any more closes after.
@@ -309,13 +323,15 @@ impl Supervisor {
             (None, Some(_)) => format!("proc.{}.{}", spec.label, uuid::Uuid::now_v7().simple()),
             (None, None) => format!("proc.{}", spec.label),
         };
-        let leaf = spec
-            .jail
-            .leaf(&leaf_name)
-            .unwrap_or_else(|e| {
-                tracing::error!(project = %spec.project, process = %spec.label, "creating its cgroup: {e}");
+        // Opened now for a process handed over (it runs in it); made by the
+        // worker at its first spawn otherwise, off the runtime's threads.
+        let leaf = match &adopt {
+            Some(_) => spec.jail.leaf(&leaf_name).unwrap_or_else(|e| {
+                tracing::error!(project = %spec.project, process = %spec.label, "opening its cgroup: {e}");
                 None
-            });
+            }),
+            None => None,
+        };
         let (status, log) = match replaces {
             Some(old) => {
                 old.status.send_modify(|s| {
@@ -377,6 +393,8 @@ impl Supervisor {
             commands: rx,
             persist: self.persist.clone(),
             leaf,
+            leaf_name,
+            forks: self.forks.clone(),
             start,
             checkout,
             adopt,
@@ -424,6 +442,7 @@ impl Supervisor {
     /// upgrade): stop reading their pipes, write every line read so far,
     /// keep their cgroups and jails, and return what the next image needs.
     pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<HandedSocket>, Vec<OwnedFd>) {
+        self.release();
         // Taken first: the sockets close with the last instance naming them.
         let held = self.sockets.in_use();
         let all = self.instances();
@@ -492,6 +511,9 @@ impl Supervisor {
     /// Stop every process by its own rules (all at once), keeping the desired
     /// state, and return once all are gone.
     pub async fn shutdown(mut self) {
+        // Workers still waiting for their turn answer no order until they
+        // have it.
+        self.release();
         let all = self.instances();
         stop_all(&all).await;
         self.projects.clear();

@@ -36,7 +36,7 @@ use super::group::{StopOutcome, signal_group, stop_group_after};
 use super::probe;
 use super::readiness::CHECK_EVERY;
 use super::running::{Proc, Run};
-use super::spawn::spawn;
+use super::spawn::{LeafFor, spawn};
 use super::spec::Ready;
 use super::worker::{Order, Reaction, Situation, Worker, describe_exit};
 use crate::confine::{Frozen, Leaf};
@@ -66,11 +66,14 @@ impl Worker {
     pub(super) async fn replace(&mut self, run: &mut Run) -> Result<(), String> {
         let old = run.pgid;
         let name = format!("proc.{}.{}", self.spec.label, uuid::Uuid::now_v7().simple());
-        let leaf = self.spec.jail.leaf(&name).unwrap_or_else(|e| {
-            tracing::error!(project = %self.spec.project, process = %self.spec.label, "creating its cgroup: {e}");
-            None
-        });
-        let child = match spawn(&self.spec, self.persist.marker(), leaf.as_ref()) {
+        let (leaf, spawned) = spawn(
+            &self.spec,
+            self.persist.marker(),
+            LeafFor::Create(name.clone()),
+            &self.forks,
+        )
+        .await;
+        let child = match spawned {
             Ok(child) => child,
             Err(failure) => {
                 let why = format!(

@@ -8,15 +8,50 @@
 //! rather than into a restart loop, unless the failure is one that passes
 //! (out of descriptors, memory or processes; the program being written):
 //! those go through the restart schedule.
+//!
+//! The fork itself runs on a blocking thread, a few at a time. A fork
+//! copies bosun's page tables and descriptor table, and the exec after it
+//! tears the copy down: a few milliseconds each, which on a runtime thread
+//! would keep the API from answering while hundreds of processes start
+//! (bosun's start, a reload adding projects). More forks at once than
+//! cores only queue on the same cores.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::process::Child;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::persist::MARKER_VAR;
 use super::spec::InstanceSpec;
-use crate::confine::Leaf;
+use crate::confine::{GroupKill, JailCommand, Leaf};
+
+/// A supervisor's turns to fork, shared by its workers: none while it is
+/// held (bosun's start, until the API serves), then one per core.
+#[derive(Clone)]
+pub(crate) struct Forks {
+    turns: Arc<Semaphore>,
+    released: Arc<AtomicBool>,
+}
+
+impl Forks {
+    pub(crate) fn held() -> Self {
+        Self {
+            turns: Arc::new(Semaphore::new(0)),
+            released: Arc::default(),
+        }
+    }
+
+    /// Let the forks begin; once is enough.
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::SeqCst) {
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            self.turns.add_permits(cores);
+        }
+    }
+}
 
 /// Why an instance did not start.
 pub(crate) struct Failure {
@@ -35,12 +70,73 @@ impl From<String> for Failure {
     }
 }
 
-/// Spawn `spec` in `leaf`.
-pub(crate) fn spawn(
-    spec: &InstanceSpec,
+/// The cgroup leaf a spawn runs in: the instance's own, kept across its
+/// runs, or the name of one to create first (on the same blocking thread:
+/// a cgroup's mkdir costs about what a fork does).
+pub(crate) enum LeafFor {
+    Kept(Leaf),
+    Create(String),
+}
+
+/// Spawn `spec` in its leaf; the leaf (kept or created), and the child.
+pub(crate) async fn spawn(
+    spec: &Arc<InstanceSpec>,
     marker: &str,
-    leaf: Option<&Leaf>,
-) -> Result<Child, Failure> {
+    leaf: LeafFor,
+    forks: &Forks,
+) -> (Option<Leaf>, Result<Child, Failure>) {
+    let (spec, marker) = (spec.clone(), marker.to_string());
+    let Ok(turn) = forks.turns.clone().acquire_owned().await else {
+        let failure = Failure {
+            message: "no turn to start it (the supervisor is gone)".into(),
+            transient: false,
+        };
+        return (None, Err(failure));
+    };
+    let (tx, rx) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        // Held until the fork is done, even if nobody waits for it.
+        let _turn = turn;
+        let leaf = match leaf {
+            LeafFor::Kept(leaf) => Some(leaf),
+            LeafFor::Create(name) => spec.jail.leaf(&name).unwrap_or_else(|e| {
+                tracing::error!(project = %spec.project, process = %spec.label, "creating its cgroup: {e}");
+                None
+            }),
+        };
+        let spawned = command(&spec, &marker, leaf.as_ref()).and_then(|cmd| {
+            let child = cmd.spawn().map_err(|e| Failure {
+                message: e.to_string(),
+                transient: e.is_transient(),
+            })?;
+            // Until the worker has it: a worker gone meanwhile (bosun's
+            // shutdown aborts them) leaves no process unsupervised, whether
+            // the send below fails or the answer is dropped unread.
+            let guard = GroupKill::of(&child.child);
+            Ok((child.child, guard))
+        });
+        let _ = tx.send((leaf, spawned));
+    });
+    match rx.await {
+        Ok((leaf, spawned)) => {
+            let child = spawned.map(|(child, guard)| {
+                guard.disarm();
+                child
+            });
+            (leaf, child)
+        }
+        Err(_) => {
+            let failure = Failure {
+                message: "the thread starting it ended early".into(),
+                transient: true,
+            };
+            (None, Err(failure))
+        }
+    }
+}
+
+/// The command that starts `spec` in `leaf`, confined as its jail says.
+fn command(spec: &InstanceSpec, marker: &str, leaf: Option<&Leaf>) -> Result<JailCommand, Failure> {
     let cfg = &spec.config;
     let app = cfg
         .app_dir
@@ -79,10 +175,7 @@ pub(crate) fn spawn(
         })?;
         cmd.listen_fds(sockets, &cfg.name);
     }
-    cmd.spawn().map(|jailed| jailed.child).map_err(|e| Failure {
-        message: e.to_string(),
-        transient: e.is_transient(),
-    })
+    Ok(cmd)
 }
 
 /// The project's `path` dirs, absolute, in the release `app` names (the

@@ -27,7 +27,7 @@ use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
 use super::readiness::{Readiness, Verdict};
 use super::running::{Proc, Run};
-use super::spawn::{Failure, spawn};
+use super::spawn::{Failure, Forks, LeafFor, spawn};
 use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use crate::confine::Leaf;
@@ -72,9 +72,13 @@ pub(crate) struct Worker {
     pub sink: LineSink,
     pub commands: mpsc::Receiver<Order>,
     pub persist: Arc<Persist>,
-    /// The instance's cgroup leaf, kept across its restarts; dropping the
-    /// worker (an aborted supervisor) kills what is in it.
+    /// The instance's cgroup leaf, kept across its restarts (made at its
+    /// first spawn, named `leaf_name`); dropping the worker (an aborted
+    /// supervisor) kills what is in it.
     pub leaf: Option<Leaf>,
+    pub leaf_name: String,
+    /// The supervisor's turns to fork.
+    pub forks: Forks,
     /// Whether to start at once.
     pub start: bool,
     /// The project's first checkout, to wait for before the first start.
@@ -187,10 +191,19 @@ impl Worker {
         }
         let spawned = match self.adopt.take() {
             Some(handed) => Ok(self.adopted(handed).await),
-            None => match spawn(&self.spec, self.persist.marker(), self.leaf.as_ref()) {
-                Ok(child) => Ok(self.started(child).await),
-                Err(failure) => Err(failure),
-            },
+            None => {
+                let leaf = match self.leaf.take() {
+                    Some(leaf) => LeafFor::Kept(leaf),
+                    None => LeafFor::Create(self.leaf_name.clone()),
+                };
+                let (leaf, spawned) =
+                    spawn(&self.spec, self.persist.marker(), leaf, &self.forks).await;
+                self.leaf = leaf;
+                match spawned {
+                    Ok(child) => Ok(self.started(child).await),
+                    Err(failure) => Err(failure),
+                }
+            }
         };
         let mut run = match spawned {
             Ok(run) => run,

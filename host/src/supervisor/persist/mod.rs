@@ -17,50 +17,26 @@
 //!   one, never a whole group it cannot vouch for. Another bosun (another
 //!   state dir) is never touched.
 //!
-//! The file is small, so it is rewritten whole: a temp file, fsynced,
-//! renamed over the old one, and the dir fsynced, so a power cut leaves the
-//! old file or the new one, never an empty one. A writer thread of its own
-//! does that, for the latest state, however many changes came meanwhile: a
-//! restart changes it twice, and a crash-looping tenant must not have its
-//! fsyncs run on (and stall) the threads that serve everyone. A change of
-//! what should run (a stop or start through bosun) waits for its write; a
-//! group record need not, as the marker finds what a lost record missed. A file that does not parse anyway (a disk fault, a
-//! hand edit) is moved aside with a loud log line and bosun starts with an
-//! empty state: the marker sweep still finds what was running.
+//! How it is kept on disk, a snapshot and a journal of changes, so that a
+//! change costs what changed: see `disk`. A change of what should run (a
+//! stop or start through bosun) waits until it is on disk; a group record
+//! need not, as the marker finds what a lost record missed.
+
+mod disk;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::path::Path;
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
-use serde::{Deserialize, Serialize};
 
 use super::group::{signal_group, stop_group};
 use super::procfs;
 use super::spec::InstanceSpec;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Data {
-    /// `project/name-instance` → should run.
-    desired: BTreeMap<String, bool>,
-    /// `project/name-instance` → its running group.
-    groups: BTreeMap<String, GroupRecord>,
-    /// Set by [`Persist::kill_all`]: every group recorded later is killed
-    /// on the spot instead.
-    #[serde(skip)]
-    closed: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct GroupRecord {
-    pgid: i32,
-    start_time: u64,
-    boot_id: String,
-}
+use disk::{Change, GroupRecord, Shared, State};
 
 /// The environment variable that marks a process as supervised by the bosun
 /// of one state dir.
@@ -74,31 +50,13 @@ pub(crate) struct Persist {
     writer: Option<JoinHandle<()>>,
 }
 
-/// What the writer thread shares with everyone else.
-struct Shared {
-    path: PathBuf,
-    state: Mutex<State>,
-    /// Rung on a change (for the writer) and on a write (for waiters).
-    rung: Condvar,
-}
-
-struct State {
-    data: Data,
-    /// Changes made, and the count written at the last write.
-    version: u64,
-    written: u64,
-    /// Set when the owner goes: write what is left, then end.
-    closing: bool,
-    /// Set when the writer thread has ended, however it ended.
-    writer_gone: bool,
-}
-
 fn key(spec: &InstanceSpec) -> String {
     format!("{}/{}", spec.project, spec.label)
 }
 
 impl Persist {
-    /// Load `state_dir/supervisor.json`; a missing file is an empty state.
+    /// Load the state of `state_dir` (none yet is an empty state), and
+    /// start its writer.
     pub(crate) fn load(state_dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -106,31 +64,13 @@ impl Persist {
             .canonicalize()
             .with_context(|| format!("resolving {}", state_dir.display()))?;
         let marker = canonical.to_string_lossy().into_owned();
-        let path = state_dir.join("supervisor.json");
-        let data = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(data) => data,
-                Err(e) => set_aside(&path, &e)?,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Data::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let shared = Arc::new(Shared {
-            path,
-            state: Mutex::new(State {
-                data,
-                version: 0,
-                written: 0,
-                closing: false,
-                writer_gone: false,
-            }),
-            rung: Condvar::new(),
-        });
+        let (shared, writer) = Shared::load(state_dir)?;
+        let shared = Arc::new(shared);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("bosun-state".into())
-                .spawn(move || write_loop(&shared))
+                .spawn(move || writer.run(&shared))
                 .context("starting the state writer")?
         };
         Ok(Self {
@@ -154,9 +94,11 @@ impl Persist {
     /// Record what should run, and wait until it is on disk: a bosun killed
     /// right after a stop must not start the process again at its next boot.
     pub(crate) fn set_desired(&self, spec: &InstanceSpec, running: bool) {
-        if let Some(version) =
-            self.update(|d| d.desired.insert(key(spec), running) != Some(running))
-        {
+        let change = Change::Desired {
+            key: key(spec),
+            running,
+        };
+        if let Some(version) = self.change(change) {
             self.shared.wait_written(version);
         }
     }
@@ -164,34 +106,36 @@ impl Persist {
     /// Forget an instance a reload removed: a later one of the same name
     /// starts per its own `autostart`, not as this one was left.
     pub(crate) fn forget(&self, spec: &InstanceSpec) {
-        if let Some(version) = self.update(|d| d.desired.remove(&key(spec)).is_some()) {
+        if let Some(version) = self.change(Change::Forget { key: key(spec) }) {
             self.shared.wait_written(version);
         }
     }
 
     pub(crate) fn record_group(&self, spec: &InstanceSpec, pgid: i32) {
         let stat = procfs::stat(pgid);
-        self.update(|d| {
-            if d.closed {
-                // The supervisor was dropped between this spawn and now.
-                let _ = signal_group(pgid, Signal::SIGKILL);
-                return false;
-            }
-            let Some(stat) = stat else {
-                return false;
-            };
-            let record = GroupRecord {
-                pgid,
-                start_time: stat.start_time,
-                boot_id: self.boot_id.clone(),
-            };
-            d.groups.insert(key(spec), record);
-            true
-        });
+        let mut state = self.lock();
+        if state.data.closed {
+            // The supervisor was dropped between this spawn and now.
+            let _ = signal_group(pgid, Signal::SIGKILL);
+            return;
+        }
+        let Some(stat) = stat else {
+            return;
+        };
+        let record = GroupRecord {
+            pgid,
+            start_time: stat.start_time,
+            boot_id: self.boot_id.clone(),
+        };
+        let change = Change::Group {
+            key: key(spec),
+            record,
+        };
+        self.shared.change(&mut state, change);
     }
 
     pub(crate) fn clear_group(&self, spec: &InstanceSpec) {
-        self.update(|d| d.groups.remove(&key(spec)).is_some());
+        self.change(Change::Ungroup { key: key(spec) });
     }
 
     /// The safety net of a dropped supervisor: SIGKILL every recorded group
@@ -252,7 +196,7 @@ impl Persist {
         );
         let marked_stopped = stop_processes(marked.into_values().flatten().collect(), grace);
         tokio::join!(groups_stopped, marked_stopped);
-        self.update(|_| true);
+        self.change(Change::NoGroups);
         groups.len() + marked_groups
     }
 
@@ -260,95 +204,19 @@ impl Persist {
         self.shared.lock()
     }
 
-    /// Apply `change`; if it says something changed, have it written, and
-    /// return the version to wait for.
-    fn update(&self, change: impl FnOnce(&mut Data) -> bool) -> Option<u64> {
-        let mut state = self.lock();
-        if !change(&mut state.data) {
-            return None;
-        }
-        state.version += 1;
-        self.shared.rung.notify_all();
-        Some(state.version)
+    /// Apply `change`; if it changed anything, have it written, and return
+    /// the version to wait for.
+    fn change(&self, change: Change) -> Option<u64> {
+        self.shared.change(&mut self.lock(), change)
     }
 }
 
 /// The last changes are written before the supervisor's state goes.
 impl Drop for Persist {
     fn drop(&mut self) {
-        self.lock().closing = true;
-        self.shared.rung.notify_all();
+        self.shared.close();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
-        }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Wait until `version` (or a later one) is written, or the writer is
-    /// gone.
-    fn wait_written(&self, version: u64) {
-        let mut state = self.lock();
-        while state.written < version && !state.writer_gone {
-            state = self
-                .rung
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// Marks the writer gone when its thread ends, a panic included, so no
-/// stop or start waits for a write that will never come.
-struct WriterGone<'a>(&'a Shared);
-
-impl Drop for WriterGone<'_> {
-    fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.writer_gone = true;
-        if state.written < state.version {
-            tracing::error!(
-                path = %self.0.path.display(),
-                "the supervisor state writer stopped with changes unwritten; the marker sweep \
-                 finds what the file misses"
-            );
-        }
-        self.0.rung.notify_all();
-    }
-}
-
-/// The writer thread: whenever the state has changed since the last write,
-/// write it as it is now; end once closing with nothing left to write. A
-/// failed write is logged and counted as written (the next change tries
-/// again), so no waiter hangs on a full disk.
-fn write_loop(shared: &Shared) {
-    let _gone = WriterGone(shared);
-    let mut state = shared.lock();
-    loop {
-        if state.written < state.version {
-            let version = state.version;
-            let bytes = serde_json::to_vec_pretty(&state.data);
-            drop(state);
-            let written = bytes
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| write_atomic(&shared.path, &bytes));
-            if let Err(e) = written {
-                tracing::error!(path = %shared.path.display(), "saving supervisor state: {e:#}");
-            }
-            state = shared.lock();
-            state.written = version;
-            shared.rung.notify_all();
-        } else if state.closing {
-            return;
-        } else {
-            state = shared
-                .rung
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -393,35 +261,4 @@ async fn stop_processes(processes: Vec<procfs::ProcStat>, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     signal(Signal::SIGKILL);
-}
-
-/// Move an unreadable state file aside, loudly, for an empty state.
-fn set_aside(path: &Path, e: &serde_json::Error) -> anyhow::Result<Data> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let aside = path.with_extension(format!("json.bad-{now}"));
-    std::fs::rename(path, &aside)
-        .with_context(|| format!("moving the unreadable {} aside", path.display()))?;
-    tracing::error!(
-        file = %path.display(),
-        moved_to = %aside.display(),
-        "the supervisor state does not parse ({e}); starting without it: processes start as \
-         the config says (autostart), and leftovers are found by their marker"
-    );
-    Ok(Data::default())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("state file has a parent dir")?;
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    // Durable before it replaces the old file, and the rename durable too:
-    // a power cut must not leave an empty file behind.
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
