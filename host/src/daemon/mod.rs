@@ -48,6 +48,7 @@ use crate::supervisor::{ProjectHandle, StartError, Supervisor};
 
 mod procfile;
 mod reload;
+mod trim;
 mod upgrade;
 
 /// Reload and upgrade requests that may wait while one is applied; more
@@ -332,6 +333,14 @@ impl Daemon {
             tokio::spawn(listener.serve(router(state), http_stop.clone(), grace, keep.clone()));
         // Serving first: the processes start after, a few forks at a time.
         running.supervisor.release();
+        if running.binary.is_some() {
+            // `bosun serve`, once they have: see `trim`.
+            let settled = running.supervisor.settled();
+            tokio::spawn(async move {
+                settled.await;
+                let _ = tokio::task::spawn_blocking(trim::give_back_start_pages).await;
+            });
+        }
         let stopping = stop.clone();
         // The control task: reloads one at a time, then the stop in order,
         // or an upgrade's handover.

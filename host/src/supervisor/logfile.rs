@@ -29,9 +29,10 @@ use super::log_line::LogLine;
 
 /// Lines written per batch at most, so rotation and flushing stay timely.
 const BATCH: usize = 4096;
-/// Batches (each the lines of one pipe read, at most 8 KiB of text) the
-/// channel holds before readers wait, and so the processes, on their pipes.
-const CHANNEL: usize = 256;
+/// Batches (each the lines of one pipe read, at most 64 KiB of text) the
+/// channel holds before readers wait, and so the processes, on their pipes:
+/// at most 2 MiB of a project's lines wait in bosun's memory.
+const CHANNEL: usize = 32;
 
 /// A log file and its rotation settings.
 #[derive(Debug)]

@@ -35,9 +35,14 @@ pub const RING_BYTES: usize = 1 << 20;
 /// follows: the channel is made by the first follower and dropped once none
 /// is left.
 const FOLLOW_BUFFER: usize = 256;
-/// Bytes read from a pipe at once. The buffer is made at the first output:
-/// a process that never writes (most of a fleet's `stderr`) holds none.
-const READ_CHUNK: usize = 8 * 1024;
+/// Bytes read from a pipe at once: as much as a pipe holds, so a fast
+/// writer is drained in one read. The buffer is the reading thread's, not
+/// each process's: a fleet of processes costs no buffers.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
 /// After a read that found less than a full chunk, let the pipe fill this
 /// long before reading again. A program that flushes every line otherwise
 /// has bosun wake, read and hand over one line at a time; with this a line
@@ -212,7 +217,6 @@ pub(crate) async fn capture(
     handover: CancellationToken,
 ) -> Handback {
     let mut asm = LineAssembler::resume(partial);
-    let mut buf = Vec::new();
     let mut lines = Vec::new();
     loop {
         let read = tokio::select! {
@@ -221,10 +225,14 @@ pub(crate) async fn capture(
                 return pipe.into_blocking_fd().ok().map(|fd| (fd, asm.into_partial()));
             }
             ready = pipe.readable() => ready.and_then(|()| {
-                if buf.is_empty() {
-                    buf = vec![0u8; READ_CHUNK];
-                }
-                pipe.try_read(&mut buf)
+                // Read and cut into lines with no await between: the
+                // thread's buffer is free again before any other reader
+                // of this thread runs.
+                SCRATCH.with_borrow_mut(|buf| {
+                    let n = pipe.try_read(buf)?;
+                    asm.push(&buf[..n], |line, split| lines.push(to_text(line, split)));
+                    Ok(n)
+                })
             }),
         };
         let n = match read {
@@ -236,7 +244,6 @@ pub(crate) async fn capture(
                 break;
             }
         };
-        asm.push(&buf[..n], |line, split| lines.push(to_text(line, split)));
         sink.emit_all(stream, &mut lines).await;
         if n < READ_CHUNK {
             tokio::time::sleep(COALESCE).await;

@@ -176,6 +176,11 @@ impl Supervisor {
         self.forks.release();
     }
 
+    /// Resolves once the processes started so far have been forked.
+    pub fn settled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.forks.settled()
+    }
+
     /// [`Supervisor::start_after`] in a new image after an upgrade: the
     /// `handed` instances are adopted, running as they were, with the
     /// listening `sockets` they share, and nothing is swept (the previous
@@ -442,7 +447,6 @@ impl Supervisor {
     /// upgrade): stop reading their pipes, write every line read so far,
     /// keep their cgroups and jails, and return what the next image needs.
     pub async fn hand_over(mut self) -> (Vec<HandedInstance>, Vec<HandedSocket>, Vec<OwnedFd>) {
-        self.release();
         // Taken first: the sockets close with the last instance naming them.
         let held = self.sockets.in_use();
         let all = self.instances();
@@ -511,9 +515,6 @@ impl Supervisor {
     /// Stop every process by its own rules (all at once), keeping the desired
     /// state, and return once all are gone.
     pub async fn shutdown(mut self) {
-        // Workers still waiting for their turn answer no order until they
-        // have it.
-        self.release();
         let all = self.instances();
         stop_all(&all).await;
         self.projects.clear();

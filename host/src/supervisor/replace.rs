@@ -66,11 +66,14 @@ impl Worker {
     pub(super) async fn replace(&mut self, run: &mut Run) -> Result<(), String> {
         let old = run.pgid;
         let name = format!("proc.{}.{}", self.spec.label, uuid::Uuid::now_v7().simple());
+        let Some(turn) = self.forks.turn().await else {
+            return Err("bosun is stopping".into());
+        };
         let (leaf, spawned) = spawn(
             &self.spec,
             self.persist.marker(),
             LeafFor::Create(name.clone()),
-            &self.forks,
+            turn,
         )
         .await;
         let child = match spawned {

@@ -22,11 +22,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::process::Child;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::persist::MARKER_VAR;
 use super::spec::InstanceSpec;
 use crate::confine::{GroupKill, JailCommand, Leaf};
+
+/// One turn to fork, held until the fork is done.
+pub(crate) type Turn = OwnedSemaphorePermit;
 
 /// A supervisor's turns to fork, shared by its workers: none while it is
 /// held (bosun's start, until the API serves), then one per core.
@@ -44,13 +47,32 @@ impl Forks {
         }
     }
 
+    /// A turn to fork; `None` only if the supervisor is gone.
+    pub(crate) async fn turn(&self) -> Option<Turn> {
+        self.turns.clone().acquire_owned().await.ok()
+    }
+
     /// Let the forks begin; once is enough.
     pub(crate) fn release(&self) {
         if !self.released.swap(true, Ordering::SeqCst) {
-            let cores = std::thread::available_parallelism().map_or(2, usize::from);
-            self.turns.add_permits(cores);
+            self.turns.add_permits(cores());
         }
     }
+
+    /// Resolves once every fork asked for before it is done (turns are
+    /// given in the order asked): the start's wave of processes, when
+    /// asked for as it begins.
+    pub(crate) fn settled(&self) -> impl Future<Output = ()> + Send + 'static {
+        let turns = self.turns.clone();
+        async move {
+            let all = u32::try_from(cores()).unwrap_or(u32::MAX);
+            let _ = turns.acquire_many_owned(all).await;
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// Why an instance did not start.
@@ -78,21 +100,15 @@ pub(crate) enum LeafFor {
     Create(String),
 }
 
-/// Spawn `spec` in its leaf; the leaf (kept or created), and the child.
+/// Spawn `spec` in its leaf, on `turn`; the leaf (kept or created), and
+/// the child.
 pub(crate) async fn spawn(
     spec: &Arc<InstanceSpec>,
     marker: &str,
     leaf: LeafFor,
-    forks: &Forks,
+    turn: Turn,
 ) -> (Option<Leaf>, Result<Child, Failure>) {
     let (spec, marker) = (spec.clone(), marker.to_string());
-    let Ok(turn) = forks.turns.clone().acquire_owned().await else {
-        let failure = Failure {
-            message: "no turn to start it (the supervisor is gone)".into(),
-            transient: false,
-        };
-        return (None, Err(failure));
-    };
     let (tx, rx) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         // Held until the fork is done, even if nobody waits for it.

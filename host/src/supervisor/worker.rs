@@ -27,7 +27,7 @@ use super::logs::{Handback, LineSink, capture};
 use super::persist::Persist;
 use super::readiness::{Readiness, Verdict};
 use super::running::{Proc, Run};
-use super::spawn::{Failure, Forks, LeafFor, spawn};
+use super::spawn::{Failure, Forks, LeafFor, Turn, spawn};
 use super::spec::InstanceSpec;
 use super::status::{State, Status};
 use crate::confine::Leaf;
@@ -192,12 +192,15 @@ impl Worker {
         let spawned = match self.adopt.take() {
             Some(handed) => Ok(self.adopted(handed).await),
             None => {
+                let turn = match self.turn_to_fork(&mut ack).await {
+                    Ok(turn) => turn,
+                    Err(phase) => return phase,
+                };
                 let leaf = match self.leaf.take() {
                     Some(leaf) => LeafFor::Kept(leaf),
                     None => LeafFor::Create(self.leaf_name.clone()),
                 };
-                let (leaf, spawned) =
-                    spawn(&self.spec, self.persist.marker(), leaf, &self.forks).await;
+                let (leaf, spawned) = spawn(&self.spec, self.persist.marker(), leaf, turn).await;
                 self.leaf = leaf;
                 match spawned {
                     Ok(child) => Ok(self.started(child).await),
@@ -446,6 +449,35 @@ impl Worker {
                     }
                     Reaction::Halt => return Phase::Stopped,
                     Reaction::Done => return Phase::Done,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Wait for a turn to fork (see `spawn::Forks`), answering orders
+    /// meanwhile: a stop or a shutdown that comes first ends the wait, and
+    /// nothing is started only to be stopped. `ack`, the start that is
+    /// waiting, is answered once it has started, or when a stop ends the
+    /// wait.
+    async fn turn_to_fork(&mut self, ack: &mut Option<Reply>) -> Result<Turn, Phase> {
+        let forks = self.forks.clone();
+        let turn = forks.turn();
+        tokio::pin!(turn);
+        loop {
+            tokio::select! {
+                turn = &mut turn => return turn.ok_or(Phase::Stopped),
+                order = self.commands.recv() => match self.answer(order, Situation::Waiting("waiting for its turn to start")) {
+                    Reaction::Start(more) => {
+                        let _ = more.send(Ok(()));
+                    }
+                    Reaction::Halt => {
+                        if let Some(ack) = ack.take() {
+                            let _ = ack.send(Err("stopped before it started".into()));
+                        }
+                        return Err(Phase::Stopped);
+                    }
+                    Reaction::Done => return Err(Phase::Done),
                     _ => {}
                 },
             }
