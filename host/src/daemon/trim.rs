@@ -27,11 +27,17 @@ pub(crate) fn give_back_start_pages() {
     let mut reclaimed = 0usize;
     for (start, len) in maps.lines().filter_map(|l| own_mapping(l, exe.ino())) {
         // SAFETY: the range is a whole mapping of this process's executable
-        // as /proc lists it (page-aligned); MADV_PAGEOUT changes no
-        // contents, only which pages are resident: a file page is read
-        // again from the file, a private one is kept (or swapped).
+        // as /proc lists it (page-aligned). Neither advice changes contents:
+        // MADV_RANDOM has a fault bring in the page faulted (not its
+        // neighbours too), and MADV_PAGEOUT changes which pages are
+        // resident: a file page is read again from the file, a private one
+        // is kept (or swapped).
         #[allow(unsafe_code)]
-        let done = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT) };
+        let done = unsafe {
+            let at = start as *mut libc::c_void;
+            libc::madvise(at, len, libc::MADV_RANDOM);
+            libc::madvise(at, len, libc::MADV_PAGEOUT)
+        };
         if done == 0 {
             reclaimed += len;
         }

@@ -7,6 +7,8 @@
 //! writer (see `logfile`), so the merged file never interleaves two lines.
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{ErrorKind, Read as _};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -209,6 +211,12 @@ pub(crate) type Handback = Option<(OwnedFd, Vec<u8>)>;
 /// fires (an upgrade), stop between reads and give the pipe and the
 /// unfinished line back, so the next image reads on without losing or
 /// breaking a line.
+///
+/// An idle pipe waits in the runtime's epoll. Once output comes, the pipe
+/// leaves the epoll and is read every [`COALESCE`] until it is drained:
+/// registered, each `write` of a program flushing every line would wake a
+/// thread of bosun's (edge-triggered readiness), a million wakeups for a
+/// million lines; out of it, a write wakes nobody.
 pub(crate) async fn capture(
     pipe: pipe::Receiver,
     stream: Stream,
@@ -218,40 +226,77 @@ pub(crate) async fn capture(
 ) -> Handback {
     let mut asm = LineAssembler::resume(partial);
     let mut lines = Vec::new();
+    let mut idle = pipe;
     loop {
-        let read = tokio::select! {
+        tokio::select! {
             biased;
             () = handover.cancelled() => {
-                return pipe.into_blocking_fd().ok().map(|fd| (fd, asm.into_partial()));
+                return idle.into_blocking_fd().ok().map(|fd| (fd, asm.into_partial()));
             }
-            ready = pipe.readable() => ready.and_then(|()| {
-                // Read and cut into lines with no await between: the
-                // thread's buffer is free again before any other reader
-                // of this thread runs.
-                SCRATCH.with_borrow_mut(|buf| {
-                    let n = pipe.try_read(buf)?;
-                    asm.push(&buf[..n], |line, split| lines.push(to_text(line, split)));
-                    Ok(n)
-                })
-            }),
-        };
-        let n = match read {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            ready = idle.readable() => if let Err(e) = ready {
+                sink.note(format!("reading {stream:?}: {e}")).await;
+                break;
+            },
+        }
+        let busy = match idle.into_nonblocking_fd() {
+            Ok(fd) => File::from(fd),
             Err(e) => {
                 sink.note(format!("reading {stream:?}: {e}")).await;
                 break;
             }
         };
-        sink.emit_all(stream, &mut lines).await;
-        if n < READ_CHUNK {
-            tokio::time::sleep(COALESCE).await;
+        loop {
+            if handover.is_cancelled() {
+                return blocking(busy).map(|fd| (fd, asm.into_partial()));
+            }
+            // Read and cut into lines with no await between: the thread's
+            // buffer is free again before any other reader of this thread
+            // runs.
+            let read = SCRATCH.with_borrow_mut(|buf| {
+                let n = (&busy).read(buf)?;
+                asm.push(&buf[..n], |line, split| lines.push(to_text(line, split)));
+                Ok::<_, std::io::Error>(n)
+            });
+            match read {
+                Ok(0) => {
+                    asm.finish(|line, split| lines.push(to_text(line, split)));
+                    sink.emit_all(stream, &mut lines).await;
+                    return None;
+                }
+                Ok(n) => {
+                    sink.emit_all(stream, &mut lines).await;
+                    if n < READ_CHUNK {
+                        tokio::time::sleep(COALESCE).await;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    sink.note(format!("reading {stream:?}: {e}")).await;
+                    asm.finish(|line, split| lines.push(to_text(line, split)));
+                    sink.emit_all(stream, &mut lines).await;
+                    return None;
+                }
+            }
         }
+        idle = match pipe::Receiver::from_owned_fd_unchecked(busy.into()) {
+            Ok(idle) => idle,
+            Err(e) => {
+                sink.note(format!("reading {stream:?}: {e}")).await;
+                break;
+            }
+        };
     }
     asm.finish(|line, split| lines.push(to_text(line, split)));
     sink.emit_all(stream, &mut lines).await;
     None
+}
+
+/// The pipe back in blocking mode, for the next image.
+fn blocking(pipe: File) -> Option<OwnedFd> {
+    pipe::Receiver::from_owned_fd_unchecked(pipe.into())
+        .and_then(pipe::Receiver::into_blocking_fd)
+        .ok()
 }
 
 /// A log file path with its rotation settings.
