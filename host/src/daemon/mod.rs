@@ -6,8 +6,10 @@
 //! Start order: bind first (a port in use fails before any process starts),
 //! then plugins, the job store, the confinement (identities, cgroups, and
 //! the sweep of what a killed predecessor left), first checkouts
-//! (`git.clone`), the supervisor, and the jobs, which need the
-//! supervisor's handles. Stop order: no new connections, running jobs get
+//! (`git.clone`), the supervisor (its workers waiting for their turn to
+//! fork), the jobs, which need the supervisor's handles, and the API; then
+//! the supervisor is released and the processes start, so the API answers
+//! at once however many there are. Stop order: no new connections, running jobs get
 //! `shutdown_grace` to finish (then are interrupted), open requests end,
 //! and the supervisor stops every process last, so a running deploy never
 //! loses the processes under it; then the cgroups are removed.

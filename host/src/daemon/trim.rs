@@ -8,24 +8,38 @@
 //! again. Once the processes have started, bosun asks the kernel to reclaim
 //! the pages of its binary mapped by it alone (`madvise(MADV_PAGEOUT)`):
 //! what runs again (serving, supervising) is faulted back in, from the page
-//! cache or the disk, and the rest costs no memory. Contents never change:
+//! cache or the disk, one page at a time (`MADV_RANDOM`: no neighbours
+//! come along, nor read-ahead, which also makes a rare path such as a
+//! reload fault in page by page), and the rest costs no memory. Plugins
+//! are compiled in a child process, which maps the binary afresh.
+//! Contents never change:
 //! the pages are clean copies of the file (the relocated, written ones are
 //! private memory, which this leaves alone without swap). See
 //! docs/benchmarks.md for what it saves.
 
-use std::os::unix::fs::MetadataExt as _;
-
-/// Reclaim the resident pages of this process's own executable. Nothing
-/// is done where `/proc` cannot say which mappings those are.
-pub(crate) fn give_back_start_pages() {
-    let Ok(exe) = std::fs::metadata("/proc/self/exe") else {
-        return;
-    };
+/// Reclaim the resident pages of this process's own executable; how many
+/// bytes of mappings were advised. Nothing is done where `/proc` cannot
+/// say which mappings those are.
+pub(crate) fn give_back_start_pages() -> usize {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
+        return 0;
     };
-    let mut reclaimed = 0usize;
-    for (start, len) in maps.lines().filter_map(|l| own_mapping(l, exe.ino())) {
+    // The file this very code is mapped from (device and inode as /proc
+    // names them, also under overlay file systems or once replaced).
+    let here = give_back_start_pages as *const () as usize;
+    let Some(exe) = maps
+        .lines()
+        .filter_map(mapping)
+        .find(|m| (m.start..m.start + m.len).contains(&here))
+        .map(|m| m.file)
+    else {
+        return 0;
+    };
+    let mut advised = 0;
+    for m in maps.lines().filter_map(mapping) {
+        if m.file != exe || m.writable {
+            continue;
+        }
         // SAFETY: the range is a whole mapping of this process's executable
         // as /proc lists it (page-aligned). Neither advice changes contents:
         // MADV_RANDOM has a fault bring in the page faulted (not its
@@ -34,34 +48,45 @@ pub(crate) fn give_back_start_pages() {
         // is kept (or swapped).
         #[allow(unsafe_code)]
         let done = unsafe {
-            let at = start as *mut libc::c_void;
-            libc::madvise(at, len, libc::MADV_RANDOM);
-            libc::madvise(at, len, libc::MADV_PAGEOUT)
+            let at = m.start as *mut libc::c_void;
+            libc::madvise(at, m.len, libc::MADV_RANDOM);
+            libc::madvise(at, m.len, libc::MADV_PAGEOUT)
         };
         if done == 0 {
-            reclaimed += len;
+            advised += m.len;
         }
     }
     tracing::debug!(
-        mapped_bytes = reclaimed,
+        advised_bytes = advised,
         "gave back the pages of bosun's binary its start used"
     );
+    advised
 }
 
-/// The start and length of a read-only mapping of inode `exe`, from a line
-/// of /proc/self/maps (`start-end perms offset dev inode path`).
-fn own_mapping(line: &str, exe: u64) -> Option<(usize, usize)> {
+/// One line of /proc/self/maps (`start-end perms offset dev inode path`).
+#[derive(Debug, PartialEq)]
+struct Mapping<'a> {
+    start: usize,
+    len: usize,
+    writable: bool,
+    /// Device and inode; `None` for anonymous memory.
+    file: Option<(&'a str, u64)>,
+}
+
+fn mapping(line: &str) -> Option<Mapping<'_>> {
     let mut fields = line.split_whitespace();
-    let range = fields.next()?;
+    let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
-    let inode: u64 = fields.nth(2)?.parse().ok()?;
-    if inode != exe || perms.contains('w') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
+    let dev = fields.nth(1)?;
+    let inode: u64 = fields.next()?.parse().ok()?;
     let start = usize::from_str_radix(start, 16).ok()?;
     let end = usize::from_str_radix(end, 16).ok()?;
-    Some((start, end.checked_sub(start)?))
+    Some(Mapping {
+        start,
+        len: end.checked_sub(start)?,
+        writable: perms.contains('w'),
+        file: (inode != 0).then_some((dev, inode)),
+    })
 }
 
 #[cfg(test)]
@@ -69,20 +94,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_read_only_mappings_of_the_executable_are_picked() {
-        let lines = [
-            "55d0c000-55d0d000 r--p 00000000 fe:00 77 /usr/bin/bosun",
-            "55d0d000-55d0f000 r-xp 00001000 fe:00 77 /usr/bin/bosun (deleted)",
-            "55d0f000-55d10000 rw-p 00003000 fe:00 77 /usr/bin/bosun",
-            "7f00000-7f01000 r-xp 00000000 fe:00 78 /usr/lib/libc.so.6",
-            "7f01000-7f02000 rw-p 00000000 00:00 0",
-        ];
-        let picked: Vec<_> = lines.iter().filter_map(|l| own_mapping(l, 77)).collect();
+    fn maps_lines_are_read_with_their_file() {
+        let line = "55d0d000-55d0f000 r-xp 00001000 fe:00 77 /usr/bin/bosun (deleted)";
         assert_eq!(
-            picked,
-            vec![(0x55d0c000, 0x1000), (0x55d0d000, 0x2000)],
-            "the executable's read-only mappings, also after it was replaced on disk"
+            mapping(line),
+            Some(Mapping {
+                start: 0x55d0d000,
+                len: 0x2000,
+                writable: false,
+                file: Some(("fe:00", 77)),
+            })
         );
+        let anonymous = mapping("7f01000-7f02000 rw-p 00000000 00:00 0").expect("a mapping");
+        assert_eq!((anonymous.file, anonymous.writable), (None, true));
+        assert_eq!(mapping("garbage"), None);
     }
 
     fn resident_file_kib() -> u64 {
@@ -97,8 +122,9 @@ mod tests {
     #[test]
     fn the_binary_s_pages_are_given_back_and_its_code_still_runs() {
         let before = resident_file_kib();
-        give_back_start_pages();
+        let advised = give_back_start_pages();
         let after = resident_file_kib();
+        assert!(advised > 0, "no mapping of this binary was found");
         assert!(
             after < before,
             "resident file pages {before} KiB before, {after} KiB after"

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use regex::Regex;
 
 use tokio::net::unix::pipe;
@@ -245,6 +246,14 @@ pub(crate) async fn capture(
                 break;
             }
         };
+        // What the pipe holds (less than 64 KiB where the kernel gave a
+        // small one): a read of less than half of it found the pipe all
+        // but empty, and the next may wait.
+        let holds = fcntl(&busy, FcntlArg::F_GETPIPE_SZ)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(READ_CHUNK)
+            .min(READ_CHUNK);
         loop {
             if handover.is_cancelled() {
                 return blocking(busy).map(|fd| (fd, asm.into_partial()));
@@ -265,7 +274,7 @@ pub(crate) async fn capture(
                 }
                 Ok(n) => {
                     sink.emit_all(stream, &mut lines).await;
-                    if n < READ_CHUNK {
+                    if n < holds / 2 {
                         tokio::time::sleep(COALESCE).await;
                     }
                 }
@@ -294,9 +303,9 @@ pub(crate) async fn capture(
 
 /// The pipe back in blocking mode, for the next image.
 fn blocking(pipe: File) -> Option<OwnedFd> {
-    pipe::Receiver::from_owned_fd_unchecked(pipe.into())
-        .and_then(pipe::Receiver::into_blocking_fd)
-        .ok()
+    let flags = OFlag::from_bits_truncate(fcntl(&pipe, FcntlArg::F_GETFL).ok()?);
+    fcntl(&pipe, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).ok()?;
+    Some(pipe.into())
 }
 
 /// A log file path with its rotation settings.

@@ -37,13 +37,17 @@ pub(crate) type Turn = OwnedSemaphorePermit;
 pub(crate) struct Forks {
     turns: Arc<Semaphore>,
     released: Arc<AtomicBool>,
+    /// The turns there are once released.
+    cores: u32,
 }
 
 impl Forks {
     pub(crate) fn held() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             turns: Arc::new(Semaphore::new(0)),
             released: Arc::default(),
+            cores: u32::try_from(cores).unwrap_or(u32::MAX),
         }
     }
 
@@ -55,7 +59,7 @@ impl Forks {
     /// Let the forks begin; once is enough.
     pub(crate) fn release(&self) {
         if !self.released.swap(true, Ordering::SeqCst) {
-            self.turns.add_permits(cores());
+            self.turns.add_permits(self.cores as usize);
         }
     }
 
@@ -63,16 +67,11 @@ impl Forks {
     /// given in the order asked): the start's wave of processes, when
     /// asked for as it begins.
     pub(crate) fn settled(&self) -> impl Future<Output = ()> + Send + 'static {
-        let turns = self.turns.clone();
+        let (turns, all) = (self.turns.clone(), self.cores);
         async move {
-            let all = u32::try_from(cores()).unwrap_or(u32::MAX);
             let _ = turns.acquire_many_owned(all).await;
         }
     }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// Why an instance did not start.

@@ -289,7 +289,7 @@ impl Writer {
             } else if state.closing {
                 // Folded on the way out: a clean stop leaves the whole state
                 // in the snapshot (for a bosun before the journal, too).
-                if self.appended {
+                if self.appended || self.fold {
                     let work = fold(&mut state.data);
                     drop(state);
                     if let Err(e) = self.write(shared, work) {
