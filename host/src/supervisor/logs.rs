@@ -228,7 +228,7 @@ pub(crate) async fn capture(
     let mut asm = LineAssembler::resume(partial);
     let mut lines = Vec::new();
     let mut idle = pipe;
-    loop {
+    'capture: loop {
         tokio::select! {
             biased;
             () = handover.cancelled() => {
@@ -267,11 +267,7 @@ pub(crate) async fn capture(
                 Ok::<_, std::io::Error>(n)
             });
             match read {
-                Ok(0) => {
-                    asm.finish(|line, split| lines.push(to_text(line, split)));
-                    sink.emit_all(stream, &mut lines).await;
-                    return None;
-                }
+                Ok(0) => break 'capture,
                 Ok(n) => {
                     sink.emit_all(stream, &mut lines).await;
                     if n < holds / 2 {
@@ -282,9 +278,7 @@ pub(crate) async fn capture(
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => {
                     sink.note(format!("reading {stream:?}: {e}")).await;
-                    asm.finish(|line, split| lines.push(to_text(line, split)));
-                    sink.emit_all(stream, &mut lines).await;
-                    return None;
+                    break 'capture;
                 }
             }
         }

@@ -330,13 +330,9 @@ impl Supervisor {
         };
         // Opened now for a process handed over (it runs in it); made by the
         // worker at its first spawn otherwise, off the runtime's threads.
-        let leaf = match &adopt {
-            Some(_) => spec.jail.leaf(&leaf_name).unwrap_or_else(|e| {
-                tracing::error!(project = %spec.project, process = %spec.label, "opening its cgroup: {e}");
-                None
-            }),
-            None => None,
-        };
+        let leaf = adopt
+            .as_ref()
+            .and_then(|_| spawn::leaf_of(&spec, &leaf_name));
         let (status, log) = match replaces {
             Some(old) => {
                 old.status.send_modify(|s| {

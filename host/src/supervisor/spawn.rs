@@ -99,6 +99,16 @@ pub(crate) enum LeafFor {
     Create(String),
 }
 
+/// The cgroup leaf `name` of `spec`'s project, made or opened; `None`
+/// without cgroup2 or when it cannot be had (logged: the process then runs
+/// in the project's cgroups alone).
+pub(crate) fn leaf_of(spec: &InstanceSpec, name: &str) -> Option<Leaf> {
+    spec.jail.leaf(name).unwrap_or_else(|e| {
+        tracing::error!(project = %spec.project, process = %spec.label, "creating its cgroup: {e}");
+        None
+    })
+}
+
 /// Spawn `spec` in its leaf, on `turn`; the leaf (kept or created), and
 /// the child.
 pub(crate) async fn spawn(
@@ -114,10 +124,7 @@ pub(crate) async fn spawn(
         let _turn = turn;
         let leaf = match leaf {
             LeafFor::Kept(leaf) => Some(leaf),
-            LeafFor::Create(name) => spec.jail.leaf(&name).unwrap_or_else(|e| {
-                tracing::error!(project = %spec.project, process = %spec.label, "creating its cgroup: {e}");
-                None
-            }),
+            LeafFor::Create(name) => leaf_of(&spec, &name),
         };
         let spawned = command(&spec, &marker, leaf.as_ref()).and_then(|cmd| {
             let child = cmd.spawn().map_err(|e| Failure {

@@ -278,11 +278,7 @@ impl Writer {
                     Work::Append(journal_lines(&changes))
                 };
                 drop(state);
-                if let Err(e) = self.write(shared, work) {
-                    tracing::error!(path = %shared.snapshot.display(), "saving supervisor state: {e:#}");
-                    self.journal = None;
-                    self.fold = true;
-                }
+                self.save(shared, work);
                 state = shared.lock();
                 state.written = version;
                 shared.rung.notify_all();
@@ -292,9 +288,7 @@ impl Writer {
                 if self.appended || self.fold {
                     let work = fold(&mut state.data);
                     drop(state);
-                    if let Err(e) = self.write(shared, work) {
-                        tracing::error!(path = %shared.snapshot.display(), "saving supervisor state: {e:#}");
-                    }
+                    self.save(shared, work);
                 }
                 return;
             } else {
@@ -303,6 +297,15 @@ impl Writer {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+        }
+    }
+
+    /// Do `work`; a failure is logged, and the next write folds.
+    fn save(&mut self, shared: &Shared, work: Work) {
+        if let Err(e) = self.write(shared, work) {
+            tracing::error!(path = %shared.snapshot.display(), "saving supervisor state: {e:#}");
+            self.journal = None;
+            self.fold = true;
         }
     }
 
