@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use bosun::config::Config;
 use bosun::plugins::{Allocation, Engine, EngineConfig};
@@ -20,7 +21,8 @@ use tempfile::TempDir;
 
 /// Build `plugins/examples/<name>` with `plugins/toolchains/build`, once per
 /// content of its sources, the WIT and the toolchain pins: the toolchains
-/// are installed into the target dir on the first run and kept.
+/// are installed into the target dir on the first run and kept. The
+/// partial file is named by process, so two test binaries never share one.
 fn example(name: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -49,6 +51,10 @@ fn example(name: &str) -> PathBuf {
         "examples/{name}-{}.wasm",
         &hex::encode(digest.finalize())[..16]
     ));
+    // Tests of this binary run on threads of one process: they build one
+    // at a time, and whoever comes second finds the first one's build.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
     if !out.exists() {
         std::fs::create_dir_all(out.parent().expect("a dir")).expect("examples dir");
         let partial = out.with_extension(format!("{}.partial", std::process::id()));
