@@ -18,6 +18,7 @@
 //! - Ids that another bosun's tenants run as (a running process's uid) are
 //!   skipped too: two bosuns on one host share the default range.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
@@ -92,8 +93,9 @@ pub(crate) struct Allocations {
     /// The uids of running processes: another bosun on this host allocates
     /// from the same default range, and an id its tenants run as is in use.
     /// Only for new allocations: a project's own id is in use by its own
-    /// running processes.
-    running: BTreeSet<u32>,
+    /// running processes. Read at the first new allocation: a start that
+    /// makes none does not read every process's status.
+    running: OnceCell<BTreeSet<u32>>,
     ranges: Vec<(u32, u32)>,
     changed: bool,
 }
@@ -126,7 +128,7 @@ impl Allocations {
             path,
             stored,
             taken,
-            running: running_uids(),
+            running: OnceCell::new(),
             ranges,
             changed: false,
         })
@@ -164,8 +166,9 @@ impl Allocations {
             );
         }
         let mine: BTreeSet<u32> = self.stored.projects.values().copied().collect();
+        let running = self.running.get_or_init(running_uids);
         let id = (range[0]..=range[1])
-            .find(|id| !mine.contains(id) && !self.running.contains(id) && !self.in_use(*id))
+            .find(|id| !mine.contains(id) && !running.contains(id) && !self.in_use(*id))
             .ok_or(IdentityError::Exhausted(range[0], range[1]))?;
         self.stored.projects.insert(project.to_string(), id);
         self.changed = true;
