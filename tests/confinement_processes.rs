@@ -177,11 +177,16 @@ async fn a_process_runs_as_its_project_with_no_capabilities_and_its_limits() {
     std::fs::create_dir_all(t.path("legacy")).expect("mkdir");
     let show = "echo ids $(id -u) $(id -g) $(id -G); \
                 grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status; \
-                grep -E '^Max open files' /proc/self/limits; echo shown; exec sleep 1000";
+                grep -E '^Max open files' /proc/self/limits; \
+                v1=$(sed -n 's/^[0-9]*:pids://p' /proc/self/cgroup); \
+                v2=$(sed -n 's/^0:://p' /proc/self/cgroup); \
+                case $v1 in /*) f=/sys/fs/cgroup/pids$v1;; *) f=/sys/fs/cgroup$(dirname $v2);; esac; \
+                echo own-pids-max $(cat $f/pids.max 2>&1); echo shown; exec sleep 1000";
     let extra = format!(
         r#"
 [projects.a.limits]
 nofile = 777
+pids = 64
 [[projects.a.processes]]
 name = "show"
 command = "sh"
@@ -219,6 +224,12 @@ args = ["-c", "echo ids $(id -u); echo shown; exec sleep 1000"]
     );
     assert_eq!(report["private_tmp"], true);
     assert_eq!(report["limits"]["nofile"], "777 (rlimit)");
+    // Its cgroups were made as it started (not with bosun), and it reads
+    // its own limit there, as a runtime sizing itself would.
+    let pids = report["limits"]["pids"].as_str().unwrap_or_default();
+    if pids.ends_with("(cgroup v1)") || pids.ends_with("(cgroup v2)") {
+        assert!(logs.contains("own-pids-max 64\n"), "{report} {logs}");
+    }
     assert_ne!(uid_of(&b, "b").await, uid, "each project has its own id");
     let meta = std::fs::metadata(t.path("a")).expect("a");
     use std::os::unix::fs::MetadataExt as _;

@@ -63,7 +63,10 @@ fn main() {
         }
         println!(
             "\nconfined project: {}",
-            confinement.reports()["confined"].summary()
+            confinement
+                .report("confined")
+                .expect("the confined project")
+                .summary()
         );
         confinement.close();
     });

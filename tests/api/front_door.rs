@@ -122,6 +122,7 @@ async fn error_code(resp: reqwest::Response) -> (StatusCode, String) {
 async fn silent_half_sent_and_idle_connections_are_closed_after_read_timeout() {
     let (_root, b) = serve("read_timeout = \"1s\"", "");
     let server = addr(&b);
+    b.cgroups_made().await;
     let baseline = fds(b.pid());
     // An HTTP/2 connection with its preface and settings, and no stream.
     let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
@@ -383,6 +384,7 @@ async fn under_a_flood_of_connections_followers_and_waits_other_tenants_are_answ
         &format!("{TICKER}{BETA_TICKER}{long}"),
     );
     let server = addr(&b);
+    b.cgroups_made().await;
     let baseline = fds(b.pid());
 
     let (status, job) = b

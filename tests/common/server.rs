@@ -271,6 +271,30 @@ impl Api {
         }
     }
 
+    /// Wait until every project's cgroups are made, as
+    /// its report says: bosun makes them just after it starts to serve,
+    /// and they hold descriptors. Without cgroup2 there is nothing to wait
+    /// for.
+    pub async fn cgroups_made(&self) {
+        super::until("every project's cgroups made", async || {
+            let projects = self.get_json("/v1/projects", ADMIN).await;
+            for project in projects.as_array().expect("projects") {
+                let name = project["name"].as_str().expect("a name");
+                let report =
+                    &self.get_json(&format!("/v1/projects/{name}"), ADMIN).await["confinement"];
+                let without = report["missing"].as_array().is_some_and(|m| {
+                    m.iter()
+                        .any(|m| m.as_str().is_some_and(|m| m.starts_with("no cgroup2")))
+                });
+                if report["cgroup"].is_null() && !without {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
     /// Wait until the job is running.
     pub async fn until_running(&self, id: &str) {
         self.poll(id, |s| s == "running").await;

@@ -66,8 +66,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Limits of the HTTP server.
     pub server: Arc<ServerConfig>,
-    /// What each project's confinement is.
-    pub confinement: Arc<ArcSwap<BTreeMap<String, crate::confine::Report>>>,
+    /// Every project's confinement, for what it gets as of now.
+    pub confinement: Arc<crate::confine::Confinement>,
     /// Waits and streams open, overall and per key.
     pub long_requests: Arc<LongRequests>,
     /// Asks the daemon to reload its config.

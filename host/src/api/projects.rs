@@ -122,7 +122,7 @@ pub async fn get_project(
     Ok(Json(ProjectView {
         processes: handle.list().iter().map(ProcessView::from).collect(),
         actions: action_names(&state, &project),
-        confinement: state.confinement.load().get(&project).cloned(),
+        confinement: state.confinement.report(&project),
         name: project,
         queued_jobs,
     }))

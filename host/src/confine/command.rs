@@ -388,6 +388,10 @@ impl JailCommand {
                 "a reload removed the project or replaced its confinement"
             )));
         }
+        // Its cgroups, with their limits, before anything of it runs.
+        let cgroup = jail
+            .cgroup()
+            .map_err(|e| prepare(anyhow::Error::new(e).context("making its cgroups")))?;
         let cwd = match &self.kind {
             Kind::Host => None,
             Kind::Helper(dir) => Some(project::open(dir)?),
@@ -408,7 +412,7 @@ impl JailCommand {
                 (leaf, join)
             }
         };
-        join.extend(jail.cgroup.iter().flat_map(|c| c.v1_procs()));
+        join.extend(cgroup.iter().flat_map(|c| c.v1_procs()));
         let project = matches!(self.kind, Kind::Project);
         let mounts = match (&jail.private, &jail.identity) {
             (Some(private), Some(id)) if project => {

@@ -118,6 +118,15 @@ impl FsView {
         view
     }
 
+    /// This view plus `dirs`, read-only, whether they exist yet or not:
+    /// dirs bosun itself makes before the first program that gets this
+    /// view starts (a project's cgroups). Never a path a tenant could make:
+    /// a ruleset follows the symlink it finds there.
+    pub(crate) fn with_made_later(mut self, dirs: &[PathBuf]) -> Self {
+        self.read_only.extend(dirs.iter().cloned());
+        self
+    }
+
     /// A ruleset granting this view, read-write on `rw`, and no TCP at all
     /// unless `network`.
     pub(crate) fn ruleset(

@@ -1,6 +1,7 @@
 //! One project's jail: what every program started for it gets, set up once
-//! at start (identity handed its dir, cgroup with limits, private tmp,
-//! file view), and the report of what that amounted to.
+//! at start (identity handed its dir, private tmp, file view; its cgroups
+//! with their limits before its first program, see `OnDemand`), and the
+//! report of what that amounted to.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use anyhow::Context as _;
 use landlock::RulesetCreated;
 use nix::sys::resource::Resource;
 
-use super::cgroup::{Controller, Frozen, ProjectCgroup, Tree};
+use super::cgroup::{Controller, Frozen, OnDemand, ProjectCgroup, Tree, Unavailable};
 use super::fsview::{Enforcement, FsView};
 use super::identity::{self, Identity};
 use super::mounts::Private;
@@ -23,7 +24,7 @@ use crate::config::{ProjectConfig, lexical};
 #[derive(Clone, Copy)]
 pub(super) struct Shared<'a> {
     pub(super) host: &'a HostLayers,
-    pub(super) tree: Option<&'a Tree>,
+    pub(super) tree: Option<&'a Arc<Tree>>,
     pub(super) system: &'a FsView,
     pub(super) state_dir: &'a Path,
     /// Whether this is the server (see [`Role`]).
@@ -42,13 +43,14 @@ pub struct Jail {
     /// What its programs may see; a reload that adds a project hides that
     /// project's files from programs started after it.
     pub(super) fs: RwLock<Option<FsView>>,
-    /// Paths it sees beyond the system's view: its read-only extras, its
-    /// cgroup dirs, its `/proc`.
+    /// Paths it sees beyond the system's view: its read-only extras and its
+    /// `/proc`, where they exist; its cgroup dirs, made or to be made.
     view_extra: Vec<PathBuf>,
+    cgroup_dirs: Vec<PathBuf>,
     pub(super) private: Option<Private>,
     pub(super) tmpdir: PathBuf,
     pub(super) netns: bool,
-    pub(super) cgroup: Option<ProjectCgroup>,
+    cgroup: Option<OnDemand>,
     pub(super) rlimits: Vec<(Resource, u64)>,
     pub(super) drop_bounding: Option<u32>,
     pub(super) read_only: Vec<PathBuf>,
@@ -134,7 +136,7 @@ impl Jail {
                 );
             }
         }
-        let cgroup = tree.map(|t| t.project(name, &project.limits)).transpose()?;
+        let cgroup = tree.map(|t| OnDemand::new(t.clone(), name, &project.limits));
         let confined = !project.unconfined;
         let own = state_dir.join("projects").join(name);
         let private = if confined && host.root {
@@ -158,22 +160,26 @@ impl Jail {
             .map(|p| p.canonicalize().unwrap_or_else(|_| lexical(p)))
             .collect();
         let mut view_extra = read_only.clone();
-        view_extra.extend(cgroup.iter().flat_map(ProjectCgroup::dirs));
         view_extra.extend(private.as_ref().and_then(|p| p.proc.clone()));
-        let fs = confined.then(|| system.with(&view_extra));
+        // Its programs may read their own cgroups (so a runtime can learn
+        // its limits).
+        let cgroup_dirs = cgroup.as_ref().map(OnDemand::dirs).unwrap_or_default();
+        let fs = confined.then(|| system.with(&view_extra).with_made_later(&cgroup_dirs));
         let layers = |c| tree.and_then(|t| t.layer(c));
         let report = Self::report(
             host,
             project,
             identity.as_ref(),
             &layers,
-            tree.is_some_and(Tree::has_leaves),
+            tree.is_some_and(|t| t.has_leaves()),
         );
         let mut report = report;
         report.missing.extend(handover);
-        if let Some(cg) = cgroup.as_ref().and_then(ProjectCgroup::v2_dir) {
-            report.cgroup = Some(cg.display().to_string());
-        }
+        // As planned, for the log at start; `confinement` says what is.
+        report.cgroup = cgroup_dirs
+            .first()
+            .filter(|_| tree.is_some_and(|t| t.has_leaves()))
+            .map(|dir| dir.display().to_string());
         Ok(Self {
             project: name.to_string(),
             dir,
@@ -184,6 +190,7 @@ impl Jail {
             identity,
             fs: RwLock::new(fs),
             view_extra,
+            cgroup_dirs,
             private,
             tmpdir,
             cgroup,
@@ -206,6 +213,7 @@ impl Jail {
             identity: None,
             fs: RwLock::new(None),
             view_extra: Vec::new(),
+            cgroup_dirs: Vec::new(),
             private: None,
             tmpdir: PathBuf::from("/tmp"),
             netns: false,
@@ -344,7 +352,11 @@ impl Jail {
     pub(super) fn refresh_view(&self, system: &FsView) {
         let mut fs = self.fs.write().unwrap_or_else(PoisonError::into_inner);
         if fs.is_some() {
-            *fs = Some(system.with(&self.view_extra));
+            *fs = Some(
+                system
+                    .with(&self.view_extra)
+                    .with_made_later(&self.cgroup_dirs),
+            );
             self.rulesets
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -389,9 +401,22 @@ impl Jail {
         &self.dir
     }
 
-    /// What this project gets.
-    pub fn confinement(&self) -> &Report {
-        &self.report
+    /// What this project gets, as of now: its cgroup once made, and why
+    /// it could not be if the last try failed.
+    pub fn confinement(&self) -> Report {
+        let mut report = self.report.clone();
+        if let Some(cgroup) = &self.cgroup {
+            report.cgroup = match cgroup.made() {
+                Ok(dir) => dir.map(|d| d.display().to_string()),
+                Err(why) => {
+                    report.missing.push(format!(
+                        "cgroups: making them failed ({why}); none of its programs starts until they can be made"
+                    ));
+                    None
+                }
+            };
+        }
+        report
     }
 
     /// The uid and gid its programs run as, if not bosun's own.
@@ -399,10 +424,35 @@ impl Jail {
         self.identity.as_ref()
     }
 
+    /// The project's cgroups, made with their limits if they are not yet;
+    /// `None` where the host has none. Every program start asks first.
+    pub(super) fn cgroup(&self) -> Result<Option<Arc<ProjectCgroup>>, Unavailable> {
+        self.cgroup.as_ref().map(OnDemand::get).transpose()
+    }
+
+    /// Make the project's cgroups now, if they are not yet, saying so if
+    /// they cannot be: its programs will not start until they can.
+    pub(super) fn make_cgroup(&self) {
+        match self.cgroup() {
+            Ok(_) | Err(Unavailable::Retired) => {}
+            Err(e @ Unavailable::Failed(_)) => tracing::error!(
+                project = %self.project,
+                "making its cgroups: {e}; none of its programs starts until they can be made"
+            ),
+        }
+    }
+
+    /// Make no cgroup for it from now on: bosun is removing them.
+    pub(super) fn stop_making_cgroups(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.retire();
+        }
+    }
+
     /// A cgroup leaf named `name` for a program of this project (or an
     /// instance, across its restarts); None without cgroup2.
     pub fn leaf(&self, name: &str) -> std::io::Result<Option<Leaf>> {
-        match &self.cgroup {
+        match self.cgroup().map_err(std::io::Error::other)? {
             Some(cg) => cg.leaf(name),
             None => Ok(None),
         }
@@ -411,7 +461,7 @@ impl Jail {
     /// Freeze the leaves whose names `pick` says, until the guard drops;
     /// `None` where there is no cgroup2 or its freezer.
     pub(crate) fn freeze(&self, pick: impl Fn(&str) -> bool) -> Option<Frozen> {
-        self.cgroup.as_ref()?.freeze(pick)
+        self.cgroup().ok()??.freeze(pick)
     }
 
     /// A fresh leaf for one run of `kind` (`cmd`, `git`).

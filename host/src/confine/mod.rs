@@ -183,9 +183,10 @@ pub enum Role {
 
 impl Confinement {
     /// Set up every project's confinement: identities (allocated and
-    /// persisted), ownership of project dirs, cgroups with limits, private
-    /// tmp dirs. As the [`Role::Server`], stops what a previous bosun left
-    /// in its cgroups first.
+    /// persisted), ownership of project dirs, private tmp dirs; cgroups
+    /// with limits are made before a project's first program starts, or
+    /// by [`Confinement::make_cgroups`]. As the [`Role::Server`], stops
+    /// what a previous bosun left in its cgroups first.
     pub async fn start(config: &Config, role: Role) -> Result<Self, ConfineError> {
         let host = HostLayers::detect();
         std::fs::create_dir_all(&config.state_dir)
@@ -225,7 +226,7 @@ impl Confinement {
         let system = FsView::new(&protected(config, &state_dir), &[]);
         let shared = Shared {
             host: &host,
-            tree: tree.as_deref(),
+            tree: tree.as_ref(),
             system: &system,
             state_dir: &state_dir,
             owner,
@@ -285,7 +286,7 @@ impl Confinement {
         let system = FsView::new(&protected(config, &self.state_dir), &[]);
         let shared = Shared {
             host: &self.host,
-            tree: self.tree.as_deref(),
+            tree: self.tree.as_ref(),
             system: &system,
             state_dir: &self.state_dir,
             owner: self.owner,
@@ -297,6 +298,7 @@ impl Confinement {
             Jail::broken(project, pcfg, why)
         });
         log_report(project, &jail.report);
+        jail.make_cgroup();
         self.jails_mut().insert(project.to_string(), Arc::new(jail));
         Ok(())
     }
@@ -384,17 +386,25 @@ impl Confinement {
             .collect()
     }
 
+    /// Make every project's cgroups that no program has needed yet: the
+    /// start leaves them for after the API serves (see `OnDemand`), so a
+    /// failure is still said at start and a project's first job does not
+    /// wait for them.
+    pub fn make_cgroups(&self) {
+        let jails: Vec<Arc<Jail>> = self.jails().values().cloned().collect();
+        for jail in jails {
+            jail.make_cgroup();
+        }
+    }
+
     /// The jail of `project`.
     pub fn jail(&self, project: &str) -> Option<Arc<Jail>> {
         self.jails().get(project).cloned()
     }
 
-    /// Every project's report.
-    pub fn reports(&self) -> BTreeMap<String, Report> {
-        self.jails()
-            .iter()
-            .map(|(name, jail)| (name.clone(), jail.report.clone()))
-            .collect()
+    /// What `project` gets, as of now.
+    pub fn report(&self, project: &str) -> Option<Report> {
+        self.jails().get(project).map(|jail| jail.confinement())
     }
 
     /// How many cgroups of a previous bosun held processes at start.
@@ -407,6 +417,9 @@ impl Confinement {
     pub fn close(&self) {
         if self.kept.load(Ordering::SeqCst) {
             return;
+        }
+        for jail in self.jails().values() {
+            jail.stop_making_cgroups();
         }
         if let Some(tree) = &self.tree {
             tree.remove();

@@ -28,7 +28,9 @@ pub struct Report {
     /// namespace of its own (needs root); else only TCP is denied.
     pub network_namespace: bool,
     /// The project's cgroup2 dir: each program gets a leaf in it, and a
-    /// stop kills the whole leaf. None without a usable cgroup2.
+    /// stop kills the whole leaf. None without a usable cgroup2, and until
+    /// it is made (just after bosun starts, or by the project's first
+    /// program if that comes first).
     pub cgroup: Option<String>,
     /// Each limit and what enforces it, e.g. `"512.0 MiB (cgroup v1)"`.
     pub limits: BTreeMap<String, String>,

@@ -8,8 +8,9 @@
 //! the sweep of what a killed predecessor left), first checkouts
 //! (`git.clone`), the supervisor (its workers waiting for their turn to
 //! fork), the jobs, which need the supervisor's handles, and the API; then
-//! the supervisor is released and the processes start, so the API answers
-//! at once however many there are. Stop order: no new connections, running jobs get
+//! the supervisor is released and the processes start, and the projects'
+//! cgroups are made (each before its project's first program in any
+//! case), so the API answers at once however many there are. Stop order: no new connections, running jobs get
 //! `shutdown_grace` to finish (then are interrupted), open requests end,
 //! and the supervisor stops every process last, so a running deploy never
 //! loses the processes under it; then the cgroups are removed.
@@ -35,7 +36,7 @@ use crate::api::server::{Listener, ServeError};
 use crate::api::{AppState, Auth, Connections, LongRequests, router};
 use crate::backends;
 use crate::config::Config;
-use crate::confine::{ConfineError, Confinement, Report, Role};
+use crate::confine::{ConfineError, Confinement, Role};
 use crate::control::{Control, Request, UpgradeError};
 use crate::hooks::{Deliveries, DeliveryError, Hooks};
 use crate::jobs::{Jobs, Store, StoreError};
@@ -131,7 +132,6 @@ struct Running {
     registry: Actions,
     auth: Arc<Auth>,
     projects: Arc<ArcSwap<BTreeMap<String, ProjectHandle>>>,
-    reports: Arc<ArcSwap<BTreeMap<String, Report>>>,
     confinement: Arc<Confinement>,
     supervisor: Supervisor,
     jobs: Jobs,
@@ -299,7 +299,6 @@ impl Daemon {
             registry: registry.clone(),
             auth: Arc::new(Auth::new(config)),
             projects: Arc::new(ArcSwap::from_pointee(handles)),
-            reports: Arc::new(ArcSwap::from_pointee(confinement.reports())),
             confinement,
             supervisor,
             jobs: jobs.clone(),
@@ -317,7 +316,7 @@ impl Daemon {
             projects: running.projects.clone(),
             metrics,
             server: Arc::new(config.server.clone()),
-            confinement: running.reports.clone(),
+            confinement: running.confinement.clone(),
             long_requests: LongRequests::new(&config.server),
             control: control.clone(),
             hooks,
@@ -333,8 +332,16 @@ impl Daemon {
         let keep = Arc::new(AtomicBool::new(false));
         let http =
             tokio::spawn(listener.serve(router(state), http_stop.clone(), grace, keep.clone()));
-        // Serving first: the processes start after, a few forks at a time.
+        // Serving first: the processes start after, a few forks at a time,
+        // and the cgroups no program has needed yet are made.
         running.supervisor.release();
+        let confinement = running.confinement.clone();
+        let made = tokio::task::spawn_blocking(move || confinement.make_cgroups());
+        tokio::spawn(async move {
+            if let Err(e) = made.await {
+                tracing::error!("making the projects' cgroups: {e}");
+            }
+        });
         if running.binary.is_some() {
             // `bosun serve`, once they have: see `trim`.
             let settled = running.supervisor.settled();

@@ -225,7 +225,6 @@ impl Running {
         self.registry.store(registry.into());
         catalog.replace_config(&config);
         self.projects.store(handles.into());
-        self.reports.store(self.confinement.reports().into());
         // 4. Kept projects: what their plugins may reach, and the processes
         //    whose spec changed.
         for (project, pcfg) in &config.projects {

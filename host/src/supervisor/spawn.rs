@@ -99,9 +99,10 @@ pub(crate) enum LeafFor {
     Create(String),
 }
 
-/// The cgroup leaf `name` of `spec`'s project, made or opened; `None`
-/// without cgroup2 or when it cannot be had (logged: the process then runs
-/// in the project's cgroups alone).
+/// The cgroup leaf `name` of `spec`'s process that already runs in it
+/// (handed over by the previous image); `None` without cgroup2 or when it
+/// cannot be opened (logged: the process runs on, in it, but a stop then
+/// reaches only its process group).
 pub(crate) fn leaf_of(spec: &InstanceSpec, name: &str) -> Option<Leaf> {
     spec.jail.leaf(name).unwrap_or_else(|e| {
         tracing::error!(project = %spec.project, process = %spec.label, "creating its cgroup: {e}");
@@ -122,11 +123,23 @@ pub(crate) async fn spawn(
     tokio::task::spawn_blocking(move || {
         // Held until the fork is done, even if nobody waits for it.
         let _turn = turn;
-        let leaf = match leaf {
-            LeafFor::Kept(leaf) => Some(leaf),
-            LeafFor::Create(name) => leaf_of(&spec, &name),
+        // A process never starts outside its leaf where there are leaves:
+        // there its limits may be cgroup2's, and a stop is the leaf's.
+        let (leaf, had) = match leaf {
+            LeafFor::Kept(leaf) => (Some(leaf), Ok(())),
+            LeafFor::Create(name) => match spec.jail.leaf(&name) {
+                Ok(leaf) => (leaf, Ok(())),
+                Err(e) => {
+                    let failure = Failure {
+                        message: format!("creating its cgroup: {e}"),
+                        transient: false,
+                    };
+                    (None, Err(failure))
+                }
+            },
         };
-        let spawned = command(&spec, &marker, leaf.as_ref()).and_then(|cmd| {
+        let spawned = had.and_then(|()| command(&spec, &marker, leaf.as_ref()));
+        let spawned = spawned.and_then(|cmd| {
             let child = cmd.spawn().map_err(|e| Failure {
                 message: e.to_string(),
                 transient: e.is_transient(),

@@ -34,12 +34,14 @@ use crate::config::Limits;
 mod detect;
 mod freeze;
 mod leaf;
+mod on_demand;
 
 pub(crate) use detect::HostCgroups;
 use detect::delegated;
 pub use freeze::Frozen;
 pub use leaf::Leaf;
 use leaf::{drain, kill_all, pids, signal_all, wait_empty};
+pub(crate) use on_demand::{OnDemand, Unavailable};
 
 /// The controllers bosun sets limits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,11 +194,23 @@ impl Tree {
             .collect()
     }
 
+    /// The cgroup2 dir of `project`.
+    fn v2_project_dir(&self, project: &str) -> Option<PathBuf> {
+        self.v2.as_ref().map(|base| base.join(project))
+    }
+
+    /// The dirs of `project`: the cgroup2 one first, then each v1 one.
+    fn project_dirs(&self, project: &str) -> Vec<PathBuf> {
+        self.v2_project_dir(project)
+            .into_iter()
+            .chain(self.v1.iter().map(|(_, base)| base.join(project)))
+            .collect()
+    }
+
     /// The cgroup of `project`, with `limits` set (and unset ones cleared).
-    pub(crate) fn project(&self, project: &str, limits: &Limits) -> anyhow::Result<ProjectCgroup> {
-        let v2 = match &self.v2 {
-            Some(base) => {
-                let dir = base.join(project);
+    fn project(&self, project: &str, limits: &Limits) -> anyhow::Result<ProjectCgroup> {
+        let v2 = match self.v2_project_dir(project) {
+            Some(dir) => {
                 mkdir(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 for controller in &self.v2_controllers {
                     set_limit(&dir, *controller, 2, limits)?;
@@ -211,7 +225,7 @@ impl Tree {
             mkdir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             set_limit(&dir, *controller, 1, limits)?;
             let procs = open_write(&dir.join("cgroup.procs"))?;
-            v1.push((dir, Arc::new(procs)));
+            v1.push(Arc::new(procs));
         }
         Ok(ProjectCgroup { v2, v1 })
     }
@@ -393,7 +407,7 @@ fn set_limit(
 #[derive(Debug)]
 pub(crate) struct ProjectCgroup {
     v2: Option<PathBuf>,
-    v1: Vec<(PathBuf, Arc<OwnedFd>)>,
+    v1: Vec<Arc<OwnedFd>>,
 }
 
 impl ProjectCgroup {
@@ -432,29 +446,6 @@ impl ProjectCgroup {
     /// The `cgroup.procs` of each v1 hierarchy: a program joins by writing
     /// "0" to each.
     pub(crate) fn v1_procs(&self) -> impl Iterator<Item = Arc<OwnedFd>> + '_ {
-        self.v1.iter().map(|(_, fd)| fd.clone())
-    }
-
-    /// The project's cgroup dirs, which its programs may read (so a runtime
-    /// can learn its own limits).
-    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
-        self.v2
-            .iter()
-            .cloned()
-            .chain(self.v1.iter().map(|(d, _)| d.clone()))
-            .collect()
-    }
-
-    /// The cgroup2 dir, for the report.
-    pub(crate) fn v2_dir(&self) -> Option<&Path> {
-        self.v2.as_deref()
-    }
-
-    /// Remove the project's cgroups (a reload removed the project), after
-    /// its programs have stopped: anything still in one is killed first.
-    pub(crate) fn remove(&self) {
-        for base in self.dirs() {
-            remove_tree(&base);
-        }
+        self.v1.iter().cloned()
     }
 }
