@@ -302,7 +302,7 @@ fn blocking(pipe: File) -> Option<OwnedFd> {
     Some(pipe.into())
 }
 
-/// A log file path with its rotation settings.
+/// A log file path, resolved by the caller, with its rotation settings.
 pub(crate) fn file_spec(
     path: PathBuf,
     max_bytes: u64,
@@ -311,7 +311,10 @@ pub(crate) fn file_spec(
 ) -> Arc<FileSpec> {
     // Resolved, not only normalised: a log reached through a link to the
     // project dir (or a project dir that is itself a link) is still in it.
-    let (path, project) = (resolved(&path), resolved(project_dir));
+    // The caller resolves `path`: the default one, beneath the state dir,
+    // is resolved by construction, where `resolved` costs a `readlink` per
+    // component of each missing prefix (10 per instance at start).
+    let project = resolved(project_dir);
     let beneath = path
         .strip_prefix(&project)
         .ok()

@@ -56,7 +56,7 @@ pub use logs::RING_LINES;
 pub use reload::ProcessChanges;
 pub use status::{State, Status};
 
-use crate::config::{Config, ProcessConfig, ProjectConfig};
+use crate::config::{Config, ProcessConfig, ProjectConfig, resolved};
 use crate::confine::Confinement;
 use crate::project::Checkout;
 use handle::Instance;
@@ -88,6 +88,8 @@ pub struct Supervisor {
     sampler: JoinHandle<()>,
     reaper: Option<JoinHandle<()>>,
     persist: Arc<Persist>,
+    /// Resolved once: the default log files beneath it are then resolved
+    /// by construction (bosun alone makes the dirs there).
     state_dir: PathBuf,
     leftovers_stopped: usize,
     confinement: Arc<Confinement>,
@@ -206,7 +208,7 @@ impl Supervisor {
             reaper: reaper::spawn_if_init(statuses.clone()),
             statuses,
             persist,
-            state_dir: config.state_dir.clone(),
+            state_dir: resolved(&config.state_dir),
             leftovers_stopped,
             confinement,
             handed: handed.into_iter().map(|h| (h.key.clone(), h)).collect(),
@@ -358,7 +360,7 @@ impl Supervisor {
         let (writer, _) = entry.writer.get_or_insert_with(|| {
             let merged = pcfg.merged_log.clone().map(|p| {
                 file_spec(
-                    p,
+                    resolved(&p),
                     pcfg.merged_log_max_size.as_u64(),
                     pcfg.merged_log_keep,
                     &pcfg.dir,
