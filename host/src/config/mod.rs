@@ -31,7 +31,7 @@ pub use confine::{
 };
 pub use key_lines::line_of;
 pub use keys::{KeyConfig, KeyHash, Role, Scope};
-pub use places::{check_inside, lexical, resolved};
+pub use places::{check_inside, lexical, resolved, resolved_short_of};
 pub use process::{DEFAULT_RESTART_AT, ProcessConfig, ReadyConfig, RestartOrder};
 pub use procfile::{ProcfileConfig, apply as apply_procfile};
 pub use server::{JobsConfig, ServerConfig, TlsConfig};

@@ -34,6 +34,68 @@ pub fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// Links followed at most by [`resolved_short_of`], as the kernel's
+/// `MAXSYMLINKS`.
+const MAX_LINKS: u32 = 40;
+
+/// `path` resolved as an open would walk it, but never through a link
+/// inside `dir` (a resolved project dir, whose programs can make links
+/// there): once the walk is in `dir`, the rest is taken as written and
+/// returned apart, relative to `dir`, for an open beneath it that refuses
+/// links out. Links before it (the operator's: `/var/log -> /data/log`)
+/// are followed. `(path, None)` when the walk never enters `dir`.
+pub fn resolved_short_of(path: &Path, dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    use std::ffi::OsString;
+    let parts = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(part) => Some(part.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Still to walk, next on top.
+    let mut rest: Vec<OsString> = parts(&lexical(path));
+    rest.reverse();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while !at.starts_with(dir) {
+        let Some(part) = rest.pop() else { break };
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        let link = std::fs::symlink_metadata(&next)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| std::fs::read_link(&next).ok())
+            .flatten()
+            .filter(|_| links < MAX_LINKS);
+        match link {
+            Some(target) => {
+                links += 1;
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                rest.extend(parts(&target).into_iter().rev());
+            }
+            None => at = next,
+        }
+    }
+    match at.strip_prefix(dir) {
+        Ok(inside) => {
+            let mut rel = inside.to_path_buf();
+            rel.extend(rest.iter().rev());
+            (dir.join(&rel), Some(rel))
+        }
+        Err(_) => {
+            at.extend(rest.iter().rev());
+            (at, None)
+        }
+    }
+}
+
 /// `path` made absolute against the working directory, with `.` and `..`
 /// resolved lexically (no file system access).
 pub fn lexical(path: &Path) -> PathBuf {
@@ -224,14 +286,58 @@ pub fn check_inside(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::lexical;
+    use std::os::unix::fs::symlink;
     use std::path::Path;
+
+    #[test]
+    fn a_walk_never_follows_a_link_inside_the_project_dir() {
+        let root = tempfile::TempDir::new().expect("temp");
+        let root = root.path().canonicalize().expect("canonical");
+        let (project, outside) = (root.join("p"), root.join("outside"));
+        std::fs::create_dir_all(&project).expect("project");
+        std::fs::create_dir_all(&outside).expect("outside");
+        // The tenant's links: the log itself, and a dir on its way.
+        symlink(outside.join("secret"), project.join("app.log")).expect("symlink");
+        symlink(&outside, project.join("logs")).expect("symlink");
+        let short = |p: &Path| super::resolved_short_of(p, &project);
+        assert_eq!(
+            short(&project.join("app.log")),
+            (project.join("app.log"), Some("app.log".into()))
+        );
+        assert_eq!(
+            short(&project.join("logs/x.log")),
+            (project.join("logs/x.log"), Some("logs/x.log".into()))
+        );
+        // The operator's link into the project is followed; the tenant's
+        // link it then reaches is not.
+        symlink(project.join("logs"), root.join("varlog")).expect("symlink");
+        assert_eq!(
+            short(&root.join("varlog/app.log")),
+            (project.join("logs/app.log"), Some("logs/app.log".into()))
+        );
+        symlink("outside/../p/./app.log", root.join("relative")).expect("symlink");
+        assert_eq!(
+            short(&root.join("relative")),
+            (project.join("app.log"), Some("app.log".into()))
+        );
+        // Elsewhere, links are followed as an open would.
+        symlink(&outside, root.join("logdir")).expect("symlink");
+        assert_eq!(
+            short(&root.join("logdir/app.log")),
+            (outside.join("app.log"), None)
+        );
+        // A loop ends.
+        symlink(root.join("b"), root.join("a")).expect("symlink");
+        symlink(root.join("a"), root.join("b")).expect("symlink");
+        assert_eq!(short(&root.join("a/x")).1, None);
+    }
 
     #[test]
     fn resolves_links_up_to_what_exists() {
         let root = tempfile::TempDir::new().expect("temp");
         let real = root.path().canonicalize().expect("canonical").join("real");
         std::fs::create_dir_all(&real).expect("mkdir");
-        std::os::unix::fs::symlink(&real, root.path().join("link")).expect("symlink");
+        symlink(&real, root.path().join("link")).expect("symlink");
         assert_eq!(
             super::resolved(&root.path().join("link/logs/app.log")),
             real.join("logs/app.log")

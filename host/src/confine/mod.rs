@@ -58,7 +58,7 @@ pub use identity::{Identity, IdentityError};
 pub use jail::Jail;
 pub use report::{IdentityReport, Report};
 
-use crate::config::{Config, ProjectConfig, lexical, resolved};
+use crate::config::{Config, ProjectConfig, lexical, resolved, resolved_short_of};
 use cgroup::{HostCgroups, Tree};
 use fsview::{Enforcement, FsView};
 use identity::Allocations;
@@ -308,7 +308,10 @@ impl Confinement {
     /// more, its private mounts are undone, and its cgroups and tmp files
     /// go.
     pub fn remove(&self, project: &str) {
-        if let Some(jail) = self.jails_mut().remove(project) {
+        // Not under the lock: purging empties what the tenant left, and a
+        // report or a start of another project must not wait for it.
+        let removed = self.jails_mut().remove(project);
+        if let Some(jail) = removed {
             jail.retired.store(true, Ordering::SeqCst);
             jail.release(self.owner);
             if self.owner {
@@ -404,7 +407,8 @@ impl Confinement {
 
     /// What `project` gets, as of now.
     pub fn report(&self, project: &str) -> Option<Report> {
-        self.jails().get(project).map(|jail| jail.confinement())
+        let jail = self.jails().get(project).cloned();
+        jail.map(|jail| jail.confinement())
     }
 
     /// How many cgroups of a previous bosun held processes at start.
@@ -460,23 +464,30 @@ fn protected(config: &Config, state_dir: &Path) -> Vec<PathBuf> {
         paths.extend([resolve(&tls.cert), resolve(&tls.key)]);
     }
     for project in config.projects.values() {
-        paths.push(resolve(&project.dir));
-        paths.extend(
-            project
-                .actions
-                .0
-                .values()
-                .filter_map(|a| a.path.as_deref())
-                .map(resolve),
-        );
-        paths.extend(project.merged_log.as_deref().map(resolve));
-        paths.extend(
-            project
-                .processes
-                .iter()
-                .filter_map(|p| p.log_file.as_deref())
-                .map(resolve),
-        );
+        let dir = resolve(&project.dir);
+        // Its plugins and logs, where they are not in its dir (which is
+        // protected already): never resolved through a link inside it,
+        // which its programs make (`app.log -> /usr/lib` would otherwise
+        // hide /usr/lib from every project).
+        let files: Vec<PathBuf> = project
+            .actions
+            .0
+            .values()
+            .filter_map(|a| a.path.as_deref())
+            .chain(project.merged_log.as_deref())
+            .chain(
+                project
+                    .processes
+                    .iter()
+                    .filter_map(|p| p.log_file.as_deref()),
+            )
+            .filter_map(|file| match resolved_short_of(file, &dir) {
+                (_, Some(_)) => None,
+                (outside, None) => Some(outside),
+            })
+            .collect();
+        paths.push(dir);
+        paths.extend(files);
     }
     paths
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{ErrorKind, Read as _};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::log_line::LogLine;
 use super::logfile::{FileSpec, WriteMsg};
-use crate::config::resolved;
+use crate::config::{resolved, resolved_short_of};
 use crate::lines::{LineAssembler, Stream, to_text};
 
 /// Recent lines kept per process for `logs`.
@@ -302,26 +302,35 @@ fn blocking(pipe: File) -> Option<OwnedFd> {
     Some(pipe.into())
 }
 
-/// A log file path, resolved by the caller, with its rotation settings.
+/// A configured log file path with its rotation settings.
 pub(crate) fn file_spec(
-    path: PathBuf,
+    path: &Path,
     max_bytes: u64,
     keep: u32,
-    project_dir: &std::path::Path,
+    project_dir: &Path,
 ) -> Arc<FileSpec> {
-    // Resolved, not only normalised: a log reached through a link to the
-    // project dir (or a project dir that is itself a link) is still in it.
-    // The caller resolves `path`: the default one, beneath the state dir,
-    // is resolved by construction, where `resolved` costs a `readlink` per
-    // component of each missing prefix (10 per instance at start).
+    // Resolved, not only normalised, so a log reached through a link to
+    // the project dir (or a project dir that is itself a link) is still in
+    // it; but never through a link inside the project dir, which its
+    // programs make: `app.log -> /etc/passwd` there must stay a link
+    // beneath the dir, which the writer refuses, not become /etc/passwd.
     let project = resolved(project_dir);
-    let beneath = path
-        .strip_prefix(&project)
-        .ok()
-        .map(|rel| (project.clone(), rel.to_path_buf()));
+    let (path, rel) = resolved_short_of(path, &project);
     Arc::new(FileSpec {
         path,
-        beneath,
+        beneath: rel.map(|rel| (project, rel)),
+        max_bytes,
+        keep,
+    })
+}
+
+/// The default log file `path`, beneath bosun's resolved state dir (in no
+/// project dir, and with no link bosun did not make), with its rotation
+/// settings.
+pub(crate) fn own_file_spec(path: PathBuf, max_bytes: u64, keep: u32) -> Arc<FileSpec> {
+    Arc::new(FileSpec {
+        path,
+        beneath: None,
         max_bytes,
         keep,
     })
@@ -358,5 +367,39 @@ mod tests {
             log.push(line(format!("short {i}")));
         }
         assert_eq!(log.recent(usize::MAX).len(), RING_LINES);
+    }
+
+    /// The tenant's links in its dir, in place before bosun starts: the
+    /// log itself to a file of the host's, and a dir on the way to one of
+    /// the host's dirs. bosun, as root, writes neither.
+    #[test]
+    fn a_log_linked_out_of_the_project_writes_nothing_outside() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::TempDir::new().expect("temp");
+        let root = root.path().canonicalize().expect("canonical");
+        let (project, host) = (root.join("p"), root.join("host"));
+        std::fs::create_dir_all(&project).expect("project");
+        std::fs::create_dir_all(&host).expect("host");
+        std::fs::write(host.join("passwd"), "root:x:0:0\n").expect("a host file");
+        symlink(host.join("passwd"), project.join("app.log")).expect("symlink");
+        symlink(&host, project.join("logs")).expect("symlink");
+        let (writer, thread) = super::super::logfile::spawn_writer("p", None);
+        for path in [project.join("app.log"), project.join("logs/new.log")] {
+            let file = file_spec(&path, 1 << 20, 1, &project);
+            assert!(file.beneath.is_some(), "{file:?}");
+            let message = WriteMsg {
+                file,
+                label: "web-0".into(),
+                line: line("root::0:0::/:/bin/sh".into()),
+            };
+            writer.blocking_send(vec![message]).expect("sent");
+        }
+        drop(writer);
+        thread.join().expect("the writer ends");
+        assert_eq!(
+            std::fs::read_to_string(host.join("passwd")).expect("read"),
+            "root:x:0:0\n"
+        );
+        assert!(!host.join("new.log").exists());
     }
 }

@@ -62,7 +62,7 @@ use crate::project::Checkout;
 use handle::Instance;
 use handoff::{HandedInstance, HandedSocket};
 use logfile::WriteMsg;
-use logs::{LineSink, ProcessLog, file_spec};
+use logs::{LineSink, ProcessLog, file_spec, own_file_spec};
 use persist::Persist;
 use sockets::Sockets;
 use spawn::Forks;
@@ -360,7 +360,7 @@ impl Supervisor {
         let (writer, _) = entry.writer.get_or_insert_with(|| {
             let merged = pcfg.merged_log.clone().map(|p| {
                 file_spec(
-                    resolved(&p),
+                    &p,
                     pcfg.merged_log_max_size.as_u64(),
                     pcfg.merged_log_keep,
                     &pcfg.dir,
@@ -375,12 +375,19 @@ impl Supervisor {
             strip_ansi: process.strip_ansi,
             timestamps: process.timestamps,
             log: log.clone(),
-            file: file_spec(
-                spec.log_file.clone(),
-                process.log_max_size.as_u64(),
-                process.log_keep,
-                &pcfg.dir,
-            ),
+            file: match process.log_file {
+                Some(_) => file_spec(
+                    &spec.log_file,
+                    process.log_max_size.as_u64(),
+                    process.log_keep,
+                    &pcfg.dir,
+                ),
+                None => own_file_spec(
+                    spec.log_file.clone(),
+                    process.log_max_size.as_u64(),
+                    process.log_keep,
+                ),
+            },
             writer,
             ready: match &spec.ready {
                 Some((Ready::Log(pattern), _)) => {

@@ -124,7 +124,9 @@ pub(crate) async fn spawn(
         // Held until the fork is done, even if nobody waits for it.
         let _turn = turn;
         // A process never starts outside its leaf where there are leaves:
-        // there its limits may be cgroup2's, and a stop is the leaf's.
+        // there its limits may be cgroup2's, and a stop is the leaf's. It
+        // is tried again on the backoff schedule, as a host that could not
+        // make a cgroup for now (ENOMEM, a cgroup limit) may later.
         let (leaf, had) = match leaf {
             LeafFor::Kept(leaf) => (Some(leaf), Ok(())),
             LeafFor::Create(name) => match spec.jail.leaf(&name) {
@@ -132,7 +134,7 @@ pub(crate) async fn spawn(
                 Err(e) => {
                     let failure = Failure {
                         message: format!("creating its cgroup: {e}"),
-                        transient: false,
+                        transient: true,
                     };
                     (None, Err(failure))
                 }

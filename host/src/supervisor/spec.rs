@@ -9,7 +9,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::sockets::{InstanceSockets, Sockets};
-use crate::config::{ProcessConfig, resolved};
+use crate::config::ProcessConfig;
 use crate::confine::Jail;
 
 /// How to tell an instance is ready.
@@ -52,11 +52,9 @@ impl InstanceSpec {
         let owner = format!("{project}/{}", config.name);
         let project_dir = jail.dir().to_path_buf();
         let label = format!("{}-{instance}", config.name);
-        // Resolved (see `logs::file_spec`): the config's path here, while
-        // the default one is beneath the resolved `state_dir`.
         let log_file = match &config.log_file {
-            Some(path) if config.instances > 1 => resolved(&with_instance(path, instance)),
-            Some(path) => resolved(path),
+            Some(path) if config.instances > 1 => with_instance(path, instance),
+            Some(path) => path.clone(),
             None => state_dir
                 .join("logs")
                 .join(&project)
