@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use landlock::RulesetCreated;
 use nix::sys::resource::Resource;
 
-use super::cgroup::{Controller, Frozen, OnDemand, ProjectCgroup, Tree, Unavailable};
+use super::cgroup::{Controller, Frozen, OnDemand, ProjectCgroup, TRANSIENT, Tree, Unavailable};
 use super::fsview::{Enforcement, FsView};
 use super::identity::{self, Identity};
 use super::mounts::Private;
@@ -435,7 +435,7 @@ impl Jail {
     pub(super) fn make_cgroup(&self) {
         match self.cgroup() {
             Ok(_) | Err(Unavailable::Retired) => {}
-            Err(e @ Unavailable::Failed(_)) => tracing::error!(
+            Err(e @ Unavailable::Failed { .. }) => tracing::error!(
                 project = %self.project,
                 "making its cgroups: {e}; none of its programs starts until they can be made"
             ),
@@ -447,6 +447,14 @@ impl Jail {
         if let Some(cgroup) = &self.cgroup {
             cgroup.retire();
         }
+    }
+
+    /// Whether `e`, from [`Jail::leaf`], may go away by itself.
+    pub(crate) fn leaf_failure_is_transient(e: &std::io::Error) -> bool {
+        e.raw_os_error().is_some_and(|n| TRANSIENT.contains(&n))
+            || e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<Unavailable>())
+                .is_some_and(Unavailable::is_transient)
     }
 
     /// A cgroup leaf named `name` for a program of this project (or an

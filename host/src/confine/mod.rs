@@ -42,7 +42,7 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -482,8 +482,8 @@ fn protected(config: &Config, state_dir: &Path) -> Vec<PathBuf> {
                     .filter_map(|p| p.log_file.as_deref()),
             )
             .filter_map(|file| match resolved_short_of(file, &dir) {
-                (_, Some(_)) => None,
-                (outside, None) => Some(outside),
+                (_, Some(rel)) if !rel.components().any(|c| c == Component::ParentDir) => None,
+                (at, _) => Some(lexical(&at)),
             })
             .collect();
         paths.push(dir);

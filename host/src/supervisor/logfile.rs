@@ -227,9 +227,12 @@ impl RotatingFile {
 /// Only a regular file: the tenant owns the dir, and a FIFO put in the
 /// log's place would otherwise block the project's writer thread in
 /// `open` for good (and with it every line of the project, and an upgrade
-/// that waits for the writer to finish).
+/// that waits for the writer to finish). Only a file with no other name:
+/// a hard link to a host file (`ln /etc/shadow app.log`, where the kernel
+/// allows it) would have bosun append to that file.
 fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<File> {
     use cap_std::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::MetadataExt as _;
     let dir = Dir::open_ambient_dir(root, ambient_authority())?;
     if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
         dir.create_dir_all(parent)?;
@@ -240,8 +243,12 @@ fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<File> {
         .append(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = dir.open_with(rel, &options)?.into_std();
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.nlink() != 1 {
+        return Err(std::io::Error::other("a file with other hard links"));
     }
     let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;

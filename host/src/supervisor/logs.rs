@@ -370,8 +370,9 @@ mod tests {
     }
 
     /// The tenant's links in its dir, in place before bosun starts: the
-    /// log itself to a file of the host's, and a dir on the way to one of
-    /// the host's dirs. bosun, as root, writes neither.
+    /// log itself to a file of the host's, a dir on the way to one of the
+    /// host's dirs, and a hard link to a host file. bosun, as root, writes
+    /// none of them.
     #[test]
     fn a_log_linked_out_of_the_project_writes_nothing_outside() {
         use std::os::unix::fs::symlink;
@@ -383,8 +384,11 @@ mod tests {
         std::fs::write(host.join("passwd"), "root:x:0:0\n").expect("a host file");
         symlink(host.join("passwd"), project.join("app.log")).expect("symlink");
         symlink(&host, project.join("logs")).expect("symlink");
+        std::fs::write(host.join("shadow"), "root:*:1::::::\n").expect("a host file");
+        std::fs::hard_link(host.join("shadow"), project.join("hard.log")).expect("link");
         let (writer, thread) = super::super::logfile::spawn_writer("p", None);
-        for path in [project.join("app.log"), project.join("logs/new.log")] {
+        let paths = ["app.log", "logs/new.log", "hard.log"].map(|p| project.join(p));
+        for path in paths {
             let file = file_spec(&path, 1 << 20, 1, &project);
             assert!(file.beneath.is_some(), "{file:?}");
             let message = WriteMsg {
@@ -401,5 +405,9 @@ mod tests {
             "root:x:0:0\n"
         );
         assert!(!host.join("new.log").exists());
+        assert_eq!(
+            std::fs::read_to_string(host.join("shadow")).expect("read"),
+            "root:*:1::::::\n"
+        );
     }
 }

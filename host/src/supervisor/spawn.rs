@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::persist::MARKER_VAR;
 use super::spec::InstanceSpec;
-use crate::confine::{GroupKill, JailCommand, Leaf};
+use crate::confine::{GroupKill, Jail, JailCommand, Leaf};
 
 /// One turn to fork, held until the fork is done.
 pub(crate) type Turn = OwnedSemaphorePermit;
@@ -125,8 +125,8 @@ pub(crate) async fn spawn(
         let _turn = turn;
         // A process never starts outside its leaf where there are leaves:
         // there its limits may be cgroup2's, and a stop is the leaf's. It
-        // is tried again on the backoff schedule, as a host that could not
-        // make a cgroup for now (ENOMEM, a cgroup limit) may later.
+        // is tried again on the backoff schedule when the host may make
+        // one later (short of memory or of cgroups for now).
         let (leaf, had) = match leaf {
             LeafFor::Kept(leaf) => (Some(leaf), Ok(())),
             LeafFor::Create(name) => match spec.jail.leaf(&name) {
@@ -134,7 +134,7 @@ pub(crate) async fn spawn(
                 Err(e) => {
                     let failure = Failure {
                         message: format!("creating its cgroup: {e}"),
-                        transient: true,
+                        transient: Jail::leaf_failure_is_transient(&e),
                     };
                     (None, Err(failure))
                 }

@@ -41,7 +41,7 @@ use detect::delegated;
 pub use freeze::Frozen;
 pub use leaf::Leaf;
 use leaf::{drain, kill_all, pids, signal_all, wait_empty};
-pub(crate) use on_demand::{OnDemand, Unavailable};
+pub(crate) use on_demand::{OnDemand, TRANSIENT, Unavailable};
 
 /// The controllers bosun sets limits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -46,9 +46,20 @@ pub(crate) enum Unavailable {
     /// removing its cgroups.
     #[error("a reload removed the project or replaced its confinement")]
     Retired,
-    /// Making them failed.
-    #[error("{0}")]
-    Failed(String),
+    /// Making them failed, with the errno if there was one.
+    #[error("{why}")]
+    Failed { why: String, errno: Option<i32> },
+}
+
+/// Errnos of making a cgroup that a later try may not get: the kernel
+/// short of memory, or of cgroups, for now.
+pub(crate) const TRANSIENT: [i32; 3] = [libc::ENOMEM, libc::EAGAIN, libc::ENOSPC];
+
+impl Unavailable {
+    /// Whether a later try may do better.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, Self::Failed { errno: Some(n), .. } if TRANSIENT.contains(n))
+    }
 }
 
 impl OnDemand {
@@ -76,8 +87,12 @@ impl OnDemand {
                 }
                 Err(e) => {
                     let why = format!("{e:#}");
+                    let errno = e
+                        .chain()
+                        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+                        .and_then(std::io::Error::raw_os_error);
                     *state = State::NotMade(Some(why.clone()));
-                    Err(Unavailable::Failed(why))
+                    Err(Unavailable::Failed { why, errno })
                 }
             },
         }
