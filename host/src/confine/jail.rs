@@ -43,10 +43,9 @@ pub struct Jail {
     /// What its programs may see; a reload that adds a project hides that
     /// project's files from programs started after it.
     pub(super) fs: RwLock<Option<FsView>>,
-    /// Paths it sees beyond the system's view: its read-only extras and its
-    /// `/proc`, where they exist; its cgroup dirs, made or to be made.
+    /// Paths it sees beyond the system's view where they exist: its
+    /// read-only extras and its `/proc` (and its cgroups: see `file_view`).
     view_extra: Vec<PathBuf>,
-    cgroup_dirs: Vec<PathBuf>,
     pub(super) private: Option<Private>,
     pub(super) tmpdir: PathBuf,
     pub(super) netns: bool,
@@ -161,10 +160,7 @@ impl Jail {
             .collect();
         let mut view_extra = read_only.clone();
         view_extra.extend(private.as_ref().and_then(|p| p.proc.clone()));
-        // Its programs may read their own cgroups (so a runtime can learn
-        // its limits).
-        let cgroup_dirs = cgroup.as_ref().map(OnDemand::dirs).unwrap_or_default();
-        let fs = confined.then(|| system.with(&view_extra).with_made_later(&cgroup_dirs));
+        let fs = confined.then(|| file_view(system, &view_extra, cgroup.as_ref()));
         let layers = |c| tree.and_then(|t| t.layer(c));
         let report = Self::report(
             host,
@@ -176,9 +172,9 @@ impl Jail {
         let mut report = report;
         report.missing.extend(handover);
         // As planned, for the log at start; `confinement` says what is.
-        report.cgroup = cgroup_dirs
-            .first()
-            .filter(|_| tree.is_some_and(|t| t.has_leaves()))
+        report.cgroup = cgroup
+            .as_ref()
+            .and_then(OnDemand::v2_dir)
             .map(|dir| dir.display().to_string());
         Ok(Self {
             project: name.to_string(),
@@ -190,7 +186,6 @@ impl Jail {
             identity,
             fs: RwLock::new(fs),
             view_extra,
-            cgroup_dirs,
             private,
             tmpdir,
             cgroup,
@@ -213,7 +208,6 @@ impl Jail {
             identity: None,
             fs: RwLock::new(None),
             view_extra: Vec::new(),
-            cgroup_dirs: Vec::new(),
             private: None,
             tmpdir: PathBuf::from("/tmp"),
             netns: false,
@@ -352,11 +346,7 @@ impl Jail {
     pub(super) fn refresh_view(&self, system: &FsView) {
         let mut fs = self.fs.write().unwrap_or_else(PoisonError::into_inner);
         if fs.is_some() {
-            *fs = Some(
-                system
-                    .with(&self.view_extra)
-                    .with_made_later(&self.cgroup_dirs),
-            );
+            *fs = Some(file_view(system, &self.view_extra, self.cgroup.as_ref()));
             self.rulesets
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -535,6 +525,15 @@ impl Jail {
             None => Ok(None),
         }
     }
+}
+
+/// What a project's programs see: `system`, its `extra` paths where they
+/// exist, and its own cgroups, made or to be made (so a runtime can learn
+/// its limits; they are made before its first program starts).
+fn file_view(system: &FsView, extra: &[PathBuf], cgroup: Option<&OnDemand>) -> FsView {
+    system
+        .with(extra)
+        .with_made_later(&cgroup.map(OnDemand::dirs).unwrap_or_default())
 }
 
 /// The first number of a jail's run leaves (`cmd.<pid>.<n>`): from the

@@ -10,10 +10,11 @@
 //! fork), the jobs, which need the supervisor's handles, and the API; then
 //! the supervisor is released and the processes start, and the projects'
 //! cgroups are made (each before its project's first program in any
-//! case), so the API answers at once however many there are. Stop order: no new connections, running jobs get
-//! `shutdown_grace` to finish (then are interrupted), open requests end,
-//! and the supervisor stops every process last, so a running deploy never
-//! loses the processes under it; then the cgroups are removed.
+//! case), so the API answers at once however many there are. Stop order:
+//! no new connections, running jobs get `shutdown_grace` to finish (then
+//! are interrupted), open requests end, and the supervisor stops every
+//! process last, so a running deploy never loses the processes under it;
+//! then the cgroups are removed.
 //!
 //! One control task owns what a reload changes (the supervisor, the job
 //! queues, the jails, the config as applied); reloads and upgrades reach it

@@ -127,32 +127,32 @@ pub(crate) async fn spawn(
         // there its limits may be cgroup2's, and a stop is the leaf's. It
         // is tried again on the backoff schedule when the host may make
         // one later (short of memory or of cgroups for now).
-        let (leaf, had) = match leaf {
-            LeafFor::Kept(leaf) => (Some(leaf), Ok(())),
-            LeafFor::Create(name) => match spec.jail.leaf(&name) {
-                Ok(leaf) => (leaf, Ok(())),
-                Err(e) => {
-                    let failure = Failure {
-                        message: format!("creating its cgroup: {e}"),
-                        transient: Jail::leaf_failure_is_transient(&e),
-                    };
-                    (None, Err(failure))
-                }
-            },
+        let leaf = match leaf {
+            LeafFor::Kept(leaf) => Ok(Some(leaf)),
+            LeafFor::Create(name) => spec.jail.leaf(&name).map_err(|e| Failure {
+                message: format!("creating its cgroup: {e}"),
+                transient: Jail::leaf_failure_is_transient(&e),
+            }),
         };
-        let spawned = had.and_then(|()| command(&spec, &marker, leaf.as_ref()));
-        let spawned = spawned.and_then(|cmd| {
-            let child = cmd.spawn().map_err(|e| Failure {
-                message: e.to_string(),
-                transient: e.is_transient(),
-            })?;
-            // Until the worker has it: a worker gone meanwhile (bosun's
-            // shutdown aborts them) leaves no process unsupervised, whether
-            // the send below fails or the answer is dropped unread.
-            let guard = GroupKill::of(&child.child);
-            Ok((child.child, guard))
-        });
-        let _ = tx.send((leaf, spawned));
+        let answer = match leaf {
+            Err(failure) => (None, Err(failure)),
+            Ok(leaf) => {
+                let spawned = command(&spec, &marker, leaf.as_ref()).and_then(|cmd| {
+                    let child = cmd.spawn().map_err(|e| Failure {
+                        message: e.to_string(),
+                        transient: e.is_transient(),
+                    })?;
+                    // Until the worker has it: a worker gone meanwhile
+                    // (bosun's shutdown aborts them) leaves no process
+                    // unsupervised, whether the send below fails or the
+                    // answer is dropped unread.
+                    let guard = GroupKill::of(&child.child);
+                    Ok((child.child, guard))
+                });
+                (leaf, spawned)
+            }
+        };
+        let _ = tx.send(answer);
     });
     match rx.await {
         Ok((leaf, spawned)) => {

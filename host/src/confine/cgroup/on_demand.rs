@@ -102,7 +102,7 @@ impl OnDemand {
     /// make them failed.
     pub(crate) fn made(&self) -> Result<Option<PathBuf>, String> {
         match &*self.state() {
-            State::Made(_) => Ok(self.tree.v2_project_dir(&self.project)),
+            State::Made(_) => Ok(self.v2_dir()),
             State::NotMade(Some(why)) => Err(why.clone()),
             State::NotMade(None) | State::Retired => Ok(None),
         }
@@ -114,6 +114,11 @@ impl OnDemand {
         self.tree.project_dirs(&self.project)
     }
 
+    /// The cgroup2 dir, made or to be made; `None` without cgroup2.
+    pub(crate) fn v2_dir(&self) -> Option<PathBuf> {
+        self.tree.v2_project_dir(&self.project)
+    }
+
     /// Make nothing from now on.
     pub(crate) fn retire(&self) {
         *self.state() = State::Retired;
@@ -123,10 +128,7 @@ impl OnDemand {
     /// programs have stopped; anything still in them is killed first),
     /// whether this jail made them or a previous bosun image did.
     pub(crate) fn remove(&self) {
-        let _retired = {
-            let mut state = self.state();
-            std::mem::replace(&mut *state, State::Retired)
-        };
+        self.retire();
         for dir in self.dirs() {
             super::remove_tree(&dir);
         }
